@@ -1,0 +1,47 @@
+"""The settings of one run: a frozen record built from a scenario file and CLI overrides."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+FIXES = ("none", "quiesced")
+TIMEBASE_RESETS = ("applied", "reverted")
+ACCELS = ("kvm", "tcg")
+CPUS = ("POWER8", "POWER9", "POWER10")
+CLOCKS = ("virtual", "real")
+MAX_SMP = 2048
+
+# A KVM-HV host's own LPCR on POWER9/10: Linux sets PECE0-2 (= EEE|DEE|OEE) in init_LPCR_ISA300 and
+# PECEDH (HDEE) and HVEE in the POWER9/10 set-up; LPES0|LPES1. kvmppc_core_init_vm_hv keeps PECE and LPES,
+# which gives the vcore LPCR 0x54f41f (low 32 bits) of the reference's vectors.
+DEFAULT_HOST_LPCR = 0x0000400000000000 | 0xF000 | 0x8 | 0x4
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a run depends on. A run is a function of these (and nothing else)."""
+
+    scenario: str = "spapr-rtas-stopped"
+    machine: str = "pseries"
+    smp: int = 32
+    sockets: int = 1
+    cores: int = 32
+    threads: int = 1
+    accel: str = "kvm"
+    cpu: str = "POWER10"
+    fix: str = "none"
+    timebase_reset: str = "applied"
+    host_lpcr: int = DEFAULT_HOST_LPCR
+    radix: bool = True
+    seed: int = 0
+    watchdog_s: float = 20.0
+    deadline_s: float = 600.0
+    wall_deadline_s: float = 60.0
+    loop_cost_ns: int = 1000
+    fast_forward: bool = True
+    clock: str = "virtual"
+    main_loop_hold_ns: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

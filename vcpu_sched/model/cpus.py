@@ -1,0 +1,261 @@
+"""Generic vCPU scheduling: CPUState, kicks, interrupts, the work queue and the idle wait.
+
+Mirrors system/cpus.c, cpu-common.c and hw/core/cpu-common.c. Theory of operation: a vCPU thread
+sleeps in exactly one place, `qemu_wait_io_event`, on its `halt_cond`, and only while
+`cpu_thread_is_idle` says so. Anything that wants the thread to look again (new work, an interrupt,
+a stop request) broadcasts that condition (`qemu_cpu_kick`). A halted CPU with CPU_INTERRUPT_HARD set
+is *not* idle (`cpu_has_work`), so the thread goes round its loop again instead of sleeping: that is
+the hinge of the RTAS-stopped hang.
+
+Functions that can block are generators yielding effects (see effects.py); the rest are plain.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .effects import CondWait, Effect, QemuCond
+from .ppc import CPUPPCState
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+CPU_INTERRUPT_HARD = 0x0002  # include/exec/cpu-interrupt.h
+
+EXCP_INTERRUPT = 0x10000  # include/exec/cpu-all.h: async interruption
+EXCP_HLT = 0x10001  # hlt instruction reached
+EXCP_DEBUG = 0x10002
+EXCP_HALTED = 0x10003
+
+# QEMU's thread-local current_cpu: the vCPU whose thread is running (None on the main thread).
+current_cpu: contextvars.ContextVar[CPUState | None] = contextvars.ContextVar("current_cpu", default=None)
+
+
+@dataclass(eq=False)
+class WorkItem:
+    """struct qemu_work_item (cpu-common.c)."""
+
+    func: Callable[[CPUState], None]
+    name: str
+    done: bool = False
+    free: bool = False
+
+
+@dataclass(eq=False)
+class CPUState:
+    """CPUState (include/hw/core/cpu.h) with the PowerPCCPU's env attached."""
+
+    machine: Machine
+    cpu_index: int
+    env: CPUPPCState
+    halt_cond: QemuCond
+    kick_cond: QemuCond  # stands for SIG_IPI / immediate_exit reaching a thread inside KVM_RUN
+    start_powered_off: bool = True  # spapr_create_vcpu sets it on every spapr vCPU, CPU0 included
+    halted: bool = True
+    stop: bool = False
+    stopped: bool = False
+    unplug: bool = False
+    interrupt_request: int = 0
+    exit_request: bool = False
+    thread_kicked: bool = False
+    vcpu_dirty: bool = False
+    immediate_exit: bool = False
+    exception_index: int = -1
+    work_list: deque[WorkItem] = field(default_factory=deque)
+    stats: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"CPU {self.cpu_index}/{self.machine.settings.accel.upper()}"
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.stats[what] = self.stats.get(what, 0) + n
+
+    def loop_snapshot(self) -> tuple[Any, ...]:
+        """Everything one turn of the thread loop reads. Two equal snapshots around a turn taken with
+        the BQL held mean the turn changed nothing, and the next one will do exactly the same until
+        something outside the BQL (a kick, queued work, a stop request) touches this CPU."""
+        env = self.env
+        return (self.halted, self.stop, self.stopped, self.interrupt_request, self.exit_request,
+                self.thread_kicked, self.vcpu_dirty, len(self.work_list), self.machine.runstate,
+                env.quiesced, env.pending_interrupts, env.lpcr, env.psscr, env.msr, self.immediate_exit)
+
+
+def cpu_is_stopped(cpu: CPUState) -> bool:
+    """system/cpus.c cpu_is_stopped."""
+    return cpu.stopped or cpu.machine.runstate != "running"
+
+
+def cpu_can_run(cpu: CPUState) -> bool:
+    """system/cpus.c cpu_can_run."""
+    return not (cpu.stop or cpu_is_stopped(cpu))
+
+
+def cpu_has_work(cpu: CPUState) -> bool:
+    """hw/core/cpu-system.c cpu_has_work -> target/ppc/cpu_init.c ppc_cpu_has_work: HARD only."""
+    return bool(cpu.interrupt_request & CPU_INTERRUPT_HARD)
+
+
+def cpu_thread_is_idle(cpu: CPUState) -> bool:
+    """system/cpus.c cpu_thread_is_idle, in QEMU's order.
+
+    The accel hook at the end is KVM's `kvm_vcpu_thread_is_idle` = !kvm_halt_in_kernel(), true on ppc
+    (no KVM_CAP_IRQCHIP), and TCG's default (true).
+    """
+    if cpu.stop or cpu.work_list:
+        return False
+    if cpu_is_stopped(cpu):
+        return True
+    if not cpu.halted or cpu_has_work(cpu):
+        return False
+    return True
+
+
+def qemu_cpu_kick(cpu: CPUState) -> None:
+    """system/cpus.c qemu_cpu_kick: broadcast halt_cond, then cpus_kick_thread (SIG_IPI once)."""
+    cpu.halt_cond.broadcast()
+    cpu.count("kicks")
+    if cpu.machine.settings.accel == "kvm":
+        if cpu.thread_kicked:
+            return
+        cpu.thread_kicked = True
+        # kvm_ipi_signal -> kvm_cpu_kick: the current or next KVM_RUN returns -EINTR.
+        cpu.immediate_exit = True
+    else:
+        cpu_exit(cpu)
+    cpu.kick_cond.broadcast()
+
+
+def cpu_exit(cpu: CPUState) -> None:
+    """hw/core/cpu-common.c cpu_exit."""
+    cpu.exit_request = True
+
+
+def cpu_interrupt(cpu: CPUState, mask: int) -> None:
+    """system/cpus.c cpu_interrupt -> generic_handle_interrupt (KVM and, in this model, TCG)."""
+    cpu.interrupt_request |= mask
+    if current_cpu.get() is not cpu:
+        qemu_cpu_kick(cpu)
+
+
+def cpu_reset_interrupt(cpu: CPUState, mask: int) -> None:
+    """hw/core/cpu-common.c cpu_reset_interrupt: clear the bits, no kick (callers hold the BQL)."""
+    cpu.interrupt_request &= ~mask
+
+
+def cpu_reset(cpu: CPUState) -> None:
+    """hw/core/cpu-common.c cpu_common_reset_hold: halted follows start_powered_off."""
+    cpu.interrupt_request = 0
+    cpu.halted = cpu.start_powered_off
+    cpu.exception_index = -1
+    cpu.exit_request = False
+
+
+def qemu_cpu_stop(cpu: CPUState, exit: bool) -> None:
+    """system/cpus.c qemu_cpu_stop (on the vCPU's own thread)."""
+    cpu.stop = False
+    cpu.stopped = True
+    if exit:
+        cpu_exit(cpu)
+    cpu.machine.pause_cond.broadcast()
+
+
+def cpu_pause(cpu: CPUState) -> None:
+    """system/cpus.c cpu_pause."""
+    if current_cpu.get() is cpu:
+        qemu_cpu_stop(cpu, True)
+    else:
+        cpu.stop = True
+        qemu_cpu_kick(cpu)
+
+
+def cpu_resume(cpu: CPUState) -> None:
+    """system/cpus.c cpu_resume."""
+    cpu.stop = False
+    cpu.stopped = False
+    qemu_cpu_kick(cpu)
+
+
+def process_queued_cpu_work(cpu: CPUState) -> None:
+    """cpu-common.c process_queued_cpu_work: run every item with the BQL held, then wake the waiters."""
+    if not cpu.work_list:
+        return
+    while cpu.work_list:
+        wi = cpu.work_list.popleft()
+        cpu.machine.trace("process_queued_cpu_work", cpu=cpu.cpu_index, work=wi.name)
+        wi.func(cpu)
+        wi.done = True
+    cpu.machine.work_cond.broadcast()
+
+
+def qemu_wait_io_event_common(cpu: CPUState) -> None:
+    """system/cpus.c qemu_wait_io_event_common."""
+    cpu.thread_kicked = False
+    if cpu.stop:
+        qemu_cpu_stop(cpu, False)
+    process_queued_cpu_work(cpu)
+
+
+def qemu_wait_io_event(cpu: CPUState) -> Generator[Effect, Any, None]:
+    """system/cpus.c qemu_wait_io_event: sleep on halt_cond (BQL dropped) while idle."""
+    slept = False
+    while cpu_thread_is_idle(cpu):
+        if not slept:
+            cpu.machine.trace("qemu_wait_io_event_sleep", cpu=cpu.cpu_index, halted=cpu.halted)
+            cpu.count("sleeps")
+            slept = True
+        yield CondWait(cpu.halt_cond, "qemu_wait_io_event")
+    if slept:
+        cpu.machine.trace("qemu_wait_io_event_wake", cpu=cpu.cpu_index)
+    qemu_wait_io_event_common(cpu)
+
+
+def queue_work_on_cpu(cpu: CPUState, wi: WorkItem) -> None:
+    """cpu-common.c queue_work_on_cpu."""
+    cpu.work_list.append(wi)
+    qemu_cpu_kick(cpu)
+
+
+def run_on_cpu(cpu: CPUState, func: Callable[[CPUState], None], name: str) -> Generator[Effect, Any, None]:
+    """system/cpus.c run_on_cpu -> cpu-common.c do_run_on_cpu.
+
+    On the target's own thread the function runs at once. Otherwise the caller queues it, kicks, and
+    waits on qemu_work_cond; every wait drops the BQL and must take it back before `done` is seen.
+    """
+    if current_cpu.get() is cpu:
+        func(cpu)
+        return
+    machine = cpu.machine
+    wi = WorkItem(func, name)
+    machine.trace("run_on_cpu", cpu=cpu.cpu_index, work=name, caller=machine.thread_name())
+    queue_work_on_cpu(cpu, wi)
+    while not wi.done:
+        yield CondWait(machine.work_cond, f"run_on_cpu({name}) -> CPU {cpu.cpu_index}")
+
+
+def async_run_on_cpu(cpu: CPUState, func: Callable[[CPUState], None], name: str) -> None:
+    """cpu-common.c async_run_on_cpu."""
+    queue_work_on_cpu(cpu, WorkItem(func, name, free=True))
+
+
+def pause_all_vcpus(machine: Machine) -> Generator[Effect, Any, None]:
+    """system/cpus.c pause_all_vcpus (caller on the main thread, BQL held)."""
+    for cpu in machine.cpus:
+        cpu_pause(cpu)
+    while not all(cpu.stopped for cpu in machine.cpus):
+        yield CondWait(machine.pause_cond, "pause_all_vcpus")
+        for cpu in machine.cpus:
+            if not cpu.stopped:
+                qemu_cpu_kick(cpu)
+
+
+def resume_all_vcpus(machine: Machine) -> None:
+    """system/cpus.c resume_all_vcpus (only while the run state is running)."""
+    if machine.runstate != "running":
+        return
+    for cpu in machine.cpus:
+        cpu_resume(cpu)

@@ -1,0 +1,105 @@
+"""The blocking points of QEMU's threads, as effects an engine performs.
+
+Theory of operation (the "sans-IO" style of h11): every QEMU thread in the model (each vCPU thread and
+the main loop) is a generator. Ordinary model code runs synchronously between two `yield`s; at a point
+where the real thread could block or spend time it yields one of the effects below, and the engine
+(Trio tasks, OS threads, or a schedule explorer) performs it and sends back the result. So the QEMU
+loop exists once, and every engine drives that same copy.
+
+Conditions are `QemuCond` objects. Broadcasting one is not a blocking point (QEMU's kick broadcasts
+`halt_cond` without needing the BQL), so it is a plain call that the engine hears through `WakeHub`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeAlias
+
+
+class WakeHub(Protocol):
+    """What an engine provides to the model: the guest clock and wake-ups of parked threads."""
+
+    def now_ns(self) -> int: ...
+
+    def notify(self, cond: QemuCond) -> None: ...
+
+
+class _NoEngine:
+    def now_ns(self) -> int:
+        return 0
+
+    def notify(self, cond: QemuCond) -> None:
+        return None
+
+
+@dataclass(eq=False)
+class QemuCond:
+    """A QemuCond (util/qemu-thread-posix.c), or any other thing a thread can sleep on.
+
+    `generation` counts broadcasts, so an engine can tell whether one happened while it looked away.
+    """
+
+    name: str
+    hub: WakeHub = field(default_factory=_NoEngine, repr=False)
+    generation: int = 0
+
+    def broadcast(self) -> None:
+        self.generation += 1
+        self.hub.notify(self)
+
+
+@dataclass(frozen=True)
+class BqlLock:
+    """bql_lock(): take the Big QEMU Lock; `site` is the caller, as QEMU's qemu_mutex_lock trace shows."""
+
+    site: str
+
+
+@dataclass(frozen=True)
+class BqlUnlock:
+    """bql_unlock()."""
+
+    site: str
+
+
+@dataclass(frozen=True)
+class CondWait:
+    """qemu_cond_wait(cond, &bql): drop the BQL, sleep until a broadcast, take the BQL back.
+
+    The engine must perform the three steps as one: no broadcast may fall between the caller's last
+    check and its sleep (the model only broadcasts while it runs, so a cooperative engine gets this
+    for free; a threaded one compares `generation`).
+    """
+
+    cond: QemuCond
+    site: str
+
+
+@dataclass(frozen=True)
+class Spend:
+    """The thread is busy on a host CPU for `ns` nanoseconds of guest time.
+
+    `spin` names a vCPU whose thread loop iteration this is. An engine may fast-forward a run of
+    iterations that change nothing (see `CPUState.loop_snapshot`) until one of `wake` is broadcast.
+    """
+
+    ns: int
+    spin: Any = None
+    wake: tuple[QemuCond, ...] = ()
+
+
+@dataclass(frozen=True)
+class Block:
+    """Sleep outside QEMU's locks until one of `wake` is broadcast or `timeout_ns` passes.
+
+    Used for guest execution inside KVM_RUN (a kick ends it), for waits in the guest, and for the main
+    loop's poll. The engine sends back the nanoseconds that passed.
+    """
+
+    wake: tuple[QemuCond, ...]
+    timeout_ns: int | None
+
+
+Effect: TypeAlias = BqlLock | BqlUnlock | CondWait | Spend | Block
+Thread: TypeAlias = Generator[Effect, Any, Any]

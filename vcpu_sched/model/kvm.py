@@ -1,0 +1,311 @@
+"""The KVM vCPU thread and the fake kernel behind it.
+
+QEMU side, mirrored from accel/kvm/kvm-accel-ops.c (`kvm_vcpu_thread_fn`), accel/kvm/kvm-all.c
+(`kvm_cpu_exec`, `kvm_cpu_synchronize_state`, `do_kvm_cpu_synchronize_post_reset`) and
+target/ppc/kvm.c (`kvm_arch_process_async_events`, `kvm_arch_handle_exit`, `kvm_arch_get_registers`,
+`kvm_arch_put_registers`).
+
+Theory of operation: the thread holds the BQL everywhere except inside kvm_cpu_exec's KVM_RUN loop
+(dropped once before it, taken once after) and while asleep in qemu_wait_io_event or run_on_cpu. The
+EXCP_HLT short-cut for a halted CPU comes *before* the BQL is dropped, so a halted CPU whose thread
+never sleeps (HARD set: `cpu_has_work`) never lets go of the BQL.
+
+Kernel side (`FakeKvm`), after Linux 6.12 arch/powerpc/kvm/book3s_hv.c: the vcore's LPCR is set up
+from the host's (`kvmppc_core_init_vm_hv`) and userspace may change only DPFD, ILE, TC, AIL and LD of it
+(`kvmppc_set_lpcr`); PSSCR is stored masked with PSSCR_GUEST_VIS, which drops EC. A register get
+overwrites QEMU's copy. KVM_RUN runs the guest until an exit or a kick; H_CEDE and H_REGISTER_VPA are
+handled in the kernel and do not exit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .accel import execute_guest
+from .cpus import (
+    EXCP_DEBUG,
+    EXCP_HLT,
+    EXCP_INTERRUPT,
+    CPUState,
+    cpu_can_run,
+    current_cpu,
+    qemu_wait_io_event,
+    run_on_cpu,
+)
+from .effects import Block, BqlLock, BqlUnlock, Effect, Spend
+from .guest import H_CEDE, H_REGISTER_VPA, HCALL_NAMES, GuestRunner, Hcall, StoreDecr, program_at
+from .ppc import (
+    LPCR_AIL,
+    LPCR_DPFD,
+    LPCR_GTSE,
+    LPCR_HDICE,
+    LPCR_HEIC,
+    LPCR_HR,
+    LPCR_HVICE,
+    LPCR_ILE,
+    LPCR_LD,
+    LPCR_ONL,
+    LPCR_TC,
+    LPCR_UPRT,
+    LPCR_VPM0,
+    LPCR_VPM1,
+    PSSCR_EC,
+    CpuModel,
+    ExcpModel,
+    decode_lpcr,
+)
+
+if TYPE_CHECKING:
+    from .spapr import Spapr
+
+EINTR = 4
+KVM_PUT_RUNTIME_STATE, KVM_PUT_RESET_STATE, KVM_PUT_FULL_STATE = 1, 2, 3
+PSSCR_GUEST_VIS = 0xF0000000000003FF  # arch/powerpc/include/asm/reg.h: EC (0x100000) is not in it
+LPCR_PECE = 0x0001F000  # Linux's name for the five exit-enable bits
+LPCR_LPES = 0x0000000C
+_USER_LPCR_MASK = LPCR_DPFD | LPCR_ILE | LPCR_TC | LPCR_AIL | LPCR_LD
+_LOW32 = 0xFFFFFFFF
+
+
+@dataclass
+class Vcore:
+    """struct kvmppc_vcore: the LPCR is per virtual core, shared by its threads."""
+
+    lpcr: int
+
+
+@dataclass
+class KvmVcpu:
+    """The kernel's view of one vCPU (struct kvm_vcpu + struct kvm_run)."""
+
+    vcore: Vcore
+    psscr: int = 0
+    msr: int = 0
+    nip: int = 0
+    dec: int = 0
+    online: int = 0
+    runner: GuestRunner | None = None
+    hcall_ret: int = 0
+    exit_hcall: Hcall | None = None
+    ceded: bool = False
+
+
+@dataclass(frozen=True)
+class KvmExit:
+    """struct kvm_run after KVM_RUN returned 0: why the guest stopped."""
+
+    reason: str
+    hcall: Hcall | None = None
+
+
+def kvmppc_core_init_vm_hv(host_lpcr: int, model: CpuModel, radix: bool) -> int:
+    """book3s_hv.c kvmppc_core_init_vm_hv, LPCR part (bare-metal host)."""
+    lpcr = host_lpcr & (LPCR_PECE | LPCR_LPES)
+    lpcr |= (4 << 52) | LPCR_HDICE | LPCR_VPM0 | LPCR_VPM1 | LPCR_ONL
+    if model.excp_model is not ExcpModel.POWER8:
+        lpcr &= ~LPCR_VPM0
+        lpcr |= LPCR_HVICE | LPCR_HEIC
+        if radix:
+            lpcr &= ~LPCR_VPM1
+            lpcr |= LPCR_UPRT | LPCR_GTSE | LPCR_HR
+    return lpcr
+
+
+@dataclass
+class FakeKvm:
+    """The kernel side: one KvmVcpu per vCPU, vcores of `threads` vCPUs each."""
+
+    model: CpuModel
+    radix: bool
+    vcpus: list[KvmVcpu] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, model: CpuModel, host_lpcr: int, radix: bool, smp: int, threads: int) -> FakeKvm:
+        kvm = cls(model, radix and model.mmu_v3)
+        vcores = [Vcore(kvmppc_core_init_vm_hv(host_lpcr, model, kvm.radix))
+                  for _ in range((smp + threads - 1) // threads)]
+        kvm.vcpus = [KvmVcpu(vcores[i // threads]) for i in range(smp)]
+        return kvm
+
+    def kvmppc_set_lpcr(self, vcpu: KvmVcpu, new_lpcr: int, preserve_top32: bool) -> None:
+        """book3s_hv.c kvmppc_set_lpcr + kvmppc_filter_lpcr_hv: only DPFD, ILE, TC, AIL, LD change."""
+        mask = _USER_LPCR_MASK & (_LOW32 if preserve_top32 else ~0)
+        lpcr = (vcpu.vcore.lpcr & ~mask) | (new_lpcr & mask)
+        if self.radix:
+            lpcr &= ~LPCR_TC
+        if (lpcr & LPCR_AIL) != LPCR_AIL:
+            lpcr &= ~LPCR_AIL  # only AIL=3 is allowed
+        if self.model.excp_model is ExcpModel.POWER8:
+            lpcr &= ~LPCR_LD
+        vcpu.vcore.lpcr = lpcr
+
+    def set_one_reg_psscr(self, vcpu: KvmVcpu, value: int) -> None:
+        vcpu.psscr = value & PSSCR_GUEST_VIS
+
+
+def kvm_arch_get_registers(cpu: CPUState) -> None:
+    """target/ppc/kvm.c kvm_arch_get_registers: the kernel's values *assigned* into env (no masking,
+    no ppc_store_lpcr, no ppc_maybe_interrupt). LPCR uses the 32-bit one_reg id: upper half reads 0."""
+    kvm = cpu.machine.kvm
+    assert kvm is not None
+    vcpu = kvm.vcpus[cpu.cpu_index]
+    env = cpu.env
+    before_lpcr, before_psscr = env.lpcr, env.psscr
+    env.lpcr = vcpu.vcore.lpcr & _LOW32
+    if env.model.has_psscr:
+        env.psscr = vcpu.psscr
+    env.msr = vcpu.msr
+    env.nip = vcpu.nip
+    cpu.machine.trace("kvm_get_registers", cpu=cpu.cpu_index, lpcr_before=hex(before_lpcr), lpcr=hex(env.lpcr),
+                      lpcr_decoded=decode_lpcr(env.lpcr, env.model),
+                      psscr_ec_before=bool(before_psscr & PSSCR_EC), psscr_ec=bool(env.psscr & PSSCR_EC))
+    cpu.machine.note_register_get(cpu, before_lpcr, before_psscr)
+
+
+def kvm_arch_put_registers(cpu: CPUState, level: int) -> None:
+    """target/ppc/kvm.c kvm_arch_put_registers: every registered SPR at every level."""
+    kvm = cpu.machine.kvm
+    assert kvm is not None
+    vcpu = kvm.vcpus[cpu.cpu_index]
+    env = cpu.env
+    lpcr_before = vcpu.vcore.lpcr
+    kvm.kvmppc_set_lpcr(vcpu, env.lpcr, preserve_top32=True)
+    if env.model.has_psscr:
+        kvm.set_one_reg_psscr(vcpu, env.psscr)
+    vcpu.msr = env.msr
+    if env.nip != vcpu.nip or (vcpu.runner is None and env.nip):
+        vcpu.nip = env.nip
+        program = program_at(cpu.machine, cpu.cpu_index, env.nip)
+        vcpu.runner = GuestRunner(program, env.nip) if program is not None else None
+        vcpu.ceded = False
+    cpu.machine.trace("kvm_put_registers", cpu=cpu.cpu_index, level=level, lpcr_wanted=hex(env.lpcr),
+                      lpcr_before=hex(lpcr_before), lpcr=hex(vcpu.vcore.lpcr),
+                      ignored=hex((env.lpcr ^ vcpu.vcore.lpcr) & _LOW32),
+                      psscr_ec_wanted=bool(env.psscr & PSSCR_EC), psscr_ec=bool(vcpu.psscr & PSSCR_EC))
+
+
+def do_kvm_cpu_synchronize_state(cpu: CPUState) -> None:
+    """accel/kvm/kvm-all.c do_kvm_cpu_synchronize_state."""
+    if not cpu.vcpu_dirty:
+        kvm_arch_get_registers(cpu)
+        cpu.vcpu_dirty = True
+
+
+def kvm_cpu_synchronize_state(cpu: CPUState) -> Generator[Effect, Any, None]:
+    """accel/kvm/kvm-all.c kvm_cpu_synchronize_state: a get on the vCPU's own thread, unless dirty."""
+    if not cpu.vcpu_dirty:
+        yield from run_on_cpu(cpu, do_kvm_cpu_synchronize_state, "do_kvm_cpu_synchronize_state")
+
+
+def do_kvm_cpu_synchronize_post_reset(cpu: CPUState) -> None:
+    """accel/kvm/kvm-all.c do_kvm_cpu_synchronize_post_reset."""
+    kvm_arch_put_registers(cpu, KVM_PUT_RESET_STATE)
+    cpu.vcpu_dirty = False
+
+
+def kvm_arch_process_async_events(cpu: CPUState) -> bool:
+    """target/ppc/kvm.c kvm_arch_process_async_events: just `halted`."""
+    return cpu.halted
+
+
+def kvm_vcpu_ioctl_run(cpu: CPUState) -> Generator[Effect, Any, tuple[int, KvmExit | None]]:
+    """ioctl(KVM_RUN), the kernel side: (-EINTR, None) on a kick, (0, exit) otherwise."""
+    kvm = cpu.machine.kvm
+    assert kvm is not None
+    vcpu = kvm.vcpus[cpu.cpu_index]
+    runner = vcpu.runner
+    if vcpu.exit_hcall is not None and runner is not None:
+        vcpu.exit_hcall = None
+        runner.advance(vcpu.hcall_ret)
+    while True:
+        op = yield from execute_guest(cpu, runner, lambda: cpu.immediate_exit)
+        if op is None:
+            return -EINTR, None
+        assert runner is not None
+        if isinstance(op, StoreDecr):
+            vcpu.dec = op.value  # the kernel owns the DEC; QEMU's pending bit is not touched
+            runner.advance()
+            continue
+        assert isinstance(op, Hcall)
+        if op.nr == H_CEDE:
+            # kvmppc_h_cede in the kernel: idle until an interrupt for this vCPU. The model has no
+            # guest interrupts, so it idles until a kick; after one the guest is back in H_CEDE.
+            if not vcpu.ceded:
+                vcpu.ceded = True
+                cpu.machine.trace("kvm_h_cede", cpu=cpu.cpu_index)
+            yield Block((cpu.kick_cond,), None)
+            continue
+        if op.nr == H_REGISTER_VPA:
+            runner.advance(0)
+            continue
+        vcpu.exit_hcall = op
+        return 0, KvmExit("PAPR_HCALL", op)
+
+
+def kvm_arch_handle_exit(cpu: CPUState, run: KvmExit) -> Generator[Effect, Any, int]:
+    """target/ppc/kvm.c kvm_arch_handle_exit: takes the BQL for every exit it handles."""
+    spapr: Spapr = cpu.machine.spapr
+    kvm = cpu.machine.kvm
+    assert kvm is not None and run.hcall is not None
+    yield BqlLock("kvm_arch_handle_exit")
+    ret = yield from spapr.spapr_hypercall(cpu, run.hcall)
+    kvm.vcpus[cpu.cpu_index].hcall_ret = ret
+    yield BqlUnlock("kvm_arch_handle_exit")
+    return 0
+
+
+def kvm_cpu_exec(cpu: CPUState) -> Generator[Effect, Any, int]:
+    """accel/kvm/kvm-all.c kvm_cpu_exec (called and returning with the BQL held)."""
+    machine = cpu.machine
+    if kvm_arch_process_async_events(cpu):
+        cpu.exit_request = False
+        machine.trace("kvm_cpu_exec", cpu=cpu.cpu_index, ret="EXCP_HLT", bql_dropped=False)
+        return EXCP_HLT
+    machine.trace("kvm_cpu_exec", cpu=cpu.cpu_index)
+    yield BqlUnlock("kvm_cpu_exec")
+    while True:
+        if cpu.vcpu_dirty:
+            kvm_arch_put_registers(cpu, KVM_PUT_RUNTIME_STATE)
+            cpu.vcpu_dirty = False
+        if cpu.exit_request:
+            cpu.immediate_exit = True
+        run_ret, run = yield from kvm_vcpu_ioctl_run(cpu)
+        if run_ret < 0:
+            cpu.immediate_exit = False  # kvm_eat_signals
+            machine.trace("kvm_run_exit", cpu=cpu.cpu_index, reason="EINTR")
+            cpu.count("exit:EINTR")
+            ret = EXCP_INTERRUPT
+            break
+        assert run is not None
+        hc = run.hcall
+        name = HCALL_NAMES.get(hc.nr, hex(hc.nr)) if hc else run.reason
+        machine.trace("kvm_run_exit", cpu=cpu.cpu_index, reason=run.reason, hcall=name)
+        cpu.count(f"exit:{run.reason}")
+        ret = yield from kvm_arch_handle_exit(cpu, run)
+        if ret != 0:
+            break
+    yield BqlLock("kvm_cpu_exec")
+    cpu.exit_request = False
+    return ret
+
+
+def kvm_vcpu_thread_fn(cpu: CPUState) -> Generator[Effect, Any, None]:
+    """accel/kvm/kvm-accel-ops.c kvm_vcpu_thread_fn: the vCPU thread's whole life."""
+    machine = cpu.machine
+    current_cpu.set(cpu)
+    yield BqlLock("kvm_vcpu_thread_fn")
+    machine.trace("kvm_vcpu_thread_start", cpu=cpu.cpu_index, thread=cpu.name)
+    while True:
+        # One turn of this loop costs host CPU time; the engine may fast-forward identical turns.
+        yield Spend(machine.settings.loop_cost_ns, spin=cpu, wake=(cpu.halt_cond, cpu.kick_cond))
+        cpu.count("loop_iterations")
+        if cpu_can_run(cpu):
+            r = yield from kvm_cpu_exec(cpu)
+            if r == EXCP_DEBUG:
+                pass  # cpu_handle_guest_debug: no debugger in the model
+        yield from qemu_wait_io_event(cpu)
+        if cpu.unplug and not cpu_can_run(cpu):
+            break
+    yield BqlUnlock("kvm_vcpu_thread_fn")

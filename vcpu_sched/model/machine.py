@@ -1,0 +1,160 @@
+"""A whole QEMU process: the pseries machine, its vCPUs, the kernel, the guest and the main thread.
+
+Mirrors the start-up path of system/vl.c (`qemu_init`: create vCPUs, `qemu_system_reset`, `vm_start`)
+and util/main-loop.c (`main_loop_wait`, which takes the BQL for timers, the monitor and chardevs).
+The Machine is plain state; an engine runs the generators from `threads()` and installs a `WakeHub`.
+
+Besides the state QEMU has, the Machine keeps `notes`: timestamps of the moments the diagnosis needs
+(a DEC raised at reset, a register get that changed LPCR/PSSCR, HARD set on a halted CPU). They are
+observations for the watchdog's explanation and never feed back into behaviour.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import RunSettings
+from .cpus import CPUState, current_cpu, resume_all_vcpus
+from .effects import Block, BqlLock, BqlUnlock, Effect, QemuCond, Spend, WakeHub
+from .excp import IrqDecision
+from .guest import GuestMemory, GuestOutcome, GuestRunner
+from .kvm import FakeKvm, kvm_vcpu_thread_fn
+from .ppc import CPU_MODELS, PSSCR_EC, CPUPPCState
+from .spapr import Spapr
+from .tcg import mttcg_cpu_thread_fn
+
+MAIN_LOOP_POLL_NS = 10_000_000  # main_loop_wait wakes at least this often for timers (10 ms)
+
+Tracer = Callable[[str, int, dict[str, Any]], None]
+
+
+def _no_trace(event: str, t_ns: int, fields: dict[str, Any]) -> None:
+    return None
+
+
+@dataclass
+class Notes:
+    """When the links of the hang's chain happened, per CPU (first occurrence, guest ns)."""
+
+    dec_raised: dict[int, int] = field(default_factory=dict)
+    lpcr_overwritten: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # t, before, after
+    ec_lost: dict[int, int] = field(default_factory=dict)
+    hard_set: dict[int, tuple[int, IrqDecision]] = field(default_factory=dict)
+    last_set_all_lpcrs: tuple[int, str] | None = None
+
+
+class Machine:
+    """The QEMU process being modelled."""
+
+    def __init__(self, settings: RunSettings, tracer: Tracer = _no_trace,
+                 console_out: Callable[[int, str], None] | None = None) -> None:
+        self.settings = settings
+        self.rng = random.Random(settings.seed)
+        self.fix_quiesced = settings.fix != "none"
+        self.runstate = "prelaunch"
+        self.hub: WakeHub | None = None
+        self._tracer = tracer
+        self._console_out = console_out
+        self.notes = Notes()
+        self.work_cond = QemuCond("qemu_work_cond")
+        self.pause_cond = QemuCond("qemu_pause_cond")
+        self.main_loop_cond = QemuCond("main_loop")
+        self.finished_cond = QemuCond("guest_finished")
+        self.guest_memory = GuestMemory(QemuCond("guest_memory"))
+        self.outcome = GuestOutcome()
+        self.finished = False
+        self.main_loop_iterations = 0
+        model = CPU_MODELS[settings.cpu]
+        self.cpus = [
+            CPUState(self, i, CPUPPCState(model), QemuCond(f"halt_cond[{i}]"), QemuCond(f"kick[{i}]"))
+            for i in range(settings.smp)
+        ]
+        self.kvm = (FakeKvm.create(model, settings.host_lpcr, settings.radix, settings.smp, settings.threads)
+                    if settings.accel == "kvm" else None)
+        self.tcg_runners: dict[int, GuestRunner] = {}
+        self.spapr = Spapr(self)
+
+    # --- engine interface ------------------------------------------------------------------------
+
+    def attach(self, hub: WakeHub) -> None:
+        """Let an engine hear broadcasts and supply the clock."""
+        self.hub = hub
+        for cond in self.all_conds():
+            cond.hub = hub
+
+    def all_conds(self) -> list[QemuCond]:
+        conds = [self.work_cond, self.pause_cond, self.main_loop_cond, self.finished_cond,
+                 self.guest_memory.changed]
+        for cpu in self.cpus:
+            conds += [cpu.halt_cond, cpu.kick_cond]
+        return conds
+
+    def threads(self) -> list[tuple[str, Callable[[], Generator[Effect, Any, Any]]]]:
+        """(thread name, generator factory) for every QEMU thread: the main thread first."""
+        vcpu_fn = kvm_vcpu_thread_fn if self.kvm is not None else mttcg_cpu_thread_fn
+        threads: list[tuple[str, Callable[[], Generator[Effect, Any, Any]]]] = [("main", self.qemu_main)]
+        for cpu in self.cpus:
+            threads.append((cpu.name, lambda cpu=cpu: vcpu_fn(cpu)))
+        return threads
+
+    def now_ns(self) -> int:
+        return self.hub.now_ns() if self.hub is not None else 0
+
+    def trace(self, event: str, **fields: Any) -> None:
+        self._tracer(event, self.now_ns(), fields)
+
+    def thread_name(self) -> str:
+        cpu = current_cpu.get()
+        return cpu.name if cpu is not None else "main"
+
+    # --- what the guest and the model report ------------------------------------------------------
+
+    def console(self, cpu: CPUState, text: str) -> None:
+        """hw/char/spapr_vty.c h_put_term_char: a line on hvc0."""
+        self.outcome.console.append((self.now_ns(), text))
+        self.trace("console", cpu=cpu.cpu_index, text=text)
+        if self._console_out is not None:
+            self._console_out(self.now_ns(), text)
+
+    def guest_finished(self) -> None:
+        self.finished = True
+        self.trace("guest_finished", online=len(self.outcome.online), stuck=self.outcome.stuck)
+        self.finished_cond.broadcast()
+
+    def note_hard_set(self, cpu: CPUState, decision: IrqDecision) -> None:
+        if cpu.halted:
+            self.notes.hard_set[cpu.cpu_index] = (self.now_ns(), decision)
+
+    def note_register_get(self, cpu: CPUState, before_lpcr: int, before_psscr: int) -> None:
+        pm = cpu.env.model.lpcr_pm
+        if (cpu.env.lpcr & pm) != (before_lpcr & pm):
+            self.notes.lpcr_overwritten[cpu.cpu_index] = (self.now_ns(), before_lpcr, cpu.env.lpcr)
+        if before_psscr & PSSCR_EC and not cpu.env.psscr & PSSCR_EC:
+            self.notes.ec_lost[cpu.cpu_index] = self.now_ns()
+
+    def note_dec_raised(self, cpu: CPUState) -> None:
+        self.notes.dec_raised[cpu.cpu_index] = self.now_ns()
+
+    # --- the main thread -------------------------------------------------------------------------
+
+    def qemu_main(self) -> Generator[Effect, Any, None]:
+        """system/vl.c qemu_init (reset, vm_start), then util/main-loop.c's loop."""
+        yield BqlLock("qemu_init")
+        self.trace("qemu_system_reset")
+        yield from self.spapr.spapr_machine_reset()
+        yield from self.spapr.cpu_synchronize_all_post_reset()
+        self.runstate = "running"
+        self.trace("vm_start")
+        resume_all_vcpus(self)
+        yield BqlUnlock("qemu_init")
+        hold = self.settings.main_loop_hold_ns
+        while True:
+            yield Block((self.main_loop_cond,), MAIN_LOOP_POLL_NS)
+            yield BqlLock("main_loop_wait")
+            self.main_loop_iterations += 1
+            if hold:
+                yield Spend(hold)  # a slow device model or monitor command, BQL held
+            yield BqlUnlock("main_loop_wait")

@@ -1,0 +1,282 @@
+"""The pseries machine: CPU reset and entry, LPCR sync to every CPU, hcalls and the RTAS CPU calls.
+
+Mirrors hw/ppc/spapr_cpu_core.c (`spapr_reset_vcpu`, `spapr_cpu_set_entry_state`), hw/ppc/spapr.c
+(`spapr_machine_reset`, `spapr_set_all_lpcrs`, `do_lpcr_sync`), hw/ppc/spapr_hcall.c
+(`spapr_hypercall`, `h_set_mode`, `h_rtas`, `h_cede`), hw/ppc/spapr_rtas.c
+(`rtas_query_cpu_stopped_state`, `rtas_start_cpu`, `rtas_stop_self`) and hw/char/spapr_vty.c
+(`h_put_term_char`).
+
+The seed's fix touches three places here, each under `machine.fix_quiesced`: reset and stop-self set
+`quiesced` ("RTAS stopped"), entry clears it, each followed by `ppc_maybe_interrupt`; and
+query-cpu-stopped-state answers from `quiesced` instead of `halted`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .cpus import EXCP_HLT, CPUState, cpu_has_work, cpu_reset, current_cpu, qemu_cpu_kick, run_on_cpu
+from .effects import Effect
+from .guest import (
+    H_CEDE,
+    H_PUT_TERM_CHAR,
+    H_REGISTER_VPA,
+    H_SET_MODE,
+    H_SET_MODE_RESOURCE_ADDR_TRANS_MODE,
+    H_SET_MODE_RESOURCE_LE,
+    HCALL_NAMES,
+    KVMPPC_H_CAS,
+    KVMPPC_H_RTAS,
+    RTAS_NAMES,
+    RTAS_QUERY_CPU_STOPPED_STATE,
+    RTAS_START_CPU,
+    RTAS_STOP_SELF,
+    SPAPR_ENTRY_POINT,
+    Hcall,
+    RtasArgs,
+)
+from .interrupts import ppc_maybe_interrupt, ppc_store_lpcr
+from .kvm import do_kvm_cpu_synchronize_post_reset, do_kvm_cpu_synchronize_state, kvm_cpu_synchronize_state
+from .ppc import (
+    LPCR_AIL,
+    LPCR_AIL_SHIFT,
+    LPCR_GTSE,
+    LPCR_HR,
+    LPCR_ILE,
+    LPCR_ISL,
+    LPCR_KBV,
+    LPCR_LPES0,
+    LPCR_LPES1,
+    LPCR_UPRT,
+    LPCR_VPM1,
+    MSR_EE,
+    MSR_FP,
+    MSR_ME,
+    MSR_SF,
+    PSSCR_EC,
+)
+from .timebase import cpu_ppc_tb_reset
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+H_SUCCESS, H_FUNCTION, H_P2, H_P3, H_P4, H_UNSUPPORTED_FLAG = 0, -2, -55, -56, -57, -256
+RTAS_OUT_SUCCESS, RTAS_OUT_HW_ERROR, RTAS_OUT_PARAM_ERROR = 0, -1, -3
+
+
+@dataclass
+class Spapr:
+    """SpaprMachineState: the machine-level code paths of pseries."""
+
+    machine: Machine
+
+    # --- reset and entry (spapr_cpu_core.c) -------------------------------------------------------
+
+    def spapr_reset_vcpu(self, cpu: CPUState) -> None:
+        """hw/ppc/spapr_cpu_core.c spapr_reset_vcpu, in QEMU's order."""
+        env = cpu.env
+        cpu_reset(cpu)
+        if self.machine.fix_quiesced:
+            env.quiesced = True  # the fix: set "RTAS stopped" state
+            ppc_maybe_interrupt(cpu)
+        env.msr = (env.msr & ~MSR_SF) | MSR_ME | MSR_FP
+        lpcr = env.lpcr & ~(LPCR_VPM1 | LPCR_ISL | LPCR_KBV | env.model.lpcr_pm)
+        lpcr |= LPCR_LPES0 | LPCR_LPES1
+        env.psscr |= PSSCR_EC
+        ppc_store_lpcr(cpu, lpcr)
+        cpu_ppc_tb_reset(cpu)
+        self.machine.trace("spapr_reset_vcpu", cpu=cpu.cpu_index, halted=cpu.halted, quiesced=env.quiesced)
+
+    def spapr_cpu_set_entry_state(self, cpu: CPUState, nip: int, r1: int, r3: int, r4: int) -> None:
+        """hw/ppc/spapr_cpu_core.c spapr_cpu_set_entry_state."""
+        env = cpu.env
+        env.nip, env.gpr3 = nip, r3
+        self.kvmppc_set_reg_ppc_online(cpu, 1)
+        cpu.halted = False
+        ppc_store_lpcr(cpu, env.lpcr | env.model.lpcr_pm)
+        if self.machine.fix_quiesced:
+            env.quiesced = False  # the fix: clear "RTAS stopped" state
+            ppc_maybe_interrupt(cpu)
+        self.machine.trace("spapr_cpu_set_entry_state", cpu=cpu.cpu_index, nip=hex(nip), quiesced=env.quiesced)
+
+    def kvmppc_set_reg_ppc_online(self, cpu: CPUState, online: int) -> None:
+        """target/ppc/kvm.c kvmppc_set_reg_ppc_online (KVM_REG_PPC_ONLINE)."""
+        if self.machine.kvm is not None:
+            self.machine.kvm.vcpus[cpu.cpu_index].online = online
+
+    # --- machine reset and LPCR sync (spapr.c) ----------------------------------------------------
+
+    def spapr_machine_reset(self) -> Generator[Effect, Any, None]:
+        """hw/ppc/spapr.c spapr_machine_reset (the parts that touch CPUs), on the main thread."""
+        machine = self.machine
+        if machine.kvm is not None and machine.kvm.radix:
+            yield from self.spapr_set_all_lpcrs(LPCR_HR | LPCR_UPRT, LPCR_HR | LPCR_UPRT, "machine reset (radix)")
+        for cpu in machine.cpus:  # qemu_devices_reset -> spapr_cpu_core_reset
+            self.spapr_reset_vcpu(cpu)
+        self.spapr_cpu_set_entry_state(machine.cpus[0], SPAPR_ENTRY_POINT, 0, 0, 0)
+
+    def spapr_set_all_lpcrs(self, value: int, mask: int, why: str) -> Generator[Effect, Any, None]:
+        """hw/ppc/spapr.c spapr_set_all_lpcrs: run_on_cpu(do_lpcr_sync) on every CPU, one after another."""
+        self.machine.trace("spapr_set_all_lpcrs", value=hex(value), mask=hex(mask),
+                           caller=self.machine.thread_name(), why=why)
+        self.machine.notes.last_set_all_lpcrs = (self.machine.now_ns(), why)
+        for cpu in self.machine.cpus:
+            yield from run_on_cpu(cpu, lambda c: self.do_lpcr_sync(c, value, mask), "do_lpcr_sync")
+
+    def do_lpcr_sync(self, cpu: CPUState, value: int, mask: int) -> None:
+        """hw/ppc/spapr.c do_lpcr_sync, on the target's thread: sync, then store (maybe_interrupt)."""
+        if self.machine.kvm is not None and not cpu.vcpu_dirty:
+            # cpu_synchronize_state on the CPU's own thread: run_on_cpu runs it at once.
+            do_kvm_cpu_synchronize_state(cpu)
+        ppc_store_lpcr(cpu, (cpu.env.lpcr & ~mask) | value)
+
+    def cpu_synchronize_all_post_reset(self) -> Generator[Effect, Any, None]:
+        """system/cpus.c cpu_synchronize_all_post_reset (KVM: put the reset state into the kernel)."""
+        if self.machine.kvm is None:
+            return
+        for cpu in self.machine.cpus:
+            yield from run_on_cpu(cpu, do_kvm_cpu_synchronize_post_reset, "do_kvm_cpu_synchronize_post_reset")
+
+    def cpu_synchronize_state(self, cpu: CPUState) -> Generator[Effect, Any, None]:
+        """system/cpus.c cpu_synchronize_state: a KVM register get (TCG: nothing to do)."""
+        if self.machine.kvm is not None:
+            yield from kvm_cpu_synchronize_state(cpu)
+
+    # --- hcalls (spapr_hcall.c) --------------------------------------------------------------------
+
+    def spapr_hypercall(self, cpu: CPUState, hc: Hcall) -> Generator[Effect, Any, int]:
+        """hw/ppc/spapr_hcall.c spapr_hypercall (called with the BQL held)."""
+        name = HCALL_NAMES.get(hc.nr, hex(hc.nr))
+        self.machine.trace("spapr_hypercall", cpu=cpu.cpu_index, hcall=name, args=[hex(a) for a in hc.args])
+        cpu.count(f"hcall:{name}")
+        if hc.nr == H_SET_MODE:
+            return (yield from self.h_set_mode(cpu, *hc.args))
+        if hc.nr == KVMPPC_H_RTAS:
+            assert hc.rtas is not None
+            yield from self.h_rtas(cpu, hc.rtas)
+            return H_SUCCESS
+        if hc.nr == H_PUT_TERM_CHAR:
+            self.machine.console(cpu, hc.text)
+            return H_SUCCESS
+        if hc.nr == KVMPPC_H_CAS:
+            return H_SUCCESS  # same PVR negotiated: no ppc_set_compat_all
+        if hc.nr == H_CEDE:
+            return self.h_cede(cpu)
+        if hc.nr == H_REGISTER_VPA:
+            return H_SUCCESS
+        return H_FUNCTION
+
+    def h_set_mode(self, cpu: CPUState, mflags: int, resource: int, value1: int,
+                   value2: int) -> Generator[Effect, Any, int]:
+        """hw/ppc/spapr_hcall.c h_set_mode -> h_set_mode_resource_le / _addr_trans_mode."""
+        if resource == H_SET_MODE_RESOURCE_LE:
+            if value1:
+                return H_P3
+            if value2:
+                return H_P4
+            if mflags == 0:
+                yield from self.spapr_set_all_lpcrs(0, LPCR_ILE, "H_SET_MODE resource 4 (big-endian)")
+            elif mflags == 1:
+                yield from self.spapr_set_all_lpcrs(LPCR_ILE, LPCR_ILE, "H_SET_MODE resource 4 (little-endian)")
+            else:
+                return H_UNSUPPORTED_FLAG
+            return H_SUCCESS
+        if resource == H_SET_MODE_RESOURCE_ADDR_TRANS_MODE:
+            if value1:
+                return H_P3
+            if value2:
+                return H_P4
+            if mflags not in (0, 3):  # mode 3 needs cap-ail-mode-3, on by default for pseries
+                return H_UNSUPPORTED_FLAG
+            yield from self.spapr_set_all_lpcrs(mflags << LPCR_AIL_SHIFT, LPCR_AIL,
+                                                f"H_SET_MODE resource 3 (AIL={mflags})")
+            return H_SUCCESS
+        return H_P2
+
+    def h_cede(self, cpu: CPUState) -> int:
+        """hw/ppc/spapr_hcall.c h_cede (reached only under TCG; KVM-HV cedes in the kernel)."""
+        cpu.env.msr |= MSR_EE
+        ppc_maybe_interrupt(cpu)
+        if not cpu_has_work(cpu):
+            cpu.halted = True
+            cpu.exception_index = EXCP_HLT
+            cpu.exit_request = True
+        return H_SUCCESS
+
+    # --- RTAS (spapr_rtas.c) ---------------------------------------------------------------------
+
+    def h_rtas(self, cpu: CPUState, args: RtasArgs) -> Generator[Effect, Any, None]:
+        """hw/ppc/spapr_hcall.c h_rtas -> spapr_rtas_call."""
+        name = RTAS_NAMES.get(args.token, hex(args.token))
+        self.machine.trace("rtas_call", cpu=cpu.cpu_index, call=name, args=list(args.args))
+        cpu.count(f"rtas:{name}")
+        if args.token == RTAS_QUERY_CPU_STOPPED_STATE:
+            self.rtas_query_cpu_stopped_state(args)
+        elif args.token == RTAS_START_CPU:
+            yield from self.rtas_start_cpu(cpu, args)
+        elif args.token == RTAS_STOP_SELF:
+            self.rtas_stop_self(cpu)
+        else:
+            args.rets[0] = RTAS_OUT_PARAM_ERROR
+        self.machine.trace("rtas_return", cpu=cpu.cpu_index, call=name, rets=list(args.rets))
+
+    def spapr_find_cpu(self, cpu_id: int) -> CPUState | None:
+        cpus = self.machine.cpus
+        return cpus[cpu_id] if 0 <= cpu_id < len(cpus) else None
+
+    def rtas_query_cpu_stopped_state(self, args: RtasArgs) -> None:
+        """hw/ppc/spapr_rtas.c rtas_query_cpu_stopped_state: 0 stopped, 2 not stopped."""
+        if args.nargs != 1 or args.nret != 2:
+            args.rets[0] = RTAS_OUT_PARAM_ERROR
+            return
+        target = self.spapr_find_cpu(args.args[0])
+        if target is None:
+            args.rets[0] = RTAS_OUT_PARAM_ERROR
+            return
+        stopped = target.env.quiesced if self.machine.fix_quiesced else target.halted
+        args.rets[1] = 0 if stopped else 2
+        args.rets[0] = RTAS_OUT_SUCCESS
+
+    def rtas_start_cpu(self, caller: CPUState, args: RtasArgs) -> Generator[Effect, Any, None]:
+        """hw/ppc/spapr_rtas.c rtas_start_cpu."""
+        if args.nargs != 3 or args.nret != 1:
+            args.rets[0] = RTAS_OUT_PARAM_ERROR
+            return
+        cpu_id, start, r3 = args.args
+        target = self.spapr_find_cpu(cpu_id)
+        if target is None:
+            args.rets[0] = RTAS_OUT_PARAM_ERROR
+            return
+        if not target.halted:
+            args.rets[0] = RTAS_OUT_HW_ERROR
+            return
+        yield from self.cpu_synchronize_state(target)
+        env, callenv = target.env, caller.env
+        env.msr = MSR_SF | MSR_ME
+        lpcr = env.lpcr & ~(LPCR_ILE | LPCR_AIL)
+        lpcr |= callenv.lpcr & (LPCR_ILE | LPCR_AIL)
+        if env.model.mmu_v3:
+            radix_bits = LPCR_UPRT | LPCR_GTSE | LPCR_HR
+            lpcr = (lpcr & ~radix_bits) | (callenv.lpcr & radix_bits)
+            env.psscr &= ~PSSCR_EC
+        ppc_store_lpcr(target, lpcr)
+        env.tb_offset = callenv.tb_offset
+        self.spapr_cpu_set_entry_state(target, start, 0, r3, 0)
+        qemu_cpu_kick(target)
+        args.rets[0] = RTAS_OUT_SUCCESS
+
+    def rtas_stop_self(self, cpu: CPUState) -> None:
+        """hw/ppc/spapr_rtas.c rtas_stop_self (on the calling CPU)."""
+        assert current_cpu.get() is cpu
+        env = cpu.env
+        env.psscr |= PSSCR_EC
+        if self.machine.fix_quiesced:
+            env.quiesced = True
+            ppc_maybe_interrupt(cpu)
+        cpu.halted = True
+        ppc_store_lpcr(cpu, env.lpcr & ~env.model.lpcr_pm)
+        self.kvmppc_set_reg_ppc_online(cpu, 0)
+        qemu_cpu_kick(cpu)
+

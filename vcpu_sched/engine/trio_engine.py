@@ -27,10 +27,9 @@ from typing import Any
 import trio
 import trio.testing
 
-from ..config import RunSettings
 from ..model.cpus import CPUState
 from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCond, Spend
-from ..model.machine import Machine, Tracer
+from ..model.machine import Machine
 from ..result import Lockup, RunResult
 from ..watchdog import Watchdog
 from .bql import Blocked, BqlStatistics
@@ -250,6 +249,13 @@ class TrioEngine:
                 nursery.start_soon(self._deadline, name="deadline")
         return self._result()
 
+    def run(self) -> RunResult:
+        """Run to a verdict in a fresh Trio event loop (virtual clock unless settings say real)."""
+        seed_trio_scheduler(self.settings.seed)
+        clock = trio.testing.MockClock(autojump_threshold=0) if self.settings.clock == "virtual" else None
+        result: RunResult = trio.run(self.run_async, clock=clock)
+        return result
+
     def _result(self) -> RunResult:
         assert self._verdict is not None
         verdict, reason, lockup = self._verdict
@@ -263,17 +269,6 @@ class TrioEngine:
         )
 
 
-def run(settings: RunSettings, tracer: Tracer | None = None,
-        console_out: Callable[[int, str], None] | None = None) -> RunResult:
-    """Build the machine and run it to a verdict on the Trio engine, in a fresh event loop."""
-    machine = Machine(settings, tracer or (lambda e, t, f: None), console_out)
-    engine = TrioEngine(machine)
-    seed_trio_scheduler(settings.seed)
-    clock = trio.testing.MockClock(autojump_threshold=0) if settings.clock == "virtual" else None
-    result: RunResult = trio.run(engine.run_async, clock=clock)
-    return result
-
-
 def seed_trio_scheduler(seed: int) -> None:
     """Make Trio's choice between runnable tasks a function of `seed` (as Trio's own determinism test
     does); its private RNG is the only other source of scheduling order."""
@@ -281,4 +276,3 @@ def seed_trio_scheduler(seed: int) -> None:
     rng = getattr(rng, "_r", None)
     if rng is not None:
         rng.seed(seed)
-

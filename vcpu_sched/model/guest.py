@@ -129,6 +129,10 @@ def console(text: str) -> Hcall:
     return Hcall(H_PUT_TERM_CHAR, (0,), text=text)
 
 
+def _called_in(mem: GuestMemory, n: int) -> Callable[[], bool]:
+    return lambda: n in mem.callin_map
+
+
 def boot_cpu_program(machine: Machine) -> GuestProgram:
     """SLOF/prom_init, early_setup's H_SET_MODE calls, then pseries SMP bring-up on the boot CPU."""
     rng = machine.rng
@@ -169,7 +173,7 @@ def boot_cpu_program(machine: Machine) -> GuestProgram:
                 yield console(f"smp: failed starting cpu {n} (rc -2)")
                 out.failures.append(f"start-cpu of CPU {n} failed: {start.rtas.rets[0]}")
                 continue
-        called_in = yield SpinUntil(lambda n=n: n in mem.callin_map, BOOT_SPIN_NS, f"callin of CPU {n}")
+        called_in = yield SpinUntil(_called_in(mem, n), BOOT_SPIN_NS, f"callin of CPU {n}")
         if not called_in:
             yield console(f"Processor {n} is stuck.")
             out.stuck.append(n)

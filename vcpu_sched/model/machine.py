@@ -11,6 +11,7 @@ observations for the watchdog's explanation and never feed back into behaviour.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -96,8 +97,7 @@ class Machine:
         """(thread name, generator factory) for every QEMU thread: the main thread first."""
         vcpu_fn = kvm_vcpu_thread_fn if self.kvm is not None else mttcg_cpu_thread_fn
         threads: list[tuple[str, Callable[[], Generator[Effect, Any, Any]]]] = [("main", self.qemu_main)]
-        for cpu in self.cpus:
-            threads.append((cpu.name, lambda cpu=cpu: vcpu_fn(cpu)))
+        threads += [(cpu.name, functools.partial(vcpu_fn, cpu)) for cpu in self.cpus]
         return threads
 
     def now_ns(self) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 
-def PPC_BIT(n: int) -> int:  # noqa: N802 - QEMU's macro name
+def PPC_BIT(n: int) -> int:
     """Big-endian bit number n of a 64-bit register (target/ppc/cpu.h PPC_BIT)."""
     return 1 << (63 - n)
 
@@ -170,6 +170,9 @@ def decode_lpcr(value: int, model: CpuModel | None = None) -> str:
     for bit, name in LPCR_BIT_NAMES:
         if value & bit:
             names.append(P8_PECE_NAMES.get(bit, name) if p8 else name)
+    ail = (value & LPCR_AIL) >> LPCR_AIL_SHIFT
+    if ail:
+        names.append(f"AIL={ail}")
     dpfd = (value & LPCR_DPFD) >> 52
     if dpfd:
         names.append(f"DPFD={dpfd}")

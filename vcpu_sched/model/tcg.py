@@ -15,8 +15,16 @@ from collections.abc import Generator
 from typing import Any
 
 from .accel import execute_guest
-from .cpus import EXCP_HALTED, EXCP_HLT, EXCP_INTERRUPT, CPUState, cpu_can_run, cpu_has_work, current_cpu
-from .cpus import qemu_wait_io_event
+from .cpus import (
+    EXCP_HALTED,
+    EXCP_HLT,
+    EXCP_INTERRUPT,
+    CPUState,
+    cpu_can_run,
+    cpu_has_work,
+    current_cpu,
+    qemu_wait_io_event,
+)
 from .effects import BqlLock, BqlUnlock, Effect, Spend
 from .guest import GuestRunner, Hcall, StoreDecr, program_at
 from .timebase import cpu_ppc_store_decr

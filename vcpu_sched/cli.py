@@ -1,0 +1,106 @@
+"""The `vcpu-sched` command line. Exit status: 0 booted (or as expected), 1 otherwise, 2 bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, NoReturn
+
+from . import runner
+from .config import ACCELS, CLOCKS, CPUS, FIXES, TIMEBASE_RESETS
+from .irq import irq_main
+from .report import result_text
+from .result import VERDICTS
+from .scenario import BadInput, apply, load
+
+DEFAULT_SCENARIO = "spapr-rtas-stopped"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad input as one line and exit status 2, without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _hex(text: str) -> int:
+    try:
+        return int(text, 16)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a hexadecimal number") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vcpu-sched", description="Reproduce QEMU's ppc64 RTAS-stopped vCPU hang.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a scenario to a verdict")
+    run.add_argument("scenario", nargs="?", default=DEFAULT_SCENARIO, help="scenario name or .toml path")
+    run.add_argument("--smp", type=int)
+    run.add_argument("--accel", choices=ACCELS)
+    run.add_argument("--cpu", choices=CPUS)
+    run.add_argument("--fix", choices=FIXES)
+    run.add_argument("--timebase-reset", choices=TIMEBASE_RESETS)
+    run.add_argument("--seed", type=int)
+    run.add_argument("--watchdog", type=float, metavar="SECONDS", help="guest seconds before a lockup")
+    run.add_argument("--deadline", type=float, metavar="SECONDS", help="guest seconds before giving up")
+    run.add_argument("--clock", choices=CLOCKS)
+    run.add_argument("--no-fast-forward", action="store_true", help="run every spinning loop turn")
+    run.add_argument("--log", metavar="FILE", help="write the structured event log (JSON lines)")
+    run.add_argument("--trace", action="append", default=[], metavar="PATTERN",
+                     help="select logged events by glob; -PATTERN excludes (repeatable)")
+    run.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    run.add_argument("--expect", choices=VERDICTS, help="exit 0 exactly when the verdict is this")
+    run.add_argument("--quiet", action="store_true", help="do not print the guest console")
+
+    irq = sub.add_parser("irq", help="would this CPU take an interrupt? (ppc_next_unmasked_interrupt)")
+    irq.add_argument("--cpu", choices=CPUS, default="POWER10")
+    irq.add_argument("--lpcr", type=_hex, required=True, metavar="HEX")
+    irq.add_argument("--psscr", type=_hex, metavar="HEX", help="whole PSSCR (or use --psscr-ec)")
+    for flag in ("halted", "psscr-ec", "msr-ee", "msr-hv", "msr-pr", "no-hv-mode", "quiesced",
+                 "resume-as-sreset", "pre-fix", "json"):
+        irq.add_argument(f"--{flag}", action="store_true")
+    irq.add_argument("--pending", default="", metavar="DEC,EXT,...", help="pending interrupts")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    scenario = load(args.scenario)
+    overrides: dict[str, Any] = {
+        "smp": args.smp, "accel": args.accel, "cpu": args.cpu, "fix": args.fix,
+        "timebase_reset": args.timebase_reset, "seed": args.seed, "watchdog_s": args.watchdog,
+        "deadline_s": args.deadline, "clock": args.clock,
+    }
+    if args.no_fast_forward:
+        overrides["fast_forward"] = False
+    settings = apply(scenario.settings, overrides, "command line")
+
+    def console(t_ns: int, text: str) -> None:
+        print(f"[{t_ns / 1e9:12.6f}] {text}", file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    try:
+        result = runner.run(settings, args.log, tuple(args.trace), None if args.quiet else console)
+    except OSError as e:
+        raise BadInput(f"--log {args.log}: {e.strerror}") from None
+    if args.json:
+        print(json.dumps(result.to_dict(), sort_keys=True))
+    else:
+        print(result_text(result, scenario.settings))
+    if args.expect is not None:
+        return 0 if result.verdict == args.expect else 1
+    return result.exit_status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        return irq_main(args)
+    except BadInput as e:
+        print(f"vcpu-sched: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vcpu-sched: interrupted", file=sys.stderr)
+        return 130

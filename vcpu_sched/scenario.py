@@ -1,0 +1,174 @@
+"""Scenario files: TOML data, validated against a schema, never executed.
+
+A scenario file (scenarios/NAME.toml) has:
+
+    description = "..."              # required, text
+    qemu = "qemu-system-ppc64 ..."   # required, the command line it models
+    [settings]                       # any RunSettings field (see SCHEMA), all optional
+    [[expect]]                       # documented verdicts: a variant (settings) and its verdict
+    variant = { fix = "quiesced" }
+    verdict = "booted"
+    reason = "one line from the reference"
+
+Errors name the file, the key and the problem; the CLI turns them into exit status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ACCELS, CLOCKS, CPUS, FIXES, MAX_SMP, TIMEBASE_RESETS, RunSettings
+from .result import VERDICTS
+
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+class BadInput(Exception):
+    """Input the user must fix: a one-line message, exit status 2."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One setting's type and allowed values."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    doc: str = ""
+
+    def check(self, where: str, key: str, value: Any) -> Any:
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if (self.kind is not bool and isinstance(value, bool)) or type(value) is not self.kind:
+            raise BadInput(f"{where}: {key}: expected {self.kind.__name__}, got {type(value).__name__} {value!r}")
+        if self.choices and value not in self.choices:
+            raise BadInput(f"{where}: {key}: {value!r} is not one of {', '.join(self.choices)}")
+        number: float = value if isinstance(value, int | float) else 0.0
+        if self.low is not None and self.high is not None and not self.low <= number <= self.high:
+            raise BadInput(f"{where}: {key}: {value!r} is out of range [{self.low:g}, {self.high:g}]")
+        return value
+
+
+SCHEMA: dict[str, Field] = {
+    "machine": Field(str, choices=("pseries",), doc="QEMU machine type"),
+    "smp": Field(int, 1, MAX_SMP, doc="number of vCPUs"),
+    "sockets": Field(int, 1, MAX_SMP),
+    "cores": Field(int, 1, MAX_SMP, doc="cores per socket"),
+    "threads": Field(int, 1, 8, doc="threads per core (vCPUs sharing a KVM vcore and its LPCR)"),
+    "accel": Field(str, choices=ACCELS),
+    "cpu": Field(str, choices=CPUS, doc="-cpu host on a POWER10 host is POWER10"),
+    "fix": Field(str, choices=FIXES, doc="none = pre-fix QEMU; quiesced = the seed's patch"),
+    "timebase_reset": Field(str, choices=TIMEBASE_RESETS, doc="commit e8291ec16da8 applied or reverted"),
+    "host_lpcr": Field(int, 0, 2**64 - 1, doc="the KVM host's own LPCR (the vcore LPCR derives from it)"),
+    "radix": Field(bool, doc="radix MMU guest (POWER9/10 under KVM)"),
+    "seed": Field(int, 0, 2**63 - 1),
+    "watchdog_s": Field(float, 0.001, 3600.0, doc="guest seconds a watched thread may stay blocked"),
+    "deadline_s": Field(float, 0.001, 86400.0, doc="guest seconds before the run is cut short"),
+    "wall_deadline_s": Field(float, 0.1, 3600.0, doc="wall seconds before the run is cut short"),
+    "loop_cost_ns": Field(int, 1, 1_000_000_000, doc="host CPU time of one vCPU thread loop turn"),
+    "fast_forward": Field(bool, doc="skip identical spinning loop turns (counting them)"),
+    "clock": Field(str, choices=CLOCKS),
+    "main_loop_hold_ns": Field(int, 0, 10_000_000_000, doc="BQL hold per main-loop turn"),
+}
+
+TOP_KEYS = {"description", "qemu", "settings", "expect"}
+EXPECT_KEYS = {"variant", "verdict", "reason"}
+
+
+@dataclass(frozen=True)
+class Expectation:
+    variant: dict[str, Any]
+    verdict: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: Path
+    description: str
+    qemu: str
+    settings: RunSettings
+    expect: tuple[Expectation, ...] = field(default_factory=tuple)
+
+
+def check_settings(where: str, values: dict[str, Any]) -> dict[str, Any]:
+    checked = {}
+    for key, value in values.items():
+        spec = SCHEMA.get(key)
+        if spec is None:
+            raise BadInput(f"{where}: unknown key {key!r} (known: {', '.join(sorted(SCHEMA))})")
+        checked[key] = spec.check(where, key, value)
+    return checked
+
+
+def apply(base: RunSettings, overrides: dict[str, Any], where: str) -> RunSettings:
+    """Settings with overrides applied; -smp N alone gives one socket of N single-thread cores, as
+    QEMU would, unless the topology is given too. The topology must multiply out to smp."""
+    values = check_settings(where, {k: v for k, v in overrides.items() if v is not None})
+    merged = dataclasses.replace(base, **values)
+    if "smp" in values and not {"sockets", "cores", "threads"} & values.keys():
+        merged = dataclasses.replace(merged, sockets=1, cores=values["smp"], threads=1)
+    if merged.sockets * merged.cores * merged.threads != merged.smp:
+        raise BadInput(f"{where}: smp={merged.smp} does not match sockets={merged.sockets} x "
+                       f"cores={merged.cores} x threads={merged.threads}")
+    return merged
+
+
+def resolve(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise BadInput(f"{name_or_path}: no such scenario file")
+        return path
+    candidate = SCENARIO_DIR / f"{name_or_path}.toml"
+    if not candidate.is_file():
+        known = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))) or "none"
+        raise BadInput(f"unknown scenario {name_or_path!r} (known: {known})")
+    return candidate
+
+
+def load(name_or_path: str) -> Scenario:
+    path = resolve(name_or_path)
+    where = str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"{where}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise BadInput(f"{where}: cannot read: {e.strerror}") from None
+    unknown = data.keys() - TOP_KEYS
+    if unknown:
+        raise BadInput(f"{where}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(TOP_KEYS))})")
+    for key in ("description", "qemu"):
+        if not isinstance(data.get(key), str):
+            raise BadInput(f"{where}: {key}: required, must be text")
+    table = data.get("settings", {})
+    if not isinstance(table, dict):
+        raise BadInput(f"{where}: settings: must be a table")
+    settings = apply(RunSettings(scenario=path.stem), table, f"{where}: settings")
+    expects = []
+    raw_expect = data.get("expect", [])
+    if not isinstance(raw_expect, list):
+        raise BadInput(f"{where}: expect: must be an array of tables ([[expect]])")
+    for i, item in enumerate(raw_expect):
+        at = f"{where}: expect[{i}]"
+        if not isinstance(item, dict):
+            raise BadInput(f"{at}: must be a table")
+        if item.keys() - EXPECT_KEYS:
+            raise BadInput(f"{at}: unknown key {sorted(item.keys() - EXPECT_KEYS)[0]!r}")
+        variant = item.get("variant", {})
+        if not isinstance(variant, dict):
+            raise BadInput(f"{at}: variant: must be a table")
+        check_settings(f"{at}: variant", variant)
+        if item.get("verdict") not in VERDICTS:
+            raise BadInput(f"{at}: verdict: {item.get('verdict')!r} is not one of {', '.join(VERDICTS)}")
+        if not isinstance(item.get("reason"), str):
+            raise BadInput(f"{at}: reason: required, must be text")
+        expects.append(Expectation(dict(variant), item["verdict"], item["reason"]))
+    return Scenario(path.stem, path, data["description"], data["qemu"], settings, tuple(expects))

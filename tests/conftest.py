@@ -1,0 +1,29 @@
+"""Shared helpers for the tests: settings for the seed case and quick runs on the virtual clock."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from vcpu_sched.config import RunSettings
+from vcpu_sched.engine.trio_engine import TrioEngine
+from vcpu_sched.model.machine import Machine
+from vcpu_sched.result import RunResult
+from vcpu_sched.scenario import load
+
+
+@pytest.fixture(scope="session")
+def seed_settings() -> RunSettings:
+    """The seed's guest as the scenario file describes it."""
+    return load("spapr-rtas-stopped").settings
+
+
+def variant(base: RunSettings, **overrides: Any) -> RunSettings:
+    return dataclasses.replace(base, **overrides)
+
+
+async def run_in_test_clock(settings: RunSettings) -> RunResult:
+    """Run inside the test's own Trio run, on its (autojump) clock."""
+    return await TrioEngine(Machine(settings)).run_async()

@@ -15,6 +15,10 @@ Choices, and why:
   broadcast the CPU's halt or kick condition. So the engine sleeps until one does and credits
   elapsed / loop_cost_ns iterations: the count the real thread would have made. `fast_forward=False`
   runs every turn, to check this.
+- Spent time is owed, not slept, until a thread has owed `SPEND_QUANTUM_NS` or is about to block:
+  each `Spend` is then one Trio checkpoint instead of one timer, which keeps a spinning loop without
+  fast-forward within a small factor of a bare checkpoint loop. Other tasks still run at every
+  checkpoint; only the clock moves in steps of at most one quantum.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from ..watchdog import Watchdog
 from .bql import Blocked, BqlStatistics
 
 NS = 1_000_000_000
+SPEND_QUANTUM_NS = 64_000
 _WALL_CHECK_EVERY = 4096
 
 
@@ -46,6 +51,7 @@ class _ThreadState:
     released_since_spend: bool = True
     last_snapshot: tuple[Any, ...] | None = None
     ff_since: int | None = None
+    owed_ns: int = 0
 
 
 class TrioEngine:
@@ -134,6 +140,11 @@ class TrioEngine:
         self._effects += 1
         if self._effects % _WALL_CHECK_EVERY == 0:
             self._check_wall()
+        if isinstance(effect, Spend):
+            await self._spend(st, effect)
+            return None
+        if st.owed_ns and not isinstance(effect, BqlUnlock):
+            await self._pay(st)
         if isinstance(effect, BqlLock):
             await self._lock(st, effect.site)
             return None
@@ -146,23 +157,29 @@ class TrioEngine:
             await self._wait_any((effect.cond,), None)
             await self._lock(st, effect.site)
             return None
-        if isinstance(effect, Spend):
-            await self._spend(st, effect)
-            return None
         if isinstance(effect, Block):
             return await self._wait_any(effect.wake, effect.timeout_ns)
         raise TypeError(f"unknown effect {effect!r}")
 
     async def _spend(self, st: _ThreadState, effect: Spend) -> None:
         cpu = effect.spin
-        if cpu is not None:
+        if cpu is not None and self.settings.fast_forward:
             snapshot = cpu.loop_snapshot()
-            unchanged = (st.holds_bql and not st.released_since_spend and snapshot == st.last_snapshot)
+            unchanged = st.holds_bql and not st.released_since_spend and snapshot == st.last_snapshot
             st.last_snapshot = snapshot
             st.released_since_spend = False
-            if unchanged and self.settings.fast_forward:
+            if unchanged:
+                await self._pay(st)
                 await self._fast_forward(st, cpu, effect)
-        await trio.sleep(effect.ns / NS)
+        st.owed_ns += effect.ns
+        if st.owed_ns >= SPEND_QUANTUM_NS:
+            await self._pay(st)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def _pay(self, st: _ThreadState) -> None:
+        owed, st.owed_ns = st.owed_ns, 0
+        await trio.sleep(owed / NS)
 
     async def _fast_forward(self, st: _ThreadState, cpu: CPUState, effect: Spend) -> None:
         start = self.now_ns()

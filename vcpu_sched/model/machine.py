@@ -58,6 +58,7 @@ class Machine:
         self.runstate = "prelaunch"
         self.hub: WakeHub | None = None
         self._tracer = tracer
+        self._tracing = tracer is not _no_trace
         self._console_out = console_out
         self.notes = Notes()
         self.work_cond = QemuCond("qemu_work_cond")
@@ -104,7 +105,8 @@ class Machine:
         return self.hub.now_ns() if self.hub is not None else 0
 
     def trace(self, event: str, **fields: Any) -> None:
-        self._tracer(event, self.now_ns(), fields)
+        if self._tracing:
+            self._tracer(event, self.now_ns(), fields)
 
     def thread_name(self) -> str:
         cpu = current_cpu.get()

@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 from . import runner
 from .config import ACCELS, CLOCKS, CPUS, FIXES, TIMEBASE_RESETS
+from .engine.trio_engine import RunKilled
 from .irq import irq_main
 from .report import result_text
 from .result import VERDICTS
@@ -104,3 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vcpu-sched: interrupted", file=sys.stderr)
         return 130
+    except RunKilled:
+        print("vcpu-sched: killed", file=sys.stderr)
+        return 143

@@ -71,7 +71,7 @@ class EventLog:
         state = self._windows.get(key)
         if state is None or state[0] != window:
             if state is not None and state[2]:
-                self._summarise(key, state)
+                self._summarise(key, state, t_ns)
             state = self._windows[key] = [window, 0, 0]
         if state[1] >= self._burst:
             state[2] += 1
@@ -83,10 +83,10 @@ class EventLog:
         self._log.msg(event, t_ns=t_ns, **fields)
         self.lines += 1
 
-    def _summarise(self, key: tuple[str, Any], state: list[int]) -> None:
+    def _summarise(self, key: tuple[str, Any], state: list[int], now_ns: int) -> None:
         event, cpu = key
         start = state[0] * self._window_ns
-        self.write("trace_suppressed", start + self._window_ns - 1,
+        self.write("trace_suppressed", min(start + self._window_ns - 1, now_ns),
                    {"cpu": cpu, "suppressed_event": event, "count": state[2], "window_start_ns": start,
                     "window_ns": self._window_ns, "rate_per_s": state[2] * 1_000_000_000 // self._window_ns})
         state[2] = 0
@@ -97,7 +97,7 @@ class EventLog:
             return
         for key, state in self._windows.items():
             if state[2]:
-                self._summarise(key, state)
+                self._summarise(key, state, t_ns)
         self.write("run_end", t_ns, fields)
         self.closed = True
         self._stream.flush()

@@ -23,6 +23,7 @@ Choices, and why:
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -41,6 +42,10 @@ from .bql import Blocked, BqlStatistics
 NS = 1_000_000_000
 SPEND_QUANTUM_NS = 64_000
 _WALL_CHECK_EVERY = 4096
+
+
+class RunKilled(Exception):
+    """The process got SIGTERM: the run was stopped before a verdict."""
 
 
 @dataclass
@@ -69,6 +74,7 @@ class TrioEngine:
         self._effects = 0
         self._verdict: tuple[str, str, Lockup | None] | None = None
         self._cancel: trio.CancelScope | None = None
+        self._killed = False
         self.watchdog = Watchdog(machine, self.bql, int(self.settings.watchdog_s * NS), self.iterations)
         machine.attach(self)
 
@@ -251,6 +257,18 @@ class TrioEngine:
         await trio.sleep(self.settings.deadline_s)
         self._finish("deadline", f"guest deadline of {self.settings.deadline_s:g} s reached")
 
+    async def _on_sigterm(self) -> None:
+        try:
+            receiver = trio.open_signal_receiver(signal.SIGTERM)
+        except RuntimeError:  # not Trio's main thread: signals are the caller's business
+            return
+        with receiver as signals:
+            async for _ in signals:
+                self._killed = True
+                if self._cancel is not None:
+                    self._cancel.cancel()
+                return
+
     async def run_async(self) -> RunResult:
         """Run to a verdict inside the caller's Trio run (and clock)."""
         self._t0 = trio.current_time()
@@ -264,6 +282,9 @@ class TrioEngine:
                 nursery.start_soon(self._watch, name="watchdog")
                 nursery.start_soon(self._guest_done, name="guest")
                 nursery.start_soon(self._deadline, name="deadline")
+                nursery.start_soon(self._on_sigterm, name="sigterm")
+        if self._killed:
+            raise RunKilled("SIGTERM")
         return self._result()
 
     def run(self) -> RunResult:

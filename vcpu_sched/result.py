@@ -80,6 +80,7 @@ class RunResult:
     console: list[str] = field(default_factory=list)
     cpu_stats: dict[str, dict[str, int]] = field(default_factory=dict)
     bql_stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    effects: int = 0  # blocking points the engine performed (for benchmarks)
 
     @property
     def exit_status(self) -> int:
@@ -92,5 +93,5 @@ class RunResult:
             "wall_time_s": self.wall_time_s, "settings": self.settings.to_dict(),
             "lockup": self.lockup.to_dict() if self.lockup else None,
             "stuck_cpus": self.stuck_cpus, "failures": self.failures, "console": self.console,
-            "cpu_stats": self.cpu_stats, "bql_stats": self.bql_stats,
+            "cpu_stats": self.cpu_stats, "bql_stats": self.bql_stats, "effects": self.effects,
         }

@@ -304,6 +304,7 @@ class TrioEngine:
             stuck_cpus=list(out.stuck), failures=list(out.failures), console=[line for _, line in out.console],
             cpu_stats={cpu.name: {**cpu.stats, "loop_iterations": self.iterations(cpu)} for cpu in machine.cpus},
             bql_stats={t: dict(s.__dict__) for t, s in self.bql.per_thread.items()},
+            effects=self._effects,
         )
 
 

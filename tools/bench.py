@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Benchmarks of the seed case, each beside a bare-Trio baseline measured in the same run.
+
+    .venv/bin/python tools/bench.py [--repeat N]
+
+Rows:
+- wall time to each verdict, start-up included (a `vcpu-sched run` subprocess), with the watchdog at
+  2 s and 20 s of guest time, and the fixed boot; baseline: a bare Trio program (same number of tasks,
+  same number of checkpoints as the run performed effects, mock clock), also as a subprocess;
+- the spinning vCPU's loop turns per wall second with fast-forward off; baseline: one task making
+  checkpoints while the same number of other tasks sleep;
+- peak RSS of the 32-vCPU lockup run (psutil, sampled), beside the bare Trio program's.
+Ratios, not absolute times, are what carries from one machine to another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import trio
+import trio.testing
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BARE = """
+import sys, trio, trio.testing
+ntasks, total = int(sys.argv[1]), int(sys.argv[2])
+async def worker(n):
+    for _ in range(n):
+        await trio.lowlevel.checkpoint()
+async def main():
+    async with trio.open_nursery() as nursery:
+        for i in range(ntasks):
+            nursery.start_soon(worker, total // ntasks + (i < total % ntasks))
+trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+"""
+
+
+def timed_process(argv: list[str]) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (bytes, sampled with psutil) and stdout of one subprocess."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, text=True)
+    watched = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, watched.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.002)
+    out = proc.stdout.read() if proc.stdout else ""
+    proc.wait()
+    return time.perf_counter() - start, peak, out
+
+
+def run_case(flags: list[str], repeat: int) -> tuple[float, int, dict]:
+    argv = [sys.executable, "-m", "vcpu_sched", "run", "--json", "--quiet", *flags]
+    samples = [timed_process(argv) for _ in range(repeat)]
+    wall = statistics.median(s[0] for s in samples)
+    return wall, max(s[1] for s in samples), json.loads(samples[-1][2])
+
+
+def bare_process(ntasks: int, checkpoints: int, repeat: int) -> tuple[float, int]:
+    samples = [timed_process([sys.executable, "-c", BARE, str(ntasks), str(checkpoints)]) for _ in range(repeat)]
+    return statistics.median(s[0] for s in samples), max(s[1] for s in samples)
+
+
+def spin_rate() -> tuple[float, float]:
+    """(loop turns per wall second without fast-forward, bare checkpoints per second), same conditions."""
+    from vcpu_sched import runner
+    from vcpu_sched.scenario import apply, load
+
+    settings = apply(load("spapr-rtas-stopped").settings,
+                     {"smp": 32, "watchdog_s": 1.0, "fast_forward": False}, "bench")
+    start = time.perf_counter()
+    result = runner.run(settings)
+    wall = time.perf_counter() - start
+    assert result.lockup is not None
+    turns = result.lockup.holder_iterations
+
+    async def bare(ntasks: int, n: int) -> None:
+        async def spinner() -> None:
+            for _ in range(n):
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(ntasks - 1):
+                nursery.start_soon(trio.sleep_forever)
+            nursery.start_soon(spinner)
+            await trio.sleep(1e9)  # lets the spinner finish first on the mock clock
+            nursery.cancel_scope.cancel()
+
+    start = time.perf_counter()
+    trio.run(bare, settings.smp + 1, turns, clock=trio.testing.MockClock(autojump_threshold=0))
+    bare_wall = time.perf_counter() - start
+    return turns / wall, turns / bare_wall
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    rows: list[tuple[str, str, str, str]] = []
+    for label, flags in (("lockup, watchdog 2 s", ["--watchdog", "2"]),
+                         ("lockup, watchdog 20 s", ["--watchdog", "20"]),
+                         ("booted, --fix quiesced", ["--fix", "quiesced"])):
+        wall, rss, data = run_case(flags, args.repeat)
+        base_wall, base_rss = bare_process(data["smp"] + 1, data["effects"], args.repeat)
+        rows.append((f"wall to verdict: {label} ({data['verdict']}, {data['effects']} effects)",
+                     f"{wall * 1000:.0f} ms", f"{base_wall * 1000:.0f} ms", f"{wall / base_wall:.2f}"))
+        if "20 s" in label:
+            rows.append(("peak RSS, lockup run", f"{rss / 2**20:.1f} MiB", f"{base_rss / 2**20:.1f} MiB",
+                         f"{rss / base_rss:.2f}"))
+    ours, bare = spin_rate()
+    rows.append(("spinning loop, fast-forward off (turns/s)", f"{ours:,.0f}", f"{bare:,.0f}", f"{ours / bare:.2f}"))
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  {'vcpu_sched':>12}  {'bare trio':>12}  {'ratio':>6}")
+    for name, value, base, ratio in rows:
+        print(f"{name:<{width}}  {value:>12}  {base:>12}  {ratio:>6}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import trio
@@ -60,7 +61,7 @@ def timed_process(argv: list[str]) -> tuple[float, int, str]:
     return time.perf_counter() - start, peak, out
 
 
-def run_case(flags: list[str], repeat: int) -> tuple[float, int, dict]:
+def run_case(flags: list[str], repeat: int) -> tuple[float, int, dict[str, Any]]:
     argv = [sys.executable, "-m", "vcpu_sched", "run", "--json", "--quiet", *flags]
     samples = [timed_process(argv) for _ in range(repeat)]
     wall = statistics.median(s[0] for s in samples)

@@ -1,0 +1,52 @@
+"""Properties over many small machines: the verdict follows the mechanism, never the other way round."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import variant
+from vcpu_sched.config import RunSettings
+from vcpu_sched.engine.trio_engine import TrioEngine
+from vcpu_sched.irq import IrqQuery
+from vcpu_sched.model.machine import Machine
+from vcpu_sched.model.ppc import Interrupt
+from vcpu_sched.scenario import load
+
+SEED = load("spapr-rtas-stopped").settings
+
+
+def _run(s: RunSettings) -> str:
+    engine = TrioEngine(Machine(s))
+    verdict: str = trio.run(engine.run_async, clock=trio.testing.MockClock(autojump_threshold=0)).verdict
+    return verdict
+
+
+@settings(max_examples=40, deadline=None)
+@given(smp=st.integers(1, 8), cpu=st.sampled_from(["POWER8", "POWER9", "POWER10"]),
+       accel=st.sampled_from(["kvm", "tcg"]), timebase=st.sampled_from(["applied", "reverted"]),
+       fix=st.sampled_from(["none", "quiesced"]), seed=st.integers(0, 2**32))
+def test_lockup_exactly_when_every_link_is_present(smp: int, cpu: str, accel: str, timebase: str, fix: str,
+                                                  seed: int) -> None:
+    s = variant(SEED, smp=smp, cores=smp, cpu=cpu, accel=accel, timebase_reset=timebase, fix=fix, seed=seed,
+                watchdog_s=2.0)
+    links = smp >= 2 and accel == "kvm" and timebase == "applied" and fix == "none"
+    assert _run(s) == ("lockup" if links else "booted")
+
+
+@given(lpcr=st.integers(0, 2**64 - 1), halted=st.booleans(), psscr=st.integers(0, 2**64 - 1),
+       msr=st.integers(0, 2**64 - 1), pending=st.integers(0, 0xFFFFF),
+       cpu=st.sampled_from(["POWER8", "POWER9", "POWER10"]))
+def test_a_quiesced_cpu_takes_nothing_and_the_guard_is_the_only_difference(lpcr: int, halted: bool, psscr: int,
+                                                                           msr: int, pending: int, cpu: str) -> None:
+    base = IrqQuery(cpu=cpu, lpcr=lpcr, halted=halted, psscr=psscr, msr=msr, pending=pending, quiesced=True)
+    assert base.decide().interrupt is None
+    pre = IrqQuery(cpu=cpu, lpcr=lpcr, halted=halted, psscr=psscr, msr=msr, pending=pending, quiesced=True,
+                   pre_fix=True).decide()
+    unquiesced = IrqQuery(cpu=cpu, lpcr=lpcr, halted=halted, psscr=psscr, msr=msr, pending=pending).decide()
+    assert pre.interrupt == unquiesced.interrupt
+    if pre.interrupt is not None:
+        assert pending & pre.interrupt.value, "only a pending interrupt can be taken"
+        assert pre.interrupt is not Interrupt.EBB, "the model has no BESCR, so EBB is never taken"

@@ -25,7 +25,7 @@ def test_seed_case_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["verdict"] == "lockup" and data["smp"] == 32 and data["cpus_online"] == 1
     lockup = data["lockup"]
     assert lockup["stuck_cpu"] == 0 and lockup["bql_holder"] not in (None, 0)
-    assert lockup["holder_iterations"] > 1_000_000 and lockup["held_for_s"] >= 20
+    assert lockup["holder_iterations"] > 1_000_000 and lockup["held_for_s"] > 19.99
     assert "CPU_INTERRUPT_HARD" in lockup["cause"]
     for key in ("guest_time_s", "wall_time_s", "settings"):
         assert key in data

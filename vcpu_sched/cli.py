@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tomllib
 from typing import Any, NoReturn
 
 from . import runner
@@ -32,6 +33,18 @@ def _hex(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a hexadecimal number") from None
 
 
+def parse_set(item: str) -> tuple[str, Any]:
+    """`KEY=VALUE` with VALUE in TOML syntax (42, 2.5, true, 0x8); anything else is taken as text."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise BadInput(f"--set {item!r}: expected KEY=VALUE")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return key.strip(), value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vcpu-sched", description="Reproduce QEMU's ppc64 RTAS-stopped vCPU hang.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -54,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     run.add_argument("--expect", choices=VERDICTS, help="exit 0 exactly when the verdict is this")
     run.add_argument("--quiet", action="store_true", help="do not print the guest console")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                     help="any scenario setting (see scenarios/README), e.g. --set main_loop_hold_ns=800000000")
 
     irq = sub.add_parser("irq", help="would this CPU take an interrupt? (ppc_next_unmasked_interrupt)")
     irq.add_argument("--cpu", choices=CPUS, default="POWER10")
@@ -75,6 +90,9 @@ def _run(args: argparse.Namespace) -> int:
     }
     if args.no_fast_forward:
         overrides["fast_forward"] = False
+    for item in args.sets:
+        key, value = parse_set(item)
+        overrides[key] = value
     settings = apply(scenario.settings, overrides, "command line")
 
     def console(t_ns: int, text: str) -> None:

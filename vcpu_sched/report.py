@@ -8,18 +8,30 @@ from .config import RunSettings
 from .result import Lockup, RunResult
 
 _FLAGS = {"smp": "--smp", "accel": "--accel", "cpu": "--cpu", "fix": "--fix",
-          "timebase_reset": "--timebase-reset", "seed": "--seed", "watchdog_s": "--watchdog"}
+          "timebase_reset": "--timebase-reset", "seed": "--seed", "watchdog_s": "--watchdog",
+          "deadline_s": "--deadline", "clock": "--clock"}
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, int | float) else str(value)
 
 
 def replay_command(settings: RunSettings, base: RunSettings | None = None) -> str:
-    """The command that reruns exactly this run (scenario plus every setting that differs from it)."""
+    """The command that reruns exactly this run: the scenario, the seed, and every setting that
+    differs from the scenario's (`base`; all of them when it is unknown)."""
     words = ["vcpu-sched", "run", settings.scenario]
-    for key, flag in _FLAGS.items():
-        value = getattr(settings, key)
-        if key == "seed" or base is None or value != getattr(base, key):
-            words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
-    if not settings.fast_forward:
-        words.append("--no-fast-forward")
+    reference = base or RunSettings(scenario=settings.scenario)
+    for key, value in settings.to_dict().items():
+        if key == "scenario" or (value == getattr(reference, key) and key != "seed"):
+            continue
+        if key in _FLAGS:
+            words += [_FLAGS[key], f"{value:g}" if isinstance(value, float) else str(value)]
+        elif key == "fast_forward" and value is False:
+            words.append("--no-fast-forward")
+        else:
+            words += ["--set", f"{key}={_toml(value)}"]
     return shlex.join(words)
 
 

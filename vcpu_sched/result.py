@@ -81,6 +81,7 @@ class RunResult:
     cpu_stats: dict[str, dict[str, int]] = field(default_factory=dict)
     bql_stats: dict[str, dict[str, int]] = field(default_factory=dict)
     effects: int = 0  # blocking points the engine performed (for benchmarks)
+    scenario_settings: RunSettings | None = None  # the scenario's own settings, for the replay command
 
     @property
     def exit_status(self) -> int:

@@ -15,6 +15,9 @@ Choices, and why:
   broadcast the CPU's halt or kick condition. So the engine sleeps until one does and credits
   elapsed / loop_cost_ns iterations: the count the real thread would have made. `fast_forward=False`
   runs every turn, to check this.
+- Timing jitter comes from the seed: guest work durations (the guest's RNG) and the latency with
+  which a woken thread starts running (this engine's RNG), so different seeds give different
+  interleavings and the same seed gives the same run, byte for byte.
 - Spent time is owed, not slept, until a thread has owed `SPEND_QUANTUM_NS` or is about to block:
   each `Spend` is then one Trio checkpoint instead of one timer, which keeps a spinning loop without
   fast-forward within a small factor of a bare checkpoint loop. Other tasks still run at every
@@ -23,7 +26,9 @@ Choices, and why:
 
 from __future__ import annotations
 
+import random
 import signal
+import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -41,6 +46,7 @@ from .bql import Blocked, BqlStatistics
 
 NS = 1_000_000_000
 SPEND_QUANTUM_NS = 64_000
+WAKE_LATENCY_MAX_NS = 2_000  # a futex wake-up reaches the woken thread after 0-2 us (drawn from the seed)
 _WALL_CHECK_EVERY = 4096
 
 
@@ -75,6 +81,7 @@ class TrioEngine:
         self._verdict: tuple[str, str, Lockup | None] | None = None
         self._cancel: trio.CancelScope | None = None
         self._killed = False
+        self._rng = random.Random(f"engine:{self.settings.seed}")
         self.watchdog = Watchdog(machine, self.bql, int(self.settings.watchdog_s * NS), self.iterations)
         machine.attach(self)
 
@@ -103,6 +110,7 @@ class TrioEngine:
                     await event.wait()
                 if not event.is_set():
                     return timeout_ns
+            await trio.sleep(self._rng.randint(0, WAKE_LATENCY_MAX_NS) / NS)
         finally:
             for cond in conds:
                 waiting = self._waiters.get(cond)
@@ -258,11 +266,9 @@ class TrioEngine:
         self._finish("deadline", f"guest deadline of {self.settings.deadline_s:g} s reached")
 
     async def _on_sigterm(self) -> None:
-        try:
-            receiver = trio.open_signal_receiver(signal.SIGTERM)
-        except RuntimeError:  # not Trio's main thread: signals are the caller's business
-            return
-        with receiver as signals:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread can receive signals; they are the caller's business
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
             async for _ in signals:
                 self._killed = True
                 if self._cancel is not None:
@@ -271,6 +277,7 @@ class TrioEngine:
 
     async def run_async(self) -> RunResult:
         """Run to a verdict inside the caller's Trio run (and clock)."""
+        seed_trio_scheduler(self.settings.seed)
         self._t0 = trio.current_time()
         self._wall0 = time.monotonic()
         self.machine.trace("run_start", settings=self.settings.to_dict())
@@ -289,7 +296,6 @@ class TrioEngine:
 
     def run(self) -> RunResult:
         """Run to a verdict in a fresh Trio event loop (virtual clock unless settings say real)."""
-        seed_trio_scheduler(self.settings.seed)
         clock = trio.testing.MockClock(autojump_threshold=0) if self.settings.clock == "virtual" else None
         result: RunResult = trio.run(self.run_async, clock=clock)
         return result

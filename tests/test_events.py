@@ -94,3 +94,13 @@ def test_interrupted_run_leaves_a_complete_log(tmp_path: Path, sig: signal.Signa
     assert events[0]["event"] == "run_start"
     assert events[-1]["event"] == "run_end" and reason in events[-1]["reason"]
     assert events[-1]["verdict"] is None
+
+
+def test_same_seed_byte_identical_logs_other_seed_other_schedule(seed_settings: RunSettings, tmp_path: Path) -> None:
+    paths = [tmp_path / f"{i}.jsonl" for i in range(3)]
+    verdicts = [runner.run(variant(seed_settings, seed=seed), path).verdict
+                for seed, path in zip((5, 5, 6), paths, strict=True)]
+    assert verdicts == ["lockup"] * 3
+    first, again, other = (p.read_bytes() for p in paths)
+    assert first == again
+    assert first != other

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 import trio
 import trio.testing
 from hypothesis import given, settings
@@ -92,3 +93,16 @@ def test_same_seed_same_log(smp: int, fix: str, seed: int) -> None:
         logs.append(stream.getvalue())
     assert logs[0] == logs[1]
     assert logs[0].count("\n") > 20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cpu", ["POWER8", "POWER9", "POWER10"])
+@pytest.mark.parametrize("accel", ["kvm", "tcg"])
+@pytest.mark.parametrize("timebase", ["applied", "reverted"])
+@pytest.mark.parametrize("fix", ["none", "quiesced"])
+def test_exhaustive_smp_1_to_64(cpu: str, accel: str, timebase: str, fix: str) -> None:
+    for smp in range(1, 65):
+        s = variant(SEED, smp=smp, cores=smp, cpu=cpu, accel=accel, timebase_reset=timebase, fix=fix,
+                    watchdog_s=2.0)
+        links = smp >= 2 and accel == "kvm" and timebase == "applied" and fix == "none"
+        assert _run(s) == ("lockup" if links else "booted"), smp

@@ -9,6 +9,7 @@ import tomllib
 from typing import Any, NoReturn
 
 from . import runner
+from .analyze.command import analyze_main
 from .config import ACCELS, CLOCKS, CPUS, FIXES, TIMEBASE_RESETS
 from .engine.trio_engine import RunKilled
 from .irq import irq_main
@@ -70,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                      help="any scenario setting (see scenarios/README), e.g. --set main_loop_hold_ns=800000000")
 
+    analyze = sub.add_parser("analyze", help="summarise an event log (--log): BQL, vCPUs, RTAS, lockup")
+    analyze.add_argument("log", metavar="LOG")
+    analyze.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    analyze.add_argument("--perfetto", metavar="OUT.json", help="write a Chrome trace (Perfetto UI, chrome://tracing)")
+    analyze.add_argument("--plot", metavar="OUT.png", help="draw the timeline (needs matplotlib)")
+
     irq = sub.add_parser("irq", help="would this CPU take an interrupt? (ppc_next_unmasked_interrupt)")
     irq.add_argument("--cpu", choices=CPUS, default="POWER10")
     irq.add_argument("--lpcr", type=_hex, required=True, metavar="HEX")
@@ -116,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "analyze":
+            return analyze_main(args)
         return irq_main(args)
     except BadInput as e:
         print(f"vcpu-sched: error: {e}", file=sys.stderr)

@@ -6,7 +6,7 @@ and the seed; the last is `run_end` with the verdict (or the reason the run was 
 
 Selection works like QEMU's `-trace`: glob patterns, `-PATTERN` excludes; `run_*` and `watchdog_*`
 lines are always kept. A vCPU that spins must not flood the file: each (event, cpu) pair may log
-`burst` lines per guest-time window; the rest are counted and summarised in one `trace_suppressed`
+`burst` (256) lines per second of guest time; the rest are counted and summarised in one `trace_suppressed`
 line (count and rate) when the window closes.
 """
 
@@ -46,7 +46,7 @@ class TraceFilter:
 class EventLog:
     """A tracer for `Machine`: call it with (event, t_ns, fields)."""
 
-    def __init__(self, stream: TextIO, patterns: list[str] | tuple[str, ...] = (), burst: int = 16,
+    def __init__(self, stream: TextIO, patterns: list[str] | tuple[str, ...] = (), burst: int = 256,
                  window_ns: int = 1_000_000_000) -> None:
         self._stream = stream
         self._log = structlog.wrap_logger(

@@ -126,12 +126,12 @@ class TrioEngine:
     async def _lock(self, st: _ThreadState, site: str) -> None:
         now = self.now_ns()
         waited_since: int | None = None
+        self._trace("qemu_mutex_lock", st, site=site, owner=self.bql.owner)
         if self.bql.owner is not None:
             blocked = self.bql.blocked.get(st.name)
             since = blocked.since_ns if blocked is not None else now
             self.bql.blocked[st.name] = Blocked("BQL", since, site)
             waited_since = now
-            self._trace("qemu_mutex_lock_wait", st, site=site, owner=self.bql.owner)
             while self.bql.owner is not None:
                 await self._bql_lot.park()
         self.bql.blocked.pop(st.name, None)
@@ -168,7 +168,9 @@ class TrioEngine:
         if isinstance(effect, CondWait):
             self._unlock(st, effect.site)
             self.bql.blocked[st.name] = Blocked(effect.cond.name, self.now_ns(), effect.site)
+            self._trace("qemu_cond_wait", st, cond=effect.cond.name, site=effect.site)
             await self._wait_any((effect.cond,), None)
+            self._trace("qemu_cond_woken", st, cond=effect.cond.name)
             await self._lock(st, effect.site)
             return None
         if isinstance(effect, Block):

@@ -119,6 +119,7 @@ def qemu_cpu_kick(cpu: CPUState) -> None:
     """system/cpus.c qemu_cpu_kick: broadcast halt_cond, then cpus_kick_thread (SIG_IPI once)."""
     cpu.halt_cond.broadcast()
     cpu.count("kicks")
+    cpu.machine.trace("qemu_cpu_kick", cpu=cpu.cpu_index, by=cpu.machine.thread_name())
     if cpu.machine.settings.accel == "kvm":
         if cpu.thread_kicked:
             return

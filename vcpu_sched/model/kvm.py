@@ -271,6 +271,7 @@ def kvm_cpu_exec(cpu: CPUState) -> Generator[Effect, Any, int]:
             cpu.vcpu_dirty = False
         if cpu.exit_request:
             cpu.immediate_exit = True
+        machine.trace("kvm_vcpu_ioctl_run", cpu=cpu.cpu_index)
         run_ret, run = yield from kvm_vcpu_ioctl_run(cpu)
         if run_ret < 0:
             cpu.immediate_exit = False  # kvm_eat_signals

@@ -1,0 +1,257 @@
+"""`vcpu-sched analyze LOG`: who held the BQL, since when, who waited, what each vCPU did.
+
+The lockup signature is read from the events alone: at the end of the log a thread holds the BQL while
+it keeps going round its loop and other threads wait for it. The causal chain is then rebuilt from the
+holder's own events (DEC raised at reset, the register get that changed LPCR/PSSCR, HARD set, EXCP_HLT
+turns with the BQL held, no sleep since) and set beside the watchdog's, when the log has it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .logread import Log
+from .timeline import Interval, Timeline, build, thread_of
+
+NS = 1_000_000_000
+
+
+def _s(ns: int | float) -> str:
+    return f"{ns / NS:.6f} s"
+
+
+@dataclass
+class Durations:
+    values: list[int] = field(default_factory=list)
+
+    def add(self, ns: int) -> None:
+        self.values.append(ns)
+
+    def to_dict(self) -> dict[str, Any]:
+        v = sorted(self.values)
+        p99 = v[min(len(v) - 1, math.ceil(0.99 * len(v)) - 1)] if v else 0
+        return {"count": len(v), "total_s": sum(v) / NS, "max_s": (v[-1] if v else 0) / NS, "p99_s": p99 / NS}
+
+
+@dataclass
+class ThreadSummary:
+    bql_hold: Durations = field(default_factory=Durations)
+    bql_wait: Durations = field(default_factory=Durations)
+    loop_iterations: int = 0
+    kicks: int = 0
+    sleeps: int = 0
+    exits: Counter[str] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bql_hold": self.bql_hold.to_dict(), "bql_wait": self.bql_wait.to_dict(),
+                "loop_iterations": self.loop_iterations, "kicks": self.kicks, "sleeps": self.sleeps,
+                "exits": dict(sorted(self.exits.items()))}
+
+
+def _per_thread(log: Log, timeline: Timeline) -> dict[str, ThreadSummary]:
+    accel = str(log.settings.get("accel", "kvm"))
+    loop_cost = int(log.settings.get("loop_cost_ns", 1000)) or 1000
+    out = {t: ThreadSummary() for t in timeline.threads}
+    ff_since: dict[str, int] = {}
+    for iv in timeline.intervals:
+        if iv.kind == "BQL held":
+            out[iv.thread].bql_hold.add(iv.ns)
+        elif iv.kind == "BQL wait":
+            out[iv.thread].bql_wait.add(iv.ns)
+    for e in log.events:
+        thread = thread_of(e, accel)
+        if thread is None or thread not in out:
+            continue
+        s, name = out[thread], e["event"]
+        if name == "kvm_cpu_exec":
+            s.loop_iterations += 1
+        elif name == "trace_suppressed":
+            if e.get("suppressed_event") == "kvm_cpu_exec":
+                s.loop_iterations += int(e.get("count", 0))
+            elif e.get("suppressed_event") == "qemu_cpu_kick":
+                s.kicks += int(e.get("count", 0))
+        elif name == "vcpu_spin_fast_forward":
+            ff_since[thread] = e["t_ns"]
+        elif name == "vcpu_spin_resumed":
+            s.loop_iterations += int(e.get("skipped_iterations", 0))
+            ff_since.pop(thread, None)
+        elif name == "qemu_cpu_kick":
+            s.kicks += 1
+        elif name == "qemu_wait_io_event_sleep":
+            s.sleeps += 1
+        elif name == "kvm_run_exit":
+            s.exits[str(e.get("hcall") or e.get("reason"))] += 1
+    for thread, since in ff_since.items():  # a fast-forward still running when the log ends
+        out[thread].loop_iterations += (timeline.end_ns - since) // loop_cost
+    return out
+
+
+def _rtas(log: Log) -> list[dict[str, Any]]:
+    calls, pending = [], {}
+    for e in log.events:
+        if e["event"] == "rtas_call":
+            pending[e.get("cpu")] = e
+        elif e["event"] == "rtas_return":
+            call = pending.pop(e.get("cpu"), None)
+            calls.append({"t_s": e["t_ns"] / NS, "cpu": e.get("cpu"), "call": e.get("call"),
+                          "args": call.get("args") if call else None, "rets": e.get("rets")})
+    return calls
+
+
+def _longest_hold(timeline: Timeline) -> dict[str, Any] | None:
+    holds = [iv for iv in timeline.intervals if iv.kind == "BQL held"]
+    if not holds:
+        return None
+    longest = max(holds, key=lambda iv: iv.ns)
+    waits = [iv for iv in timeline.intervals if iv.kind == "BQL wait"
+             and iv.start_ns < longest.end_ns and iv.end_ns > longest.start_ns]
+    return {"thread": longest.thread, "start_s": longest.start_ns / NS, "held_s": longest.ns / NS,
+            "ongoing": longest.open, "site": longest.label,
+            "waiters": [{"thread": w.thread, "since_s": w.start_ns / NS, "site": w.label} for w in waits]}
+
+
+def _signature(log: Log, timeline: Timeline, threads: dict[str, ThreadSummary]) -> dict[str, Any] | None:
+    """A thread holding the BQL at the end, iterating, while others wait: the livelock of this family."""
+    holding = [iv for iv in timeline.intervals if iv.kind == "BQL held" and iv.open]
+    waiting = [iv for iv in timeline.intervals if iv.kind == "BQL wait" and iv.open]
+    if not holding or not waiting:
+        return None
+    held = holding[0]
+    if threads[held.thread].loop_iterations == 0:
+        return None
+    boot = next((w for w in waiting if w.thread.startswith("CPU 0/")), waiting[0])
+    return {"holder": held.thread, "holder_cpu": _cpu(held.thread), "held_since_s": held.start_ns / NS,
+            "held_for_s": held.ns / NS, "holder_iterations": threads[held.thread].loop_iterations,
+            "stuck": boot.thread, "stuck_cpu": _cpu(boot.thread), "stuck_since_s": boot.start_ns / NS,
+            "stuck_site": boot.label, "waiters": [w.thread for w in waiting],
+            "chain": _chain(log, held, boot, waiting, threads)}
+
+
+def _cpu(thread: str) -> int | None:
+    if thread.startswith("CPU "):
+        return int(thread.split()[1].split("/")[0])
+    return None
+
+
+def _last(log: Log, cpu: int | None, name: str, until: int, pred: Any = None) -> dict[str, Any] | None:
+    found = None
+    for e in log.events:
+        if e["t_ns"] > until:
+            break
+        if e["event"] == name and e.get("cpu") == cpu and (pred is None or pred(e)):
+            found = e
+    return found
+
+
+def _chain(log: Log, held: Interval, boot: Interval, waiting: list[Interval],
+           threads: dict[str, ThreadSummary]) -> list[str]:
+    h = _cpu(held.thread)
+    end = log.end_ns
+    chain: list[str] = []
+    hard = _last(log, h, "ppc_maybe_interrupt", end, lambda e: e.get("hard") and not e.get("hard_before"))
+    reset = _last(log, h, "cpu_ppc_tb_reset", end)
+    if reset is not None and reset.get("dec_pending"):
+        chain.append(f"CPU {h}: a DEC was left pending in QEMU by cpu_ppc_tb_reset at {_s(reset['t_ns'])} "
+                     f"(timebase reset commit {reset.get('timebase_reset')}).")
+    get = _last(log, h, "kvm_get_registers", hard["t_ns"] if hard else end,
+                lambda e: e.get("lpcr_before") != e.get("lpcr") or (e.get("psscr_ec_before") and not e.get("psscr_ec")))
+    if get is not None:
+        text = (f"CPU {h}: at {_s(get['t_ns'])} a KVM register get overwrote QEMU's LPCR {get.get('lpcr_before')} "
+                f"with KVM's {get.get('lpcr')} ({get.get('lpcr_decoded')})")
+        if get.get("psscr_ec_before") and not get.get("psscr_ec"):
+            text += " and PSSCR[EC] came back 0"
+        chain.append(text + ".")
+    if hard is not None:
+        chain.append(f"CPU {h}: at {_s(hard['t_ns'])} ppc_maybe_interrupt found {hard.get('interrupt')} deliverable "
+                     f"({hard.get('rule')}) and set CPU_INTERRUPT_HARD while the CPU was halted.")
+    hlt = sum(1 for e in log.events if e["event"] == "kvm_cpu_exec" and e.get("cpu") == h
+              and e.get("ret") == "EXCP_HLT" and e["t_ns"] >= held.start_ns)
+    if hlt:
+        chain.append(f"CPU {h}: kvm_cpu_exec returned EXCP_HLT without dropping the BQL ({hlt} logged turns, "
+                     f"{threads[held.thread].loop_iterations:,} loop iterations in all).")
+    slept = _last(log, h, "qemu_wait_io_event_sleep", end)
+    if slept is None or slept["t_ns"] < held.start_ns:
+        chain.append(f"CPU {h}: qemu_wait_io_event has not slept since it took the BQL at {_s(held.start_ns)}.")
+    chain.append(f"{boot.thread} has waited for the BQL since {_s(boot.start_ns)} ({boot.label}).")
+    others = [w.thread for w in waiting if w is not boot]
+    if others:
+        chain.append(f"Also waiting for the BQL: {', '.join(others)}.")
+    return chain
+
+
+def summarise(log: Log) -> dict[str, Any]:
+    timeline = build(log)
+    threads = _per_thread(log, timeline)
+    end = log.end
+    verdict = end.get("verdict") if end else None
+    watchdog = end.get("lockup") if end else None
+    suppressed = sum(int(e.get("count", 0)) for e in log.events if e["event"] == "trace_suppressed")
+    signature = _signature(log, timeline, threads)
+    agreement = None
+    if signature is not None and isinstance(watchdog, dict):
+        agreement = (watchdog.get("bql_holder") == signature["holder_cpu"]
+                     and watchdog.get("stuck_cpu") == signature["stuck_cpu"])
+    return {
+        "log": log.path, "events": len(log.events), "settings": log.settings,
+        "complete": not log.truncated,
+        "ends_at": {"line": log.last_line, "t_s": log.end_ns / NS, "last_event": log.events[-1]["event"]},
+        "corrupt_lines": log.corrupt_lines, "suppressed_events": suppressed,
+        "verdict": verdict, "reason": end.get("reason") if end else "log truncated: the run did not finish",
+        "threads": {t: s.to_dict() for t, s in threads.items()},
+        "longest_hold": _longest_hold(timeline),
+        "rtas": _rtas(log),
+        "lockup_signature": signature,
+        "watchdog": {"stuck_cpu": watchdog.get("stuck_cpu"), "bql_holder": watchdog.get("bql_holder"),
+                     "chain": watchdog.get("chain")} if isinstance(watchdog, dict) else None,
+        "agrees_with_watchdog": agreement,
+    }
+
+
+def summary_text(s: dict[str, Any]) -> str:
+    lines = [f"log: {s['log']} ({s['events']:,} events, "
+             + ((f"complete, but the run was cut short: {s['reason']})" if s["verdict"] is None else "complete)")
+                if s["complete"] else
+                f"TRUNCATED: ends at line {s['ends_at']['line']}, t={s['ends_at']['t_s']:.6f} s, "
+                f"last event {s['ends_at']['last_event']})")]
+    if s["corrupt_lines"]:
+        shown = ", ".join(map(str, s["corrupt_lines"][:10])) + (" ..." if len(s["corrupt_lines"]) > 10 else "")
+        lines.append(f"corrupt lines: {len(s['corrupt_lines'])} (line {shown})")
+    st = s["settings"]
+    lines.append(f"run: {st.get('scenario')} smp={st.get('smp')} accel={st.get('accel')} cpu={st.get('cpu')} "
+                 f"fix={st.get('fix')} timebase_reset={st.get('timebase_reset')} seed={st.get('seed')}")
+    lines.append(f"verdict: {s['verdict'] or 'none'} ({s['reason']})")
+    if s["suppressed_events"]:
+        lines.append(f"suppressed (summarised) events: {s['suppressed_events']:,}")
+    lines += ["", "thread        BQL holds  total s   max s      p99 s    | waits  total s   max s      p99 s    "
+                  "| loop iter   kicks sleeps exits"]
+    for thread, t in s["threads"].items():
+        h, w = t["bql_hold"], t["bql_wait"]
+        exits = " ".join(f"{k}={v}" for k, v in t["exits"].items())
+        lines.append(f"{thread:<13} {h['count']:>9} {h['total_s']:>9.6f} {h['max_s']:>9.6f} {h['p99_s']:>9.6f} "
+                     f"| {w['count']:>5} {w['total_s']:>9.6f} {w['max_s']:>9.6f} {w['p99_s']:>9.6f} "
+                     f"| {t['loop_iterations']:>11,} {t['kicks']:>5} {t['sleeps']:>6} {exits}")
+    hold = s["longest_hold"]
+    if hold:
+        who = ", ".join(f"{w['thread']} (since {w['since_s']:.6f} s)" for w in hold["waiters"]) or "nobody"
+        lines += ["", f"longest hold: {hold['thread']} for {hold['held_s']:.6f} s from {hold['start_s']:.6f} s"
+                      f"{' (still held at the end)' if hold['ongoing'] else ''} at {hold['site']}; waited: {who}"]
+    if s["rtas"]:
+        lines += ["", f"RTAS calls ({len(s['rtas'])}):"]
+        lines += [f"  {c['t_s']:.6f} s CPU {c['cpu']} {c['call']}({c['args']}) -> {c['rets']}" for c in s["rtas"][:64]]
+        if len(s["rtas"]) > 64:
+            lines.append(f"  ... {len(s['rtas']) - 64} more")
+    sig = s["lockup_signature"]
+    if sig:
+        lines += ["", f"LOCKUP SIGNATURE: {sig['holder']} holds the BQL since {sig['held_since_s']:.6f} s "
+                      f"({sig['held_for_s']:.6f} s, {sig['holder_iterations']:,} loop iterations) while "
+                      f"{', '.join(sig['waiters'])} wait; stuck: {sig['stuck']} since {sig['stuck_since_s']:.6f} s"]
+        lines += [f"  {i}. {step}" for i, step in enumerate(sig["chain"], 1)]
+    if s["watchdog"]:
+        lines += ["", f"watchdog (from the log): stuck CPU {s['watchdog']['stuck_cpu']}, "
+                      f"BQL holder CPU {s['watchdog']['bql_holder']}; "
+                      + ("the analysis agrees" if s["agrees_with_watchdog"] else "the analysis DISAGREES")]
+        lines += [f"  {i}. {step}" for i, step in enumerate(s["watchdog"]["chain"] or [], 1)]
+    return "\n".join(lines)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-FIXES = ("none", "quiesced")
+FIXES = ("none", "quiesced", "quiesced+migration")
+WORKLOADS = ("none", "ipi-check", "offline-online")
 TIMEBASE_RESETS = ("applied", "reverted")
 ACCELS = ("kvm", "tcg")
 CPUS = ("POWER8", "POWER9", "POWER10")
@@ -42,6 +43,12 @@ class RunSettings:
     fast_forward: bool = True
     clock: str = "virtual"
     main_loop_hold_ns: int = 0
+    workload: str = "none"
+    boots: int = 1
+    loops: int = 1
+    monitor: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        values["monitor"] = [list(pair) for pair in self.monitor]
+        return values

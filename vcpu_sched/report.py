@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shlex
 
 from .config import RunSettings
@@ -15,6 +17,8 @@ _FLAGS = {"smp": "--smp", "accel": "--accel", "cpu": "--cpu", "fix": "--fix",
 def _toml(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, tuple):
+        return json.dumps([list(item) for item in value])
     return repr(value) if isinstance(value, int | float) else str(value)
 
 
@@ -23,7 +27,8 @@ def replay_command(settings: RunSettings, base: RunSettings | None = None) -> st
     differs from the scenario's (`base`; all of them when it is unknown)."""
     words = ["vcpu-sched", "run", settings.scenario]
     reference = base or RunSettings(scenario=settings.scenario)
-    for key, value in settings.to_dict().items():
+    for key in (f.name for f in dataclasses.fields(settings)):
+        value = getattr(settings, key)
         if key == "scenario" or (value == getattr(reference, key) and key != "seed"):
             continue
         if key in _FLAGS:

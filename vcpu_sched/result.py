@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import RunSettings
+from .model.guest import FAILURE_KINDS
 
-VERDICTS = ("booted", "lockup", "guest-failure", "deadline")
+SUCCESS = ("booted", "completed")
+VERDICTS = (*SUCCESS, "lockup", *FAILURE_KINDS, "deadline")
 
 
 @dataclass
@@ -75,7 +77,6 @@ class RunResult:
     guest_time_s: float
     wall_time_s: float
     lockup: Lockup | None = None
-    stuck_cpus: list[int] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     console: list[str] = field(default_factory=list)
     cpu_stats: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -85,7 +86,7 @@ class RunResult:
 
     @property
     def exit_status(self) -> int:
-        return 0 if self.verdict == "booted" else 1
+        return 0 if self.verdict in SUCCESS else 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +94,6 @@ class RunResult:
             "cpus_online": self.cpus_online, "guest_time_s": self.guest_time_s,
             "wall_time_s": self.wall_time_s, "settings": self.settings.to_dict(),
             "lockup": self.lockup.to_dict() if self.lockup else None,
-            "stuck_cpus": self.stuck_cpus, "failures": self.failures, "console": self.console,
+            "failures": self.failures, "console": self.console,
             "cpu_stats": self.cpu_stats, "bql_stats": self.bql_stats, "effects": self.effects,
         }

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ACCELS, CLOCKS, CPUS, FIXES, MAX_SMP, TIMEBASE_RESETS, RunSettings
+from .config import ACCELS, CLOCKS, CPUS, FIXES, MAX_SMP, TIMEBASE_RESETS, WORKLOADS, RunSettings
+from .model.monitor import COMMANDS
 from .result import VERDICTS
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
@@ -49,6 +50,8 @@ class Field:
         if self.choices and value not in self.choices:
             raise BadInput(f"{where}: {key}: {value!r} is not one of {', '.join(self.choices)}")
         number: float = value if isinstance(value, int | float) else 0.0
+        if isinstance(value, list):
+            return value
         if self.low is not None and self.high is not None and not self.low <= number <= self.high:
             raise BadInput(f"{where}: {key}: {value!r} is out of range [{self.low:g}, {self.high:g}]")
         return value
@@ -74,7 +77,22 @@ SCHEMA: dict[str, Field] = {
     "fast_forward": Field(bool, doc="skip identical spinning loop turns (counting them)"),
     "clock": Field(str, choices=CLOCKS),
     "main_loop_hold_ns": Field(int, 0, 10_000_000_000, doc="BQL hold per main-loop turn"),
+    "workload": Field(str, choices=WORKLOADS, doc="what the guest does after booting"),
+    "boots": Field(int, 1, 10, doc="boots before the workload (more than 1 needs a system_reset)"),
+    "loops": Field(int, 1, 100, doc="rounds of the offline-online workload"),
+    "monitor": Field(list, doc="[[console pattern, command], ...], commands: " + ", ".join(COMMANDS)),
 }
+
+
+def _monitor(where: str, value: list[Any]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for i, item in enumerate(value):
+        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)):
+            raise BadInput(f"{where}: monitor[{i}]: expected [\"console pattern\", \"command\"], got {item!r}")
+        if item[1] not in COMMANDS:
+            raise BadInput(f"{where}: monitor[{i}]: unknown command {item[1]!r} (known: {', '.join(COMMANDS)})")
+        pairs.append((item[0], item[1]))
+    return tuple(pairs)
 
 TOP_KEYS = {"description", "qemu", "settings", "expect"}
 EXPECT_KEYS = {"variant", "verdict", "reason"}
@@ -104,6 +122,8 @@ def check_settings(where: str, values: dict[str, Any]) -> dict[str, Any]:
         if spec is None:
             raise BadInput(f"{where}: unknown key {key!r} (known: {', '.join(sorted(SCHEMA))})")
         checked[key] = spec.check(where, key, value)
+        if key == "monitor":
+            checked[key] = _monitor(where, checked[key])
     return checked
 
 

@@ -39,6 +39,7 @@ import trio.testing
 
 from ..model.cpus import CPUState
 from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCond, Spend
+from ..model.guest import STUCK_CPU
 from ..model.machine import Machine
 from ..result import Lockup, RunResult
 from ..watchdog import Watchdog
@@ -257,11 +258,14 @@ class TrioEngine:
     async def _guest_done(self) -> None:
         await self._wait_any((self.machine.finished_cond,), None)
         out = self.machine.outcome
-        if out.stuck or out.failures or len(out.online) != self.settings.smp:
-            self._finish("guest-failure", "; ".join(
-                [f"Processor {n} is stuck." for n in out.stuck] + out.failures) or "CPUs missing")
-        else:
+        if out.failures:
+            self._finish(out.failures[0].kind, "; ".join(f.text for f in out.failures))
+        elif len(out.online) != self.settings.smp:
+            self._finish(STUCK_CPU, f"only {len(out.online)} of {self.settings.smp} CPUs online")
+        elif self.settings.workload == "none" and self.settings.boots == 1:
             self._finish("booted", out.console[-1][1] if out.console else "guest finished")
+        else:
+            self._finish("completed", out.console[-1][1] if out.console else "guest finished")
 
     async def _deadline(self) -> None:
         await trio.sleep(self.settings.deadline_s)
@@ -309,7 +313,7 @@ class TrioEngine:
         return RunResult(
             verdict=verdict, reason=reason, settings=self.settings, cpus_online=len(out.online),
             guest_time_s=self.now_ns() / NS, wall_time_s=time.monotonic() - self._wall0, lockup=lockup,
-            stuck_cpus=list(out.stuck), failures=list(out.failures), console=[line for _, line in out.console],
+            failures=[f"{f.kind}: {f.text}" for f in out.failures], console=[line for _, line in out.console],
             cpu_stats={cpu.name: {**cpu.stats, "loop_iterations": self.iterations(cpu)} for cpu in machine.cpus},
             bql_stats={t: dict(s.__dict__) for t, s in self.bql.per_thread.items()},
             effects=self._effects,

@@ -25,12 +25,15 @@ if TYPE_CHECKING:
 # hcall numbers (include/hw/ppc/spapr.h)
 H_REGISTER_VPA = 0xDC
 H_CEDE = 0xE0
+H_EOI = 0x64
+H_IPI = 0x6C
 H_PUT_TERM_CHAR = 0x58
 H_SET_MODE = 0x31C
 KVMPPC_H_RTAS = 0xF000
 KVMPPC_H_CAS = 0xF002
 HCALL_NAMES = {H_REGISTER_VPA: "H_REGISTER_VPA", H_CEDE: "H_CEDE", H_PUT_TERM_CHAR: "H_PUT_TERM_CHAR",
-               H_SET_MODE: "H_SET_MODE", KVMPPC_H_RTAS: "H_RTAS", KVMPPC_H_CAS: "H_CAS"}
+               H_SET_MODE: "H_SET_MODE", KVMPPC_H_RTAS: "H_RTAS", KVMPPC_H_CAS: "H_CAS", H_EOI: "H_EOI",
+               H_IPI: "H_IPI"}
 
 H_SET_MODE_RESOURCE_ADDR_TRANS_MODE = 3
 H_SET_MODE_RESOURCE_LE = 4
@@ -46,6 +49,10 @@ QCSS_STOPPED, QCSS_STOPPING, QCSS_NOT_STOPPED = 0, 1, 2
 SPAPR_ENTRY_POINT = 0x100
 GENERIC_SECONDARY_SMP_INIT = 0xC000000000000080 & 0x0FFFFFFFFFFFFFFF  # __pa(generic_secondary_smp_init)
 BOOT_SPIN_NS = 5_000_000_000  # __cpu_up's callin wait during boot (boot_spin_ms = 5 s)
+RUNTIME_SPIN_NS = 100_000_000_000  # at run time: 1 ms of spinning, then sleep-polling for up to 100 s
+CPU_DIE_WARN_NS = 120_000_000_000  # pseries_cpu_die warns "didn't die after 120 seconds"
+IPI_TIMEOUT_NS = 1_000_000_000
+WORKLOAD_DELAY_NS = 200_000_000  # from "smp: Brought up" to the scenario's workload
 MS = 1_000_000
 
 
@@ -108,17 +115,43 @@ class GuestMemory:
 
     changed: QemuCond
     callin_map: set[int] = field(default_factory=set)
+    offline_request: set[int] = field(default_factory=set)
+    ipi_sent: dict[int, int] = field(default_factory=dict)
+    ipi_acked: dict[int, int] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        """A system reset: the next boot starts from fresh memory."""
+        self.callin_map.clear()
+        self.offline_request.clear()
+        self.ipi_sent.clear()
+        self.ipi_acked.clear()
+
+
+# Guest-visible failures, each a verdict of its own (the exit status is 1 for all of them).
+STUCK_CPU = "stuck-cpu"  # "Processor N is stuck.": a started CPU never called in
+LOST_INTERRUPTS = "lost-interrupts"  # a CPU never takes an interrupt again (an IPI is never acknowledged)
+BAD_RTAS_ANSWER = "bad-rtas-answer"  # an RTAS call failed or answered what the guest cannot act on
+RAN_WHILE_STOPPED = "ran-while-stopped"  # a thread stopped by the firmware executed instructions
+FAILURE_KINDS = (STUCK_CPU, LOST_INTERRUPTS, BAD_RTAS_ANSWER, RAN_WHILE_STOPPED)
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: str
+    text: str
 
 
 @dataclass
 class GuestOutcome:
-    """What the guest itself reports: console lines and the CPUs it brought up."""
+    """What the guest itself reports: console lines, the CPUs it brought up, what went wrong."""
 
     console: list[tuple[int, str]] = field(default_factory=list)
     online: set[int] = field(default_factory=lambda: {0})
-    stuck: list[int] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    smp_done: bool = False
+    failures: list[Failure] = field(default_factory=list)
+    boots: int = 0
+
+    def fail(self, kind: str, text: str) -> None:
+        self.failures.append(Failure(kind, text))
 
 
 def rtas(token: int, nargs: int, nret: int, *args: int) -> Hcall:
@@ -133,11 +166,115 @@ def _called_in(mem: GuestMemory, n: int) -> Callable[[], bool]:
     return lambda: n in mem.callin_map
 
 
+def _acked(mem: GuestMemory, n: int) -> Callable[[], bool]:
+    return lambda: mem.ipi_acked.get(n, 0) >= mem.ipi_sent.get(n, 0)
+
+
+def query_cpu_stopped_state(n: int) -> Generator[GuestOp, Any, tuple[int, int]]:
+    """pseries smp_query_cpu_stopped: (RTAS status, state)."""
+    query = rtas(RTAS_QUERY_CPU_STOPPED_STATE, 1, 2, n)
+    yield query
+    assert query.rtas is not None
+    status, state = query.rtas.rets
+    if status != 0:
+        yield console(f"RTAS query-cpu-stopped-state failed: {status}")
+    return status, state
+
+
+def cpu_up(machine: Machine, n: int, spin_ns: int) -> Generator[GuestOp, Any, bool]:
+    """kernel/smp.c __cpu_up with pseries smp_startup_cpu / smp_pSeries_kick_cpu: True if CPU n came up."""
+    mem, out = machine.guest_memory, machine.outcome
+    mem.callin_map.discard(n)
+    status, state = yield from query_cpu_stopped_state(n)
+    # smp_startup_cpu: NOT_STOPPED means "already out of firmware": start-cpu is never called.
+    if not (status == 0 and state == QCSS_NOT_STOPPED):
+        start = rtas(RTAS_START_CPU, 3, 1, n, GENERIC_SECONDARY_SMP_INIT, n)
+        yield start
+        assert start.rtas is not None
+        if start.rtas.rets[0] != 0:
+            yield console(f"start-cpu failed: {start.rtas.rets[0]}")
+            yield console(f"smp: failed starting cpu {n} (rc -2)")
+            out.fail(BAD_RTAS_ANSWER, f"start-cpu of CPU {n} failed: {start.rtas.rets[0]}")
+            return False
+    called_in = yield SpinUntil(_called_in(mem, n), spin_ns, f"callin of CPU {n}")
+    if not called_in:
+        yield console(f"Processor {n} is stuck.")
+        out.fail(STUCK_CPU, f"Processor {n} is stuck.")
+        return False
+    out.online.add(n)
+    return True
+
+
+def cpu_die(machine: Machine, n: int) -> Generator[GuestOp, Any, bool]:
+    """Offline CPU n: ask it to stop itself, then poll query-cpu-stopped-state as pseries_cpu_die does."""
+    mem, out = machine.guest_memory, machine.outcome
+    mem.offline_request.add(n)
+    yield Hcall(H_IPI, (n, 0xFF))
+    waited = 0
+    while True:
+        status, state = yield from query_cpu_stopped_state(n)
+        if status == 0 and state == QCSS_STOPPED:
+            out.online.discard(n)
+            return True
+        if status != 0:
+            out.fail(BAD_RTAS_ANSWER, f"query-cpu-stopped-state for CPU {n} failed: {status}")
+            return False
+        waited += MS
+        if waited >= CPU_DIE_WARN_NS:
+            yield console(f"CPU {n} (hwid {n}) didn't die after 120 seconds")
+            out.fail(BAD_RTAS_ANSWER, f"CPU {n} never reported stopped")
+            return False
+        yield Compute(MS, "pseries_cpu_die poll")
+
+
+def ipi_check(machine: Machine) -> GuestProgram:
+    """Send every online secondary an IPI and wait for each to acknowledge it (smp_call_function)."""
+    mem, out = machine.guest_memory, machine.outcome
+    for n in sorted(out.online - {0}):
+        mem.ipi_sent[n] = mem.ipi_sent.get(n, 0) + 1
+        yield Hcall(H_IPI, (n, 0xFF))
+        acked = yield SpinUntil(_acked(mem, n), IPI_TIMEOUT_NS, f"IPI ack of CPU {n}")
+        if not acked:
+            yield console(f"smp: CPU {n} did not answer an IPI within 1 s")
+            out.fail(LOST_INTERRUPTS, f"CPU {n} never took the IPI: it takes no interrupts")
+            return
+    yield console(f"smp: {len(out.online) - 1} CPUs answered IPIs")
+
+
+def offline_online(machine: Machine) -> GuestProgram:
+    """CPU hotplug in a loop: offline every secondary, sync registers (H_SET_MODE), online them again."""
+    out = machine.outcome
+    secondaries = sorted(out.online - {0})
+    for loop in range(1, machine.settings.loops + 1):
+        for n in secondaries:
+            if not (yield from cpu_die(machine, n)):
+                return
+        yield console(f"loop {loop}: {len(secondaries)} secondary CPUs offline")
+        # Something that syncs every CPU's registers while the secondaries are RTAS-stopped.
+        yield Hcall(H_SET_MODE, (3, H_SET_MODE_RESOURCE_ADDR_TRANS_MODE, 0, 0))
+        for n in secondaries:
+            yield Compute(MS, "cpu_up prepare")
+            if not (yield from cpu_up(machine, n, RUNTIME_SPIN_NS)):
+                return
+        yield console(f"loop {loop}: {len(out.online)} CPUs online")
+
+
+def no_workload(machine: Machine) -> GuestProgram:
+    """The boot is the whole scenario."""
+    yield from ()
+
+
+WORKLOADS: dict[str, Callable[[Machine], GuestProgram]] = {
+    "none": no_workload,
+    "ipi-check": ipi_check,
+    "offline-online": offline_online,
+}
+
+
 def boot_cpu_program(machine: Machine) -> GuestProgram:
-    """SLOF/prom_init, early_setup's H_SET_MODE calls, then pseries SMP bring-up on the boot CPU."""
+    """SLOF/prom_init, early_setup's H_SET_MODE calls, pseries SMP bring-up, then the scenario's workload."""
     rng = machine.rng
     smp = machine.settings.smp
-    mem = machine.guest_memory
     out = machine.outcome
     yield Compute(40 * MS, "SLOF")
     yield console("Preparing to boot Linux version 6.12.0 (vcpu_sched guest)")
@@ -155,50 +292,45 @@ def boot_cpu_program(machine: Machine) -> GuestProgram:
     yield StoreDecr(0x7FFFFFFF)  # time_init programs the boot CPU's DEC
     yield Compute(rng.randint(1_200, 1_800) * MS, "start_kernel up to smp_init")
     yield console("smp: Bringing up secondary CPUs ...")
+    out.online = {0}
     for n in range(1, smp):
         yield Compute(rng.randint(4, 23) * MS // 4, "cpu_up prepare, interrupt controller set-up")
-        query = rtas(RTAS_QUERY_CPU_STOPPED_STATE, 1, 2, n)
-        yield query
-        assert query.rtas is not None
-        status, state = query.rtas.rets
-        if status != 0:
-            yield console(f"RTAS query-cpu-stopped-state failed: {status}")
-        # smp_startup_cpu: NOT_STOPPED means "already out of firmware": start-cpu is never called.
-        if not (status == 0 and state == QCSS_NOT_STOPPED):
-            start = rtas(RTAS_START_CPU, 3, 1, n, GENERIC_SECONDARY_SMP_INIT, n)
-            yield start
-            assert start.rtas is not None
-            if start.rtas.rets[0] != 0:
-                yield console(f"start-cpu failed: {start.rtas.rets[0]}")
-                yield console(f"smp: failed starting cpu {n} (rc -2)")
-                out.failures.append(f"start-cpu of CPU {n} failed: {start.rtas.rets[0]}")
-                continue
-        called_in = yield SpinUntil(_called_in(mem, n), BOOT_SPIN_NS, f"callin of CPU {n}")
-        if not called_in:
-            yield console(f"Processor {n} is stuck.")
-            out.stuck.append(n)
-            continue
-        yield Compute(rng.randint(4, 23) * MS * 3 // 4, "give_timebase, wait for cpu_online")
-        out.online.add(n)
+        if (yield from cpu_up(machine, n, BOOT_SPIN_NS)):
+            yield Compute(rng.randint(4, 23) * MS * 3 // 4, "give_timebase, wait for cpu_online")
     count = len(out.online)
     yield console(f"smp: Brought up 1 node, {count} CPU{'s' if count != 1 else ''}")
-    out.smp_done = True
-    machine.guest_finished()
+    out.boots += 1
+    if out.boots >= machine.settings.boots:
+        yield Compute(WORKLOAD_DELAY_NS, "the rest of the boot")
+        yield from WORKLOADS[machine.settings.workload](machine)
+        machine.guest_finished()
     while True:
         yield Hcall(H_CEDE)
 
 
 def secondary_program(machine: Machine, cpu_index: int) -> GuestProgram:
-    """generic_secondary_smp_init -> start_secondary: call in, then idle in H_CEDE."""
+    """generic_secondary_smp_init -> start_secondary: call in, then idle in H_CEDE, answering IPIs
+    (acknowledge; or, when asked to go offline, RTAS stop-self, which never returns)."""
     rng = machine.rng
-    first = cpu_index == 1
+    mem = machine.guest_memory
+    first = cpu_index == 1 and machine.outcome.boots == 0
     yield Compute(8 * MS if first else rng.randint(200, 400) * 1000, "secondary start-up")
     yield Hcall(H_REGISTER_VPA, (1, cpu_index, 0))
     yield StoreDecr(0x7FFFFFFF)
-    machine.guest_memory.callin_map.add(cpu_index)
-    machine.guest_memory.changed.broadcast()
+    mem.callin_map.add(cpu_index)
+    mem.changed.broadcast()
     while True:
         yield Hcall(H_CEDE)
+        if mem.ipi_acked.get(cpu_index, 0) < mem.ipi_sent.get(cpu_index, 0) or cpu_index in mem.offline_request:
+            yield Hcall(H_EOI, (0xFF000000,))
+        if mem.ipi_acked.get(cpu_index, 0) < mem.ipi_sent.get(cpu_index, 0):
+            mem.ipi_acked[cpu_index] = mem.ipi_sent[cpu_index]
+            mem.changed.broadcast()
+        if cpu_index in mem.offline_request:
+            mem.offline_request.discard(cpu_index)
+            yield rtas(RTAS_STOP_SELF, 0, 0)  # pseries_cpu_offline_self
+            yield console("Alas, I survived.")
+            machine.outcome.fail(BAD_RTAS_ANSWER, f"stop-self returned on CPU {cpu_index}")
 
 
 def program_at(machine: Machine, cpu_index: int, nip: int) -> GuestProgram | None:
@@ -211,23 +343,36 @@ def program_at(machine: Machine, cpu_index: int, nip: int) -> GuestProgram | Non
 
 
 class GuestRunner:
-    """The guest's instruction stream on one vCPU: the current operation and how far it has got."""
+    """The guest's instruction stream on one vCPU: the current operation and how far it has got.
 
-    def __init__(self, program: GuestProgram, nip: int) -> None:
-        self.nip = nip
+    Finishing an operation only records its result; the program is resumed (and its next operation
+    fetched) when the CPU next executes. So guest code between two operations runs at the moment the
+    CPU really runs it, not when QEMU finished the previous operation (a cede that halts the CPU, say).
+    """
+
+    def __init__(self, program: GuestProgram, entry_gen: int) -> None:
+        self.entry_gen = entry_gen
         self._program = program
-        self.op: GuestOp | None = None
+        self._op: GuestOp | None = None
+        self._resume: tuple[Any] | None = (None,)
+        self._first = True
         self.compute_left = 0
         self.spin_deadline: int | None = None
-        self.awaiting_result = False
-        self.advance(None, first=True)
 
-    def advance(self, value: Any = None, first: bool = False) -> None:
-        """Finish the current operation (handing the program `value`) and fetch the next."""
-        self.awaiting_result = False
-        try:
-            self.op = next(self._program) if first else self._program.send(value)
-        except StopIteration:
-            self.op = None
-        self.compute_left = self.op.ns if isinstance(self.op, Compute) else 0
-        self.spin_deadline = None
+    @property
+    def op(self) -> GuestOp | None:
+        if self._resume is not None:
+            (value,) = self._resume
+            self._resume = None
+            try:
+                self._op = next(self._program) if self._first else self._program.send(value)
+            except StopIteration:
+                self._op = None
+            self._first = False
+            self.compute_left = self._op.ns if isinstance(self._op, Compute) else 0
+            self.spin_deadline = None
+        return self._op
+
+    def advance(self, value: Any = None) -> None:
+        """Finish the current operation, handing the program `value` when it next runs."""
+        self._resume = (value,)

@@ -13,8 +13,8 @@ never sleeps (HARD set: `cpu_has_work`) never lets go of the BQL.
 Kernel side (`FakeKvm`), after Linux 6.12 arch/powerpc/kvm/book3s_hv.c: the vcore's LPCR is set up
 from the host's (`kvmppc_core_init_vm_hv`) and userspace may change only DPFD, ILE, TC, AIL and LD of it
 (`kvmppc_set_lpcr`); PSSCR is stored masked with PSSCR_GUEST_VIS, which drops EC. A register get
-overwrites QEMU's copy. KVM_RUN runs the guest until an exit or a kick; H_CEDE and H_REGISTER_VPA are
-handled in the kernel and do not exit.
+overwrites QEMU's copy. KVM_RUN runs the guest until an exit or a kick; H_CEDE, H_REGISTER_VPA and
+the interrupt controller's H_IPI / H_EOI (in-kernel XICS) are handled in the kernel and do not exit.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from .cpus import (
     run_on_cpu,
 )
 from .effects import Block, BqlLock, BqlUnlock, Effect, Spend
-from .guest import H_CEDE, H_REGISTER_VPA, HCALL_NAMES, GuestRunner, Hcall, StoreDecr, program_at
+from .guest import H_CEDE, H_EOI, H_IPI, H_REGISTER_VPA, HCALL_NAMES, GuestRunner, Hcall, StoreDecr, program_at
 from .ppc import (
     LPCR_AIL,
     LPCR_DPFD,
@@ -87,9 +87,11 @@ class KvmVcpu:
     dec: int = 0
     online: int = 0
     runner: GuestRunner | None = None
+    entry_gen: int = 0
     hcall_ret: int = 0
     exit_hcall: Hcall | None = None
     ceded: bool = False
+    irq_pending: bool = False  # an in-kernel XICS/XIVE interrupt (an IPI) for this vCPU
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,17 @@ class FakeKvm:
             lpcr &= ~LPCR_LD
         vcpu.vcore.lpcr = lpcr
 
+    def guest_state(self, index: int) -> dict[str, Any]:
+        """What a migration carries for this vCPU besides QEMU's registers: where the guest program is
+        (its memory and PC, which the model keeps in the runner) and its pending in-kernel interrupt."""
+        vcpu = self.vcpus[index]
+        return {name: getattr(vcpu, name)
+                for name in ("runner", "entry_gen", "hcall_ret", "exit_hcall", "ceded", "irq_pending")}
+
+    def load_guest_state(self, index: int, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self.vcpus[index], name, value)
+
     def set_one_reg_psscr(self, vcpu: KvmVcpu, value: int) -> None:
         vcpu.psscr = value & PSSCR_GUEST_VIS
 
@@ -175,11 +188,13 @@ def kvm_arch_put_registers(cpu: CPUState, level: int) -> None:
     if env.model.has_psscr:
         kvm.set_one_reg_psscr(vcpu, env.psscr)
     vcpu.msr = env.msr
-    if env.nip != vcpu.nip or (vcpu.runner is None and env.nip):
-        vcpu.nip = env.nip
+    vcpu.nip = env.nip
+    if env.entry_gen != vcpu.entry_gen:
+        vcpu.entry_gen = env.entry_gen
         program = program_at(cpu.machine, cpu.cpu_index, env.nip)
-        vcpu.runner = GuestRunner(program, env.nip) if program is not None else None
+        vcpu.runner = GuestRunner(program, env.entry_gen) if program is not None else None
         vcpu.ceded = False
+        vcpu.exit_hcall = None
     cpu.machine.trace("kvm_put_registers", cpu=cpu.cpu_index, level=level, lpcr_wanted=hex(env.lpcr),
                       lpcr_before=hex(lpcr_before), lpcr=hex(vcpu.vcore.lpcr),
                       ignored=hex((env.lpcr ^ vcpu.vcore.lpcr) & _LOW32),
@@ -202,6 +217,12 @@ def kvm_cpu_synchronize_state(cpu: CPUState) -> Generator[Effect, Any, None]:
 def do_kvm_cpu_synchronize_post_reset(cpu: CPUState) -> None:
     """accel/kvm/kvm-all.c do_kvm_cpu_synchronize_post_reset."""
     kvm_arch_put_registers(cpu, KVM_PUT_RESET_STATE)
+    cpu.vcpu_dirty = False
+
+
+def do_kvm_cpu_synchronize_post_init(cpu: CPUState) -> None:
+    """accel/kvm/kvm-all.c do_kvm_cpu_synchronize_post_init."""
+    kvm_arch_put_registers(cpu, KVM_PUT_FULL_STATE)
     cpu.vcpu_dirty = False
 
 
@@ -230,14 +251,26 @@ def kvm_vcpu_ioctl_run(cpu: CPUState) -> Generator[Effect, Any, tuple[int, KvmEx
             continue
         assert isinstance(op, Hcall)
         if op.nr == H_CEDE:
-            # kvmppc_h_cede in the kernel: idle until an interrupt for this vCPU. The model has no
-            # guest interrupts, so it idles until a kick; after one the guest is back in H_CEDE.
+            # kvmppc_h_cede in the kernel: idle until an interrupt for this vCPU (the in-kernel
+            # interrupt controller's IPIs; no DEC is modelled). A kick makes KVM_RUN return -EINTR
+            # and the vCPU cedes again on the next KVM_RUN.
+            if vcpu.irq_pending:
+                vcpu.irq_pending = vcpu.ceded = False
+                runner.advance(0)
+                continue
             if not vcpu.ceded:
                 vcpu.ceded = True
                 cpu.machine.trace("kvm_h_cede", cpu=cpu.cpu_index)
-            yield Block((cpu.kick_cond,), None)
+            yield Block((cpu.kick_cond, cpu.kernel_irq_cond), None)
             continue
-        if op.nr == H_REGISTER_VPA:
+        if op.nr == H_IPI:
+            target = cpu.machine.cpus[op.args[0]] if 0 <= op.args[0] < len(kvm.vcpus) else None
+            if target is not None:
+                kvm.vcpus[target.cpu_index].irq_pending = True
+                target.kernel_irq_cond.broadcast()
+            runner.advance(0)
+            continue
+        if op.nr in (H_REGISTER_VPA, H_EOI):
             runner.advance(0)
             continue
         vcpu.exit_hcall = op

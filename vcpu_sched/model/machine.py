@@ -2,6 +2,7 @@
 
 Mirrors the start-up path of system/vl.c (`qemu_init`: create vCPUs, `qemu_system_reset`, `vm_start`)
 and util/main-loop.c (`main_loop_wait`, which takes the BQL for timers, the monitor and chardevs).
+The scenario's monitor commands (monitor.py) run there when their console pattern has appeared.
 The Machine is plain state; an engine runs the generators from `threads()` and installs a `WakeHub`.
 
 Besides the state QEMU has, the Machine keeps `notes`: timestamps of the moments the diagnosis needs
@@ -23,6 +24,7 @@ from .effects import Block, BqlLock, BqlUnlock, Effect, QemuCond, Spend, WakeHub
 from .excp import IrqDecision
 from .guest import GuestMemory, GuestOutcome, GuestRunner
 from .kvm import FakeKvm, kvm_vcpu_thread_fn
+from .monitor import monitor_command
 from .ppc import CPU_MODELS, PSSCR_EC, CPUPPCState
 from .spapr import Spapr
 from .tcg import mttcg_cpu_thread_fn
@@ -55,6 +57,7 @@ class Machine:
         self.settings = settings
         self.rng = random.Random(settings.seed)
         self.fix_quiesced = settings.fix != "none"
+        self.fix_migration = settings.fix == "quiesced+migration"
         self.runstate = "prelaunch"
         self.hub: WakeHub | None = None
         self._tracer = tracer
@@ -71,7 +74,8 @@ class Machine:
         self.main_loop_iterations = 0
         model = CPU_MODELS[settings.cpu]
         self.cpus = [
-            CPUState(self, i, CPUPPCState(model), QemuCond(f"halt_cond[{i}]"), QemuCond(f"kick[{i}]"))
+            CPUState(self, i, CPUPPCState(model), QemuCond(f"halt_cond[{i}]"), QemuCond(f"kick[{i}]"),
+                     QemuCond(f"kernel_irq[{i}]"))
             for i in range(settings.smp)
         ]
         self.kvm = (FakeKvm.create(model, settings.host_lpcr, settings.radix, settings.smp, settings.threads)
@@ -91,7 +95,7 @@ class Machine:
         conds = [self.work_cond, self.pause_cond, self.main_loop_cond, self.finished_cond,
                  self.guest_memory.changed]
         for cpu in self.cpus:
-            conds += [cpu.halt_cond, cpu.kick_cond]
+            conds += [cpu.halt_cond, cpu.kick_cond, cpu.kernel_irq_cond]
         return conds
 
     def threads(self) -> list[tuple[str, Callable[[], Generator[Effect, Any, Any]]]]:
@@ -123,7 +127,8 @@ class Machine:
 
     def guest_finished(self) -> None:
         self.finished = True
-        self.trace("guest_finished", online=len(self.outcome.online), stuck=self.outcome.stuck)
+        self.trace("guest_finished", online=sorted(self.outcome.online),
+                   failures=[f.kind for f in self.outcome.failures])
         self.finished_cond.broadcast()
 
     def note_hard_set(self, cpu: CPUState, decision: IrqDecision) -> None:
@@ -153,10 +158,21 @@ class Machine:
         resume_all_vcpus(self)
         yield BqlUnlock("qemu_init")
         hold = self.settings.main_loop_hold_ns
+        script = list(self.settings.monitor)
+        console_seen = 0
         while True:
             yield Block((self.main_loop_cond,), MAIN_LOOP_POLL_NS)
             yield BqlLock("main_loop_wait")
             self.main_loop_iterations += 1
             if hold:
                 yield Spend(hold)  # a slow device model or monitor command, BQL held
+            while script:
+                pattern, command = script[0]
+                lines = [text for _, text in self.outcome.console[console_seen:]]
+                hit = next((i for i, text in enumerate(lines) if pattern in text), None)
+                if hit is None:
+                    break
+                console_seen += hit + 1
+                script.pop(0)
+                yield from monitor_command(self, command)
             yield BqlUnlock("main_loop_wait")

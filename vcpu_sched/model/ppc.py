@@ -157,6 +157,9 @@ class CPUPPCState:
     has_hv_mode: bool = True  # stays true on spapr although vhyp clears MSR_HVB (cpu_init.c)
     decr: int = 0
     tb_offset: int = 0
+    # Not a QEMU field: the guest's program counter is not modelled, so an entry-state write (reset,
+    # start-cpu) is what tells the guest executor to start the program at `nip` afresh.
+    entry_gen: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
     def pending(self, irq: Interrupt) -> bool:

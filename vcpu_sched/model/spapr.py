@@ -21,6 +21,8 @@ from .cpus import EXCP_HLT, CPUState, cpu_has_work, cpu_reset, current_cpu, qemu
 from .effects import Effect
 from .guest import (
     H_CEDE,
+    H_EOI,
+    H_IPI,
     H_PUT_TERM_CHAR,
     H_REGISTER_VPA,
     H_SET_MODE,
@@ -37,7 +39,7 @@ from .guest import (
     Hcall,
     RtasArgs,
 )
-from .interrupts import ppc_maybe_interrupt, ppc_store_lpcr
+from .interrupts import ppc_maybe_interrupt, ppc_set_irq, ppc_store_lpcr
 from .kvm import do_kvm_cpu_synchronize_post_reset, do_kvm_cpu_synchronize_state, kvm_cpu_synchronize_state
 from .ppc import (
     LPCR_AIL,
@@ -56,13 +58,14 @@ from .ppc import (
     MSR_ME,
     MSR_SF,
     PSSCR_EC,
+    Interrupt,
 )
 from .timebase import cpu_ppc_tb_reset
 
 if TYPE_CHECKING:
     from .machine import Machine
 
-H_SUCCESS, H_FUNCTION, H_P2, H_P3, H_P4, H_UNSUPPORTED_FLAG = 0, -2, -55, -56, -57, -256
+H_SUCCESS, H_FUNCTION, H_PARAMETER, H_P2, H_P3, H_P4, H_UNSUPPORTED_FLAG = 0, -2, -4, -55, -56, -57, -256
 RTAS_OUT_SUCCESS, RTAS_OUT_HW_ERROR, RTAS_OUT_PARAM_ERROR = 0, -1, -3
 
 
@@ -93,6 +96,7 @@ class Spapr:
         """hw/ppc/spapr_cpu_core.c spapr_cpu_set_entry_state."""
         env = cpu.env
         env.nip, env.gpr3 = nip, r3
+        env.entry_gen += 1
         self.kvmppc_set_reg_ppc_online(cpu, 1)
         cpu.halted = False
         ppc_store_lpcr(cpu, env.lpcr | env.model.lpcr_pm)
@@ -164,6 +168,11 @@ class Spapr:
             return H_SUCCESS  # same PVR negotiated: no ppc_set_compat_all
         if hc.nr == H_CEDE:
             return self.h_cede(cpu)
+        if hc.nr == H_IPI:
+            return self.icp_ipi(hc.args[0])
+        if hc.nr == H_EOI:
+            ppc_set_irq(cpu, Interrupt.EXT, False)
+            return H_SUCCESS
         if hc.nr == H_REGISTER_VPA:
             return H_SUCCESS
         return H_FUNCTION
@@ -194,6 +203,14 @@ class Spapr:
                                                 f"H_SET_MODE resource 3 (AIL={mflags})")
             return H_SUCCESS
         return H_P2
+
+    def icp_ipi(self, server: int) -> int:
+        """hw/intc/xics.c icp_set_mfrr via h_ipi (emulated XICS, TCG): raise EXT on the target."""
+        target = self.spapr_find_cpu(server)
+        if target is None:
+            return H_PARAMETER
+        ppc_set_irq(target, Interrupt.EXT, True)
+        return H_SUCCESS
 
     def h_cede(self, cpu: CPUState) -> int:
         """hw/ppc/spapr_hcall.c h_cede (reached only under TCG; KVM-HV cedes in the kernel)."""

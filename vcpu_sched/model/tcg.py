@@ -6,7 +6,9 @@ LPCR and PSSCR are the only copy, so spapr's reset values stay), and the loop dr
 guest execution whatever the CPU's state; a halted CPU with HARD set leaves halt in cpu_handle_halt.
 
 Departure: hcalls are handled on the vCPU thread with the BQL taken around `spapr_hypercall`, and a
-DEC write takes the BQL (ppc_set_irq's guard); interrupt *delivery* to a running TCG CPU is not modelled.
+DEC write takes the BQL (ppc_set_irq's guard). Taking an interrupt is reduced to what the scheduling
+depends on: MSR[EE] cleared and HARD recomputed; the guest's handler is the code after its current
+operation.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from .accel import execute_guest
 from .cpus import (
+    CPU_INTERRUPT_HARD,
     EXCP_HALTED,
     EXCP_HLT,
     EXCP_INTERRUPT,
@@ -26,7 +29,10 @@ from .cpus import (
     qemu_wait_io_event,
 )
 from .effects import BqlLock, BqlUnlock, Effect, Spend
+from .excp import ppc_next_unmasked_interrupt
 from .guest import GuestRunner, Hcall, StoreDecr, program_at
+from .interrupts import ppc_maybe_interrupt
+from .ppc import MSR_EE
 from .timebase import cpu_ppc_store_decr
 
 
@@ -39,15 +45,33 @@ def cpu_handle_halt(cpu: CPUState) -> bool:
     return False
 
 
+def ppc_cpu_exec_interrupt(cpu: CPUState) -> None:
+    """target/ppc/excp_helper.c ppc_cpu_exec_interrupt -> ppc_deliver_interrupt: take the interrupt.
+
+    Taking an asynchronous interrupt clears MSR[EE] (the guest's handler runs with it off), after
+    which nothing else is deliverable and HARD is recomputed. The guest's handler is the code that
+    follows the operation the CPU was in (typically H_CEDE returning).
+    """
+    decision = ppc_next_unmasked_interrupt(cpu.env, cpu.halted, quiesced_guard=cpu.machine.fix_quiesced)
+    if decision.interrupt is not None:
+        cpu.machine.trace("ppc_cpu_do_interrupt", cpu=cpu.cpu_index, interrupt=decision.name)
+        cpu.env.msr &= ~MSR_EE
+    ppc_maybe_interrupt(cpu)
+
+
 def tcg_cpu_exec(cpu: CPUState) -> Generator[Effect, Any, int]:
     """accel/tcg/cpu-exec.c cpu_exec, entered without the BQL."""
     machine = cpu.machine
     if cpu_handle_halt(cpu):
         return EXCP_HALTED
+    if cpu.interrupt_request & CPU_INTERRUPT_HARD:
+        yield BqlLock("cpu_handle_interrupt")
+        ppc_cpu_exec_interrupt(cpu)
+        yield BqlUnlock("cpu_handle_interrupt")
     runner = machine.tcg_runners.get(cpu.cpu_index)
-    if runner is None or runner.nip != cpu.env.nip:
+    if runner is None or runner.entry_gen != cpu.env.entry_gen:
         program = program_at(machine, cpu.cpu_index, cpu.env.nip)
-        runner = GuestRunner(program, cpu.env.nip) if program is not None else None
+        runner = GuestRunner(program, cpu.env.entry_gen) if program is not None else None
         if runner is not None:
             machine.tcg_runners[cpu.cpu_index] = runner
     while True:

@@ -1,0 +1,101 @@
+"""Monitor commands the scenarios use, run on the main thread with the BQL held.
+
+Mirrors system/runstate.c (`qemu_system_reset`, `vm_stop`, `vm_start`, the reset request handled in
+`main_loop_should_exit`), migration/savevm.c (`load_snapshot`: stop, reset, load the state, start) and
+monitor/hmp-cmds-target.c (`info registers`, which synchronises every CPU's state).
+
+A scenario lists (console pattern, command) pairs, like QEMU's functional tests: wait for a line on
+the guest console, then type the command.
+
+Migration is modelled as savevm + loadvm of the same machine: the CPU state saved is what
+target/ppc/machine.c migrates (registers, pending interrupts, halted); `quiesced` is saved and
+restored only with the follow-up fix (`quiesced+migration`, the "cpu/rtas_stopped" subsection of
+QEMU issue 3079). Without it the destination keeps the value its own reset gave, as QEMU did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from .cpus import pause_all_vcpus, resume_all_vcpus, run_on_cpu
+from .effects import Effect
+from .kvm import do_kvm_cpu_synchronize_post_init, do_kvm_cpu_synchronize_state
+from .ppc import LPCR_HR, LPCR_UPRT
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+COMMANDS = ("system_reset", "stop", "cont", "migrate", "info registers")
+
+# CPUPPCState fields in the migration stream (target/ppc/machine.c vmstate_ppc_cpu, the parts modelled).
+_MIGRATED_ENV = ("msr", "lpcr", "psscr", "nip", "gpr3", "entry_gen", "pending_interrupts", "decr", "tb_offset",
+                 "resume_as_sreset")
+
+
+def monitor_command(machine: Machine, command: str) -> Generator[Effect, Any, None]:
+    machine.trace("monitor_command", command=command)
+    if command == "system_reset":
+        yield from pause_all_vcpus(machine)
+        machine.guest_memory.reset()  # the guest boots again from scratch
+        yield from qemu_system_reset(machine)
+        resume_all_vcpus(machine)
+    elif command == "stop":
+        yield from vm_stop(machine)
+    elif command == "cont":
+        vm_start(machine)
+    elif command == "migrate":
+        yield from migrate(machine)
+    elif command == "info registers":
+        for cpu in machine.cpus:
+            if machine.kvm is not None and not cpu.vcpu_dirty:
+                yield from run_on_cpu(cpu, do_kvm_cpu_synchronize_state, "do_kvm_cpu_synchronize_state")
+    else:
+        raise ValueError(f"unknown monitor command {command!r}")
+
+
+def qemu_system_reset(machine: Machine) -> Generator[Effect, Any, None]:
+    """system/runstate.c qemu_system_reset: machine reset, then put the reset state into KVM."""
+    machine.trace("qemu_system_reset")
+    yield from machine.spapr.spapr_machine_reset()
+    yield from machine.spapr.cpu_synchronize_all_post_reset()
+
+
+def vm_stop(machine: Machine) -> Generator[Effect, Any, None]:
+    """system/cpus.c vm_stop -> do_vm_stop: run state paused, then pause every vCPU."""
+    machine.runstate = "paused"
+    yield from pause_all_vcpus(machine)
+
+
+def vm_start(machine: Machine) -> None:
+    """system/runstate.c vm_start (`cont`): run state running, resume every vCPU."""
+    machine.runstate = "running"
+    resume_all_vcpus(machine)
+
+
+def migrate(machine: Machine) -> Generator[Effect, Any, None]:
+    """migration/savevm.c save then load_snapshot: stop, save, reset, load, post-load, start."""
+    yield from vm_stop(machine)
+    saved = []
+    for cpu in machine.cpus:
+        if machine.kvm is not None and not cpu.vcpu_dirty:
+            yield from run_on_cpu(cpu, do_kvm_cpu_synchronize_state, "do_kvm_cpu_synchronize_state")
+        env = {name: getattr(cpu.env, name) for name in _MIGRATED_ENV}
+        guest = machine.kvm.guest_state(cpu.cpu_index) if machine.kvm is not None else {}
+        saved.append((cpu.halted, cpu.interrupt_request, env, cpu.env.quiesced, guest))
+    yield from qemu_system_reset(machine)
+    for cpu, (halted, irq_request, env, quiesced, guest) in zip(machine.cpus, saved, strict=True):
+        if machine.kvm is not None:
+            machine.kvm.load_guest_state(cpu.cpu_index, guest)  # guest memory and PC come back too
+        cpu.halted = halted
+        cpu.interrupt_request = irq_request
+        cpu.env = dataclasses.replace(cpu.env, **env)
+        if machine.fix_migration:
+            cpu.env.quiesced = quiesced  # the "cpu/rtas_stopped" subsection
+        machine.trace("cpu_post_load", cpu=cpu.cpu_index, halted=halted, quiesced=cpu.env.quiesced)
+        if machine.kvm is not None:  # cpu_synchronize_all_post_init
+            yield from run_on_cpu(cpu, do_kvm_cpu_synchronize_post_init, "do_kvm_cpu_synchronize_post_init")
+    if machine.kvm is not None and machine.kvm.radix:  # spapr_post_load
+        yield from machine.spapr.spapr_set_all_lpcrs(LPCR_HR | LPCR_UPRT, LPCR_HR | LPCR_UPRT, "spapr_post_load")
+    vm_start(machine)

@@ -7,6 +7,7 @@ from typing import Any
 
 FIXES = ("none", "quiesced", "quiesced+migration")
 WORKLOADS = ("none", "ipi-check", "offline-online")
+MACHINES = ("pseries", "powernv")
 TIMEBASE_RESETS = ("applied", "reverted")
 ACCELS = ("kvm", "tcg")
 CPUS = ("POWER8", "POWER9", "POWER10")
@@ -47,6 +48,11 @@ class RunSettings:
     boots: int = 1
     loops: int = 1
     monitor: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def plain_boot(self) -> bool:
+        """A scenario that is one pseries boot and nothing else: success is called "booted"."""
+        return self.machine == "pseries" and self.workload == "none" and self.boots == 1 and not self.monitor
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ACCELS, CLOCKS, CPUS, FIXES, MAX_SMP, TIMEBASE_RESETS, WORKLOADS, RunSettings
+from .config import ACCELS, CLOCKS, CPUS, FIXES, MACHINES, MAX_SMP, TIMEBASE_RESETS, WORKLOADS, RunSettings
 from .model.monitor import COMMANDS
 from .result import VERDICTS
 
@@ -58,7 +58,7 @@ class Field:
 
 
 SCHEMA: dict[str, Field] = {
-    "machine": Field(str, choices=("pseries",), doc="QEMU machine type"),
+    "machine": Field(str, choices=MACHINES, doc="QEMU machine type (powernv: TCG and POWER10 only)"),
     "smp": Field(int, 1, MAX_SMP, doc="number of vCPUs"),
     "sockets": Field(int, 1, MAX_SMP),
     "cores": Field(int, 1, MAX_SMP, doc="cores per socket"),
@@ -137,6 +137,13 @@ def apply(base: RunSettings, overrides: dict[str, Any], where: str) -> RunSettin
     if merged.sockets * merged.cores * merged.threads != merged.smp:
         raise BadInput(f"{where}: smp={merged.smp} does not match sockets={merged.sockets} x "
                        f"cores={merged.cores} x threads={merged.threads}")
+    if merged.machine == "powernv":
+        if merged.accel != "tcg":
+            raise BadInput(f"{where}: accel: the powernv machine does not support the KVM accelerator")
+        if merged.cpu != "POWER10":
+            raise BadInput(f"{where}: cpu: the powernv model has the POWER10 core direct controls only")
+        if merged.threads < 2:
+            raise BadInput(f"{where}: threads: the powernv scenario stops thread 1 of core 0: threads >= 2")
     return merged
 
 

@@ -262,7 +262,7 @@ class TrioEngine:
             self._finish(out.failures[0].kind, "; ".join(f.text for f in out.failures))
         elif len(out.online) != self.settings.smp:
             self._finish(STUCK_CPU, f"only {len(out.online)} of {self.settings.smp} CPUs online")
-        elif self.settings.workload == "none" and self.settings.boots == 1:
+        elif self.settings.plain_boot:
             self._finish("booted", out.console[-1][1] if out.console else "guest finished")
         else:
             self._finish("completed", out.console[-1][1] if out.console else "guest finished")

@@ -105,7 +105,7 @@ class StoreDecr:
     value: int
 
 
-GuestOp: TypeAlias = Compute | Hcall | SpinUntil | StoreDecr
+GuestOp: TypeAlias = Any  # Compute | Hcall | SpinUntil | StoreDecr, or a powernv firmware op (pnv.py)
 GuestProgram: TypeAlias = Generator[GuestOp, Any, None]
 
 
@@ -132,7 +132,8 @@ STUCK_CPU = "stuck-cpu"  # "Processor N is stuck.": a started CPU never called i
 LOST_INTERRUPTS = "lost-interrupts"  # a CPU never takes an interrupt again (an IPI is never acknowledged)
 BAD_RTAS_ANSWER = "bad-rtas-answer"  # an RTAS call failed or answered what the guest cannot act on
 RAN_WHILE_STOPPED = "ran-while-stopped"  # a thread stopped by the firmware executed instructions
-FAILURE_KINDS = (STUCK_CPU, LOST_INTERRUPTS, BAD_RTAS_ANSWER, RAN_WHILE_STOPPED)
+WRONG_CORE_STATUS = "wrong-core-status"  # a core status register contradicts what the firmware did
+FAILURE_KINDS = (STUCK_CPU, LOST_INTERRUPTS, BAD_RTAS_ANSWER, RAN_WHILE_STOPPED, WRONG_CORE_STATUS)
 
 
 @dataclass(frozen=True)
@@ -335,6 +336,14 @@ def secondary_program(machine: Machine, cpu_index: int) -> GuestProgram:
 
 def program_at(machine: Machine, cpu_index: int, nip: int) -> GuestProgram | None:
     """The program the guest has at an entry address (None: nothing to run there)."""
+    if machine.pnv is not None:
+        from .pnv import FIRMWARE_ENTRY, SECONDARY_IDLE_ENTRY, firmware_program, idle_thread_program
+
+        if nip == FIRMWARE_ENTRY:
+            return firmware_program(machine)
+        if nip == SECONDARY_IDLE_ENTRY:
+            return idle_thread_program(machine, cpu_index)
+        return None
     if nip == SPAPR_ENTRY_POINT:
         return boot_cpu_program(machine)
     if nip == GENERIC_SECONDARY_SMP_INIT:

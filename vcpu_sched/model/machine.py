@@ -24,7 +24,8 @@ from .effects import Block, BqlLock, BqlUnlock, Effect, QemuCond, Spend, WakeHub
 from .excp import IrqDecision
 from .guest import GuestMemory, GuestOutcome, GuestRunner
 from .kvm import FakeKvm, kvm_vcpu_thread_fn
-from .monitor import monitor_command
+from .monitor import monitor_command, qemu_system_reset
+from .pnv import Pnv
 from .ppc import CPU_MODELS, PSSCR_EC, CPUPPCState
 from .spapr import Spapr
 from .tcg import mttcg_cpu_thread_fn
@@ -82,6 +83,7 @@ class Machine:
                     if settings.accel == "kvm" else None)
         self.tcg_runners: dict[int, GuestRunner] = {}
         self.spapr = Spapr(self)
+        self.pnv = Pnv(self) if settings.machine == "powernv" else None
 
     # --- engine interface ------------------------------------------------------------------------
 
@@ -150,9 +152,7 @@ class Machine:
     def qemu_main(self) -> Generator[Effect, Any, None]:
         """system/vl.c qemu_init (reset, vm_start), then util/main-loop.c's loop."""
         yield BqlLock("qemu_init")
-        self.trace("qemu_system_reset")
-        yield from self.spapr.spapr_machine_reset()
-        yield from self.spapr.cpu_synchronize_all_post_reset()
+        yield from qemu_system_reset(self)
         self.runstate = "running"
         self.trace("vm_start")
         resume_all_vcpus(self)

@@ -58,6 +58,9 @@ def monitor_command(machine: Machine, command: str) -> Generator[Effect, Any, No
 def qemu_system_reset(machine: Machine) -> Generator[Effect, Any, None]:
     """system/runstate.c qemu_system_reset: machine reset, then put the reset state into KVM."""
     machine.trace("qemu_system_reset")
+    if machine.pnv is not None:
+        yield from machine.pnv.machine_reset()
+        return
     yield from machine.spapr.spapr_machine_reset()
     yield from machine.spapr.cpu_synchronize_all_post_reset()
 

@@ -54,8 +54,10 @@ def ppc_cpu_exec_interrupt(cpu: CPUState) -> None:
     """
     decision = ppc_next_unmasked_interrupt(cpu.env, cpu.halted, quiesced_guard=cpu.machine.fix_quiesced)
     if decision.interrupt is not None:
-        cpu.machine.trace("ppc_cpu_do_interrupt", cpu=cpu.cpu_index, interrupt=decision.name)
+        cpu.machine.trace("ppc_cpu_do_interrupt", cpu=cpu.cpu_index, interrupt=decision.name,
+                          as_sreset=cpu.env.resume_as_sreset)
         cpu.env.msr &= ~MSR_EE
+        cpu.env.resume_as_sreset = False
     ppc_maybe_interrupt(cpu)
 
 
@@ -84,9 +86,11 @@ def tcg_cpu_exec(cpu: CPUState) -> Generator[Effect, Any, int]:
         if isinstance(op, StoreDecr):
             cpu_ppc_store_decr(cpu, op.value)
             ret: int = 0
-        else:
-            assert isinstance(op, Hcall)
+        elif isinstance(op, Hcall):
             ret = yield from machine.spapr.spapr_hypercall(cpu, op)
+        else:
+            assert machine.pnv is not None, f"{op!r} needs a powernv machine"
+            ret = machine.pnv.exec_op(cpu, op)
         yield BqlUnlock("cpu_exec")
         runner.advance(ret)
         if cpu.halted:

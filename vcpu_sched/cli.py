@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import tomllib
 from typing import Any, NoReturn
 
-from . import runner
+from . import qemu_cmdline, runner
 from .analyze.command import analyze_main
 from .config import ACCELS, CLOCKS, CPUS, FIXES, TIMEBASE_RESETS
 from .engine.trio_engine import RunKilled
 from .irq import irq_main
+from .matrix import matrix_text, run_matrix
 from .report import result_text
 from .result import VERDICTS
 from .scenario import BadInput, apply, load
@@ -51,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a scenario to a verdict")
-    run.add_argument("scenario", nargs="?", default=DEFAULT_SCENARIO, help="scenario name or .toml path")
+    run.add_argument("scenario", nargs="?", help="scenario name or .toml path (default: the seed's guest)")
+    run.add_argument("--qemu", metavar="OPTIONS", help="a qemu-system-ppc64 command line to build the run from")
     run.add_argument("--smp", type=int)
     run.add_argument("--accel", choices=ACCELS)
     run.add_argument("--cpu", choices=CPUS)
@@ -71,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                      help="any scenario setting (see scenarios/README), e.g. --set main_loop_hold_ns=800000000")
 
+    matrix = sub.add_parser("matrix", help="every scenario x its variants: expected against actual verdicts")
+    matrix.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every file in scenarios/")
+    matrix.add_argument("--json", action="store_true", help="print the rows as one JSON object")
+    matrix.add_argument("--jobs", type=int, help="worker processes (default: one per core)")
+
     analyze = sub.add_parser("analyze", help="summarise an event log (--log): BQL, vCPUs, RTAS, lockup")
     analyze.add_argument("log", metavar="LOG")
     analyze.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -89,12 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    scenario = load(args.scenario)
-    overrides: dict[str, Any] = {
+    imported = qemu_cmdline.parse(args.qemu) if args.qemu is not None else None
+    default = "powernv-core-stop-start" if imported and imported.machine_type == "powernv" else DEFAULT_SCENARIO
+    scenario = load(args.scenario or default)
+    overrides: dict[str, Any] = dict(imported.overrides) if imported else {}
+    if imported and imported.ignored:
+        print(f"vcpu-sched: ignored (not modelled): {', '.join(imported.ignored)}", file=sys.stderr)
+    overrides |= {k: v for k, v in {
         "smp": args.smp, "accel": args.accel, "cpu": args.cpu, "fix": args.fix,
         "timebase_reset": args.timebase_reset, "seed": args.seed, "watchdog_s": args.watchdog,
         "deadline_s": args.deadline, "clock": args.clock,
-    }
+    }.items() if v is not None}
     if args.no_fast_forward:
         overrides["fast_forward"] = False
     for item in args.sets:
@@ -118,6 +131,21 @@ def _run(args: argparse.Namespace) -> int:
     return result.exit_status
 
 
+def _matrix(args: argparse.Namespace) -> int:
+    if args.jobs is not None and args.jobs < 1:
+        raise BadInput("--jobs: must be at least 1")
+    start = time.perf_counter()
+    results = run_matrix(args.scenarios, args.jobs)
+    wall = time.perf_counter() - start
+    mismatches = sum(not r["match"] for r in results)
+    if args.json:
+        print(json.dumps({"rows": results, "runs": len(results), "mismatches": mismatches, "wall_time_s": wall},
+                         sort_keys=True))
+    else:
+        print(matrix_text(results, wall))
+    return 1 if mismatches else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -125,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "analyze":
             return analyze_main(args)
+        if args.command == "matrix":
+            return _matrix(args)
         return irq_main(args)
     except BadInput as e:
         print(f"vcpu-sched: error: {e}", file=sys.stderr)

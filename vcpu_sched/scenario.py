@@ -9,6 +9,7 @@ A scenario file (scenarios/NAME.toml) has:
     variant = { fix = "quiesced" }
     verdict = "booted"
     reason = "one line from the reference"
+    claim = "..."                    # optional: this row checks a claim of the seed's patch
 
 Errors name the file, the key and the problem; the CLI turns them into exit status 2.
 """
@@ -95,7 +96,7 @@ def _monitor(where: str, value: list[Any]) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 TOP_KEYS = {"description", "qemu", "settings", "expect"}
-EXPECT_KEYS = {"variant", "verdict", "reason"}
+EXPECT_KEYS = {"variant", "verdict", "reason", "claim"}
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class Expectation:
     variant: dict[str, Any]
     verdict: str
     reason: str
+    claim: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,5 +199,7 @@ def load(name_or_path: str) -> Scenario:
             raise BadInput(f"{at}: verdict: {item.get('verdict')!r} is not one of {', '.join(VERDICTS)}")
         if not isinstance(item.get("reason"), str):
             raise BadInput(f"{at}: reason: required, must be text")
-        expects.append(Expectation(dict(variant), item["verdict"], item["reason"]))
+        if not isinstance(item.get("claim", ""), str):
+            raise BadInput(f"{at}: claim: must be text")
+        expects.append(Expectation(dict(variant), item["verdict"], item["reason"], item.get("claim")))
     return Scenario(path.stem, path, data["description"], data["qemu"], settings, tuple(expects))

@@ -1,0 +1,124 @@
+"""`vcpu-sched matrix [SCENARIO ...]`: every scenario x its variants, expected against actual.
+
+Rows: each documented variant of a scenario file ([[expect]]: the verdict and the reason from the
+reference), and, for pseries scenarios, each of those again with the other CPU models and with 2 and
+256 CPUs, expected to give the same verdict (neither changes the mechanism). Expectations tagged as
+`claim` in a scenario file are the seed's own claims, listed first. Runs go to a process pool (one
+worker per core); a progress bar goes to stderr. Exit status 1 on any mismatch.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import runner
+from .config import CPUS, RunSettings
+from .scenario import SCENARIO_DIR, BadInput, Scenario, apply, load
+
+DERIVED_SMP = (2, 256)
+
+
+@dataclass(frozen=True)
+class Row:
+    scenario: str
+    variant: dict[str, Any]
+    expected: str
+    reason: str
+    claim: str | None
+    settings: RunSettings
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{k}={_show(v)}" for k, v in self.variant.items()) or "(as in the file)"
+
+
+def _show(value: Any) -> str:
+    return "[]" if value in ([], ()) else str(value)
+
+
+def rows_for(scenario: Scenario) -> list[Row]:
+    rows = []
+    for expect in scenario.expect:
+        variants = [expect.variant]
+        if scenario.settings.machine == "pseries":
+            base_cpu = expect.variant.get("cpu", scenario.settings.cpu)
+            variants += [{**expect.variant, "cpu": cpu} for cpu in CPUS if cpu != base_cpu]
+            variants += [{**expect.variant, "smp": n} for n in DERIVED_SMP]
+        for i, variant in enumerate(variants):
+            settings = apply(scenario.settings, variant, f"{scenario.path}: expect variant")
+            rows.append(Row(scenario.name, variant, expect.verdict, expect.reason, expect.claim if i == 0 else None,
+                            settings))
+    return rows
+
+
+def _run_row(row: Row) -> dict[str, Any]:
+    start = time.perf_counter()
+    result = runner.run(row.settings)
+    lockup = result.lockup
+    return {"scenario": row.scenario, "variant": row.variant, "label": row.label, "expected": row.expected,
+            "actual": result.verdict, "match": result.verdict == row.expected, "reason": row.reason,
+            "claim": row.claim, "guest_time_s": result.guest_time_s, "wall_time_s": time.perf_counter() - start,
+            "spun": lockup.bql_holder_thread if lockup else None,
+            "cause": result.reason}
+
+
+class Progress:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.tty = total, 0, sys.stderr.isatty()
+
+    def step(self) -> None:
+        self.done += 1
+        if self.tty:
+            filled = 30 * self.done // self.total
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}")
+            if self.done == self.total:
+                sys.stderr.write("\n")
+        elif self.done == self.total or self.done % max(self.total // 10, 1) == 0:
+            sys.stderr.write(f"matrix: {self.done}/{self.total} runs\n")
+        sys.stderr.flush()
+
+
+def run_matrix(names: list[str], jobs: int | None = None) -> list[dict[str, Any]]:
+    if not names:
+        names = sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
+    rows = [row for name in names for row in rows_for(load(name))]
+    if not rows:
+        raise BadInput("matrix: the scenarios have no [[expect]] entries to check")
+    progress = Progress(len(rows))
+    results: list[dict[str, Any] | None] = [None] * len(rows)
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+        futures = {pool.submit(_run_row, row): i for i, row in enumerate(rows)}
+        for future in concurrent.futures.as_completed(futures):
+            results[futures[future]] = future.result()
+            progress.step()
+    return [r for r in results if r is not None]
+
+
+def matrix_text(results: list[dict[str, Any]], wall_s: float) -> str:
+    lines = ["Claims of the patch (\"ppc/spapr: Fix RTAS stopped state\"):"]
+    for r in results:
+        if r["claim"]:
+            mark = "ok " if r["match"] else "!! "
+            lines.append(f"  {mark}{r['claim']}: {r['scenario']} {r['label']} -> {r['actual']} "
+                         f"(expected {r['expected']})")
+    width = max(len(r["label"]) for r in results)
+    lines += ["", f"   {'scenario':<26} {'variant':<{width}}  {'expected':<18} {'actual':<18} {'guest s':>9}  spun"]
+    for r in results:
+        mark = "   " if r["match"] else "!! "
+        lines.append(f"{mark}{r['scenario']:<26} {r['label']:<{width}}  {r['expected']:<18} {r['actual']:<18} "
+                     f"{r['guest_time_s']:>9.3f}  {r['spun'] or '-'}")
+    mismatches = [r for r in results if not r["match"]]
+    lines.append("")
+    lines.append(f"{len(results)} runs, {len(mismatches)} mismatch{'es' if len(mismatches) != 1 else ''}, "
+                 f"{wall_s:.1f} s wall")
+    for r in mismatches:
+        lines.append(f"!! {r['scenario']} {r['label']}: expected {r['expected']} ({r['reason']}), "
+                     f"got {r['actual']}: {r['cause']}")
+    return "\n".join(lines)

@@ -1,0 +1,150 @@
+"""`vcpu-sched run --qemu "<qemu-system-ppc64 options>"`: settings from a QEMU command line.
+
+Understood: `-machine`/`-M` TYPE[,accel=kvm|tcg,...] (pseries, pseries-X.Y, powernv, powernv10),
+`-accel` kvm|tcg, `-enable-kvm`, `-smp` N[,sockets=,cores=,threads=,maxcpus=] (missing topology values
+are filled as QEMU does, preferring cores), `-cpu` host|POWER8|POWER9|POWER10 (with QEMU's spellings,
+e.g. power10, POWER10_v2.0). `-cpu host` means the host's CPU and needs KVM; the model takes the seed's
+POWER10 host. QEMU's default accelerator is TCG. Everything else does not matter to the model and is
+reported as ignored. Contradictions (two accelerators, a topology that does not multiply out, `-cpu
+host` under TCG, powernv with KVM) are bad input.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from .scenario import BadInput
+
+_NO_ARGUMENT = {"-nographic", "-enable-kvm", "-S", "-no-reboot", "-no-shutdown", "-snapshot", "-daemonize",
+                "-no-user-config", "-nodefaults", "-full-screen", "-no-hpet"}
+_CPU_NAMES = {"power8": "POWER8", "power9": "POWER9", "power10": "POWER10"}
+
+
+@dataclass
+class QemuCommandLine:
+    overrides: dict[str, Any] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+    machine_type: str = "pseries"
+
+
+def _accel(current: str | None, new: str, where: str) -> str:
+    if new not in ("kvm", "tcg"):
+        raise BadInput(f"--qemu: {where}: accelerator {new!r} is not modelled (kvm or tcg)")
+    if current is not None and current != new:
+        raise BadInput(f"--qemu: {where}: accel={new} contradicts accel={current} given earlier")
+    return new
+
+
+def _cpu(value: str) -> str:
+    if value == "host":
+        return "host"
+    name = _CPU_NAMES.get(re.sub(r"_v\d+(\.\d+)*$", "", value).lower())
+    if name is None:
+        raise BadInput(f"--qemu: -cpu {value}: not modelled (host, POWER8, POWER9, POWER10)")
+    return name
+
+
+def _int(text: str, what: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise BadInput(f"--qemu: -smp: {what}={text!r} is not a positive number")
+    return int(text)
+
+
+def _smp(value: str) -> dict[str, int]:
+    parts = value.split(",")
+    given: dict[str, int] = {}
+    for part in parts:
+        key, sep, val = part.partition("=")
+        if not sep:
+            key, val = "cpus", key
+        if key not in ("cpus", "sockets", "cores", "threads", "maxcpus", "dies", "clusters"):
+            raise BadInput(f"--qemu: -smp: unknown parameter {key!r}")
+        given[key] = _int(val, key)
+    threads = given.get("threads", 1)
+    sockets = given.get("sockets", 1)
+    cpus = given.get("cpus")
+    cores = given.get("cores")
+    if cores is None:
+        if cpus is None:
+            cpus = sockets * threads
+        cores = max(cpus // (sockets * threads), 1)
+    if cpus is None:
+        cpus = sockets * cores * threads
+    if sockets * cores * threads != cpus:
+        raise BadInput(f"--qemu: -smp {value}: sockets ({sockets}) x cores ({cores}) x threads ({threads}) "
+                       f"!= {cpus} CPUs")
+    if given.get("maxcpus", cpus) != cpus:
+        raise BadInput(f"--qemu: -smp {value}: maxcpus (CPU hotplug slots) is not modelled")
+    return {"smp": cpus, "sockets": sockets, "cores": cores, "threads": threads}
+
+
+def parse(command_line: str) -> QemuCommandLine:
+    try:
+        words = shlex.split(command_line, comments=True)
+    except ValueError as e:
+        raise BadInput(f"--qemu: cannot split the command line: {e}") from None
+    if words and not words[0].startswith("-"):
+        words = words[1:]  # the binary
+    out = QemuCommandLine()
+    accel: str | None = None
+    cpu: str | None = None
+    i = 0
+    while i < len(words):
+        word = words[i]
+        value = words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("-") else None
+        option = "-" + word.lstrip("-")
+        if not word.startswith("-"):
+            raise BadInput(f"--qemu: unexpected argument {word!r}")
+        if option in ("-machine", "-M", "-accel", "-smp", "-cpu") and value is None:
+            raise BadInput(f"--qemu: {option} needs a value")
+        if option in ("-machine", "-M"):
+            assert value is not None
+            kind, *props = value.split(",")
+            if kind.startswith("pseries"):
+                out.machine_type = "pseries"
+            elif kind in ("powernv", "powernv10"):
+                out.machine_type = "powernv"
+            else:
+                raise BadInput(f"--qemu: -machine {kind}: not modelled (pseries, powernv, powernv10)")
+            for prop in props:
+                key, _, val = prop.partition("=")
+                if key == "accel":
+                    accel = _accel(accel, val, f"-machine {value}")
+                else:
+                    out.ignored.append(f"-machine {prop}")
+            i += 2
+        elif option == "-accel":
+            assert value is not None
+            accel = _accel(accel, value.split(",")[0], f"-accel {value}")
+            i += 2
+        elif option == "-enable-kvm":
+            accel = _accel(accel, "kvm", "-enable-kvm")
+            i += 1
+        elif option == "-smp":
+            assert value is not None
+            out.overrides.update(_smp(value))
+            i += 2
+        elif option == "-cpu":
+            assert value is not None
+            cpu = _cpu(value.split(",")[0])
+            i += 2
+        elif option in _NO_ARGUMENT or value is None:
+            out.ignored.append(option)
+            i += 1
+        else:
+            out.ignored.append(f"{option} {value}")
+            i += 2
+    accel = accel or "tcg"
+    if cpu == "host":
+        if accel != "kvm":
+            raise BadInput("--qemu: -cpu host needs KVM (-machine ...,accel=kvm or -enable-kvm)")
+        cpu = "POWER10"
+    if out.machine_type == "powernv" and accel == "kvm":
+        raise BadInput("--qemu: the powernv machine does not support the KVM accelerator")
+    out.overrides.update({"machine": out.machine_type, "accel": accel})
+    if cpu is not None:
+        out.overrides["cpu"] = cpu
+    return out

@@ -54,8 +54,12 @@ class Field:
         if isinstance(value, list):
             return value
         if self.low is not None and self.high is not None and not self.low <= number <= self.high:
-            raise BadInput(f"{where}: {key}: {value!r} is out of range [{self.low:g}, {self.high:g}]")
+            raise BadInput(f"{where}: {key}: {value!r} is out of range [{_num(self.low)}, {_num(self.high)}]")
         return value
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 SCHEMA: dict[str, Field] = {

@@ -39,11 +39,11 @@ import trio.testing
 
 from ..model.cpus import CPUState
 from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCond, Spend
-from ..model.guest import STUCK_CPU
 from ..model.machine import Machine
 from ..result import Lockup, RunResult
 from ..watchdog import Watchdog
 from .bql import Blocked, BqlStatistics
+from .outcome import guest_verdict, make_result
 
 NS = 1_000_000_000
 SPEND_QUANTUM_NS = 64_000
@@ -257,15 +257,7 @@ class TrioEngine:
 
     async def _guest_done(self) -> None:
         await self._wait_any((self.machine.finished_cond,), None)
-        out = self.machine.outcome
-        if out.failures:
-            self._finish(out.failures[0].kind, "; ".join(f.text for f in out.failures))
-        elif len(out.online) != self.settings.smp:
-            self._finish(STUCK_CPU, f"only {len(out.online)} of {self.settings.smp} CPUs online")
-        elif self.settings.plain_boot:
-            self._finish("booted", out.console[-1][1] if out.console else "guest finished")
-        else:
-            self._finish("completed", out.console[-1][1] if out.console else "guest finished")
+        self._finish(*guest_verdict(self.machine))
 
     async def _deadline(self) -> None:
         await trio.sleep(self.settings.deadline_s)
@@ -308,16 +300,8 @@ class TrioEngine:
 
     def _result(self) -> RunResult:
         assert self._verdict is not None
-        verdict, reason, lockup = self._verdict
-        machine, out = self.machine, self.machine.outcome
-        return RunResult(
-            verdict=verdict, reason=reason, settings=self.settings, cpus_online=len(out.online),
-            guest_time_s=self.now_ns() / NS, wall_time_s=time.monotonic() - self._wall0, lockup=lockup,
-            failures=[f"{f.kind}: {f.text}" for f in out.failures], console=[line for _, line in out.console],
-            cpu_stats={cpu.name: {**cpu.stats, "loop_iterations": self.iterations(cpu)} for cpu in machine.cpus},
-            bql_stats={t: dict(s.__dict__) for t, s in self.bql.per_thread.items()},
-            effects=self._effects,
-        )
+        return make_result(self.machine, self._verdict, self.now_ns(), time.monotonic() - self._wall0, self.bql,
+                           self.iterations, self._effects)
 
 
 def seed_trio_scheduler(seed: int) -> None:

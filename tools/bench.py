@@ -9,7 +9,9 @@ Rows:
   same number of checkpoints as the run performed effects, mock clock), also as a subprocess;
 - the spinning vCPU's loop turns per wall second with fast-forward off; baseline: one task making
   checkpoints while the same number of other tasks sleep;
-- peak RSS of the 32-vCPU lockup run (psutil, sampled), beside the bare Trio program's.
+- peak RSS of the 32-vCPU lockup run (psutil, sampled), beside the bare Trio program's;
+- the threads engine against the Trio engine on the seed case's lockup (watchdog 2 s of guest time:
+  0.1 s of real spinning at the default time scale, plus the watchdog's 1 s psutil sample).
 Ratios, not absolute times, are what carries from one machine to another.
 """
 
@@ -104,6 +106,23 @@ def spin_rate() -> tuple[float, float]:
     return turns / wall, turns / bare_wall
 
 
+def engines(repeat: int) -> tuple[float, float]:
+    """Wall time to the seed case's lockup on each engine (in-process, start-up excluded)."""
+    from vcpu_sched import runner
+    from vcpu_sched.scenario import apply, load
+
+    walls = {}
+    for engine in ("threads", "trio"):
+        settings = apply(load("spapr-rtas-stopped").settings, {"watchdog_s": 2.0, "engine": engine}, "bench")
+        samples = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            assert runner.run(settings).verdict == "lockup"
+            samples.append(time.perf_counter() - start)
+        walls[engine] = statistics.median(samples)
+    return walls["threads"], walls["trio"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -121,6 +140,9 @@ def main() -> int:
                          f"{rss / base_rss:.2f}"))
     ours, bare = spin_rate()
     rows.append(("spinning loop, fast-forward off (turns/s)", f"{ours:,.0f}", f"{bare:,.0f}", f"{ours / bare:.2f}"))
+    threads_wall, trio_wall = engines(args.repeat)
+    rows.append(("seed-case lockup (watchdog 2 s): threads engine vs trio engine, wall",
+                 f"{threads_wall * 1000:.0f} ms", f"{trio_wall * 1000:.0f} ms", f"{threads_wall / trio_wall:.2f}"))
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'vcpu_sched':>12}  {'bare trio':>12}  {'ratio':>6}")
     for name, value, base, ratio in rows:

@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 
 from . import qemu_cmdline, runner
 from .analyze.command import analyze_main
-from .config import ACCELS, CLOCKS, CPUS, FIXES, TIMEBASE_RESETS
+from .config import ACCELS, CLOCKS, CPUS, ENGINES, FIXES, TIMEBASE_RESETS
 from .engine.trio_engine import RunKilled
 from .irq import irq_main
 from .matrix import matrix_text, run_matrix
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--watchdog", type=float, metavar="SECONDS", help="guest seconds before a lockup")
     run.add_argument("--deadline", type=float, metavar="SECONDS", help="guest seconds before giving up")
     run.add_argument("--clock", choices=CLOCKS)
+    run.add_argument("--engine", choices=ENGINES, help="trio (default, virtual time) or threads (OS threads)")
     run.add_argument("--no-fast-forward", action="store_true", help="run every spinning loop turn")
     run.add_argument("--log", metavar="FILE", help="write the structured event log (JSON lines)")
     run.add_argument("--trace", action="append", default=[], metavar="PATTERN",
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     matrix.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every file in scenarios/")
     matrix.add_argument("--json", action="store_true", help="print the rows as one JSON object")
     matrix.add_argument("--jobs", type=int, help="worker processes (default: one per core)")
+    matrix.add_argument("--engine", choices=ENGINES, default="trio", help="the engine every run uses")
 
     analyze = sub.add_parser("analyze", help="summarise an event log (--log): BQL, vCPUs, RTAS, lockup")
     analyze.add_argument("log", metavar="LOG")
@@ -106,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     overrides |= {k: v for k, v in {
         "smp": args.smp, "accel": args.accel, "cpu": args.cpu, "fix": args.fix,
         "timebase_reset": args.timebase_reset, "seed": args.seed, "watchdog_s": args.watchdog,
-        "deadline_s": args.deadline, "clock": args.clock,
+        "deadline_s": args.deadline, "clock": args.clock, "engine": args.engine,
     }.items() if v is not None}
     if args.no_fast_forward:
         overrides["fast_forward"] = False
@@ -135,7 +137,7 @@ def _matrix(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise BadInput("--jobs: must be at least 1")
     start = time.perf_counter()
-    results = run_matrix(args.scenarios, args.jobs)
+    results = run_matrix(args.scenarios, args.jobs, args.engine)
     wall = time.perf_counter() - start
     mismatches = sum(not r["match"] for r in results)
     if args.json:

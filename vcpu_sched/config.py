@@ -12,6 +12,7 @@ TIMEBASE_RESETS = ("applied", "reverted")
 ACCELS = ("kvm", "tcg")
 CPUS = ("POWER8", "POWER9", "POWER10")
 CLOCKS = ("virtual", "real")
+ENGINES = ("trio", "threads")
 MAX_SMP = 2048
 
 # A KVM-HV host's own LPCR on POWER9/10: Linux sets PECE0-2 (= EEE|DEE|OEE) in init_LPCR_ISA300 and
@@ -48,6 +49,8 @@ class RunSettings:
     boots: int = 1
     loops: int = 1
     monitor: tuple[tuple[str, str], ...] = ()
+    engine: str = "trio"
+    time_scale: float = 20.0  # threads engine: guest seconds per wall second
 
     @property
     def plain_boot(self) -> bool:

@@ -10,6 +10,7 @@ worker per core); a progress bar goes to stderr. Exit status 1 on any mismatch.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import os
 import sys
 import time
@@ -85,10 +86,11 @@ class Progress:
         sys.stderr.flush()
 
 
-def run_matrix(names: list[str], jobs: int | None = None) -> list[dict[str, Any]]:
+def run_matrix(names: list[str], jobs: int | None = None, engine: str = "trio") -> list[dict[str, Any]]:
     if not names:
         names = sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
-    rows = [row for name in names for row in rows_for(load(name))]
+    rows = [dataclasses.replace(row, settings=dataclasses.replace(row.settings, engine=engine))
+            for name in names for row in rows_for(load(name))]
     if not rows:
         raise BadInput("matrix: the scenarios have no [[expect]] entries to check")
     progress = Progress(len(rows))

@@ -49,6 +49,10 @@ def lockup_text(lockup: Lockup) -> list[str]:
     ]
     if lockup.main_loop_blocked_s is not None:
         lines.append(f"main loop:  waits for the BQL for {lockup.main_loop_blocked_s:.6f} s (monitor unresponsive)")
+    if lockup.top_threads:
+        lines += ["", "top -H (psutil, per-thread CPU over the sampling window):", "      TID  %CPU  COMMAND"]
+        lines += [f"  {t['native_id']:>7} {t['cpu_percent']:>5.1f}  {t.get('os_name') or t['name']}"
+                  for t in lockup.top_threads]
     lines += ["", "CPU  where                halted quiesced HARD PSSCR[EC] pending  takes  LPCR"]
     for r in lockup.cpus:
         ec = "-" if r.psscr_ec is None else str(int(r.psscr_ec))

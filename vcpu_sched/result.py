@@ -50,6 +50,9 @@ class Lockup:
     chain: list[str]
     cpus: list[CpuRow]
     main_loop_blocked_s: float | None = None
+    # threads engine: the spinning thread as the OS sees it (native_id, cpu_percent), and `top -H`
+    holder_thread: dict[str, Any] | None = None
+    top_threads: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def cause(self) -> str:
@@ -62,6 +65,7 @@ class Lockup:
             "bql_holder": self.bql_holder, "bql_holder_thread": self.bql_holder_thread,
             "holder_site": self.holder_site, "held_for_s": self.held_for_s,
             "holder_iterations": self.holder_iterations, "main_loop_blocked_s": self.main_loop_blocked_s,
+            "holder_thread": self.holder_thread, "top_threads": self.top_threads,
             "cause": self.cause, "chain": self.chain, "cpus": [row.to_dict() for row in self.cpus],
         }
 

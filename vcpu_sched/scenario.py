@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ACCELS, CLOCKS, CPUS, FIXES, MACHINES, MAX_SMP, TIMEBASE_RESETS, WORKLOADS, RunSettings
+from .config import ACCELS, CLOCKS, CPUS, ENGINES, FIXES, MACHINES, MAX_SMP, TIMEBASE_RESETS, WORKLOADS, RunSettings
 from .model.monitor import COMMANDS
 from .result import VERDICTS
 
@@ -85,6 +85,8 @@ SCHEMA: dict[str, Field] = {
     "workload": Field(str, choices=WORKLOADS, doc="what the guest does after booting"),
     "boots": Field(int, 1, 10, doc="boots before the workload (more than 1 needs a system_reset)"),
     "loops": Field(int, 1, 100, doc="rounds of the offline-online workload"),
+    "engine": Field(str, choices=ENGINES, doc="trio (virtual time) or threads (OS threads, real locking)"),
+    "time_scale": Field(float, 0.001, 1000.0, doc="threads engine: guest seconds per wall second"),
     "monitor": Field(list, doc="[[console pattern, command], ...], commands: " + ", ".join(COMMANDS)),
 }
 

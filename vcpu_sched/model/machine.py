@@ -61,7 +61,7 @@ class Machine:
         self.fix_migration = settings.fix == "quiesced+migration"
         self.runstate = "prelaunch"
         self.hub: WakeHub | None = None
-        self._tracer = tracer
+        self.tracer = tracer
         self._tracing = tracer is not _no_trace
         self._console_out = console_out
         self.notes = Notes()
@@ -112,7 +112,7 @@ class Machine:
 
     def trace(self, event: str, **fields: Any) -> None:
         if self._tracing:
-            self._tracer(event, self.now_ns(), fields)
+            self.tracer(event, self.now_ns(), fields)
 
     def thread_name(self) -> str:
         cpu = current_cpu.get()

@@ -214,7 +214,7 @@ def firmware_program(machine: Machine) -> GuestProgram:
         out.fail(WRONG_CORE_STATUS, f"RAS status {ras:#x} does not show thread 1 quiesced")
     yield Uart("OPAL: thread 1 stopped")
     yield Uart(f"OPAL: core 0 RAS status {ras:#x}, thread state {state:#x}")
-    yield Compute(30 * MS, "firmware work while thread 1 is stopped")
+    yield Compute(100 * MS, "firmware work while thread 1 is stopped (the monitor acts meanwhile)")
     beats = pnv.heartbeat.get(1, 0)
     yield Msgsnd(1)
     yield Compute(10 * MS, "give thread 1 the chance to (wrongly) run")

@@ -11,12 +11,23 @@ from typing import Any, NoReturn
 
 from . import qemu_cmdline, runner
 from .analyze.command import analyze_main
-from .config import ACCELS, CLOCKS, CPUS, ENGINES, FIXES, TIMEBASE_RESETS
+from .config import ACCELS, CLOCKS, CPUS, ENGINES, FIXES, TIMEBASE_RESETS, RunSettings
 from .engine.trio_engine import RunKilled
+from .events import EventLog
+from .explorer import (
+    ExploreProgress,
+    explore_exhaustive,
+    explore_random,
+    explore_text,
+    load_schedule,
+    replay,
+    save_schedule,
+    trace_text,
+)
 from .irq import irq_main
 from .matrix import matrix_text, run_matrix
 from .report import result_text
-from .result import VERDICTS
+from .result import SUCCESS, VERDICTS
 from .scenario import BadInput, apply, load
 
 DEFAULT_SCENARIO = "spapr-rtas-stopped"
@@ -27,6 +38,17 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_variant_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenario", nargs="?", help="scenario name or .toml path (default: the seed's guest)")
+    parser.add_argument("--smp", type=int)
+    parser.add_argument("--accel", choices=ACCELS)
+    parser.add_argument("--cpu", choices=CPUS)
+    parser.add_argument("--fix", choices=FIXES)
+    parser.add_argument("--timebase-reset", choices=TIMEBASE_RESETS)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                        help="any scenario setting (README: scenario files), e.g. --set loops=3")
 
 
 def _hex(text: str) -> int:
@@ -53,27 +75,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a scenario to a verdict")
-    run.add_argument("scenario", nargs="?", help="scenario name or .toml path (default: the seed's guest)")
+    _add_variant_options(run)
     run.add_argument("--qemu", metavar="OPTIONS", help="a qemu-system-ppc64 command line to build the run from")
-    run.add_argument("--smp", type=int)
-    run.add_argument("--accel", choices=ACCELS)
-    run.add_argument("--cpu", choices=CPUS)
-    run.add_argument("--fix", choices=FIXES)
-    run.add_argument("--timebase-reset", choices=TIMEBASE_RESETS)
     run.add_argument("--seed", type=int)
     run.add_argument("--watchdog", type=float, metavar="SECONDS", help="guest seconds before a lockup")
     run.add_argument("--deadline", type=float, metavar="SECONDS", help="guest seconds before giving up")
     run.add_argument("--clock", choices=CLOCKS)
     run.add_argument("--engine", choices=ENGINES, help="trio (default, virtual time) or threads (OS threads)")
     run.add_argument("--no-fast-forward", action="store_true", help="run every spinning loop turn")
+    run.add_argument("--replay", metavar="SCHEDULE", help="replay a schedule file saved by explore (explore engine)")
     run.add_argument("--log", metavar="FILE", help="write the structured event log (JSON lines)")
     run.add_argument("--trace", action="append", default=[], metavar="PATTERN",
                      help="select logged events by glob; -PATTERN excludes (repeatable)")
     run.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     run.add_argument("--expect", choices=VERDICTS, help="exit 0 exactly when the verdict is this")
     run.add_argument("--quiet", action="store_true", help="do not print the guest console")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
-                     help="any scenario setting (see scenarios/README), e.g. --set main_loop_hold_ns=800000000")
+
+    explore = sub.add_parser("explore", help="search the schedules of a scenario for a lockup or a failure")
+    _add_variant_options(explore)
+    explore.add_argument("--strategy", choices=("random", "exhaustive"), default="exhaustive")
+    explore.add_argument("--seeds", type=int, default=100, help="random: how many schedules (seeded from --seed)")
+    explore.add_argument("--seed", type=int, default=0, help="random: the first schedule's seed")
+    explore.add_argument("--preempt", type=float, default=0.1, help="random: probability of a preemption")
+    explore.add_argument("--max-steps", type=int, default=2000, help="steps per schedule (default 2000)")
+    explore.add_argument("--preemption-bound", type=int, default=2, help="exhaustive: preemptions (default 2)")
+    explore.add_argument("--no-prune", action="store_true", help="exhaustive: do not prune visited states")
+    explore.add_argument("--save", metavar="FILE", help="where to save the shortest failing schedule")
+    explore.add_argument("--json", action="store_true", help="print the counts, bounds and failure as JSON")
 
     matrix = sub.add_parser("matrix", help="every scenario x its variants: expected against actual verdicts")
     matrix.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every file in scenarios/")
@@ -98,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace) -> int:
-    imported = qemu_cmdline.parse(args.qemu) if args.qemu is not None else None
+def _settings(args: argparse.Namespace, extra: dict[str, Any]) -> tuple[RunSettings, RunSettings]:
+    """(settings of this run, the scenario's own) from a scenario, --qemu, the options and --set."""
+    imported = qemu_cmdline.parse(args.qemu) if getattr(args, "qemu", None) is not None else None
     default = "powernv-core-stop-start" if imported and imported.machine_type == "powernv" else DEFAULT_SCENARIO
     scenario = load(args.scenario or default)
     overrides: dict[str, Any] = dict(imported.overrides) if imported else {}
@@ -107,15 +136,19 @@ def _run(args: argparse.Namespace) -> int:
         print(f"vcpu-sched: ignored (not modelled): {', '.join(imported.ignored)}", file=sys.stderr)
     overrides |= {k: v for k, v in {
         "smp": args.smp, "accel": args.accel, "cpu": args.cpu, "fix": args.fix,
-        "timebase_reset": args.timebase_reset, "seed": args.seed, "watchdog_s": args.watchdog,
-        "deadline_s": args.deadline, "clock": args.clock, "engine": args.engine,
-    }.items() if v is not None}
-    if args.no_fast_forward:
-        overrides["fast_forward"] = False
+        "timebase_reset": args.timebase_reset, **extra}.items() if v is not None}
     for item in args.sets:
         key, value = parse_set(item)
         overrides[key] = value
-    settings = apply(scenario.settings, overrides, "command line")
+    return apply(scenario.settings, overrides, "command line"), scenario.settings
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.replay is not None:
+        return _replay(args)
+    settings, base = _settings(args, {
+        "seed": args.seed, "watchdog_s": args.watchdog, "deadline_s": args.deadline, "clock": args.clock,
+        "engine": args.engine, "fast_forward": False if args.no_fast_forward else None})
 
     def console(t_ns: int, text: str) -> None:
         print(f"[{t_ns / 1e9:12.6f}] {text}", file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -127,10 +160,64 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), sort_keys=True))
     else:
-        print(result_text(result, scenario.settings))
+        print(result_text(result, base))
     if args.expect is not None:
         return 0 if result.verdict == args.expect else 1
     return result.exit_status
+
+
+def _replay(args: argparse.Namespace) -> int:
+    settings, choices, saved = load_schedule(args.replay)
+    max_steps = int(saved.get("steps", 0)) + 1
+    if args.log is None:
+        outcome = replay(settings, choices, max_steps)
+    else:
+        try:
+            with open(args.log, "w", encoding="utf-8", buffering=1) as stream:
+                log = EventLog(stream, tuple(args.trace))
+                outcome = replay(settings, choices, max_steps, log)
+                log.end(log.last_t_ns, {"verdict": outcome.verdict, "reason": outcome.reason,
+                                        "steps": len(outcome.steps)})
+        except OSError as e:
+            raise BadInput(f"--log {args.log}: {e.strerror}") from None
+    same = outcome.verdict == saved.get("verdict") and len(outcome.steps) == saved.get("steps")
+    if args.json:
+        print(json.dumps({"verdict": outcome.verdict, "reason": outcome.reason, "steps": len(outcome.steps),
+                          "reproduced": same, "settings": settings.to_dict()}, sort_keys=True))
+    else:
+        print(trace_text(outcome))
+        print(f"== {outcome.verdict.upper()}: {outcome.reason} ({len(outcome.steps)} steps; "
+              f"{'the same as' if same else 'NOT the same as'} the saved {saved.get('verdict')} in "
+              f"{saved.get('steps')} steps) ==")
+    if args.expect is not None:
+        return 0 if outcome.verdict == args.expect else 1
+    return 0 if outcome.verdict in SUCCESS else 1
+
+
+def _explore(args: argparse.Namespace) -> int:
+    for name, value, low in (("--seeds", args.seeds, 1), ("--max-steps", args.max_steps, 1),
+                             ("--preemption-bound", args.preemption_bound, 0)):
+        if value < low:
+            raise BadInput(f"{name}: must be at least {low}")
+    if not 0.0 <= args.preempt <= 1.0:
+        raise BadInput("--preempt: must be between 0 and 1")
+    settings, _ = _settings(args, {"seed": args.seed})
+    progress = ExploreProgress()
+    if args.strategy == "random":
+        report = explore_random(settings, args.seeds, args.preempt, args.max_steps, progress.step)
+    else:
+        report = explore_exhaustive(settings, args.max_steps, args.preemption_bound, not args.no_prune,
+                                    progress.step)
+    progress.done()
+    saved = None
+    if report.shortest is not None:
+        saved = args.save or f"{settings.scenario}-smp{settings.smp}-{report.shortest.verdict}.schedule.json"
+        save_schedule(saved, settings, report.shortest)
+    if args.json:
+        print(json.dumps({**report.to_dict(), "saved": saved}, sort_keys=True))
+    else:
+        print(explore_text(report, saved))
+    return 1 if report.shortest is not None else 0
 
 
 def _matrix(args: argparse.Namespace) -> int:
@@ -157,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             return analyze_main(args)
         if args.command == "matrix":
             return _matrix(args)
+        if args.command == "explore":
+            return _explore(args)
         return irq_main(args)
     except BadInput as e:
         print(f"vcpu-sched: error: {e}", file=sys.stderr)

@@ -1,0 +1,231 @@
+"""`vcpu-sched explore`: search the schedules of a scenario for a lockup, a deadlock or a guest failure.
+
+Strategies over the explore engine (engine/explore.py):
+- `random`: N schedules, each seeded (seed, seed+1, ...): at a choice point the running thread keeps
+  going, except with probability `preempt` another enabled thread is picked (as in PCT);
+- `exhaustive`: depth-first over every schedule within `max_steps` steps and `preemption_bound`
+  preemptions (choosing another thread while the running one could go on). Each schedule is replayed
+  from the start with the recorded prefix of choices and one changed choice (stateless, like CHESS and
+  loom); at a choice point the running thread comes first, then the others by name. A state already
+  reached at no greater depth and with no more preemptions is not explored again (`prune`).
+
+Failures are `lockup` (livelock of the BQL holder), `deadlock` and the guest-visible failures; the
+shortest failing schedule is kept and can be saved as a schedule file for `vcpu-sched run --replay`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import RunSettings
+from .engine.explore import ExploreRun, Outcome, random_chooser, replay_chooser
+from .scenario import BadInput, apply
+
+NOT_FAILURES = ("booted", "completed", "bound", "pruned")
+SCHEDULE_FORMAT = "vcpu_sched schedule 1"
+
+
+@dataclass
+class Report:
+    strategy: str
+    bounds: dict[str, Any]
+    settings: RunSettings
+    schedules: int = 0
+    states: set[str] = field(default_factory=set)
+    pruned: int = 0
+    bound_hits: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    shortest: Outcome | None = None
+    wall_s: float = 0.0
+
+    def add(self, outcome: Outcome) -> None:
+        self.schedules += 1
+        self.states |= outcome.states
+        self.outcomes[outcome.verdict] = self.outcomes.get(outcome.verdict, 0) + 1
+        self.pruned += outcome.verdict == "pruned"
+        self.bound_hits += outcome.verdict == "bound"
+        if outcome.verdict not in NOT_FAILURES and (
+                self.shortest is None or len(outcome.steps) < len(self.shortest.steps)):
+            self.shortest = outcome
+
+    def to_dict(self) -> dict[str, Any]:
+        failure = None
+        if self.shortest is not None:
+            failure = {"kind": self.shortest.verdict, "reason": self.shortest.reason,
+                       "steps": len(self.shortest.steps), "schedule": self.shortest.choices,
+                       "holder": self.shortest.holder}
+        return {"strategy": self.strategy, "bounds": self.bounds, "settings": self.settings.to_dict(),
+                "schedules": self.schedules, "states": len(self.states), "pruned": self.pruned,
+                "bound_hits": self.bound_hits, "outcomes": self.outcomes, "failure": failure,
+                "wall_time_s": self.wall_s}
+
+
+def explore_random(settings: RunSettings, seeds: int, preempt: float, max_steps: int,
+                   progress: Callable[[int, int], None] | None = None) -> Report:
+    report = Report("random", {"seeds": seeds, "preempt": preempt, "max_steps": max_steps}, settings)
+    start = time.perf_counter()
+    for i in range(seeds):
+        report.add(ExploreRun(settings, random_chooser(settings.seed + i, preempt), max_steps).run())
+        if progress:
+            progress(i + 1, seeds)
+    report.wall_s = time.perf_counter() - start
+    return report
+
+
+def explore_exhaustive(settings: RunSettings, max_steps: int, preemption_bound: int, prune: bool = True,
+                       progress: Callable[[int, int], None] | None = None,
+                       max_schedules: int = 1_000_000) -> Report:
+    report = Report("exhaustive", {"max_steps": max_steps, "preemption_bound": preemption_bound,
+                                   "prune": prune}, settings)
+    visited: dict[str, tuple[int, int]] = {}
+
+    def seen_before(state: str, depth: int, preemptions: int) -> bool:
+        old = visited.get(state)
+        if old is not None and old[0] <= depth and old[1] <= preemptions:
+            return True
+        visited[state] = (min(depth, old[0]) if old else depth, min(preemptions, old[1]) if old else preemptions)
+        return False
+
+    start = time.perf_counter()
+    prefix: list[int] | None = []
+    while prefix is not None and report.schedules < max_schedules:
+        chooser = _PrefixChooser(prefix)
+        outcome = ExploreRun(settings, chooser, max_steps, prune=seen_before if prune else None,
+                             prune_from=len(prefix)).run()
+        report.add(outcome)
+        if progress:
+            progress(report.schedules, 0)
+        prefix = _next_prefix(chooser.record, preemption_bound)
+    report.wall_s = time.perf_counter() - start
+    return report
+
+
+class _PrefixChooser:
+    """Follows a prefix of choice indices, then the default (the running thread goes on), recording every
+    choice point as (ordered alternatives, index taken, whether the running thread could have gone on)."""
+
+    def __init__(self, prefix: list[int]) -> None:
+        self.prefix = prefix
+        self.record: list[tuple[list[str], int, bool]] = []
+
+    def __call__(self, names: list[str], current: str | None) -> str:
+        ordered = ([current] if current in names else []) + sorted(n for n in names if n != current)
+        i = len(self.record)
+        index = self.prefix[i] if i < len(self.prefix) else 0
+        self.record.append((ordered, index, current in names))
+        return ordered[index]
+
+
+def _next_prefix(record: list[tuple[list[str], int, bool]], bound: int) -> list[int] | None:
+    """The deepest choice point with an untried alternative within the preemption bound."""
+    for j in range(len(record) - 1, -1, -1):
+        ordered, index, preemptive = record[j]
+        if index + 1 >= len(ordered):
+            continue
+        used = sum(1 for o, i, p in record[:j] if i > 0 and p)
+        if used + (1 if preemptive else 0) > bound:
+            continue
+        return [i for _, i, _ in record[:j]] + [index + 1]
+    return None
+
+
+# --- schedule files ---------------------------------------------------------------------------------
+
+def save_schedule(path: str | Path, settings: RunSettings, outcome: Outcome) -> None:
+    data = {"format": SCHEDULE_FORMAT, "settings": settings.to_dict(), "choices": outcome.choices,
+            "verdict": outcome.verdict, "reason": outcome.reason, "steps": len(outcome.steps)}
+    try:
+        Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise BadInput(f"--save {path}: {e.strerror}") from None
+
+
+def load_schedule(path: str | Path) -> tuple[RunSettings, list[str], dict[str, Any]]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise BadInput(f"--replay {path}: cannot read: {e.strerror}") from None
+    except ValueError:
+        raise BadInput(f"--replay {path}: not a schedule file (not JSON)") from None
+    if not isinstance(data, dict) or data.get("format") != SCHEDULE_FORMAT:
+        raise BadInput(f"--replay {path}: not a schedule file (format is not {SCHEDULE_FORMAT!r})")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+        raise BadInput(f"--replay {path}: choices: must be a list of thread names")
+    raw = data.get("settings")
+    if not isinstance(raw, dict):
+        raise BadInput(f"--replay {path}: settings: must be a table")
+    raw = {k: v for k, v in raw.items() if k != "scenario"}
+    settings = apply(RunSettings(scenario=str(data["settings"].get("scenario", "replay"))), raw,
+                     f"--replay {path}: settings")
+    return settings, choices, data
+
+
+def replay(settings: RunSettings, choices: list[str], max_steps: int,
+           tracer: Callable[[str, int, dict[str, Any]], None] | None = None) -> Outcome:
+    try:
+        return ExploreRun(settings, replay_chooser(choices), max_steps, tracer=tracer).run()
+    except ValueError as e:
+        raise BadInput(f"--replay: {e}") from None
+
+
+def trace_text(outcome: Outcome) -> str:
+    """One line per step: which thread did what (and the model events of the step)."""
+    lines = []
+    for i, step in enumerate(outcome.steps, 1):
+        events = [e for e in step.events if not e.startswith("qemu_mutex") and not e.startswith("qemu_cond")]
+        detail = f"  [{', '.join(dict.fromkeys(events))}]" if events else ""
+        lines.append(f"{i:>5}  {step.thread:<11} {step.what}{detail}")
+    return "\n".join(lines)
+
+
+class ExploreProgress:
+    """Progress on stderr: a bar for random schedules, a running count for exhaustive search."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.count = 0
+
+    def step(self, done: int, total: int) -> None:
+        self.count = done
+        now = time.monotonic()
+        if now - self.last < (0.1 if self.tty else 5.0) and done != total:
+            return
+        self.last = now
+        if total:
+            filled = 30 * done // total
+            text = f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} schedules"
+        else:
+            text = f"explored {done} schedules"
+        sys.stderr.write(f"\r{text}" if self.tty else f"{text}\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty and self.count:
+            sys.stderr.write("\n")
+
+
+def explore_text(report: Report, saved: str | None) -> str:
+    s = report.settings
+    bounds = ", ".join(f"{k}={v}" for k, v in report.bounds.items())
+    lines = [f"explore {s.scenario}: smp={s.smp} accel={s.accel} cpu={s.cpu} fix={s.fix} "
+             f"timebase_reset={s.timebase_reset}; {report.strategy} ({bounds})",
+             f"{report.schedules} schedules, {len(report.states)} distinct states, {report.pruned} cut at a "
+             f"visited state, {report.bound_hits} at the step bound, {report.wall_s:.1f} s",
+             "outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items()))]
+    failure = report.shortest
+    if failure is None:
+        lines.append("no failure within the bounds")
+        return "\n".join(lines)
+    lines += ["", f"shortest failing schedule: {failure.verdict} after {len(failure.steps)} steps "
+                  f"({len(failure.choices)} choices): {failure.reason}", trace_text(failure)]
+    if saved:
+        lines += ["", f"saved: {saved}  (replay: vcpu-sched run --replay {saved})"]
+    return "\n".join(lines)

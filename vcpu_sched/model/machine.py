@@ -20,7 +20,7 @@ from typing import Any
 
 from ..config import RunSettings
 from .cpus import CPUState, current_cpu, resume_all_vcpus
-from .effects import Block, BqlLock, BqlUnlock, Effect, QemuCond, Spend, WakeHub
+from .effects import Block, BqlLock, BqlUnlock, Effect, QemuCond, Spend, Thread, WakeHub
 from .excp import IrqDecision
 from .guest import GuestMemory, GuestOutcome, GuestRunner
 from .kvm import FakeKvm, kvm_vcpu_thread_fn
@@ -72,7 +72,6 @@ class Machine:
         self.guest_memory = GuestMemory(QemuCond("guest_memory"))
         self.outcome = GuestOutcome()
         self.finished = False
-        self.main_loop_iterations = 0
         model = CPU_MODELS[settings.cpu]
         self.cpus = [
             CPUState(self, i, CPUPPCState(model), QemuCond(f"halt_cond[{i}]"), QemuCond(f"kick[{i}]"),
@@ -100,10 +99,10 @@ class Machine:
             conds += [cpu.halt_cond, cpu.kick_cond, cpu.kernel_irq_cond]
         return conds
 
-    def threads(self) -> list[tuple[str, Callable[[], Generator[Effect, Any, Any]]]]:
+    def threads(self) -> list[tuple[str, Callable[[], Thread]]]:
         """(thread name, generator factory) for every QEMU thread: the main thread first."""
         vcpu_fn = kvm_vcpu_thread_fn if self.kvm is not None else mttcg_cpu_thread_fn
-        threads: list[tuple[str, Callable[[], Generator[Effect, Any, Any]]]] = [("main", self.qemu_main)]
+        threads: list[tuple[str, Callable[[], Thread]]] = [("main", self.qemu_main)]
         threads += [(cpu.name, functools.partial(vcpu_fn, cpu)) for cpu in self.cpus]
         return threads
 
@@ -163,7 +162,6 @@ class Machine:
         while True:
             yield Block((self.main_loop_cond,), MAIN_LOOP_POLL_NS)
             yield BqlLock("main_loop_wait")
-            self.main_loop_iterations += 1
             if hold:
                 yield Spend(hold)  # a slow device model or monitor command, BQL held
             while script:

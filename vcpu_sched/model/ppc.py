@@ -9,7 +9,7 @@ LPCR bits that share a position between generations (P8 PECE0..4 are P9's PDEE..
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -77,8 +77,8 @@ LPCR_BIT_NAMES: tuple[tuple[int, str], ...] = (
     (LPCR_HDICE, "HDICE"),
 )
 # POWER8 calls the exit-enable bits PECE0..PECE4.
-P8_PECE_NAMES = {LPCR_PDEE: "PECE0", LPCR_HDEE: "PECE1", LPCR_EEE: "PECE2", LPCR_DEE: "PECE3",
-                 LPCR_OEE: "PECE4"}
+P8_PECE_NAMES = {LPCR_P8_PECE0: "PECE0", LPCR_P8_PECE1: "PECE1", LPCR_P8_PECE2: "PECE2", LPCR_P8_PECE3: "PECE3",
+                 LPCR_P8_PECE4: "PECE4"}
 
 
 class Interrupt(Enum):
@@ -160,7 +160,6 @@ class CPUPPCState:
     # Not a QEMU field: the guest's program counter is not modelled, so an entry-state write (reset,
     # start-cpu) is what tells the guest executor to start the program at `nip` afresh.
     entry_gen: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
     def pending(self, irq: Interrupt) -> bool:
         return bool(self.pending_interrupts & irq.value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -46,6 +47,10 @@ def test_seed_case_hangs_for_real_and_the_spinning_thread_is_found(seed_settings
     # A clean end: the spinning thread saw the stop and let go, every thread was joined.
     assert engine.leftover_threads == []
     assert set(threading.enumerate()) == before
+    # join() returns when the Python thread is done; its OS thread exits a moment later.
+    deadline = time.monotonic() + 5
+    while psutil.Process().num_threads() != os_threads_before and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert psutil.Process().num_threads() == os_threads_before
     assert result.wall_time_s < BOUND_S / 2  # type: ignore[attr-defined]
 

@@ -6,7 +6,9 @@ watchdog report: per thread, hold and wait counts, totals and maxima in guest na
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -61,3 +63,48 @@ class BqlStatistics:
 
     def waiters(self) -> list[str]:
         return [t for t, b in self.blocked.items() if b.what == "BQL"]
+
+
+class BqlBook:
+    """The BQL's bookkeeping every engine shares: statistics, blocked threads and the trace events.
+
+    Engines differ in how a thread waits; what is recorded (and logged, for `analyze`) about taking,
+    holding and dropping the BQL and about condition waits is the same for all of them.
+    """
+
+    def __init__(self, trace: Callable[..., None], now_ns: Callable[[], int]) -> None:
+        self.stats = BqlStatistics()
+        self._trace = trace
+        self._now = now_ns
+
+    def _event(self, event: str, thread: str, cpu: int | str, **fields: Any) -> None:
+        self._trace(event, cpu=cpu, thread=thread, **fields)
+
+    def want(self, thread: str, cpu: int | str, site: str) -> int | None:
+        """A thread is about to take the BQL: the time its wait started, or None if the BQL is free."""
+        owner = self.stats.owner
+        self._event("qemu_mutex_lock", thread, cpu, site=site, owner=owner)
+        if owner is None:
+            return None
+        now = self._now()
+        blocked = self.stats.blocked.get(thread)
+        self.stats.blocked[thread] = Blocked("BQL", blocked.since_ns if blocked is not None else now, site)
+        return now
+
+    def took(self, thread: str, cpu: int | str, site: str, waited_since: int | None) -> None:
+        now = self._now()
+        self.stats.blocked.pop(thread, None)
+        self.stats.took(thread, site, now, waited_since)
+        self._event("qemu_mutex_locked", thread, cpu, site=site,
+                    waited_ns=now - waited_since if waited_since is not None else 0)
+
+    def released(self, thread: str, cpu: int | str, site: str) -> None:
+        held = self.stats.released(thread, self._now())
+        self._event("qemu_mutex_unlock", thread, cpu, site=site, held_ns=held)
+
+    def cond_wait(self, thread: str, cpu: int | str, cond: str, site: str) -> None:
+        self.stats.blocked[thread] = Blocked(cond, self._now(), site)
+        self._event("qemu_cond_wait", thread, cpu, cond=cond, site=site)
+
+    def cond_woken(self, thread: str, cpu: int | str, cond: str) -> None:
+        self._event("qemu_cond_woken", thread, cpu, cond=cond)

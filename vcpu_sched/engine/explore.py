@@ -34,7 +34,7 @@ from ..config import RunSettings
 from ..model.cpus import CPUState
 from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCond, Spend
 from ..model.machine import Machine
-from .bql import Blocked, BqlStatistics
+from .bql import BqlBook
 from .outcome import guest_verdict
 
 # Pending-state kinds of a thread
@@ -55,8 +55,12 @@ class _Thread:
     spinning: dict[QemuCond, int] | None = None  # wake conditions and their generations when it began
     seen: dict[QemuCond, int] = field(default_factory=dict)  # cond generations at the start of a wait
     deadline: int | None = None
-    armed: bool = False
     wait_start: int = 0
+    waited_since: int | None = None
+
+    @property
+    def cpu_id(self) -> int | str:
+        return self.cpu.cpu_index if self.cpu is not None else "main"
 
 
 @dataclass
@@ -110,8 +114,8 @@ class ExploreRun:
         self.max_steps = max_steps
         self.prune = prune
         self.prune_from = prune_from
-        self.bql_owner: str | None = None
-        self.bql = BqlStatistics()
+        self.book = BqlBook(self.machine.trace, self.hub.now_ns)
+        self.bql = self.book.stats
         self.threads = [_Thread(name, factory(), next((c for c in self.machine.cpus if c.name == name), None))
                         for name, factory in self.machine.threads()]
         self.choices: list[str] = []
@@ -126,14 +130,14 @@ class ExploreRun:
         if t.kind == _WAIT_COND:
             return any(c.generation != g for c, g in t.seen.items())
         if t.kind == _RELOCK:
-            return self.bql_owner is None
+            return self.bql.owner is None
         effect = t.effect
         if t.spinning is not None:
             if all(c.generation == g for c, g in t.spinning.items()):
                 return False
             t.spinning = None
         if isinstance(effect, BqlLock):
-            return self.bql_owner is None
+            return self.bql.owner is None
         if isinstance(effect, Block):
             woken = any(c.generation != g for c, g in t.seen.items())
             return woken or (t.deadline is not None and self.hub.now >= t.deadline)
@@ -149,11 +153,7 @@ class ExploreRun:
             self._want_bql(t, t.effect.site)
 
     def _want_bql(self, t: _Thread, site: str) -> None:
-        self.machine.trace("qemu_mutex_lock", cpu=t.cpu.cpu_index if t.cpu else "main", thread=t.name,
-                           site=site, owner=self.bql_owner)
-        if self.bql_owner is not None:
-            blocked = self.bql.blocked.get(t.name)
-            self.bql.blocked[t.name] = Blocked("BQL", blocked.since_ns if blocked else self.hub.now, site)
+        t.waited_since = self.book.want(t.name, t.cpu_id, site)
 
     # --- one step --------------------------------------------------------------------------------
 
@@ -166,28 +166,20 @@ class ExploreRun:
             t.kind = _DONE
 
     def _take_bql(self, t: _Thread, site: str) -> None:
-        self.bql_owner = t.name
+        self.book.took(t.name, t.cpu_id, site, t.waited_since)
         t.holds_bql = True
-        self.bql.blocked.pop(t.name, None)
-        self.bql.took(t.name, site, self.hub.now, None)
-        self.machine.trace("qemu_mutex_locked", cpu=t.cpu.cpu_index if t.cpu else "main", thread=t.name,
-                           site=site, waited_ns=0)
 
     def _drop_bql(self, t: _Thread, site: str) -> None:
-        self.bql_owner = None
+        self.book.released(t.name, t.cpu_id, site)
         t.holds_bql = False
         t.released_since_spend = True
-        self.bql.released(t.name, self.hub.now)
-        self.machine.trace("qemu_mutex_unlock", cpu=t.cpu.cpu_index if t.cpu else "main", thread=t.name,
-                           site=site, held_ns=0)
 
     def _step(self, t: _Thread) -> str:
         """Perform t's pending effect (it is enabled) and run to its next one; describe what it did."""
         if t.kind == _WAIT_COND:
             t.kind = _RELOCK
             assert isinstance(t.effect, CondWait)
-            self.machine.trace("qemu_cond_woken", cpu=t.cpu.cpu_index if t.cpu else "main", thread=t.name,
-                               cond=t.effect.cond.name)
+            self.book.cond_woken(t.name, t.cpu_id, t.effect.cond.name)
             self._want_bql(t, t.effect.site)
             return f"woken from {t.effect.cond.name}"
         if t.kind == _RELOCK:
@@ -207,9 +199,7 @@ class ExploreRun:
         if isinstance(effect, CondWait):
             t.seen = {effect.cond: effect.cond.generation}
             self._drop_bql(t, effect.site)
-            self.bql.blocked[t.name] = Blocked(effect.cond.name, self.hub.now, effect.site)
-            self.machine.trace("qemu_cond_wait", cpu=t.cpu.cpu_index if t.cpu else "main", thread=t.name,
-                               cond=effect.cond.name, site=effect.site)
+            self.book.cond_wait(t.name, t.cpu_id, effect.cond.name, effect.site)
             t.kind = _WAIT_COND
             return f"sleeps on {effect.cond.name} ({effect.site})"
         if isinstance(effect, Spend):
@@ -235,7 +225,7 @@ class ExploreRun:
 
     def _state_hash(self) -> str:
         mem, out = self.machine.guest_memory, self.machine.outcome
-        parts: list[Any] = [self.hub.now, self.bql_owner, self.machine.runstate, self.machine.finished,
+        parts: list[Any] = [self.hub.now, self.bql.owner, self.machine.runstate, self.machine.finished,
                             sorted(mem.callin_map), sorted(mem.offline_request), sorted(mem.ipi_sent.items()),
                             sorted(mem.ipi_acked.items()), sorted(out.online), len(out.console),
                             [f.kind for f in out.failures]]

@@ -35,7 +35,7 @@ from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCon
 from ..model.machine import Machine
 from ..result import Lockup, RunResult
 from ..watchdog import Watchdog
-from .bql import Blocked, BqlStatistics
+from .bql import BqlBook
 from .outcome import guest_verdict, make_result
 
 NS = 1_000_000_000
@@ -53,6 +53,10 @@ class _ThreadState:
     cpu: CPUState | None
     native_id: int = 0
     holds_bql: bool = False
+
+    @property
+    def cpu_id(self) -> int | str:
+        return self.cpu.cpu_index if self.cpu is not None else "main"
 
 
 def _set_os_thread_name(name: str) -> None:
@@ -80,7 +84,8 @@ class ThreadsEngine:
         self.machine = machine
         self.settings = machine.settings
         self.scale = machine.settings.time_scale
-        self.bql = BqlStatistics()
+        self.book = BqlBook(machine.trace, self.now_ns)
+        self.bql = self.book.stats
         self._lock = threading.Lock()
         self._waiters: dict[QemuCond, set[threading.Event]] = {}
         self._sleeping: set[threading.Event] = set()
@@ -142,31 +147,22 @@ class ThreadsEngine:
 
     # --- the BQL ---------------------------------------------------------------------------------
 
-    def _trace(self, event: str, st: _ThreadState, **fields: Any) -> None:
-        self.machine.trace(event, cpu=st.cpu.cpu_index if st.cpu else "main", thread=st.name, **fields)
-
     def _bql_lock(self, st: _ThreadState, site: str) -> None:
-        self._trace("qemu_mutex_lock", st, site=site, owner=self.bql.owner)
-        waited_since: int | None = None
-        if not self._lock.acquire(blocking=False):
-            now = self.now_ns()
-            blocked = self.bql.blocked.get(st.name)
-            self.bql.blocked[st.name] = Blocked("BQL", blocked.since_ns if blocked else now, site)
-            waited_since = now
+        if self._lock.acquire(blocking=False):
+            self.book.want(st.name, st.cpu_id, site)
+            waited_since = None
+        else:
+            waited_since = self.book.want(st.name, st.cpu_id, site) or self.now_ns()
             # A plain blocking acquire, as a pthread mutex: no polling that would steal the GIL from the
             # spinning holder. At the end every holder releases the BQL, so every waiter gets through.
             self._lock.acquire()
-        self.bql.blocked.pop(st.name, None)
-        now = self.now_ns()
-        self.bql.took(st.name, site, now, waited_since)
+        self.book.took(st.name, st.cpu_id, site, waited_since)
         st.holds_bql = True
-        self._trace("qemu_mutex_locked", st, site=site, waited_ns=now - waited_since if waited_since else 0)
 
     def _bql_unlock(self, st: _ThreadState, site: str) -> None:
-        held = self.bql.released(st.name, self.now_ns())
+        self.book.released(st.name, st.cpu_id, site)
         st.holds_bql = False
         self._lock.release()
-        self._trace("qemu_mutex_unlock", st, site=site, held_ns=held)
 
     # --- effects ---------------------------------------------------------------------------------
 
@@ -190,15 +186,14 @@ class ThreadsEngine:
                 self._waiters.setdefault(effect.cond, set()).add(event)
                 self._sleeping.add(event)
             self._bql_unlock(st, effect.site)
-            self.bql.blocked[st.name] = Blocked(effect.cond.name, self.now_ns(), effect.site)
-            self._trace("qemu_cond_wait", st, cond=effect.cond.name, site=effect.site)
+            self.book.cond_wait(st.name, st.cpu_id, effect.cond.name, effect.site)
             event.wait()  # the stop wakes every sleeping thread
             with self._registry:
                 self._waiters.get(effect.cond, set()).discard(event)
                 self._sleeping.discard(event)
             if self._stop.is_set():
                 raise _Stopped
-            self._trace("qemu_cond_woken", st, cond=effect.cond.name)
+            self.book.cond_woken(st.name, st.cpu_id, effect.cond.name)
             self._bql_lock(st, effect.site)
             return None
         if isinstance(effect, Block):

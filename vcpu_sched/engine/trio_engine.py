@@ -42,7 +42,7 @@ from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCon
 from ..model.machine import Machine
 from ..result import Lockup, RunResult
 from ..watchdog import Watchdog
-from .bql import Blocked, BqlStatistics
+from .bql import BqlBook
 from .outcome import guest_verdict, make_result
 
 NS = 1_000_000_000
@@ -59,6 +59,11 @@ class RunKilled(Exception):
 class _ThreadState:
     name: str
     cpu: CPUState | None
+
+    @property
+    def cpu_id(self) -> int | str:
+        return self.cpu.cpu_index if self.cpu is not None else "main"
+
     holds_bql: bool = False
     released_since_spend: bool = True
     last_snapshot: tuple[Any, ...] | None = None
@@ -72,7 +77,8 @@ class TrioEngine:
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
         self.settings = machine.settings
-        self.bql = BqlStatistics()
+        self.book = BqlBook(machine.trace, self.now_ns)
+        self.bql = self.book.stats
         self._bql_lot = trio.lowlevel.ParkingLot()
         self._waiters: dict[QemuCond, set[trio.Event]] = {}
         self._threads: dict[str, _ThreadState] = {}
@@ -122,31 +128,19 @@ class TrioEngine:
     # --- the BQL ---------------------------------------------------------------------------------
 
     def _trace(self, event: str, st: _ThreadState, **fields: Any) -> None:
-        self.machine.trace(event, cpu=st.cpu.cpu_index if st.cpu else "main", thread=st.name, **fields)
+        self.machine.trace(event, cpu=st.cpu_id, thread=st.name, **fields)
 
     async def _lock(self, st: _ThreadState, site: str) -> None:
-        now = self.now_ns()
-        waited_since: int | None = None
-        self._trace("qemu_mutex_lock", st, site=site, owner=self.bql.owner)
-        if self.bql.owner is not None:
-            blocked = self.bql.blocked.get(st.name)
-            since = blocked.since_ns if blocked is not None else now
-            self.bql.blocked[st.name] = Blocked("BQL", since, site)
-            waited_since = now
-            while self.bql.owner is not None:
-                await self._bql_lot.park()
-        self.bql.blocked.pop(st.name, None)
-        now = self.now_ns()
-        self.bql.took(st.name, site, now, waited_since)
+        waited_since = self.book.want(st.name, st.cpu_id, site)
+        while self.bql.owner is not None:
+            await self._bql_lot.park()
+        self.book.took(st.name, st.cpu_id, site, waited_since)
         st.holds_bql = True
-        self._trace("qemu_mutex_locked", st, site=site,
-                    waited_ns=now - waited_since if waited_since is not None else 0)
 
     def _unlock(self, st: _ThreadState, site: str) -> None:
-        held = self.bql.released(st.name, self.now_ns())
+        self.book.released(st.name, st.cpu_id, site)
         st.holds_bql = False
         st.released_since_spend = True
-        self._trace("qemu_mutex_unlock", st, site=site, held_ns=held)
         self._bql_lot.unpark(count=1)
 
     # --- effects ---------------------------------------------------------------------------------
@@ -168,10 +162,9 @@ class TrioEngine:
             return None
         if isinstance(effect, CondWait):
             self._unlock(st, effect.site)
-            self.bql.blocked[st.name] = Blocked(effect.cond.name, self.now_ns(), effect.site)
-            self._trace("qemu_cond_wait", st, cond=effect.cond.name, site=effect.site)
+            self.book.cond_wait(st.name, st.cpu_id, effect.cond.name, effect.site)
             await self._wait_any((effect.cond,), None)
-            self._trace("qemu_cond_woken", st, cond=effect.cond.name)
+            self.book.cond_woken(st.name, st.cpu_id, effect.cond.name)
             await self._lock(st, effect.site)
             return None
         if isinstance(effect, Block):

@@ -82,3 +82,18 @@ def test_threads_log_is_analysable(seed_settings: RunSettings, tmp_path: Path) -
     summary = summarise(read_log(log))
     assert summary["complete"] and summary["verdict"] == result.verdict == "lockup"
     assert summary["lockup_signature"]["holder_cpu"] == result.lockup.bql_holder  # type: ignore[union-attr]
+
+
+def test_a_model_error_in_a_thread_is_raised_and_every_thread_ends(seed_settings: RunSettings,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: object, cpu: object, hc: object) -> object:
+        raise RuntimeError("model bug")
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr("vcpu_sched.model.spapr.Spapr.spapr_hypercall", broken)
+    before = set(threading.enumerate())
+    engine = ThreadsEngine(Machine(variant(seed_settings, smp=4, cores=4, engine="threads",
+                                           wall_deadline_s=BOUND_S)))
+    with pytest.raises(RuntimeError, match="model bug"):
+        engine.run()
+    assert engine.leftover_threads == [] and set(threading.enumerate()) == before

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..model.cpus import CPUState
 
 
 @dataclass
@@ -65,6 +68,11 @@ class BqlStatistics:
         return [t for t, b in self.blocked.items() if b.what == "BQL"]
 
 
+def cpu_field(cpu: CPUState | None) -> int | str:
+    """The `cpu` field of an engine event: the vCPU's index, or "main" for the main thread."""
+    return cpu.cpu_index if cpu is not None else "main"
+
+
 class BqlBook:
     """The BQL's bookkeeping every engine shares: statistics, blocked threads and the trace events.
 
@@ -77,10 +85,10 @@ class BqlBook:
         self._trace = trace
         self._now = now_ns
 
-    def _event(self, event: str, thread: str, cpu: int | str, **fields: Any) -> None:
-        self._trace(event, cpu=cpu, thread=thread, **fields)
+    def _event(self, event: str, thread: str, cpu: CPUState | None, **fields: Any) -> None:
+        self._trace(event, cpu=cpu_field(cpu), thread=thread, **fields)
 
-    def want(self, thread: str, cpu: int | str, site: str) -> int | None:
+    def want(self, thread: str, cpu: CPUState | None, site: str) -> int | None:
         """A thread is about to take the BQL: the time its wait started, or None if the BQL is free."""
         owner = self.stats.owner
         self._event("qemu_mutex_lock", thread, cpu, site=site, owner=owner)
@@ -91,20 +99,20 @@ class BqlBook:
         self.stats.blocked[thread] = Blocked("BQL", blocked.since_ns if blocked is not None else now, site)
         return now
 
-    def took(self, thread: str, cpu: int | str, site: str, waited_since: int | None) -> None:
+    def took(self, thread: str, cpu: CPUState | None, site: str, waited_since: int | None) -> None:
         now = self._now()
         self.stats.blocked.pop(thread, None)
         self.stats.took(thread, site, now, waited_since)
         self._event("qemu_mutex_locked", thread, cpu, site=site,
                     waited_ns=now - waited_since if waited_since is not None else 0)
 
-    def released(self, thread: str, cpu: int | str, site: str) -> None:
+    def released(self, thread: str, cpu: CPUState | None, site: str) -> None:
         held = self.stats.released(thread, self._now())
         self._event("qemu_mutex_unlock", thread, cpu, site=site, held_ns=held)
 
-    def cond_wait(self, thread: str, cpu: int | str, cond: str, site: str) -> None:
+    def cond_wait(self, thread: str, cpu: CPUState | None, cond: str, site: str) -> None:
         self.stats.blocked[thread] = Blocked(cond, self._now(), site)
         self._event("qemu_cond_wait", thread, cpu, cond=cond, site=site)
 
-    def cond_woken(self, thread: str, cpu: int | str, cond: str) -> None:
+    def cond_woken(self, thread: str, cpu: CPUState | None, cond: str) -> None:
         self._event("qemu_cond_woken", thread, cpu, cond=cond)

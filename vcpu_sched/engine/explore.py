@@ -58,10 +58,6 @@ class _Thread:
     wait_start: int = 0
     waited_since: int | None = None
 
-    @property
-    def cpu_id(self) -> int | str:
-        return self.cpu.cpu_index if self.cpu is not None else "main"
-
 
 @dataclass
 class Step:
@@ -153,7 +149,7 @@ class ExploreRun:
             self._want_bql(t, t.effect.site)
 
     def _want_bql(self, t: _Thread, site: str) -> None:
-        t.waited_since = self.book.want(t.name, t.cpu_id, site)
+        t.waited_since = self.book.want(t.name, t.cpu, site)
 
     # --- one step --------------------------------------------------------------------------------
 
@@ -166,11 +162,11 @@ class ExploreRun:
             t.kind = _DONE
 
     def _take_bql(self, t: _Thread, site: str) -> None:
-        self.book.took(t.name, t.cpu_id, site, t.waited_since)
+        self.book.took(t.name, t.cpu, site, t.waited_since)
         t.holds_bql = True
 
     def _drop_bql(self, t: _Thread, site: str) -> None:
-        self.book.released(t.name, t.cpu_id, site)
+        self.book.released(t.name, t.cpu, site)
         t.holds_bql = False
         t.released_since_spend = True
 
@@ -179,7 +175,7 @@ class ExploreRun:
         if t.kind == _WAIT_COND:
             t.kind = _RELOCK
             assert isinstance(t.effect, CondWait)
-            self.book.cond_woken(t.name, t.cpu_id, t.effect.cond.name)
+            self.book.cond_woken(t.name, t.cpu, t.effect.cond.name)
             self._want_bql(t, t.effect.site)
             return f"woken from {t.effect.cond.name}"
         if t.kind == _RELOCK:
@@ -199,7 +195,7 @@ class ExploreRun:
         if isinstance(effect, CondWait):
             t.seen = {effect.cond: effect.cond.generation}
             self._drop_bql(t, effect.site)
-            self.book.cond_wait(t.name, t.cpu_id, effect.cond.name, effect.site)
+            self.book.cond_wait(t.name, t.cpu, effect.cond.name, effect.site)
             t.kind = _WAIT_COND
             return f"sleeps on {effect.cond.name} ({effect.site})"
         if isinstance(effect, Spend):

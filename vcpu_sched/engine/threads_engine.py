@@ -54,10 +54,6 @@ class _ThreadState:
     native_id: int = 0
     holds_bql: bool = False
 
-    @property
-    def cpu_id(self) -> int | str:
-        return self.cpu.cpu_index if self.cpu is not None else "main"
-
 
 def _set_os_thread_name(name: str) -> None:
     """Name the calling OS thread (15 bytes at most on Linux), for `top -H` and /proc."""
@@ -149,18 +145,18 @@ class ThreadsEngine:
 
     def _bql_lock(self, st: _ThreadState, site: str) -> None:
         if self._lock.acquire(blocking=False):
-            self.book.want(st.name, st.cpu_id, site)
+            self.book.want(st.name, st.cpu, site)
             waited_since = None
         else:
-            waited_since = self.book.want(st.name, st.cpu_id, site) or self.now_ns()
+            waited_since = self.book.want(st.name, st.cpu, site) or self.now_ns()
             # A plain blocking acquire, as a pthread mutex: no polling that would steal the GIL from the
             # spinning holder. At the end every holder releases the BQL, so every waiter gets through.
             self._lock.acquire()
-        self.book.took(st.name, st.cpu_id, site, waited_since)
+        self.book.took(st.name, st.cpu, site, waited_since)
         st.holds_bql = True
 
     def _bql_unlock(self, st: _ThreadState, site: str) -> None:
-        self.book.released(st.name, st.cpu_id, site)
+        self.book.released(st.name, st.cpu, site)
         st.holds_bql = False
         self._lock.release()
 
@@ -186,14 +182,14 @@ class ThreadsEngine:
                 self._waiters.setdefault(effect.cond, set()).add(event)
                 self._sleeping.add(event)
             self._bql_unlock(st, effect.site)
-            self.book.cond_wait(st.name, st.cpu_id, effect.cond.name, effect.site)
+            self.book.cond_wait(st.name, st.cpu, effect.cond.name, effect.site)
             event.wait()  # the stop wakes every sleeping thread
             with self._registry:
                 self._waiters.get(effect.cond, set()).discard(event)
                 self._sleeping.discard(event)
             if self._stop.is_set():
                 raise _Stopped
-            self.book.cond_woken(st.name, st.cpu_id, effect.cond.name)
+            self.book.cond_woken(st.name, st.cpu, effect.cond.name)
             self._bql_lock(st, effect.site)
             return None
         if isinstance(effect, Block):
@@ -213,7 +209,7 @@ class ThreadsEngine:
                 value = self._perform(st, gen.send(value))
         except (_Stopped, StopIteration):
             pass
-        except BaseException as e:  # a model error: end the run, report it
+        except BaseException as e:  # a model error: end the run, then raise it from run() as Trio would
             self._error = e
             self._finish("deadline", f"internal error in {st.name}: {type(e).__name__}: {e}")
         finally:
@@ -312,6 +308,8 @@ class ThreadsEngine:
             for thread in [*threads, watchdog]:
                 thread.join(JOIN_TIMEOUT_S)
             self.leftover_threads = [t.name for t in [*threads, watchdog] if t.is_alive()]
+        if self._error is not None:
+            raise self._error
         assert self._verdict is not None
         return make_result(self.machine, self._verdict, guest_ns, time.monotonic() - self._t0, self.bql,
                            self.iterations, self._effects)

@@ -42,7 +42,7 @@ from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCon
 from ..model.machine import Machine
 from ..result import Lockup, RunResult
 from ..watchdog import Watchdog
-from .bql import BqlBook
+from .bql import BqlBook, cpu_field
 from .outcome import guest_verdict, make_result
 
 NS = 1_000_000_000
@@ -59,10 +59,6 @@ class RunKilled(Exception):
 class _ThreadState:
     name: str
     cpu: CPUState | None
-
-    @property
-    def cpu_id(self) -> int | str:
-        return self.cpu.cpu_index if self.cpu is not None else "main"
 
     holds_bql: bool = False
     released_since_spend: bool = True
@@ -128,17 +124,17 @@ class TrioEngine:
     # --- the BQL ---------------------------------------------------------------------------------
 
     def _trace(self, event: str, st: _ThreadState, **fields: Any) -> None:
-        self.machine.trace(event, cpu=st.cpu_id, thread=st.name, **fields)
+        self.machine.trace(event, cpu=cpu_field(st.cpu), thread=st.name, **fields)
 
     async def _lock(self, st: _ThreadState, site: str) -> None:
-        waited_since = self.book.want(st.name, st.cpu_id, site)
+        waited_since = self.book.want(st.name, st.cpu, site)
         while self.bql.owner is not None:
             await self._bql_lot.park()
-        self.book.took(st.name, st.cpu_id, site, waited_since)
+        self.book.took(st.name, st.cpu, site, waited_since)
         st.holds_bql = True
 
     def _unlock(self, st: _ThreadState, site: str) -> None:
-        self.book.released(st.name, st.cpu_id, site)
+        self.book.released(st.name, st.cpu, site)
         st.holds_bql = False
         st.released_since_spend = True
         self._bql_lot.unpark(count=1)
@@ -162,9 +158,9 @@ class TrioEngine:
             return None
         if isinstance(effect, CondWait):
             self._unlock(st, effect.site)
-            self.book.cond_wait(st.name, st.cpu_id, effect.cond.name, effect.site)
+            self.book.cond_wait(st.name, st.cpu, effect.cond.name, effect.site)
             await self._wait_any((effect.cond,), None)
-            self.book.cond_woken(st.name, st.cpu_id, effect.cond.name)
+            self.book.cond_woken(st.name, st.cpu, effect.cond.name)
             await self._lock(st, effect.site)
             return None
         if isinstance(effect, Block):

@@ -14,11 +14,12 @@ from .timeline import build
 
 def analyze_main(args: argparse.Namespace) -> int:
     log = read_log(args.log)
-    summary = summarise(log)
+    timeline = build(log)
+    summary = summarise(log, timeline)
     if args.perfetto:
         try:
             with open(args.perfetto, "w", encoding="utf-8") as out:
-                json.dump(chrome_trace(build(log)), out)
+                json.dump(chrome_trace(timeline), out)
         except OSError as e:
             raise BadInput(f"--perfetto {args.perfetto}: {e.strerror}") from None
     if args.plot:
@@ -28,7 +29,7 @@ def analyze_main(args: argparse.Namespace) -> int:
         title = (f"{st.get('scenario')} smp={st.get('smp')} accel={st.get('accel')} cpu={st.get('cpu')} "
                  f"fix={st.get('fix')}: {summary['verdict'] or 'truncated'}")
         try:
-            plot(build(log), args.plot, title)
+            plot(timeline, args.plot, title)
         except OSError as e:
             raise BadInput(f"--plot {args.plot}: {e.strerror}") from None
     if args.json:

@@ -182,8 +182,9 @@ def _chain(log: Log, held: Interval, boot: Interval, waiting: list[Interval],
     return chain
 
 
-def summarise(log: Log) -> dict[str, Any]:
-    timeline = build(log)
+def summarise(log: Log, timeline: Timeline | None = None) -> dict[str, Any]:
+    """The summary of a log; pass its timeline if it is already built."""
+    timeline = timeline if timeline is not None else build(log)
     threads = _per_thread(log, timeline)
     end = log.end
     verdict = end.get("verdict") if end else None

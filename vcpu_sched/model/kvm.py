@@ -214,6 +214,12 @@ def kvm_cpu_synchronize_state(cpu: CPUState) -> Generator[Effect, Any, None]:
         yield from run_on_cpu(cpu, do_kvm_cpu_synchronize_state, "do_kvm_cpu_synchronize_state")
 
 
+def cpu_synchronize_state(cpu: CPUState) -> Generator[Effect, Any, None]:
+    """system/cpus.c cpu_synchronize_state: the accelerator's register get (KVM; TCG has nothing to do)."""
+    if cpu.machine.kvm is not None:
+        yield from kvm_cpu_synchronize_state(cpu)
+
+
 def do_kvm_cpu_synchronize_post_reset(cpu: CPUState) -> None:
     """accel/kvm/kvm-all.c do_kvm_cpu_synchronize_post_reset."""
     kvm_arch_put_registers(cpu, KVM_PUT_RESET_STATE)

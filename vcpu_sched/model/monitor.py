@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cpus import pause_all_vcpus, resume_all_vcpus, run_on_cpu
 from .effects import Effect
-from .kvm import do_kvm_cpu_synchronize_post_init, do_kvm_cpu_synchronize_state
+from .kvm import cpu_synchronize_state, do_kvm_cpu_synchronize_post_init
 from .ppc import LPCR_HR, LPCR_UPRT
 
 if TYPE_CHECKING:
@@ -49,8 +49,7 @@ def monitor_command(machine: Machine, command: str) -> Generator[Effect, Any, No
         yield from migrate(machine)
     elif command == "info registers":
         for cpu in machine.cpus:
-            if machine.kvm is not None and not cpu.vcpu_dirty:
-                yield from run_on_cpu(cpu, do_kvm_cpu_synchronize_state, "do_kvm_cpu_synchronize_state")
+            yield from cpu_synchronize_state(cpu)
     else:
         raise ValueError(f"unknown monitor command {command!r}")
 
@@ -82,8 +81,7 @@ def migrate(machine: Machine) -> Generator[Effect, Any, None]:
     yield from vm_stop(machine)
     saved = []
     for cpu in machine.cpus:
-        if machine.kvm is not None and not cpu.vcpu_dirty:
-            yield from run_on_cpu(cpu, do_kvm_cpu_synchronize_state, "do_kvm_cpu_synchronize_state")
+        yield from cpu_synchronize_state(cpu)
         env = {name: getattr(cpu.env, name) for name in _MIGRATED_ENV}
         guest = machine.kvm.guest_state(cpu.cpu_index) if machine.kvm is not None else {}
         saved.append((cpu.halted, cpu.interrupt_request, env, cpu.env.quiesced, guest))

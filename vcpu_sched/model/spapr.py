@@ -40,7 +40,7 @@ from .guest import (
     RtasArgs,
 )
 from .interrupts import ppc_maybe_interrupt, ppc_set_irq, ppc_store_lpcr
-from .kvm import do_kvm_cpu_synchronize_post_reset, do_kvm_cpu_synchronize_state, kvm_cpu_synchronize_state
+from .kvm import cpu_synchronize_state, do_kvm_cpu_synchronize_post_reset, do_kvm_cpu_synchronize_state
 from .ppc import (
     LPCR_AIL,
     LPCR_AIL_SHIFT,
@@ -131,7 +131,7 @@ class Spapr:
 
     def do_lpcr_sync(self, cpu: CPUState, value: int, mask: int) -> None:
         """hw/ppc/spapr.c do_lpcr_sync, on the target's thread: sync, then store (maybe_interrupt)."""
-        if self.machine.kvm is not None and not cpu.vcpu_dirty:
+        if self.machine.kvm is not None:
             # cpu_synchronize_state on the CPU's own thread: run_on_cpu runs it at once.
             do_kvm_cpu_synchronize_state(cpu)
         ppc_store_lpcr(cpu, (cpu.env.lpcr & ~mask) | value)
@@ -142,11 +142,6 @@ class Spapr:
             return
         for cpu in self.machine.cpus:
             yield from run_on_cpu(cpu, do_kvm_cpu_synchronize_post_reset, "do_kvm_cpu_synchronize_post_reset")
-
-    def cpu_synchronize_state(self, cpu: CPUState) -> Generator[Effect, Any, None]:
-        """system/cpus.c cpu_synchronize_state: a KVM register get (TCG: nothing to do)."""
-        if self.machine.kvm is not None:
-            yield from kvm_cpu_synchronize_state(cpu)
 
     # --- hcalls (spapr_hcall.c) --------------------------------------------------------------------
 
@@ -269,7 +264,7 @@ class Spapr:
         if not target.halted:
             args.rets[0] = RTAS_OUT_HW_ERROR
             return
-        yield from self.cpu_synchronize_state(target)
+        yield from cpu_synchronize_state(target)
         env, callenv = target.env, caller.env
         env.msr = MSR_SF | MSR_ME
         lpcr = env.lpcr & ~(LPCR_ILE | LPCR_AIL)

@@ -75,10 +75,14 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+ENGINE_ARGS = {"trio": ["--fix", "quiesced", "--clock", "real"], "threads": ["--engine", "threads", "--watchdog", "30"]}
+
+
+@pytest.mark.parametrize("engine", ENGINE_ARGS)
 @pytest.mark.parametrize("sig,reason", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "killed")])
-def test_interrupted_run_leaves_a_complete_log(tmp_path: Path, sig: signal.Signals, reason: str) -> None:
+def test_interrupted_run_leaves_a_complete_log(tmp_path: Path, sig: signal.Signals, reason: str, engine: str) -> None:
     log = tmp_path / "cut.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "vcpu_sched", "run", "--fix", "quiesced", "--clock", "real",
+    proc = subprocess.Popen([sys.executable, "-m", "vcpu_sched", "run", *ENGINE_ARGS[engine],
                              "--quiet", "--log", str(log)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             preexec_fn=_default_sigint)
     try:
@@ -87,9 +91,10 @@ def test_interrupted_run_leaves_a_complete_log(tmp_path: Path, sig: signal.Signa
             assert proc.poll() is None and time.monotonic() < deadline, "the run never got going"
             time.sleep(0.01)
         proc.send_signal(sig)
-        proc.wait(timeout=30)
+        status = proc.wait(timeout=30)
     finally:
         proc.kill()
+    assert status == (130 if sig == signal.SIGINT else 143)
     events = _lines(log)
     assert events[0]["event"] == "run_start"
     assert events[-1]["event"] == "run_end" and reason in events[-1]["reason"]

@@ -12,7 +12,7 @@ from vcpu_sched.analyze.logread import read_log
 from vcpu_sched.analyze.summary import summarise
 from vcpu_sched.cli import main
 from vcpu_sched.config import RunSettings
-from vcpu_sched.explorer import explore_exhaustive, explore_random
+from vcpu_sched.explore import explore_exhaustive, explore_random
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import argparse
 import itertools
 import sys
 
-from vcpu_sched.explorer import explore_exhaustive
+from vcpu_sched.explore import explore_exhaustive
 from vcpu_sched.scenario import apply, load
 
 

@@ -12,9 +12,9 @@ from typing import Any, NoReturn
 from . import qemu_cmdline, runner
 from .analyze.command import analyze_main
 from .config import ACCELS, CLOCKS, CPUS, ENGINES, FIXES, TIMEBASE_RESETS, RunSettings
-from .engine.trio_engine import RunKilled
+from .errors import BadInput, RunKilled
 from .events import EventLog
-from .explorer import (
+from .explore import (
     ExploreProgress,
     explore_exhaustive,
     explore_random,
@@ -28,7 +28,7 @@ from .irq import irq_main
 from .matrix import matrix_text, run_matrix
 from .report import result_text
 from .result import SUCCESS, VERDICTS
-from .scenario import BadInput, apply, load
+from .scenario import apply, load
 
 DEFAULT_SCENARIO = "spapr-rtas-stopped"
 
@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--watchdog", type=float, metavar="SECONDS", help="guest seconds before a lockup")
     run.add_argument("--deadline", type=float, metavar="SECONDS", help="guest seconds before giving up")
     run.add_argument("--clock", choices=CLOCKS)
-    run.add_argument("--engine", choices=ENGINES, help="trio (default, virtual time) or threads (OS threads)")
+    run.add_argument("--engine", choices=ENGINES,
+                     help="trio (default, virtual time), threads (OS threads), explore (one seeded schedule)")
     run.add_argument("--no-fast-forward", action="store_true", help="run every spinning loop turn")
     run.add_argument("--replay", metavar="SCHEDULE", help="replay a schedule file saved by explore (explore engine)")
     run.add_argument("--log", metavar="FILE", help="write the structured event log (JSON lines)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .engine import ENGINES as ENGINE_REGISTRY
+
 FIXES = ("none", "quiesced", "quiesced+migration")
 WORKLOADS = ("none", "ipi-check", "offline-online")
 MACHINES = ("pseries", "powernv")
@@ -12,7 +14,7 @@ TIMEBASE_RESETS = ("applied", "reverted")
 ACCELS = ("kvm", "tcg")
 CPUS = ("POWER8", "POWER9", "POWER10")
 CLOCKS = ("virtual", "real")
-ENGINES = ("trio", "threads")
+ENGINES = tuple(ENGINE_REGISTRY)
 MAX_SMP = 2048
 
 # A KVM-HV host's own LPCR on POWER9/10: Linux sets PECE0-2 (= EEE|DEE|OEE) in init_LPCR_ISA300 and

@@ -6,9 +6,9 @@ import argparse
 import json
 from dataclasses import dataclass
 
+from .errors import BadInput
 from .model.excp import IrqDecision, ppc_next_unmasked_interrupt
 from .model.ppc import CPU_MODELS, MSR_EE, MSR_HV, MSR_PR, PSSCR_EC, CPUPPCState, Interrupt, decode_lpcr
-from .scenario import BadInput
 
 PENDING_ALIASES = {"DEC": Interrupt.DECR, "HDEC": Interrupt.HDECR}
 

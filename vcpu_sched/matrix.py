@@ -19,7 +19,8 @@ from typing import Any
 
 from . import runner
 from .config import CPUS, RunSettings
-from .scenario import SCENARIO_DIR, BadInput, Scenario, apply, load
+from .errors import BadInput
+from .scenario import SCENARIO_DIR, Scenario, apply, load
 
 DERIVED_SMP = (2, 256)
 

@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from .scenario import BadInput
+from .errors import BadInput
 
 _NO_ARGUMENT = {"-nographic", "-enable-kvm", "-S", "-no-reboot", "-no-shutdown", "-snapshot", "-daemonize",
                 "-no-user-config", "-nodefaults", "-full-screen", "-no-hpet"}

@@ -87,6 +87,7 @@ class RunResult:
     bql_stats: dict[str, dict[str, int]] = field(default_factory=dict)
     effects: int = 0  # blocking points the engine performed (for benchmarks)
     scenario_settings: RunSettings | None = None  # the scenario's own settings, for the replay command
+    schedule: Any = None  # explore engine: the Schedule (choices and steps) this run followed
 
     @property
     def exit_status(self) -> int:

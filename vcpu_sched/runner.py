@@ -12,15 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import RunSettings
-from .engine.threads_engine import ThreadsEngine
-from .engine.trio_engine import RunKilled, TrioEngine
+from .engine import make_engine
+from .errors import RunKilled
 from .events import EventLog
 from .model.machine import Machine
 from .result import RunResult
-
-
-def make_engine(machine: Machine) -> TrioEngine | ThreadsEngine:
-    return ThreadsEngine(machine) if machine.settings.engine == "threads" else TrioEngine(machine)
 
 
 def _is_interrupt(e: BaseException) -> bool:
@@ -32,7 +28,7 @@ def _is_interrupt(e: BaseException) -> bool:
 
 def run(settings: RunSettings, log_path: Path | str | None = None, trace: tuple[str, ...] = (),
         console_out: Callable[[int, str], None] | None = None) -> RunResult:
-    """Run `settings` on the Trio engine, logging to `log_path` if given."""
+    """Run `settings` on its engine, logging to `log_path` if given."""
     if log_path is None:
         return make_engine(Machine(settings, console_out=console_out)).run()
     with open(log_path, "w", encoding="utf-8", buffering=1) as stream:

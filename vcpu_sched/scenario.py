@@ -23,14 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from .config import ACCELS, CLOCKS, CPUS, ENGINES, FIXES, MACHINES, MAX_SMP, TIMEBASE_RESETS, WORKLOADS, RunSettings
+from .errors import BadInput
 from .model.monitor import COMMANDS
 from .result import VERDICTS
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
-
-
-class BadInput(Exception):
-    """Input the user must fix: a one-line message, exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +82,8 @@ SCHEMA: dict[str, Field] = {
     "workload": Field(str, choices=WORKLOADS, doc="what the guest does after booting"),
     "boots": Field(int, 1, 10, doc="boots before the workload (more than 1 needs a system_reset)"),
     "loops": Field(int, 1, 100, doc="rounds of the offline-online workload"),
-    "engine": Field(str, choices=ENGINES, doc="trio (virtual time) or threads (OS threads, real locking)"),
+    "engine": Field(str, choices=ENGINES,
+                    doc="trio (virtual time), threads (OS threads, real locking), explore (a seeded schedule)"),
     "time_scale": Field(float, 0.001, 1000.0, doc="threads engine: guest seconds per wall second"),
     "monitor": Field(list, doc="[[console pattern, command], ...], commands: " + ", ".join(COMMANDS)),
 }

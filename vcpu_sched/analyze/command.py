@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..scenario import BadInput
+from ..errors import BadInput
 from .logread import read_log
 from .perfetto import chrome_trace
 from .summary import summarise, summary_text

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..scenario import BadInput
+from ..errors import BadInput
 
 HEADER_SEARCH_LINES = 5
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..scenario import BadInput
+from ..errors import BadInput
 from .timeline import Timeline
 
 COLOURS = {"BQL held": "#d62728", "BQL wait": "#ff7f0e", "cond wait": "#c7c7c7", "KVM_RUN": "#2ca02c"}

@@ -21,38 +21,26 @@ Choices, and why:
 from __future__ import annotations
 
 import ctypes
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-import psutil
-
-from ..model.cpus import CPUState
-from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCond, Spend
+from ..errors import RunKilled
+from ..model.effects import QemuCond
 from ..model.machine import Machine
-from ..result import Lockup, RunResult
-from ..watchdog import Watchdog
-from .bql import BqlBook
-from .outcome import guest_verdict, make_result
+from ..result import RunResult
+from .core import NS, Acquire, Engine, EngineCore, Park, Primitive, Release, Sleep, ThreadRec
+from .outcome import guest_verdict
 
-NS = 1_000_000_000
 SAMPLE_WINDOW_S = 1.0  # psutil sampling window of the watchdog's `top -H`
 JOIN_TIMEOUT_S = 5.0
 
 
 class _Stopped(Exception):
     """Raised inside a thread's driver once the run has its verdict."""
-
-
-@dataclass
-class _ThreadState:
-    name: str
-    cpu: CPUState | None
-    native_id: int = 0
-    holds_bql: bool = False
 
 
 def _set_os_thread_name(name: str) -> None:
@@ -73,29 +61,27 @@ def _os_thread_name(native_id: int) -> str | None:
         return None
 
 
-class ThreadsEngine:
+class ThreadsEngine(Engine):
     """Runs one Machine to a verdict with real threads. Use `run()`."""
 
     def __init__(self, machine: Machine) -> None:
-        self.machine = machine
+        super().__init__(machine)
         self.settings = machine.settings
         self.scale = machine.settings.time_scale
-        self.book = BqlBook(machine.trace, self.now_ns)
-        self.bql = self.book.stats
+        self._t0 = time.monotonic()
+        self.core = EngineCore(machine, self.now_ns, fast_forward=False)
         self._lock = threading.Lock()
+        self._owner: str | None = None  # who holds `_lock`, as the OS sees it
         self._waiters: dict[QemuCond, set[threading.Event]] = {}
         self._sleeping: set[threading.Event] = set()
         self._registry = threading.Lock()
         self._trace_lock = threading.Lock()
+        self._verdict_lock = threading.Lock()
         self._stop = threading.Event()
-        self._done = threading.Event()
+        self._done = threading.Event()  # the run has its verdict (or is being stopped)
         self._wake_main = threading.Event()
-        self._threads: dict[str, _ThreadState] = {}
-        self._verdict: tuple[str, str, Lockup | None] | None = None
+        self._native_ids: dict[str, int] = {}
         self._error: BaseException | None = None
-        self._effects = 0
-        self._t0 = time.monotonic()
-        self.watchdog = Watchdog(machine, self.bql, int(self.settings.watchdog_s * NS), self.iterations)
         self.leftover_threads: list[str] = []
         self._log_closed = False
         tracer = machine.tracer
@@ -121,149 +107,117 @@ class ThreadsEngine:
         for event in events or ():
             event.set()
 
-    def _wait_any(self, conds: tuple[QemuCond, ...], timeout_ns: int | None) -> int:
+    # --- the primitives --------------------------------------------------------------------------
+
+    def _primitive(self, rec: ThreadRec, prim: Primitive) -> Any:
+        if isinstance(prim, Release):
+            self._owner = None
+            self._lock.release()
+            return None
+        if self._stop.is_set():
+            raise _Stopped
+        if isinstance(prim, Acquire):
+            # A plain blocking acquire, as a pthread mutex: no polling that would steal the GIL from the
+            # spinning holder. At the end every holder releases the BQL, so every waiter gets through.
+            self._lock.acquire()
+            self._owner = rec.name
+            return None
+        if isinstance(prim, Sleep):
+            if not prim.busy:
+                time.sleep(prim.ns / NS / self.scale)  # time the thread really spends (main loop work)
+            return None  # a vCPU loop turn spends its CPU time by being executed
+        assert isinstance(prim, Park)
+        return self._park(prim)
+
+    def _park(self, park: Park) -> int:
         event = threading.Event()
-        with self._registry:
-            for cond in conds:
+        with self._registry:  # registered, then the generations compared: no broadcast can be lost
+            for cond in park.conds:
                 self._waiters.setdefault(cond, set()).add(event)
             self._sleeping.add(event)
-        if self._stop.is_set():
+        if park.woken() or self._stop.is_set():
             event.set()
         start = self.now_ns()
         try:
-            woke = event.wait(None if timeout_ns is None else timeout_ns / NS / self.scale)
+            woke = event.wait(None if park.timeout_ns is None else park.timeout_ns / NS / self.scale)
         finally:
             with self._registry:
-                for cond in conds:
+                for cond in park.conds:
                     self._waiters.get(cond, set()).discard(event)
                 self._sleeping.discard(event)
         if self._stop.is_set():
             raise _Stopped
-        return max(0, self.now_ns() - start) if woke or timeout_ns is None else timeout_ns
+        return max(0, self.now_ns() - start) if woke or park.timeout_ns is None else park.timeout_ns
 
-    # --- the BQL ---------------------------------------------------------------------------------
-
-    def _bql_lock(self, st: _ThreadState, site: str) -> None:
-        if self._lock.acquire(blocking=False):
-            self.book.want(st.name, st.cpu, site)
-            waited_since = None
-        else:
-            waited_since = self.book.want(st.name, st.cpu, site) or self.now_ns()
-            # A plain blocking acquire, as a pthread mutex: no polling that would steal the GIL from the
-            # spinning holder. At the end every holder releases the BQL, so every waiter gets through.
-            self._lock.acquire()
-        self.book.took(st.name, st.cpu, site, waited_since)
-        st.holds_bql = True
-
-    def _bql_unlock(self, st: _ThreadState, site: str) -> None:
-        self.book.released(st.name, st.cpu, site)
-        st.holds_bql = False
-        self._lock.release()
-
-    # --- effects ---------------------------------------------------------------------------------
-
-    def _perform(self, st: _ThreadState, effect: Effect) -> Any:
-        if self._stop.is_set():
-            raise _Stopped
-        self._effects += 1
-        if isinstance(effect, Spend):
-            if effect.spin is None:
-                time.sleep(effect.ns / NS / self.scale)  # time the thread really spends (main loop work)
-            return None  # a vCPU loop turn spends its CPU time by being executed
-        if isinstance(effect, BqlLock):
-            self._bql_lock(st, effect.site)
-            return None
-        if isinstance(effect, BqlUnlock):
-            self._bql_unlock(st, effect.site)
-            return None
-        if isinstance(effect, CondWait):
-            event = threading.Event()
-            with self._registry:  # registered before the BQL is dropped: no broadcast can be lost
-                self._waiters.setdefault(effect.cond, set()).add(event)
-                self._sleeping.add(event)
-            self._bql_unlock(st, effect.site)
-            self.book.cond_wait(st.name, st.cpu, effect.cond.name, effect.site)
-            event.wait()  # the stop wakes every sleeping thread
-            with self._registry:
-                self._waiters.get(effect.cond, set()).discard(event)
-                self._sleeping.discard(event)
-            if self._stop.is_set():
-                raise _Stopped
-            self.book.cond_woken(st.name, st.cpu, effect.cond.name)
-            self._bql_lock(st, effect.site)
-            return None
-        if isinstance(effect, Block):
-            return self._wait_any(effect.wake, effect.timeout_ns)
-        raise TypeError(f"unknown effect {effect!r}")
-
-    def iterations(self, cpu: CPUState) -> int:
-        return cpu.stats.get("loop_iterations", 0)
-
-    def _drive(self, st: _ThreadState, factory: Callable[[], Generator[Effect, Any, Any]]) -> None:
-        st.native_id = threading.get_native_id()
-        _set_os_thread_name(st.name)
+    def _drive(self, rec: ThreadRec, factory: Callable[[], Any]) -> None:
+        self._native_ids[rec.name] = threading.get_native_id()
+        _set_os_thread_name(rec.name)
         gen = factory()
         value: Any = None
         try:
             while True:
-                value = self._perform(st, gen.send(value))
+                perform = self.core.perform(rec, gen.send(value))
+                result: Any = None
+                try:
+                    while True:
+                        result = self._primitive(rec, perform.send(result))
+                except StopIteration as done:
+                    value = done.value
         except (_Stopped, StopIteration):
             pass
         except BaseException as e:  # a model error: end the run, then raise it from run() as Trio would
             self._error = e
-            self._finish("deadline", f"internal error in {st.name}: {type(e).__name__}: {e}")
+            self._finish("deadline", f"internal error in {rec.name}: {type(e).__name__}: {e}")
         finally:
             gen.close()
-            self.bql.blocked.pop(st.name, None)
-            if st.holds_bql:
-                self._bql_unlock(st, "thread exit")
+            self.core.bql.blocked.pop(rec.name, None)
+            if self._owner == rec.name:
+                self._owner = None
+                self._lock.release()
 
     # --- verdicts --------------------------------------------------------------------------------
 
-    def _finish(self, verdict: str, reason: str, lockup: Lockup | None = None) -> None:
-        with self._registry:
-            if self._verdict is None:
-                self._verdict = (verdict, reason, lockup)
-                first = True
-            else:
-                first = False
-        if first:
-            self.machine.trace("run_verdict", verdict=verdict, reason=reason)
+    def _finish(self, verdict: str, reason: str, lockup: Any = None) -> None:
+        with self._verdict_lock:
+            self.core.finish(verdict, reason, lockup)
         self._done.set()
         self._wake_main.set()
 
     def _watch(self) -> None:
         _set_os_thread_name("watchdog")
+        core = self.core
         while not self._done.is_set():
-            self._done.wait(self.watchdog.next_check_ns(self.now_ns()) / NS / self.scale)
+            self._done.wait(core.watchdog.next_check_ns(self.now_ns()) / NS / self.scale)
             if self._done.is_set():
                 return
-            lockup = self.watchdog.check(self.now_ns())
+            now = self.now_ns()
+            lockup = core.watchdog.check(now)
             if lockup is not None:
                 lockup.holder_thread, lockup.top_threads = self._sample_threads(lockup.bql_holder_thread)
-                self.machine.trace("watchdog_fired", stuck=lockup.stuck_thread, holder=lockup.bql_holder_thread,
-                                   held_for_s=lockup.held_for_s, iterations=lockup.holder_iterations,
-                                   holder_thread=lockup.holder_thread)
-                self._finish("lockup", f"{lockup.stuck_thread} stuck for {self.settings.watchdog_s:g} s "
-                                       f"waiting for {lockup.waiting_for}", lockup)
+                with self._verdict_lock:
+                    core.fire_watchdog(lockup, at_ns=now)
+                self._done.set()
+                self._wake_main.set()
                 return
 
     def _sample_threads(self, holder: str | None) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """What `top -H` would show: per-thread CPU share over a short window, from psutil."""
+        import psutil  # only this engine needs it
+
         process = psutil.Process()
         start = time.monotonic()
         before = {t.id: t.user_time + t.system_time for t in process.threads()}
-        time.sleep(SAMPLE_WINDOW_S)
+        self._stop.wait(SAMPLE_WINDOW_S)
         after = {t.id: t.user_time + t.system_time for t in process.threads()}
         window = time.monotonic() - start
-        names = {st.native_id: st.name for st in self._threads.values()}
+        names = {tid: name for name, tid in self._native_ids.items()}
         names[threading.get_native_id()] = "watchdog"
         names[threading.main_thread().native_id or 0] = "python main"
         shares = {tid: round(100 * (after[tid] - before.get(tid, after[tid])) / window, 1) for tid in after}
         busiest = sorted(shares, key=lambda tid: -shares[tid])[:5]
         top: list[dict[str, Any]] = [{"native_id": tid, "name": names.get(tid, "?"), "cpu_percent": shares[tid],
                                       "os_name": _os_thread_name(tid)} for tid in busiest]
-        holder_tid = next((st.native_id for st in self._threads.values() if st.name == holder), None)
+        holder_tid = self._native_ids.get(holder or "")
         holder_row = None
         if holder_tid in shares:
             holder_row = {"native_id": holder_tid, "name": holder, "cpu_percent": shares[holder_tid],
@@ -272,25 +226,30 @@ class ThreadsEngine:
 
     # --- the run ---------------------------------------------------------------------------------
 
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        raise RunKilled("SIGTERM")
+
     def run(self) -> RunResult:
         self._t0 = time.monotonic()
-        self.machine.trace("run_start", settings=self.settings.to_dict())
-        threads = []
-        for name, factory in self.machine.threads():
-            cpu = next((c for c in self.machine.cpus if c.name == name), None)
-            st = self._threads[name] = _ThreadState(name, cpu)
-            threads.append(threading.Thread(target=self._drive, args=(st, factory), name=name))
+        self.core.start()
+        factories = dict(self.machine.threads())
+        threads = [threading.Thread(target=self._drive, args=(rec, factories[name]), name=name)
+                   for name, rec in self.core.threads.items()]
         watchdog = threading.Thread(target=self._watch, name="watchdog")
-        for thread in [*threads, watchdog]:
-            thread.start()
         with self._registry:  # the guest's end wakes this thread; so does any verdict (_finish)
             self._waiters.setdefault(self.machine.finished_cond, set()).add(self._wake_main)
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if main else None
+        # SIGTERM raises RunKilled in this thread wherever it waits; the finally block stops the rest.
         guest_deadline = self._t0 + self.settings.deadline_s / self.scale
         wall_deadline = self._t0 + self.settings.wall_deadline_s
         try:
-            while not self._done.is_set():
+            for thread in [*threads, watchdog]:
+                thread.start()
+            while self.core.verdict is None:
                 # No polling: a thread waking up every few ms would steal the GIL from the spinning vCPU.
                 self._wake_main.wait(max(0.0, min(guest_deadline, wall_deadline) - time.monotonic()))
+                self._wake_main.clear()
                 if self.machine.finished:
                     self._finish(*guest_verdict(self.machine))
                 elif time.monotonic() >= guest_deadline:
@@ -298,18 +257,20 @@ class ThreadsEngine:
                 elif time.monotonic() >= wall_deadline:
                     self._finish("deadline", f"wall-clock deadline of {self.settings.wall_deadline_s:g} s reached")
         finally:
-            self._finish("deadline", "interrupted")  # a no-op when there already is a verdict
-            guest_ns = self.now_ns()
+            with self._trace_lock:
+                self._log_closed = True  # interrupted: the runner writes why; the threads only wind down
             self._stop.set()
+            self._done.set()
             with self._registry:
                 sleeping = list(self._sleeping)
-            for event in sleeping:
+            for event in [*sleeping, self._wake_main]:
                 event.set()
             for thread in [*threads, watchdog]:
-                thread.join(JOIN_TIMEOUT_S)
+                if thread.ident is not None:
+                    thread.join(JOIN_TIMEOUT_S)
             self.leftover_threads = [t.name for t in [*threads, watchdog] if t.is_alive()]
+            if main:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
         if self._error is not None:
             raise self._error
-        assert self._verdict is not None
-        return make_result(self.machine, self._verdict, guest_ns, time.monotonic() - self._t0, self.bql,
-                           self.iterations, self._effects)
+        return self.core.result(time.monotonic() - self._t0)

@@ -1,302 +1,121 @@
-"""The Trio engine: every QEMU thread a Trio task, the BQL one lock, guest time a (mock) clock.
+"""The Trio engine: the QEMU threads stepped in guest time, on Trio's clock, signals and cancellation.
+
+Its primitives are the scheduler's (sched.py): the BQL is taken when free and otherwise waited for, a
+Park waits for a broadcast or its timer, a Sleep is a timer. Whenever no thread can run, guest time jumps
+to the next timer - at once on the virtual clock, by `trio.sleep_until` on the real one - and the
+watchdog looks at the threads each time it is due.
 
 Choices, and why:
-- The BQL behaves like a default pthread mutex, not like `trio.Lock`: unlocking wakes one waiter but
-  hands nothing over, so a thread that unlocks and relocks at once can take it again first (barging).
-  glibc's mutex does the same, and a FIFO hand-off would hide starvation QEMU really has. It is built on
-  `trio.lowlevel.ParkingLot`, as Trio's own primitives are, and it is never "broken" by a task that
-  ends while holding it (a `trio.Lock` would be).
-- Conditions are not `trio.Condition` (whose notify needs the lock, while QEMU kicks without the BQL):
-  each wait registers a `trio.Event`, and `notify` sets them. A CondWait drops the BQL and registers
-  its event with no checkpoint in between, so no broadcast can be lost.
-- A vCPU loop turn costs `loop_cost_ns` of guest time (`Spend`). If a turn taken with the BQL held
-  from start to end left the CPU exactly as it found it (`CPUState.loop_snapshot`), every following
-  turn will do the same until something outside the BQL touches the CPU - and all such things
-  broadcast the CPU's halt or kick condition. So the engine sleeps until one does and credits
-  elapsed / loop_cost_ns iterations: the count the real thread would have made. `fast_forward=False`
-  runs every turn, to check this.
-- Timing jitter comes from the seed: guest work durations (the guest's RNG) and the latency with
-  which a woken thread starts running (this engine's RNG), so different seeds give different
-  interleavings and the same seed gives the same run, byte for byte.
-- Spent time is owed, not slept, until a thread has owed `SPEND_QUANTUM_NS` or is about to block:
-  each `Spend` is then one Trio checkpoint instead of one timer, which keeps a spinning loop without
-  fast-forward within a small factor of a bare checkpoint loop. Other tasks still run at every
-  checkpoint; only the clock moves in steps of at most one quantum.
+- The threads are not separate Trio tasks: their interleaving would then follow Trio's own scheduler
+  (randomised batches, timers due at the same instant ordered by object address), so a seed would not
+  always give the same run. The running thread goes on until it waits; then the engine takes the first
+  thread that became ready, in the scheduler's seeded order, and runs it in its own contextvars Context,
+  as a task would.
+- Every `CHECKPOINT_EVERY` steps the engine yields to Trio, so Ctrl-C and SIGTERM are heard while a
+  thread spins, and checks the wall-clock deadline.
 """
 
 from __future__ import annotations
 
-import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
-from typing import Any
 
 import trio
-import trio.testing
 
-from ..model.cpus import CPUState
-from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCond, Spend
+from ..errors import RunKilled
 from ..model.machine import Machine
-from ..result import Lockup, RunResult
-from ..watchdog import Watchdog
-from .bql import BqlBook, cpu_field
-from .outcome import guest_verdict, make_result
+from ..result import RunResult
+from .core import NS, Engine, EngineCore
+from .sched import Scheduler
 
-NS = 1_000_000_000
 SPEND_QUANTUM_NS = 64_000
 WAKE_LATENCY_MAX_NS = 2_000  # a futex wake-up reaches the woken thread after 0-2 us (drawn from the seed)
-_WALL_CHECK_EVERY = 4096
+CHECKPOINT_EVERY = 512
 
 
-class RunKilled(Exception):
-    """The process got SIGTERM: the run was stopped before a verdict."""
-
-
-@dataclass
-class _ThreadState:
-    name: str
-    cpu: CPUState | None
-
-    holds_bql: bool = False
-    released_since_spend: bool = True
-    last_snapshot: tuple[Any, ...] | None = None
-    ff_since: int | None = None
-    owed_ns: int = 0
-
-
-class TrioEngine:
+class TrioEngine(Engine):
     """Runs one Machine to a verdict. Use `run()` (own event loop) or `await run_async()`."""
 
     def __init__(self, machine: Machine) -> None:
-        self.machine = machine
+        super().__init__(machine)
         self.settings = machine.settings
-        self.book = BqlBook(machine.trace, self.now_ns)
-        self.bql = self.book.stats
-        self._bql_lot = trio.lowlevel.ParkingLot()
-        self._waiters: dict[QemuCond, set[trio.Event]] = {}
-        self._threads: dict[str, _ThreadState] = {}
-        self._t0 = 0.0
-        self._wall0 = 0.0
-        self._effects = 0
-        self._verdict: tuple[str, str, Lockup | None] | None = None
-        self._cancel: trio.CancelScope | None = None
+        self.core = EngineCore(machine, self._now, fast_forward=self.settings.fast_forward,
+                               quantum_ns=SPEND_QUANTUM_NS, wake_latency_ns=WAKE_LATENCY_MAX_NS)
+        self.sched = Scheduler(self.core, timed=True)
         self._killed = False
-        self._rng = random.Random(f"engine:{self.settings.seed}")
-        self.watchdog = Watchdog(machine, self.bql, int(self.settings.watchdog_s * NS), self.iterations)
-        machine.attach(self)
 
-    # --- WakeHub ---------------------------------------------------------------------------------
+    def _now(self) -> int:
+        return self.sched.now
 
-    def now_ns(self) -> int:
-        return round((trio.current_time() - self._t0) * NS)
-
-    def notify(self, cond: QemuCond) -> None:
-        events = self._waiters.pop(cond, None)
-        if events:
-            for event in events:
-                event.set()
-
-    async def _wait_any(self, conds: tuple[QemuCond, ...], timeout_ns: int | None) -> int:
-        """Sleep until one of `conds` is broadcast or the timeout passes; return the guest ns slept."""
-        event = trio.Event()
-        for cond in conds:
-            self._waiters.setdefault(cond, set()).add(event)
-        start = self.now_ns()
-        try:
-            if timeout_ns is None:
-                await event.wait()
-            else:
-                with trio.move_on_after(timeout_ns / NS):
-                    await event.wait()
-                if not event.is_set():
-                    return timeout_ns
-            await trio.sleep(self._rng.randint(0, WAKE_LATENCY_MAX_NS) / NS)
-        finally:
-            for cond in conds:
-                waiting = self._waiters.get(cond)
-                if waiting is not None:
-                    waiting.discard(event)
-        return max(0, self.now_ns() - start)
-
-    # --- the BQL ---------------------------------------------------------------------------------
-
-    def _trace(self, event: str, st: _ThreadState, **fields: Any) -> None:
-        self.machine.trace(event, cpu=cpu_field(st.cpu), thread=st.name, **fields)
-
-    async def _lock(self, st: _ThreadState, site: str) -> None:
-        waited_since = self.book.want(st.name, st.cpu, site)
-        while self.bql.owner is not None:
-            await self._bql_lot.park()
-        self.book.took(st.name, st.cpu, site, waited_since)
-        st.holds_bql = True
-
-    def _unlock(self, st: _ThreadState, site: str) -> None:
-        self.book.released(st.name, st.cpu, site)
-        st.holds_bql = False
-        st.released_since_spend = True
-        self._bql_lot.unpark(count=1)
-
-    # --- effects ---------------------------------------------------------------------------------
-
-    async def _perform(self, st: _ThreadState, effect: Effect) -> Any:
-        self._effects += 1
-        if self._effects % _WALL_CHECK_EVERY == 0:
-            self._check_wall()
-        if isinstance(effect, Spend):
-            await self._spend(st, effect)
-            return None
-        if st.owed_ns and not isinstance(effect, BqlUnlock):
-            await self._pay(st)
-        if isinstance(effect, BqlLock):
-            await self._lock(st, effect.site)
-            return None
-        if isinstance(effect, BqlUnlock):
-            self._unlock(st, effect.site)
-            return None
-        if isinstance(effect, CondWait):
-            self._unlock(st, effect.site)
-            self.book.cond_wait(st.name, st.cpu, effect.cond.name, effect.site)
-            await self._wait_any((effect.cond,), None)
-            self.book.cond_woken(st.name, st.cpu, effect.cond.name)
-            await self._lock(st, effect.site)
-            return None
-        if isinstance(effect, Block):
-            return await self._wait_any(effect.wake, effect.timeout_ns)
-        raise TypeError(f"unknown effect {effect!r}")
-
-    async def _spend(self, st: _ThreadState, effect: Spend) -> None:
-        cpu = effect.spin
-        if cpu is not None and self.settings.fast_forward:
-            snapshot = cpu.loop_snapshot()
-            unchanged = st.holds_bql and not st.released_since_spend and snapshot == st.last_snapshot
-            st.last_snapshot = snapshot
-            st.released_since_spend = False
-            if unchanged:
-                await self._pay(st)
-                await self._fast_forward(st, cpu, effect)
-        st.owed_ns += effect.ns
-        if st.owed_ns >= SPEND_QUANTUM_NS:
-            await self._pay(st)
-        else:
-            await trio.lowlevel.checkpoint()
-
-    async def _pay(self, st: _ThreadState) -> None:
-        owed, st.owed_ns = st.owed_ns, 0
-        await trio.sleep(owed / NS)
-
-    async def _fast_forward(self, st: _ThreadState, cpu: CPUState, effect: Spend) -> None:
-        start = self.now_ns()
-        st.ff_since = start
-        self._trace("vcpu_spin_fast_forward", st, iterations=cpu.stats.get("loop_iterations", 0))
-        try:
-            elapsed = await self._wait_any(effect.wake, None)
-        finally:
-            skipped = (self.now_ns() - start) // effect.ns
-            cpu.count("loop_iterations", skipped)
-            st.ff_since = None
-        self._trace("vcpu_spin_resumed", st, skipped_iterations=elapsed // effect.ns)
-
-    def iterations(self, cpu: CPUState) -> int:
-        """Loop turns of a vCPU thread so far, including a fast-forward in progress."""
-        done = cpu.stats.get("loop_iterations", 0)
-        st = self._threads.get(cpu.name)
-        if st is not None and st.ff_since is not None:
-            done += (self.now_ns() - st.ff_since) // self.settings.loop_cost_ns
-        return done
-
-    async def _drive(self, name: str, factory: Callable[[], Generator[Effect, Any, Any]]) -> None:
-        cpu = next((c for c in self.machine.cpus if c.name == name), None)
-        st = self._threads[name] = _ThreadState(name, cpu)
-        gen = factory()
-        value: Any = None
-        while True:
+    async def run_async(self) -> RunResult:
+        """Run to a verdict inside the caller's Trio run (on its clock when settings say real)."""
+        wall0 = time.monotonic()
+        error: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            if threading.current_thread() is threading.main_thread():
+                nursery.start_soon(self._on_sigterm, nursery.cancel_scope)
             try:
-                effect = gen.send(value)
-            except StopIteration:
-                return
-            value = await self._perform(st, effect)
+                await self._dispatch(wall0)
+            except Exception as e:  # a model error: raised as it is, not inside the nursery's group
+                error = e
+            finally:
+                nursery.cancel_scope.cancel()
+                self.sched.close()
+        if error is not None:
+            raise error
+        if self._killed:
+            raise RunKilled("SIGTERM")
+        return self.core.result(time.monotonic() - wall0)
 
-    # --- ending the run --------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        """Run to a verdict in a fresh Trio event loop."""
+        result: RunResult = trio.run(self.run_async)
+        return result
 
-    def _finish(self, verdict: str, reason: str, lockup: Lockup | None = None) -> None:
-        if self._verdict is None:
-            self._verdict = (verdict, reason, lockup)
-            self.machine.trace("run_verdict", verdict=verdict, reason=reason)
-        if self._cancel is not None:
-            self._cancel.cancel()
+    async def _dispatch(self, wall0: float) -> None:
+        core, sched, machine = self.core, self.sched, self.machine
+        real = self.settings.clock == "real"
+        t0 = trio.current_time()
+        deadline = round(self.settings.deadline_s * NS)
+        wall_deadline = wall0 + self.settings.wall_deadline_s
+        watch_at = core.watchdog.next_check_ns(0)
+        steps = 0
+        current = None
+        sched.start()
+        while core.verdict is None:
+            # A thread runs until it waits, as an OS thread does (so an unlock-relock can barge past a
+            # waiter, as with a pthread mutex); then the first thread that became ready.
+            if current is None or not sched.is_enabled(current):
+                ready = sched.enabled()
+                current = ready[0] if ready else None
+            if current is not None:
+                sched.step(current)
+                if machine.finished:
+                    core.finish_guest()
+                steps += 1
+                if steps % CHECKPOINT_EVERY == 0:
+                    await trio.lowlevel.checkpoint()
+                    if time.monotonic() > wall_deadline:
+                        core.finish("deadline", f"wall-clock deadline of {self.settings.wall_deadline_s:g} s reached")
+                continue
+            due = sched.next_due()
+            target = min(watch_at, deadline) if due is None else min(due, watch_at, deadline)
+            if real:
+                await trio.sleep_until(t0 + target / NS)
+            sched.advance_to(target)
+            if target >= watch_at:
+                if core.check_watchdog(sched.now) is not None:
+                    break
+                watch_at = sched.now + core.watchdog.next_check_ns(sched.now)
+                if time.monotonic() > wall_deadline:
+                    core.finish("deadline", f"wall-clock deadline of {self.settings.wall_deadline_s:g} s reached")
+            if target >= deadline:
+                core.finish("deadline", f"guest deadline of {self.settings.deadline_s:g} s reached")
 
-    def _check_wall(self) -> None:
-        if time.monotonic() - self._wall0 > self.settings.wall_deadline_s:
-            self._finish("deadline", f"wall-clock deadline of {self.settings.wall_deadline_s:g} s reached")
-
-    async def _watch(self) -> None:
-        while True:
-            await trio.sleep(self.watchdog.next_check_ns(self.now_ns()) / NS)
-            self._check_wall()
-            lockup = self.watchdog.check(self.now_ns())
-            if lockup is not None:
-                self.machine.trace("watchdog_fired", stuck=lockup.stuck_thread, holder=lockup.bql_holder_thread,
-                                   held_for_s=lockup.held_for_s, iterations=lockup.holder_iterations)
-                self._finish("lockup", f"{lockup.stuck_thread} stuck for {self.settings.watchdog_s:g} s "
-                                       f"waiting for {lockup.waiting_for}", lockup)
-                return
-
-    async def _guest_done(self) -> None:
-        await self._wait_any((self.machine.finished_cond,), None)
-        self._finish(*guest_verdict(self.machine))
-
-    async def _deadline(self) -> None:
-        await trio.sleep(self.settings.deadline_s)
-        self._finish("deadline", f"guest deadline of {self.settings.deadline_s:g} s reached")
-
-    async def _on_sigterm(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # only the main thread can receive signals; they are the caller's business
+    async def _on_sigterm(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGTERM) as signals:
             async for _ in signals:
                 self._killed = True
-                if self._cancel is not None:
-                    self._cancel.cancel()
+                scope.cancel()
                 return
-
-    async def run_async(self) -> RunResult:
-        """Run to a verdict inside the caller's Trio run (and clock)."""
-        seed_trio_scheduler(self.settings.seed)
-        self._t0 = trio.current_time()
-        self._wall0 = time.monotonic()
-        self.machine.trace("run_start", settings=self.settings.to_dict())
-        with trio.CancelScope() as scope:
-            self._cancel = scope
-            async with trio.open_nursery() as nursery:
-                for name, factory in self.machine.threads():
-                    nursery.start_soon(self._drive, name, factory, name=name)
-                nursery.start_soon(self._watch, name="watchdog")
-                nursery.start_soon(self._guest_done, name="guest")
-                nursery.start_soon(self._deadline, name="deadline")
-                nursery.start_soon(self._on_sigterm, name="sigterm")
-        if self._killed:
-            raise RunKilled("SIGTERM")
-        return self._result()
-
-    def run(self) -> RunResult:
-        """Run to a verdict in a fresh Trio event loop (virtual clock unless settings say real)."""
-        clock = trio.testing.MockClock(autojump_threshold=0) if self.settings.clock == "virtual" else None
-        result: RunResult = trio.run(self.run_async, clock=clock)
-        return result
-
-    def _result(self) -> RunResult:
-        assert self._verdict is not None
-        return make_result(self.machine, self._verdict, self.now_ns(), time.monotonic() - self._wall0, self.bql,
-                           self.iterations, self._effects)
-
-
-def seed_trio_scheduler(seed: int) -> None:
-    """Make Trio's choice between runnable tasks a function of `seed` (as Trio's own determinism test
-    does); its private RNG is the only other source of scheduling order."""
-    rng = getattr(getattr(trio, "_core", None), "_run", None)
-    rng = getattr(rng, "_r", None)
-    if rng is not None:
-        rng.seed(seed)

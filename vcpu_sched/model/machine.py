@@ -106,6 +106,11 @@ class Machine:
         threads += [(cpu.name, functools.partial(vcpu_fn, cpu)) for cpu in self.cpus]
         return threads
 
+    def set_tracer(self, tracer: Tracer) -> None:
+        """Send every trace event to `tracer` (an engine that watches the events wraps the log's)."""
+        self.tracer = tracer
+        self._tracing = True
+
     def now_ns(self) -> int:
         return self.hub.now_ns() if self.hub is not None else 0
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .engine.bql import BqlStatistics
-from .model.cpus import CPU_INTERRUPT_HARD, CPUState, cpu_has_work, cpu_thread_is_idle
-from .model.excp import ppc_next_unmasked_interrupt
-from .model.kvm import kvm_arch_process_async_events
-from .model.machine import Machine
-from .model.ppc import PSSCR_EC, Interrupt, decode_lpcr, pending_names
-from .result import CpuRow, Lockup
+from ..model.cpus import CPU_INTERRUPT_HARD, CPUState, cpu_has_work, cpu_thread_is_idle
+from ..model.excp import ppc_next_unmasked_interrupt
+from ..model.kvm import kvm_arch_process_async_events
+from ..model.machine import Machine
+from ..model.ppc import PSSCR_EC, Interrupt, decode_lpcr, pending_names
+from ..result import CpuRow, Lockup
+from .bql import BqlStatistics
 
 NS = 1_000_000_000
 

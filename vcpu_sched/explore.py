@@ -1,6 +1,6 @@
 """`vcpu-sched explore`: search the schedules of a scenario for a lockup, a deadlock or a guest failure.
 
-Strategies over the explore engine (engine/explore.py):
+Strategies over the explore engine (engine/explore_engine.py):
 - `random`: N schedules, each seeded (seed, seed+1, ...): at a choice point the running thread keeps
   going, except with probability `preempt` another enabled thread is picked (as in PCT);
 - `exhaustive`: depth-first over every schedule within `max_steps` steps and `preemption_bound`
@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import RunSettings
-from .engine.explore import ExploreRun, Outcome, random_chooser, replay_chooser
-from .scenario import BadInput, apply
+from .engine.explore_engine import Choose, ExploreEngine, Schedule, random_chooser, replay_chooser
+from .errors import BadInput
+from .model.machine import Machine, Tracer
+from .scenario import apply
 
 NOT_FAILURES = ("booted", "completed", "bound", "pruned")
 SCHEDULE_FORMAT = "vcpu_sched schedule 1"
@@ -41,10 +43,10 @@ class Report:
     pruned: int = 0
     bound_hits: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
-    shortest: Outcome | None = None
+    shortest: Schedule | None = None
     wall_s: float = 0.0
 
-    def add(self, outcome: Outcome) -> None:
+    def add(self, outcome: Schedule) -> None:
         self.schedules += 1
         self.states |= outcome.states
         self.outcomes[outcome.verdict] = self.outcomes.get(outcome.verdict, 0) + 1
@@ -66,12 +68,21 @@ class Report:
                 "wall_time_s": self.wall_s}
 
 
+def run_schedule(settings: RunSettings, choose: Choose, max_steps: int, tracer: Tracer | None = None,
+                 prune: Callable[[str, int, int], bool] | None = None, prune_from: int = 0) -> Schedule:
+    """One schedule on the explore engine."""
+    machine = Machine(settings, tracer) if tracer is not None else Machine(settings)
+    schedule = ExploreEngine(machine, choose, max_steps, prune, prune_from).run().schedule
+    assert isinstance(schedule, Schedule)
+    return schedule
+
+
 def explore_random(settings: RunSettings, seeds: int, preempt: float, max_steps: int,
                    progress: Callable[[int, int], None] | None = None) -> Report:
     report = Report("random", {"seeds": seeds, "preempt": preempt, "max_steps": max_steps}, settings)
     start = time.perf_counter()
     for i in range(seeds):
-        report.add(ExploreRun(settings, random_chooser(settings.seed + i, preempt), max_steps).run())
+        report.add(run_schedule(settings, random_chooser(settings.seed + i, preempt), max_steps))
         if progress:
             progress(i + 1, seeds)
     report.wall_s = time.perf_counter() - start
@@ -96,8 +107,8 @@ def explore_exhaustive(settings: RunSettings, max_steps: int, preemption_bound: 
     prefix: list[int] | None = []
     while prefix is not None and report.schedules < max_schedules:
         chooser = _PrefixChooser(prefix)
-        outcome = ExploreRun(settings, chooser, max_steps, prune=seen_before if prune else None,
-                             prune_from=len(prefix)).run()
+        outcome = run_schedule(settings, chooser, max_steps, prune=seen_before if prune else None,
+                               prune_from=len(prefix))
         report.add(outcome)
         if progress:
             progress(report.schedules, 0)
@@ -137,7 +148,7 @@ def _next_prefix(record: list[tuple[list[str], int, bool]], bound: int) -> list[
 
 # --- schedule files ---------------------------------------------------------------------------------
 
-def save_schedule(path: str | Path, settings: RunSettings, outcome: Outcome) -> None:
+def save_schedule(path: str | Path, settings: RunSettings, outcome: Schedule) -> None:
     data = {"format": SCHEDULE_FORMAT, "settings": settings.to_dict(), "choices": outcome.choices,
             "verdict": outcome.verdict, "reason": outcome.reason, "steps": len(outcome.steps)}
     try:
@@ -168,14 +179,14 @@ def load_schedule(path: str | Path) -> tuple[RunSettings, list[str], dict[str, A
 
 
 def replay(settings: RunSettings, choices: list[str], max_steps: int,
-           tracer: Callable[[str, int, dict[str, Any]], None] | None = None) -> Outcome:
+           tracer: Callable[[str, int, dict[str, Any]], None] | None = None) -> Schedule:
     try:
-        return ExploreRun(settings, replay_chooser(choices), max_steps, tracer=tracer).run()
+        return run_schedule(settings, replay_chooser(choices), max_steps, tracer)
     except ValueError as e:
         raise BadInput(f"--replay: {e}") from None
 
 
-def trace_text(outcome: Outcome) -> str:
+def trace_text(outcome: Schedule) -> str:
     """One line per step: which thread did what (and the model events of the step)."""
     lines = []
     for i, step in enumerate(outcome.steps, 1):

@@ -1,0 +1,287 @@
+"""The engine core: what every engine does with the model's effects, written once and without I/O.
+
+The model's threads yield effects (model/effects.py: BqlLock, BqlUnlock, CondWait, Spend, Block).
+`EngineCore.perform` turns one effect into the bookkeeping every engine shares - BQL ownership and its
+checks, hold and wait statistics, owed CPU time, the fast-forward rule - and a short sequence of
+*primitives*, the only things an engine must know how to do:
+
+    Acquire  take the BQL, waiting while another thread holds it
+    Release  let go of the BQL
+    Park     sleep until one of some conditions is broadcast (or a timeout passes): returns the ns slept
+    Sleep    let `ns` of guest time pass on this thread (busy: a vCPU loop turn burning a host CPU)
+
+`perform` is a generator of primitives (the sans-I/O style of trio's own `unrolled_run` and of h11): an
+engine sends back each primitive's result. A Park carries the generations of its conditions taken before
+the BQL was released, so an engine that looks at them cannot lose a broadcast, cooperative or threaded.
+
+Choices, and why:
+- Fast-forward: if a vCPU loop turn taken with the BQL held from start to end left the CPU exactly as it
+  found it (`CPUState.loop_snapshot`), every following turn will do the same until something outside the
+  BQL touches the CPU, and all such things broadcast the CPU's halt or kick condition. So the thread parks
+  until one does, and is credited elapsed / loop_cost_ns iterations: the count the real thread would have
+  made. Engines that spin for real (threads) switch it off.
+- Owed time: a Spend is owed, not slept, until a thread owes `quantum_ns` or is about to block, so a
+  spinning loop without fast-forward costs one Sleep per quantum rather than one per turn.
+- Wake-up latency: a thread woken from a Park starts running 0-`wake_latency_ns` later, drawn from the
+  seed (a futex wake-up is not instantaneous), so seeds differ in their interleavings.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from ..errors import ModelError
+from ..model.cpus import CPUState
+from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCond, Spend
+from ..result import Lockup, RunResult
+from .bql import BqlBook
+from .outcome import guest_verdict, make_result
+from .watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from ..model.machine import Machine
+
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Acquire:
+    """Take the BQL; an engine blocks here while another thread holds it."""
+
+    site: str
+
+
+@dataclass(frozen=True)
+class Release:
+    """Let go of the BQL (the core has already recorded it)."""
+
+    site: str
+
+
+@dataclass(frozen=True)
+class Park:
+    """Sleep until one of `conds` is broadcast, or `timeout_ns` passes; send back the guest ns slept.
+
+    `seen` are the conditions' generations when the wait began: if one differs already, do not sleep.
+    """
+
+    conds: tuple[QemuCond, ...]
+    seen: tuple[int, ...]
+    timeout_ns: int | None
+
+    def woken(self) -> bool:
+        return any(c.generation != g for c, g in zip(self.conds, self.seen, strict=True))
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Let `ns` of guest time pass on this thread; `busy` when it is a vCPU burning a host CPU."""
+
+    ns: int
+    busy: bool
+
+
+Primitive: TypeAlias = Acquire | Release | Park | Sleep
+Perform: TypeAlias = Generator[Primitive, Any, Any]
+
+
+def park_on(conds: tuple[QemuCond, ...], timeout_ns: int | None) -> Park:
+    return Park(conds, tuple(c.generation for c in conds), timeout_ns)
+
+
+@dataclass
+class ThreadRec:
+    """What the core knows of one QEMU thread."""
+
+    name: str
+    cpu: CPUState | None
+    holds_bql: bool = False
+    released_since_spend: bool = True
+    last_snapshot: tuple[Any, ...] | None = None
+    ff_since: int | None = None  # guest ns when a fast-forward began
+    owed_ns: int = 0
+    waited_since: int | None = None
+
+
+@dataclass
+class EngineCore:
+    """Effects to primitives, the shared records, and the verdict. `now_ns` is the engine's clock."""
+
+    machine: Machine
+    now_ns: Any  # Callable[[], int]; a plain attribute so engines can hand over a bound method
+    fast_forward: bool
+    quantum_ns: int = 0
+    wake_latency_ns: int = 0
+    threads: dict[str, ThreadRec] = field(default_factory=dict)
+    verdict: tuple[str, str, Lockup | None] | None = None
+    verdict_ns: int | None = None
+    effects: int = 0
+
+    def __post_init__(self) -> None:
+        settings = self.machine.settings
+        self.book = BqlBook(self.machine.trace, self.now_ns)
+        self.bql = self.book.stats
+        self.rng = random.Random(f"engine:{settings.seed}")
+        self.watchdog = Watchdog(self.machine, self.bql, int(settings.watchdog_s * NS), self.iterations)
+        cpus = {cpu.name: cpu for cpu in self.machine.cpus}
+        for name, _ in self.machine.threads():
+            self.threads[name] = ThreadRec(name, cpus.get(name))
+
+    # --- effects to primitives -------------------------------------------------------------------
+
+    def perform(self, rec: ThreadRec, effect: Effect) -> Perform:
+        """Do `effect` for `rec`: bookkeeping here, waiting through the primitives yielded."""
+        self.effects += 1
+        if isinstance(effect, Spend):
+            yield from self._spend(rec, effect)
+            return None
+        if rec.owed_ns and not isinstance(effect, BqlUnlock):
+            yield from self._pay(rec)
+        if isinstance(effect, BqlLock):
+            if rec.holds_bql:
+                raise ModelError(f"{rec.name} locks the BQL at {effect.site} while it already holds it")
+            yield from self._lock(rec, effect.site)
+            return None
+        if isinstance(effect, BqlUnlock):
+            self._unlock(rec, effect.site)
+            yield Release(effect.site)
+            return None
+        if isinstance(effect, CondWait):
+            park = park_on((effect.cond,), None)
+            self._unlock(rec, effect.site)
+            yield Release(effect.site)
+            self.book.cond_wait(rec.name, rec.cpu, effect.cond.name, effect.site)
+            yield from self._park(park)
+            self.book.cond_woken(rec.name, rec.cpu, effect.cond.name)
+            yield from self._lock(rec, effect.site)
+            return None
+        if isinstance(effect, Block):
+            return (yield from self._park(park_on(effect.wake, effect.timeout_ns)))
+        raise ModelError(f"{rec.name} yielded {effect!r}, which is not an effect")
+
+    def _lock(self, rec: ThreadRec, site: str) -> Perform:
+        rec.waited_since = self.book.want(rec.name, rec.cpu, site)
+        yield Acquire(site)
+        self.book.took(rec.name, rec.cpu, site, rec.waited_since)
+        rec.holds_bql = True
+
+    def _unlock(self, rec: ThreadRec, site: str) -> None:
+        if not rec.holds_bql:
+            raise ModelError(f"{rec.name} unlocks the BQL at {site} but does not hold it "
+                             f"(held by {self.bql.owner or 'nobody'})")
+        self.book.released(rec.name, rec.cpu, site)
+        rec.holds_bql = False
+        rec.released_since_spend = True
+
+    def _park(self, park: Park) -> Perform:
+        slept: int = yield park
+        if self.wake_latency_ns and (park.timeout_ns is None or slept < park.timeout_ns):
+            latency = self.rng.randint(0, self.wake_latency_ns)
+            yield Sleep(latency, busy=False)
+            slept += latency
+        return slept
+
+    def _spend(self, rec: ThreadRec, effect: Spend) -> Perform:
+        cpu = effect.spin
+        if cpu is not None and self.fast_forward:
+            snapshot = cpu.loop_snapshot()
+            unchanged = rec.holds_bql and not rec.released_since_spend and snapshot == rec.last_snapshot
+            rec.last_snapshot, rec.released_since_spend = snapshot, False
+            if unchanged:
+                park = park_on(effect.wake, None)
+                yield from self._pay(rec)
+                yield from self._fast_forward(rec, cpu, effect, park)
+        rec.owed_ns += effect.ns
+        if rec.owed_ns >= self.quantum_ns:
+            yield from self._pay(rec)
+
+    def _pay(self, rec: ThreadRec) -> Perform:
+        owed, rec.owed_ns = rec.owed_ns, 0
+        if owed:
+            yield Sleep(owed, busy=rec.cpu is not None)
+
+    def _fast_forward(self, rec: ThreadRec, cpu: CPUState, effect: Spend, park: Park) -> Perform:
+        start = rec.ff_since = self.now_ns()
+        self.machine.trace("vcpu_spin_fast_forward", cpu=cpu.cpu_index, thread=rec.name,
+                           iterations=cpu.stats.get("loop_iterations", 0))
+        try:
+            yield from self._park(park)
+        finally:  # also when the run ends while it spins: the turns it made still count
+            skipped = (self.now_ns() - start) // effect.ns
+            cpu.count("loop_iterations", skipped)
+            rec.ff_since = None
+        self.machine.trace("vcpu_spin_resumed", cpu=cpu.cpu_index, thread=rec.name, skipped_iterations=skipped)
+
+    # --- what the engines read -------------------------------------------------------------------
+
+    def spinning(self, rec: ThreadRec) -> bool:
+        """The thread is fast-forwarding a spin with the BQL held."""
+        return rec.ff_since is not None and rec.holds_bql
+
+    def iterations(self, cpu: CPUState) -> int:
+        """Loop turns of a vCPU thread so far, including a fast-forward in progress."""
+        done = cpu.stats.get("loop_iterations", 0)
+        rec = self.threads.get(cpu.name)
+        if rec is not None and rec.ff_since is not None:
+            done += (self.now_ns() - rec.ff_since) // self.machine.settings.loop_cost_ns
+        return done
+
+    # --- the verdict -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.machine.trace("run_start", settings=self.machine.settings.to_dict())
+
+    def finish(self, verdict: str, reason: str, lockup: Lockup | None = None, at_ns: int | None = None) -> bool:
+        """Record the run's verdict (the first one wins), reached at `at_ns` (default: now); True if this
+        call gave it."""
+        if self.verdict is not None:
+            return False
+        self.verdict = (verdict, reason, lockup)
+        self.verdict_ns = self.now_ns() if at_ns is None else at_ns
+        self.machine.trace("run_verdict", verdict=verdict, reason=reason)
+        return True
+
+    def finish_guest(self) -> None:
+        self.finish(*guest_verdict(self.machine))
+
+    def check_watchdog(self, now: int) -> Lockup | None:
+        lockup = self.watchdog.check(now)
+        if lockup is not None:
+            self.fire_watchdog(lockup)
+        return lockup
+
+    def fire_watchdog(self, lockup: Lockup, at_ns: int | None = None) -> None:
+        self.machine.trace("watchdog_fired", stuck=lockup.stuck_thread, holder=lockup.bql_holder_thread,
+                           held_for_s=lockup.held_for_s, iterations=lockup.holder_iterations,
+                           holder_thread=lockup.holder_thread)
+        self.finish("lockup", f"{lockup.stuck_thread} stuck for {self.machine.settings.watchdog_s:g} s "
+                              f"waiting for {lockup.waiting_for}", lockup, at_ns)
+
+    def result(self, wall_s: float) -> RunResult:
+        """The RunResult; guest time stops at the verdict. A hold still going on counts in the statistics."""
+        assert self.verdict is not None
+        end = self.verdict_ns if self.verdict_ns is not None else self.now_ns()
+        stats = self.bql
+        if stats.owner is not None:
+            held = end - stats.owner_since_ns
+            s = stats.stats(stats.owner)
+            s.hold_ns += held
+            s.max_hold_ns = max(s.max_hold_ns, held)
+        return make_result(self.machine, self.verdict, end, wall_s, stats, self.iterations, self.effects)
+
+
+class Engine:
+    """What `runner` needs of an engine: build it from a Machine, `run()` it to a RunResult.
+
+    Adding an engine: subclass, implement the primitives on top of an `EngineCore`, and add the class to
+    `ENGINES` in engine/__init__.py; `--engine NAME` then reaches it.
+    """
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+
+    def run(self) -> RunResult:
+        raise NotImplementedError

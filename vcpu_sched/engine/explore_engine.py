@@ -1,0 +1,255 @@
+"""The explore engine: the scheduler (sched.py) stepped by a strategy that chooses which thread goes next.
+
+A step is one thread performing its pending primitive and running on to its next blocking point (the
+start of its next effect, or a wait). At each step the engine knows which threads are *enabled* (a free
+BQL for Acquire, a broadcast seen or a timer expired for Park); when more than one is, the choice is a
+*choice point*. A schedule is the list of choices.
+
+Time: steps and Sleeps take no time; when no thread is enabled, the clock jumps to the earliest timer.
+A vCPU whose loop turn, taken with the BQL held throughout, left its state unchanged is *spinning* (the
+core's fast-forward rule, always on here): it stays disabled until one of its wake-up conditions is
+broadcast.
+
+Terminal states, checked as properties rather than with a watchdog:
+- the guest finished: its verdict (booted, completed, or a guest-visible failure);
+- livelock (`lockup`): a thread spins with the BQL held and nothing else can run or ever will (no timer);
+- deadlock: nothing can run, nothing spins, no timer, and the guest has not finished;
+- `bound`: the step bound was reached; `pruned`: the strategy cut the schedule at a state it has seen.
+
+Strategies (explore.py): seeded random schedules with a preemption probability (as in PCT), or an
+exhaustive depth-first enumeration with a step bound and a preemption bound, replaying each schedule
+from the start with a recorded prefix of choices (stateless, like CHESS and loom).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..model.machine import Machine
+from ..result import Lockup, RunResult
+from .core import Acquire, Engine, EngineCore, Park, Primitive, Release, Sleep
+from .sched import Scheduler, Task
+
+Choose = Callable[[list[str], str | None], str]
+DEFAULT_MAX_STEPS = 100_000
+DEFAULT_PREEMPT = 0.1
+
+
+@dataclass
+class Step:
+    thread: str
+    what: str
+    events: list[str]
+
+
+@dataclass
+class Schedule:
+    """How one explored schedule went: the choices made and the steps taken."""
+
+    verdict: str  # booted | completed | lockup | deadlock | <guest failure> | bound | pruned
+    reason: str
+    choices: list[str]  # the thread chosen at each choice point
+    steps: list[Step]
+    states: set[str]
+    holder: str | None = None
+
+
+def first_enabled(names: list[str], current: str | None) -> str:
+    """The non-preemptive default: keep running the current thread, else the first enabled one."""
+    return current if current in names else names[0]
+
+
+def replay_chooser(choices: list[str]) -> Choose:
+    """Follow a recorded schedule; past its end, the default choice."""
+    queue = list(choices)
+
+    def choose(names: list[str], current: str | None) -> str:
+        if queue:
+            chosen = queue.pop(0)
+            if chosen not in names:
+                raise ValueError(f"schedule does not fit this run: {chosen!r} is not runnable here ({names})")
+            return chosen
+        return first_enabled(names, current)
+
+    return choose
+
+
+def random_chooser(seed: int, preempt: float) -> Choose:
+    rng = random.Random(seed)
+
+    def choose(names: list[str], current: str | None) -> str:
+        if current in names and rng.random() >= preempt:
+            return current
+        return rng.choice(names)
+
+    return choose
+
+
+class ExploreEngine(Engine):
+    """Runs one schedule of the machine, asking `choose` at every choice point."""
+
+    def __init__(self, machine: Machine, choose: Choose | None = None, max_steps: int = DEFAULT_MAX_STEPS,
+                 prune: Callable[[str, int, int], bool] | None = None, prune_from: int = 0) -> None:
+        super().__init__(machine)
+        self.choose = choose or random_chooser(machine.settings.seed, DEFAULT_PREEMPT)
+        self.max_steps = max_steps
+        self.prune = prune
+        self.prune_from = prune_from
+        self._events: list[str] = []
+        outer = machine.tracer
+
+        def trace(event: str, t_ns: int, fields: dict[str, Any]) -> None:
+            self._events.append(event)
+            outer(event, t_ns, fields)
+
+        machine.set_tracer(trace)
+        self.core = EngineCore(machine, self._now, fast_forward=True)
+        self.sched = Scheduler(self.core, timed=False)
+        self.choices: list[str] = []
+        self.steps: list[Step] = []
+        self.states: set[str] = set()
+        self.schedule: Schedule | None = None
+
+    def _now(self) -> int:
+        return self.sched.now
+
+    def run(self) -> RunResult:
+        wall0 = time.monotonic()
+        try:
+            self.schedule = self._explore()
+        finally:
+            self.sched.close()
+        result = self.core.result(time.monotonic() - wall0)
+        result.schedule = self.schedule
+        return result
+
+    def _explore(self) -> Schedule:
+        core, sched, machine = self.core, self.sched, self.machine
+        sched.start()
+        current: str | None = None
+        preemptions = 0
+        while True:
+            if machine.finished:
+                core.finish_guest()
+                return self._end()
+            enabled = sorted(sched.enabled(), key=lambda t: t.order)
+            if not enabled:
+                due = sched.next_due()
+                if due is not None:
+                    sched.advance_to(due)
+                    continue
+                spinner = next((t for t in sched.tasks if core.spinning(t.rec)), None)
+                if spinner is not None:
+                    waiting = [t.name for t in sched.tasks if t.name in core.bql.blocked]
+                    core.finish("lockup", f"livelock: {spinner.name} spins with the BQL held while "
+                                          f"{', '.join(waiting) or 'nobody'} wait and nothing else can run",
+                                self._lockup())
+                    return self._end(spinner.name)
+                core.finish("deadlock", "deadlock: no thread can run and the guest has not finished",
+                            self._lockup())
+                return self._end()
+            if len(self.steps) >= self.max_steps:
+                core.finish("bound", f"step bound of {self.max_steps} reached")
+                return self._end()
+            names = [t.name for t in enabled]
+            if len(names) > 1:
+                chosen = self.choose(names, current)
+                if current in names and chosen != current:
+                    preemptions += 1
+                self.choices.append(chosen)
+            else:
+                chosen = names[0]
+            task = sched.by_name[chosen]
+            self._events = []
+            performed = sched.step(task)
+            self.steps.append(Step(chosen, self._describe(task, performed), self._events))
+            current = chosen
+            state = self._state_hash(current)
+            # Prune at a state that an earlier schedule reached (its continuations are explored from
+            # there); a state repeated within this schedule is a loop, left to run into the spin rule.
+            if (self.prune is not None and state not in self.states and len(self.choices) >= self.prune_from
+                    and self.prune(state, len(self.steps), preemptions)):
+                self.states.add(state)
+                core.finish("pruned", "state already explored")
+                return self._end()
+            self.states.add(state)
+
+    def _lockup(self) -> Lockup | None:
+        """The watchdog's report for a watched thread that is blocked, as the Trio engine would give it."""
+        for thread in self.core.watchdog.watched:
+            if thread in self.core.bql.blocked:
+                return self.core.watchdog.report(thread, self.sched.now)
+        return None
+
+    def _end(self, holder: str | None = None) -> Schedule:
+        assert self.core.verdict is not None
+        verdict, reason, _ = self.core.verdict
+        return Schedule(verdict, reason, self.choices, self.steps, self.states, holder)
+
+    def _describe(self, task: Task, performed: Primitive | None) -> str:
+        if isinstance(performed, Acquire):
+            what = f"took the BQL ({performed.site})"
+        elif isinstance(performed, Release):
+            what = f"dropped the BQL ({performed.site})"
+        elif isinstance(performed, Park):
+            what = f"woken from {', '.join(c.name for c in performed.conds)}"
+        elif isinstance(performed, Sleep):
+            what = "works"
+        else:
+            what = "runs"
+        if self.core.spinning(task.rec):
+            return f"spins: its loop turn changed nothing, with the BQL held (then {what})"
+        if isinstance(task.prim, Park) and not task.prim.woken():
+            what += f"; sleeps on {', '.join(c.name for c in task.prim.conds)}"
+        return what
+
+    def _state_hash(self, current: str | None) -> str:
+        """The state, and the running thread (a switch away from it is a preemption, which is bounded)."""
+        machine = self.machine
+        mem, out = machine.guest_memory, machine.outcome
+        parts: list[Any] = [current, self.sched.now, self.core.bql.owner, machine.runstate, machine.finished,
+                            sorted(mem.callin_map), sorted(mem.offline_request), sorted(mem.ipi_sent.items()),
+                            sorted(mem.ipi_acked.items()), sorted(out.online), len(out.console),
+                            [f.kind for f in out.failures]]
+        for index, runner in sorted(machine.tcg_runners.items()):
+            parts.append((index, runner.entry_gen, _frames(runner._program), runner.compute_left))
+        for cpu in machine.cpus:
+            parts.append(cpu.loop_snapshot())
+            parts.append([w.name for w in cpu.work_list])
+        for t in self.sched.tasks:
+            prim = t.prim
+            woken = isinstance(prim, Park) and prim.woken()
+            parts.append((t.name, t.done, _prim_key(prim), t.due if t.timer else None, t.fired, woken,
+                          t.since if isinstance(prim, Park) else None, self.core.spinning(t.rec),
+                          t.rec.released_since_spend, t.rec.last_snapshot, _frames(t.gen), _frames(t.perform)))
+        kvm = machine.kvm
+        if kvm is not None:
+            for vcpu in kvm.vcpus:
+                parts.append((vcpu.vcore.lpcr, vcpu.psscr, vcpu.ceded, vcpu.entry_gen, vcpu.irq_pending,
+                              _frames(vcpu.runner._program) if vcpu.runner else None,
+                              vcpu.runner.compute_left if vcpu.runner else None))
+        return hashlib.blake2b(repr(parts).encode(), digest_size=12).hexdigest()
+
+
+def _prim_key(prim: Primitive | None) -> tuple[Any, ...]:
+    """A primitive by value (names, not object identities, which differ from one schedule to the next)."""
+    if isinstance(prim, Park):
+        return ("Park", tuple(c.name for c in prim.conds), prim.timeout_ns)
+    return (repr(prim),)
+
+
+def _frames(gen: Any) -> tuple[Any, ...]:
+    """Where a generator (and everything it yields from) is suspended: code names and offsets."""
+    where = []
+    while gen is not None:
+        frame = getattr(gen, "gi_frame", None)
+        if frame is None:
+            break
+        where.append((frame.f_code.co_name, frame.f_lasti))
+        gen = getattr(gen, "gi_yieldfrom", None)
+    return tuple(where)

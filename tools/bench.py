@@ -4,6 +4,9 @@
     .venv/bin/python tools/bench.py [--repeat N]
 
 Rows:
+- CPU time (user + system) of the CLI to the seed case's verdict, `vcpu-sched run --quiet`, against
+  `python -c 'import trio; trio.run(trio.sleep, 0)'`: runs interleaved, median, with bytecode caching on
+  (an installed package has its .pyc files; PYTHONDONTWRITEBYTECODE would charge a compile to every run);
 - wall time to each verdict, start-up included (a `vcpu-sched run` subprocess), with the watchdog at
   2 s and 20 s of guest time, and the fixed boot; baseline: a bare Trio program (same number of tasks,
   same number of checkpoints as the run performed effects, mock clock), also as a subprocess;
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -44,6 +49,27 @@ async def main():
             nursery.start_soon(worker, total // ntasks + (i < total % ntasks))
 trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 """
+
+
+def cpu_process(argv: list[str], env: dict[str, str]) -> float:
+    """User + system CPU seconds of one subprocess."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def cli_cpu(repeat: int) -> tuple[float, float]:
+    """(CPU seconds of `vcpu-sched run` to the seed case's lockup, of a bare trio.run), medians."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    cli = [str(Path(sys.executable).with_name("vcpu-sched")), "run", "--quiet"]
+    bare = [sys.executable, "-c", "import trio; trio.run(trio.sleep, 0)"]
+    cpu_process(cli, env)  # writes the bytecode caches
+    ours, base = [], []
+    for _ in range(repeat):
+        ours.append(cpu_process(cli, env))
+        base.append(cpu_process(bare, env))
+    return statistics.median(ours), statistics.median(base)
 
 
 def timed_process(argv: list[str]) -> tuple[float, int, str]:
@@ -128,6 +154,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []
+    ours_cpu, bare_cpu = cli_cpu(args.repeat * 3)
+    rows.append(("CPU time of `vcpu-sched run` to the seed case's lockup", f"{ours_cpu * 1000:.0f} ms",
+                 f"{bare_cpu * 1000:.0f} ms", f"{ours_cpu / bare_cpu:.2f}"))
     for label, flags in (("lockup, watchdog 2 s", ["--watchdog", "2"]),
                          ("lockup, watchdog 20 s", ["--watchdog", "20"]),
                          ("booted, --fix quiesced", ["--fix", "quiesced"])):

@@ -9,26 +9,11 @@ import time
 import tomllib
 from typing import Any, NoReturn
 
-from . import qemu_cmdline, runner
-from .analyze.command import analyze_main
 from .config import ACCELS, CLOCKS, CPUS, ENGINES, FIXES, TIMEBASE_RESETS, RunSettings
 from .errors import BadInput, RunKilled
-from .events import EventLog
-from .explore import (
-    ExploreProgress,
-    explore_exhaustive,
-    explore_random,
-    explore_text,
-    load_schedule,
-    replay,
-    save_schedule,
-    trace_text,
-)
-from .irq import irq_main
-from .matrix import matrix_text, run_matrix
-from .report import result_text
-from .result import SUCCESS, VERDICTS
-from .scenario import apply, load
+from .verdicts import SUCCESS, VERDICTS
+
+# Each command imports what it needs when it runs (a verdict costs little more than starting Trio).
 
 DEFAULT_SCENARIO = "spapr-rtas-stopped"
 
@@ -129,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace, extra: dict[str, Any]) -> tuple[RunSettings, RunSettings]:
     """(settings of this run, the scenario's own) from a scenario, --qemu, the options and --set."""
+    from . import qemu_cmdline
+    from .scenario import apply, load
+
     imported = qemu_cmdline.parse(args.qemu) if getattr(args, "qemu", None) is not None else None
     default = "powernv-core-stop-start" if imported and imported.machine_type == "powernv" else DEFAULT_SCENARIO
     scenario = load(args.scenario or default)
@@ -145,6 +133,9 @@ def _settings(args: argparse.Namespace, extra: dict[str, Any]) -> tuple[RunSetti
 
 
 def _run(args: argparse.Namespace) -> int:
+    from . import runner
+    from .report import result_text
+
     if args.replay is not None:
         return _replay(args)
     settings, base = _settings(args, {
@@ -168,6 +159,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from .events import EventLog
+    from .explore import load_schedule, replay, trace_text
+
     settings, choices, saved = load_schedule(args.replay)
     max_steps = int(saved.get("steps", 0)) + 1
     if args.log is None:
@@ -196,6 +190,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _explore(args: argparse.Namespace) -> int:
+    from .explore import ExploreProgress, explore_exhaustive, explore_random, explore_text, save_schedule
+
     for name, value, low in (("--seeds", args.seeds, 1), ("--max-steps", args.max_steps, 1),
                              ("--preemption-bound", args.preemption_bound, 0)):
         if value < low:
@@ -222,6 +218,8 @@ def _explore(args: argparse.Namespace) -> int:
 
 
 def _matrix(args: argparse.Namespace) -> int:
+    from .matrix import matrix_text, run_matrix
+
     if args.jobs is not None and args.jobs < 1:
         raise BadInput("--jobs: must be at least 1")
     start = time.perf_counter()
@@ -242,11 +240,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "analyze":
+            from .analyze.command import analyze_main
+
             return analyze_main(args)
         if args.command == "matrix":
             return _matrix(args)
         if args.command == "explore":
             return _explore(args)
+        from .irq import irq_main
+
         return irq_main(args)
     except BadInput as e:
         print(f"vcpu-sched: error: {e}", file=sys.stderr)

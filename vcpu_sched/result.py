@@ -6,10 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import RunSettings
-from .model.guest import FAILURE_KINDS
-
-SUCCESS = ("booted", "completed")
-VERDICTS = (*SUCCESS, "lockup", *FAILURE_KINDS, "deadline")
+from .verdicts import SUCCESS
 
 
 @dataclass

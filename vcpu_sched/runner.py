@@ -14,7 +14,6 @@ from pathlib import Path
 from .config import RunSettings
 from .engine import make_engine
 from .errors import RunKilled
-from .events import EventLog
 from .model.machine import Machine
 from .result import RunResult
 
@@ -31,6 +30,8 @@ def run(settings: RunSettings, log_path: Path | str | None = None, trace: tuple[
     """Run `settings` on its engine, logging to `log_path` if given."""
     if log_path is None:
         return make_engine(Machine(settings, console_out=console_out)).run()
+    from .events import EventLog  # structlog loads only for a logged run
+
     with open(log_path, "w", encoding="utf-8", buffering=1) as stream:
         log = EventLog(stream, trace)
         engine = make_engine(Machine(settings, log, console_out))

@@ -25,7 +25,7 @@ from typing import Any
 from .config import ACCELS, CLOCKS, CPUS, ENGINES, FIXES, MACHINES, MAX_SMP, TIMEBASE_RESETS, WORKLOADS, RunSettings
 from .errors import BadInput
 from .model.monitor import COMMANDS
-from .result import VERDICTS
+from .verdicts import VERDICTS
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 

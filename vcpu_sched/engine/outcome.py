@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..model.cpus import CPUState
-from ..model.guest import STUCK_CPU
 from ..model.machine import Machine
 from ..result import Lockup, RunResult
+from ..verdicts import STUCK_CPU
 from .bql import BqlStatistics
 
 NS = 1_000_000_000

@@ -17,6 +17,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from ..verdicts import BAD_RTAS_ANSWER, LOST_INTERRUPTS, STUCK_CPU
 from .effects import QemuCond
 
 if TYPE_CHECKING:
@@ -128,12 +129,6 @@ class GuestMemory:
 
 
 # Guest-visible failures, each a verdict of its own (the exit status is 1 for all of them).
-STUCK_CPU = "stuck-cpu"  # "Processor N is stuck.": a started CPU never called in
-LOST_INTERRUPTS = "lost-interrupts"  # a CPU never takes an interrupt again (an IPI is never acknowledged)
-BAD_RTAS_ANSWER = "bad-rtas-answer"  # an RTAS call failed or answered what the guest cannot act on
-RAN_WHILE_STOPPED = "ran-while-stopped"  # a thread stopped by the firmware executed instructions
-WRONG_CORE_STATUS = "wrong-core-status"  # a core status register contradicts what the firmware did
-FAILURE_KINDS = (STUCK_CPU, LOST_INTERRUPTS, BAD_RTAS_ANSWER, RAN_WHILE_STOPPED, WRONG_CORE_STATUS)
 
 
 @dataclass(frozen=True)

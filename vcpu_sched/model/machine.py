@@ -16,7 +16,7 @@ import functools
 import random
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import RunSettings
 from .cpus import CPUState, current_cpu, resume_all_vcpus
@@ -25,10 +25,12 @@ from .excp import IrqDecision
 from .guest import GuestMemory, GuestOutcome, GuestRunner
 from .kvm import FakeKvm, kvm_vcpu_thread_fn
 from .monitor import monitor_command, qemu_system_reset
-from .pnv import Pnv
 from .ppc import CPU_MODELS, PSSCR_EC, CPUPPCState
 from .spapr import Spapr
 from .tcg import mttcg_cpu_thread_fn
+
+if TYPE_CHECKING:
+    from .pnv import Pnv
 
 MAIN_LOOP_POLL_NS = 10_000_000  # main_loop_wait wakes at least this often for timers (10 ms)
 
@@ -82,7 +84,11 @@ class Machine:
                     if settings.accel == "kvm" else None)
         self.tcg_runners: dict[int, GuestRunner] = {}
         self.spapr = Spapr(self)
-        self.pnv = Pnv(self) if settings.machine == "powernv" else None
+        self.pnv: Pnv | None = None
+        if settings.machine == "powernv":
+            from .pnv import Pnv  # loaded only for the machine that has it
+
+            self.pnv = Pnv(self)
 
     # --- engine interface ------------------------------------------------------------------------
 

@@ -22,9 +22,10 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..verdicts import LOST_INTERRUPTS, RAN_WHILE_STOPPED, WRONG_CORE_STATUS
 from .cpus import CPUState, async_run_on_cpu, cpu_pause, cpu_reset, cpu_resume
 from .effects import Effect
-from .guest import LOST_INTERRUPTS, RAN_WHILE_STOPPED, WRONG_CORE_STATUS, Compute, GuestProgram, SpinUntil
+from .guest import Compute, GuestProgram, SpinUntil
 from .interrupts import ppc_maybe_interrupt, ppc_set_irq, ppc_store_lpcr
 from .ppc import LPCR_EEE, LPCR_HDEE, LPCR_LPES0, MSR_HV, MSR_ME, MSR_SF, PPC_BIT, PSSCR_EC, PSSCR_ESL, Interrupt
 from .timebase import cpu_ppc_tb_reset

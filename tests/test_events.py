@@ -62,11 +62,11 @@ def test_event_log_drops_nothing_before_end_and_everything_after() -> None:
     stream = io.StringIO()
     log = EventLog(stream, burst=2, window_ns=1000)
     for t in range(5):
-        log("tick", t, {"cpu": 0})
+        log("qemu_cpu_kick", t, {"cpu": 0})
     log.end(10, {"verdict": "booted"})
-    log("late", 11, {})
+    log("vm_start", 11, {})
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert [e["event"] for e in events] == ["tick", "tick", "trace_suppressed", "run_end"]
+    assert [e["event"] for e in events] == ["qemu_cpu_kick", "qemu_cpu_kick", "trace_suppressed", "run_end"]
     assert events[2]["count"] == 3
 
 

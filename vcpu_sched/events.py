@@ -17,6 +17,9 @@ from typing import Any, TextIO
 
 import structlog
 
+from .errors import ModelError
+from .trace_events import undeclared
+
 ALWAYS = ("run_start", "run_verdict", "run_end", "watchdog_*")
 
 
@@ -61,8 +64,19 @@ class EventLog:
         self.lines = 0
         self.last_t_ns = 0
         self.closed = False
+        self._declared: set[tuple[str, tuple[str, ...]]] = set()
+
+    def _check(self, event: str, fields: dict[str, Any]) -> None:
+        """Every event and field must be in the catalogue (trace_events.py)."""
+        key = (event, tuple(fields))
+        if key not in self._declared:
+            problem = undeclared(event, fields)
+            if problem is not None:
+                raise ModelError(problem)
+            self._declared.add(key)
 
     def __call__(self, event: str, t_ns: int, fields: dict[str, Any]) -> None:
+        self._check(event, fields)
         self.last_t_ns = t_ns
         if self.closed or not self._filter(event):
             return
@@ -95,6 +109,7 @@ class EventLog:
         """Flush the pending summaries and write the last line; later events are dropped."""
         if self.closed:
             return
+        self._check("run_end", fields)
         for key, state in self._windows.items():
             if state[2]:
                 self._summarise(key, state, t_ns)

@@ -1,0 +1,102 @@
+"""Every event the model and the engines log, declared once, as QEMU declares its `trace-events` files.
+
+Each event has a name (QEMU's trace-event name where one exists), the fields it may carry besides
+`event` and `t_ns` (guest nanoseconds), and a one-line meaning. The event log refuses an undeclared event
+or field (a ModelError, so a test that logs finds it); `analyze` reads events by these names; the
+README's schema table is `schema_table()`, and a test keeps the two the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    fields: frozenset[str]
+    meaning: str
+
+
+def _declare(*specs: tuple[str, str, str]) -> dict[str, Event]:
+    return {name: Event(name, frozenset(fields.split()), meaning) for name, fields, meaning in specs}
+
+
+EVENTS = _declare(
+    # the run
+    ("run_start", "settings", "first line: every RunSettings field, the seed among them"),
+    ("run_verdict", "verdict reason", "the engine reached its verdict"),
+    ("run_end", "verdict reason cpus_online guest_time_s lockup steps",
+     "last line: the verdict (null when cut short: Ctrl-C, SIGTERM) and the watchdog's report"),
+    ("watchdog_fired", "stuck holder held_for_s iterations holder_thread", "the lockup detector fired"),
+    ("trace_suppressed", "cpu suppressed_event count rate_per_s window_start_ns window_ns",
+     "lines of one (event, cpu) over the flood limit in one guest second, counted"),
+    # the engines: the BQL and conditions (util/qemu-thread-posix.c)
+    ("qemu_mutex_lock", "cpu thread site owner", "a thread is about to take the BQL; owner: who holds it"),
+    ("qemu_mutex_locked", "cpu thread site waited_ns", "a thread took the BQL, after waiting waited_ns"),
+    ("qemu_mutex_unlock", "cpu thread site held_ns", "a thread let go of the BQL it held for held_ns"),
+    ("qemu_cond_wait", "cpu thread cond site", "a thread sleeps on a condition, the BQL dropped"),
+    ("qemu_cond_woken", "cpu thread cond", "a thread woke from a condition (it takes the BQL next)"),
+    ("vcpu_spin_fast_forward", "cpu thread iterations",
+     "a loop turn with the BQL held changed nothing: identical turns are skipped from here"),
+    ("vcpu_spin_resumed", "cpu thread skipped_iterations", "a fast-forwarded spin ended; turns it made"),
+    # generic vCPU scheduling (system/cpus.c, cpu-common.c)
+    ("qemu_cpu_kick", "cpu by", "a vCPU thread is kicked (halt_cond broadcast, SIG_IPI)"),
+    ("run_on_cpu", "cpu work caller", "a thread queues work on a vCPU and waits for it"),
+    ("process_queued_cpu_work", "cpu work", "a vCPU thread runs a queued work item"),
+    ("qemu_wait_io_event_sleep", "cpu halted", "a vCPU thread goes to sleep in qemu_wait_io_event"),
+    ("qemu_wait_io_event_wake", "cpu", "a vCPU thread woke in qemu_wait_io_event"),
+    # accelerators
+    ("kvm_vcpu_thread_start", "cpu thread", "a KVM vCPU thread starts"),
+    ("tcg_vcpu_thread_start", "cpu thread", "a TCG vCPU thread starts"),
+    ("kvm_cpu_exec", "cpu ret bql_dropped", "a turn enters kvm_cpu_exec; ret EXCP_HLT: the halted short-cut"),
+    ("kvm_vcpu_ioctl_run", "cpu", "ioctl(KVM_RUN) entered"),
+    ("kvm_run_exit", "cpu reason hcall", "KVM_RUN returned: PAPR_HCALL (with the hcall) or EINTR"),
+    ("kvm_h_cede", "cpu", "the guest ceded inside KVM (idle in the kernel)"),
+    ("kvm_get_registers", "cpu lpcr_before lpcr lpcr_decoded psscr_ec_before psscr_ec",
+     "register get: the kernel's LPCR and PSSCR overwrite QEMU's"),
+    ("kvm_put_registers", "cpu level lpcr_wanted lpcr_before lpcr ignored psscr_ec_wanted psscr_ec",
+     "register put: what QEMU asked for, what the kernel kept"),
+    # target/ppc and the pseries machine
+    ("ppc_maybe_interrupt", "cpu interrupt rule hard_before hard halted quiesced",
+     "CPU_INTERRUPT_HARD recomputed from ppc_next_unmasked_interrupt"),
+    ("ppc_store_lpcr", "cpu lpcr_before lpcr decoded", "QEMU's LPCR written"),
+    ("ppc_set_irq", "cpu irq level", "a pending interrupt bit set or cleared"),
+    ("ppc_cpu_do_interrupt", "cpu interrupt as_sreset", "a TCG vCPU takes an interrupt"),
+    ("cpu_ppc_tb_reset", "cpu dec_pending timebase_reset", "timebase reset: is a DEC left pending"),
+    ("cpu_post_load", "cpu halted quiesced", "a vCPU's state loaded from a migration stream"),
+    ("spapr_reset_vcpu", "cpu halted quiesced", "spapr's per-vCPU reset"),
+    ("spapr_cpu_set_entry_state", "cpu nip quiesced", "a vCPU's entry state set (reset, start-cpu)"),
+    ("spapr_set_all_lpcrs", "value mask why caller", "an LPCR change for every vCPU, through run_on_cpu"),
+    ("spapr_hypercall", "cpu hcall args", "an hcall handled in QEMU"),
+    ("rtas_call", "cpu call args", "an RTAS call"),
+    ("rtas_return", "cpu call rets", "an RTAS call's answer"),
+    ("pnv_xscom_read", "core reg value", "powernv: a core register read"),
+    ("pnv_xscom_write", "core reg value", "powernv: a core register written"),
+    # the machine and the guest
+    ("qemu_system_reset", "", "machine reset"),
+    ("vm_start", "", "the VM runs (vm_start)"),
+    ("monitor_command", "command", "a monitor command typed by the scenario"),
+    ("console", "cpu text", "a line on the guest console"),
+    ("guest_finished", "online failures", "the guest's program ended: CPUs online, failures seen"),
+)
+
+
+def undeclared(event: str, fields: dict[str, object]) -> str | None:
+    """Why (event, fields) is not in the catalogue, or None when it is."""
+    declared = EVENTS.get(event)
+    if declared is None:
+        return f"event {event!r} is not declared in trace_events.py"
+    extra = fields.keys() - declared.fields
+    if extra:
+        return f"event {event!r} has undeclared fields {sorted(extra)}"
+    return None
+
+
+def schema_table() -> str:
+    """The README's table of events, one row per event."""
+    rows = ["| event | fields | meaning |", "| --- | --- | --- |"]
+    for event in EVENTS.values():
+        fields = ", ".join(f"`{f}`" for f in sorted(event.fields)) or "-"
+        rows.append(f"| `{event.name}` | {fields} | {event.meaning} |")
+    return "\n".join(rows)

@@ -1,9 +1,9 @@
 """`vcpu-sched analyze LOG`: who held the BQL, since when, who waited, what each vCPU did.
 
 The lockup signature is read from the events alone: at the end of the log a thread holds the BQL while
-it keeps going round its loop and other threads wait for it. The causal chain is then rebuilt from the
-holder's own events (DEC raised at reset, the register get that changed LPCR/PSSCR, HARD set, EXCP_HLT
-turns with the BQL held, no sleep since) and set beside the watchdog's, when the log has it.
+it keeps going round its loop and other threads wait for it. The causal chain is explain.py's, from the
+log's events - the same code as the watchdog's, fed the same events - and is set beside the watchdog's
+when the log has it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..explain import Facts, Wait, chain
 from .logread import Log
-from .timeline import Interval, Timeline, build, thread_of
+from .timeline import Timeline, build, thread_of
 
 NS = 1_000_000_000
 
@@ -123,63 +124,23 @@ def _signature(log: Log, timeline: Timeline, threads: dict[str, ThreadSummary]) 
     if threads[held.thread].loop_iterations == 0:
         return None
     boot = next((w for w in waiting if w.thread.startswith("CPU 0/")), waiting[0])
+    facts = Facts(str(log.settings.get("cpu", "POWER10")), str(log.settings.get("accel", "kvm")))
+    for e in log.events:
+        facts.feed(e["event"], e["t_ns"], e)
+    stuck = facts.waits.get(boot.thread, Wait(boot.thread, "BQL", boot.label, boot.start_ns))
+    iterations = threads[held.thread].loop_iterations
+    why = chain(facts, stuck, held.thread, _cpu(held.thread), held.start_ns, held.label, iterations, log.end_ns,
+                facts.waits.get("main"))
     return {"holder": held.thread, "holder_cpu": _cpu(held.thread), "held_since_s": held.start_ns / NS,
-            "held_for_s": held.ns / NS, "holder_iterations": threads[held.thread].loop_iterations,
-            "stuck": boot.thread, "stuck_cpu": _cpu(boot.thread), "stuck_since_s": boot.start_ns / NS,
-            "stuck_site": boot.label, "waiters": [w.thread for w in waiting],
-            "chain": _chain(log, held, boot, waiting, threads)}
+            "held_for_s": held.ns / NS, "holder_iterations": iterations,
+            "stuck": boot.thread, "stuck_cpu": _cpu(boot.thread), "stuck_since_s": stuck.since_ns / NS,
+            "stuck_site": stuck.site, "waiters": [w.thread for w in waiting], "chain": why}
 
 
 def _cpu(thread: str) -> int | None:
     if thread.startswith("CPU "):
         return int(thread.split()[1].split("/")[0])
     return None
-
-
-def _last(log: Log, cpu: int | None, name: str, until: int, pred: Any = None) -> dict[str, Any] | None:
-    found = None
-    for e in log.events:
-        if e["t_ns"] > until:
-            break
-        if e["event"] == name and e.get("cpu") == cpu and (pred is None or pred(e)):
-            found = e
-    return found
-
-
-def _chain(log: Log, held: Interval, boot: Interval, waiting: list[Interval],
-           threads: dict[str, ThreadSummary]) -> list[str]:
-    h = _cpu(held.thread)
-    end = log.end_ns
-    chain: list[str] = []
-    hard = _last(log, h, "ppc_maybe_interrupt", end, lambda e: e.get("hard") and not e.get("hard_before"))
-    reset = _last(log, h, "cpu_ppc_tb_reset", end)
-    if reset is not None and reset.get("dec_pending"):
-        chain.append(f"CPU {h}: a DEC was left pending in QEMU by cpu_ppc_tb_reset at {_s(reset['t_ns'])} "
-                     f"(timebase reset commit {reset.get('timebase_reset')}).")
-    get = _last(log, h, "kvm_get_registers", hard["t_ns"] if hard else end,
-                lambda e: e.get("lpcr_before") != e.get("lpcr") or (e.get("psscr_ec_before") and not e.get("psscr_ec")))
-    if get is not None:
-        text = (f"CPU {h}: at {_s(get['t_ns'])} a KVM register get overwrote QEMU's LPCR {get.get('lpcr_before')} "
-                f"with KVM's {get.get('lpcr')} ({get.get('lpcr_decoded')})")
-        if get.get("psscr_ec_before") and not get.get("psscr_ec"):
-            text += " and PSSCR[EC] came back 0"
-        chain.append(text + ".")
-    if hard is not None:
-        chain.append(f"CPU {h}: at {_s(hard['t_ns'])} ppc_maybe_interrupt found {hard.get('interrupt')} deliverable "
-                     f"({hard.get('rule')}) and set CPU_INTERRUPT_HARD while the CPU was halted.")
-    hlt = sum(1 for e in log.events if e["event"] == "kvm_cpu_exec" and e.get("cpu") == h
-              and e.get("ret") == "EXCP_HLT" and e["t_ns"] >= held.start_ns)
-    if hlt:
-        chain.append(f"CPU {h}: kvm_cpu_exec returned EXCP_HLT without dropping the BQL ({hlt} logged turns, "
-                     f"{threads[held.thread].loop_iterations:,} loop iterations in all).")
-    slept = _last(log, h, "qemu_wait_io_event_sleep", end)
-    if slept is None or slept["t_ns"] < held.start_ns:
-        chain.append(f"CPU {h}: qemu_wait_io_event has not slept since it took the BQL at {_s(held.start_ns)}.")
-    chain.append(f"{boot.thread} has waited for the BQL since {_s(boot.start_ns)} ({boot.label}).")
-    others = [w.thread for w in waiting if w is not boot]
-    if others:
-        chain.append(f"Also waiting for the BQL: {', '.join(others)}.")
-    return chain
 
 
 def summarise(log: Log, timeline: Timeline | None = None) -> dict[str, Any]:

@@ -99,6 +99,14 @@ class BqlBook:
         self.stats.blocked[thread] = Blocked("BQL", blocked.since_ns if blocked is not None else now, site)
         return now
 
+    def contended(self, thread: str, site: str) -> int:
+        """A thread that found the BQL free when it asked finds it taken when it tries: it waits from now
+        (or since the condition wait it came from). Returns when its wait began."""
+        blocked = self.stats.blocked.get(thread)
+        if blocked is None or blocked.what != "BQL":
+            blocked = self.stats.blocked[thread] = Blocked("BQL", blocked.since_ns if blocked else self._now(), site)
+        return blocked.since_ns
+
     def took(self, thread: str, cpu: CPUState | None, site: str, waited_since: int | None) -> None:
         now = self._now()
         self.stats.blocked.pop(thread, None)

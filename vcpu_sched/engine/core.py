@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..errors import ModelError
+from ..explain import Facts
 from ..model.cpus import CPUState
 from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCond, Spend
 from ..result import Lockup, RunResult
@@ -125,7 +126,16 @@ class EngineCore:
         self.book = BqlBook(self.machine.trace, self.now_ns)
         self.bql = self.book.stats
         self.rng = random.Random(f"engine:{settings.seed}")
-        self.watchdog = Watchdog(self.machine, self.bql, int(settings.watchdog_s * NS), self.iterations)
+        self.facts = Facts(settings.cpu, settings.accel)
+        outer, feed = self.machine.tracer, self.facts.feed
+
+        def tap(event: str, t_ns: int, fields: dict[str, Any]) -> None:
+            feed(event, t_ns, fields)
+            outer(event, t_ns, fields)
+
+        self.machine.set_tracer(tap)
+        self.watchdog = Watchdog(self.machine, self.bql, int(settings.watchdog_s * NS), self.iterations,
+                                 self.facts)
         cpus = {cpu.name: cpu for cpu in self.machine.cpus}
         for name, _ in self.machine.threads():
             self.threads[name] = ThreadRec(name, cpus.get(name))
@@ -167,6 +177,12 @@ class EngineCore:
         yield Acquire(site)
         self.book.took(rec.name, rec.cpu, site, rec.waited_since)
         rec.holds_bql = True
+
+    def contended(self, rec: ThreadRec, site: str) -> None:
+        """An engine's Acquire for `rec` has to wait after all (another thread took the BQL first)."""
+        since = self.book.contended(rec.name, site)
+        if rec.waited_since is None:
+            rec.waited_since = since
 
     def _unlock(self, rec: ThreadRec, site: str) -> None:
         if not rec.holds_bql:

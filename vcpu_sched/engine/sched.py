@@ -109,6 +109,8 @@ class Scheduler:
                 ready.append(task)
             else:
                 task.queued = False
+                if isinstance(task.prim, Acquire):
+                    self.core.contended(task.rec, task.prim.site)
         if len(ready) != len(self._ready):
             self._ready = ready
         return ready

@@ -119,7 +119,9 @@ class ThreadsEngine(Engine):
         if isinstance(prim, Acquire):
             # A plain blocking acquire, as a pthread mutex: no polling that would steal the GIL from the
             # spinning holder. At the end every holder releases the BQL, so every waiter gets through.
-            self._lock.acquire()
+            if not self._lock.acquire(blocking=False):
+                self.core.contended(rec, prim.site)
+                self._lock.acquire()
             self._owner = rec.name
             return None
         if isinstance(prim, Sleep):

@@ -26,8 +26,6 @@ def ppc_maybe_interrupt(cpu: CPUState) -> IrqDecision:
     after = bool(cpu.interrupt_request & CPU_INTERRUPT_HARD)
     cpu.machine.trace("ppc_maybe_interrupt", cpu=cpu.cpu_index, interrupt=decision.name, rule=decision.rule,
                       hard_before=before, hard=after, halted=cpu.halted, quiesced=env.quiesced)
-    if after and not before:
-        cpu.machine.note_hard_set(cpu, decision)
     return decision
 
 

@@ -174,7 +174,6 @@ def kvm_arch_get_registers(cpu: CPUState) -> None:
     cpu.machine.trace("kvm_get_registers", cpu=cpu.cpu_index, lpcr_before=hex(before_lpcr), lpcr=hex(env.lpcr),
                       lpcr_decoded=decode_lpcr(env.lpcr, env.model),
                       psscr_ec_before=bool(before_psscr & PSSCR_EC), psscr_ec=bool(env.psscr & PSSCR_EC))
-    cpu.machine.note_register_get(cpu, before_lpcr, before_psscr)
 
 
 def kvm_arch_put_registers(cpu: CPUState, level: int) -> None:

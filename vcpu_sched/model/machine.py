@@ -5,9 +5,8 @@ and util/main-loop.c (`main_loop_wait`, which takes the BQL for timers, the moni
 The scenario's monitor commands (monitor.py) run there when their console pattern has appeared.
 The Machine is plain state; an engine runs the generators from `threads()` and installs a `WakeHub`.
 
-Besides the state QEMU has, the Machine keeps `notes`: timestamps of the moments the diagnosis needs
-(a DEC raised at reset, a register get that changed LPCR/PSSCR, HARD set on a halted CPU). They are
-observations for the watchdog's explanation and never feed back into behaviour.
+Nothing here exists for the diagnosis: the watchdog and `analyze` explain a hang from the trace events
+(explain.py), which never feed back into behaviour.
 """
 
 from __future__ import annotations
@@ -15,17 +14,15 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..config import RunSettings
 from .cpus import CPUState, current_cpu, resume_all_vcpus
 from .effects import Block, BqlLock, BqlUnlock, Effect, QemuCond, Spend, Thread, WakeHub
-from .excp import IrqDecision
 from .guest import GuestMemory, GuestOutcome, GuestRunner
 from .kvm import FakeKvm, kvm_vcpu_thread_fn
 from .monitor import monitor_command, qemu_system_reset
-from .ppc import CPU_MODELS, PSSCR_EC, CPUPPCState
+from .ppc import CPU_MODELS, CPUPPCState
 from .spapr import Spapr
 from .tcg import mttcg_cpu_thread_fn
 
@@ -39,17 +36,6 @@ Tracer = Callable[[str, int, dict[str, Any]], None]
 
 def _no_trace(event: str, t_ns: int, fields: dict[str, Any]) -> None:
     return None
-
-
-@dataclass
-class Notes:
-    """When the links of the hang's chain happened, per CPU (first occurrence, guest ns)."""
-
-    dec_raised: dict[int, int] = field(default_factory=dict)
-    lpcr_overwritten: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # t, before, after
-    ec_lost: dict[int, int] = field(default_factory=dict)
-    hard_set: dict[int, tuple[int, IrqDecision]] = field(default_factory=dict)
-    last_set_all_lpcrs: tuple[int, str] | None = None
 
 
 class Machine:
@@ -66,7 +52,6 @@ class Machine:
         self.tracer = tracer
         self._tracing = tracer is not _no_trace
         self._console_out = console_out
-        self.notes = Notes()
         self.work_cond = QemuCond("qemu_work_cond")
         self.pause_cond = QemuCond("qemu_pause_cond")
         self.main_loop_cond = QemuCond("main_loop")
@@ -142,20 +127,6 @@ class Machine:
         self.trace("guest_finished", online=sorted(self.outcome.online),
                    failures=[f.kind for f in self.outcome.failures])
         self.finished_cond.broadcast()
-
-    def note_hard_set(self, cpu: CPUState, decision: IrqDecision) -> None:
-        if cpu.halted:
-            self.notes.hard_set[cpu.cpu_index] = (self.now_ns(), decision)
-
-    def note_register_get(self, cpu: CPUState, before_lpcr: int, before_psscr: int) -> None:
-        pm = cpu.env.model.lpcr_pm
-        if (cpu.env.lpcr & pm) != (before_lpcr & pm):
-            self.notes.lpcr_overwritten[cpu.cpu_index] = (self.now_ns(), before_lpcr, cpu.env.lpcr)
-        if before_psscr & PSSCR_EC and not cpu.env.psscr & PSSCR_EC:
-            self.notes.ec_lost[cpu.cpu_index] = self.now_ns()
-
-    def note_dec_raised(self, cpu: CPUState) -> None:
-        self.notes.dec_raised[cpu.cpu_index] = self.now_ns()
 
     # --- the main thread -------------------------------------------------------------------------
 

@@ -125,7 +125,6 @@ class Spapr:
         """hw/ppc/spapr.c spapr_set_all_lpcrs: run_on_cpu(do_lpcr_sync) on every CPU, one after another."""
         self.machine.trace("spapr_set_all_lpcrs", value=hex(value), mask=hex(mask),
                            caller=self.machine.thread_name(), why=why)
-        self.machine.notes.last_set_all_lpcrs = (self.machine.now_ns(), why)
         for cpu in self.machine.cpus:
             yield from run_on_cpu(cpu, lambda c: self.do_lpcr_sync(c, value, mask), "do_lpcr_sync")
 

@@ -28,7 +28,6 @@ def __cpu_ppc_store_decr(cpu: CPUState, value: int, nr_bits: int = 64) -> None:
     env.decr = _sign_extend(value, nr_bits)
     if env.decr < 0:
         ppc_set_irq(cpu, Interrupt.DECR, True)
-        cpu.machine.note_dec_raised(cpu)
     else:
         ppc_set_irq(cpu, Interrupt.DECR, False)
 

@@ -1,0 +1,206 @@
+"""Why a thread is stuck: the causal chain, computed once, from the events.
+
+`Facts` reads the event stream - live, fed by the engine core as the model runs, or afterwards, from an
+event log - and keeps what the explanation needs: per vCPU whether it is halted and quiesced, whether a
+DEC is pending since a timebase reset, the KVM register get that changed its LPCR or dropped PSSCR[EC],
+the moment CPU_INTERRUPT_HARD was set, its EXCP_HLT turns and idle sleeps, and the last
+`spapr_set_all_lpcrs`. `chain` turns those facts into sentences. The watchdog's report and `analyze` both
+call it, so they explain a hang the same way by construction; each sentence is written only when the
+fact behind it is in the events, so a different mechanism gives a different explanation (or none).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .model.ppc import CPU_MODELS, decode_lpcr
+
+NS = 1_000_000_000
+
+
+def _s(ns: int) -> str:
+    return f"{ns / NS:.6f} s"
+
+
+def _int(value: Any) -> int:
+    return int(value, 16) if isinstance(value, str) else int(value)
+
+
+@dataclass
+class CpuFacts:
+    halted: bool | None = None
+    quiesced: bool | None = None
+    hard: bool = False
+    dec_pending: bool = False
+    dec_raised_ns: int | None = None  # the timebase reset that left a DEC pending
+    timebase_reset: str = ""
+    lpcr_overwritten: tuple[int, int, int] | None = None  # t, QEMU's LPCR before, KVM's after
+    ec_lost_ns: int | None = None
+    hard_set: tuple[int, str, str] | None = None  # t, interrupt, rule (set while halted)
+    last_hlt_ns: int | None = None  # kvm_cpu_exec's EXCP_HLT short-cut
+    last_sleep_ns: int | None = None  # qemu_wait_io_event went to sleep
+
+
+@dataclass
+class Wait:
+    """A thread blocked in QEMU: on what (the BQL or a condition), where, since when."""
+
+    thread: str
+    what: str
+    site: str
+    since_ns: int
+
+
+@dataclass
+class Facts:
+    """The explanation's facts, from events fed in order with `feed(event, t_ns, fields)`."""
+
+    cpu_model: str = "POWER10"
+    accel: str = "kvm"
+    cpus: dict[int, CpuFacts] = field(default_factory=dict)
+    set_all_lpcrs: tuple[int, str] | None = None  # t, why
+    waits: dict[str, Wait] = field(default_factory=dict)  # threads blocked in QEMU
+    holder: Wait | None = None  # the BQL's holder, where and since when it took it
+
+    def cpu(self, index: int) -> CpuFacts:
+        facts = self.cpus.get(index)
+        if facts is None:
+            facts = self.cpus[index] = CpuFacts()
+        return facts
+
+    def feed(self, event: str, t: int, fields: dict[str, Any]) -> None:
+        handler = _HANDLERS.get(event)
+        if handler is not None:
+            handler(self, t, fields)
+
+    def _state(self, t: int, f: dict[str, Any]) -> None:
+        c = self.cpu(f["cpu"])
+        if "halted" in f:
+            c.halted = bool(f["halted"])
+        if "quiesced" in f:
+            c.quiesced = bool(f["quiesced"])
+
+    def _maybe_interrupt(self, t: int, f: dict[str, Any]) -> None:
+        self._state(t, f)
+        c = self.cpu(f["cpu"])
+        c.hard = bool(f.get("hard"))
+        if c.hard and not f.get("hard_before") and c.halted:
+            c.hard_set = (t, str(f.get("interrupt")), str(f.get("rule")))
+
+    def _tb_reset(self, t: int, f: dict[str, Any]) -> None:
+        c = self.cpu(f["cpu"])
+        c.dec_pending = bool(f.get("dec_pending"))
+        c.timebase_reset = str(f.get("timebase_reset", ""))
+        c.dec_raised_ns = t if c.dec_pending else None
+
+    def _set_irq(self, t: int, f: dict[str, Any]) -> None:
+        if f.get("irq") == "DECR":
+            self.cpu(f["cpu"]).dec_pending = bool(f.get("level"))
+
+    def _get_registers(self, t: int, f: dict[str, Any]) -> None:
+        c = self.cpu(f["cpu"])
+        before, after = _int(f["lpcr_before"]), _int(f["lpcr"])
+        pm = CPU_MODELS[self.cpu_model].lpcr_pm if self.cpu_model in CPU_MODELS else ~0
+        if (before & pm) != (after & pm):
+            c.lpcr_overwritten = (t, before, after)
+        if f.get("psscr_ec_before") and not f.get("psscr_ec"):
+            c.ec_lost_ns = t
+
+    def _cpu_exec(self, t: int, f: dict[str, Any]) -> None:
+        if f.get("ret") == "EXCP_HLT":
+            self.cpu(f["cpu"]).last_hlt_ns = t
+
+    def _sleep(self, t: int, f: dict[str, Any]) -> None:
+        self._state(t, f)
+        self.cpu(f["cpu"]).last_sleep_ns = t
+
+    # The BQL as BqlBook (engine/bql.py) records it: a thread woken from a condition that must then wait
+    # for the BQL has been blocked since it began to sleep.
+    def _mutex_lock(self, t: int, f: dict[str, Any]) -> None:
+        if f.get("owner") is not None:
+            thread, before = str(f["thread"]), self.waits.get(str(f["thread"]))
+            self.waits[thread] = Wait(thread, "BQL", str(f.get("site")), before.since_ns if before else t)
+
+    def _mutex_locked(self, t: int, f: dict[str, Any]) -> None:
+        self.waits.pop(str(f["thread"]), None)
+        self.holder = Wait(str(f["thread"]), "BQL", str(f.get("site")), t)
+
+    def _mutex_unlock(self, t: int, f: dict[str, Any]) -> None:
+        self.holder = None
+
+    def _cond_wait(self, t: int, f: dict[str, Any]) -> None:
+        self.waits[str(f["thread"])] = Wait(str(f["thread"]), str(f.get("cond")), str(f.get("site")), t)
+
+    def _set_all_lpcrs(self, t: int, f: dict[str, Any]) -> None:
+        self.set_all_lpcrs = (t, str(f.get("why")))
+
+
+_HANDLERS = {
+    "ppc_maybe_interrupt": Facts._maybe_interrupt,
+    "spapr_reset_vcpu": Facts._state,
+    "cpu_post_load": Facts._state,
+    "spapr_cpu_set_entry_state": Facts._state,
+    "qemu_wait_io_event_sleep": Facts._sleep,
+    "cpu_ppc_tb_reset": Facts._tb_reset,
+    "ppc_set_irq": Facts._set_irq,
+    "kvm_get_registers": Facts._get_registers,
+    "kvm_cpu_exec": Facts._cpu_exec,
+    "spapr_set_all_lpcrs": Facts._set_all_lpcrs,
+    "qemu_mutex_lock": Facts._mutex_lock,
+    "qemu_mutex_locked": Facts._mutex_locked,
+    "qemu_mutex_unlock": Facts._mutex_unlock,
+    "qemu_cond_wait": Facts._cond_wait,
+}
+
+
+def chain(facts: Facts, stuck: Wait, holder: str | None, holder_cpu: int | None, held_since_ns: int,
+          holder_site: str, iterations: int, now: int, main_wait: Wait | None) -> list[str]:
+    """Why `stuck` is stuck, one sentence per link that the facts show, the holder of the BQL first."""
+    if holder_cpu is None:
+        return [f"{stuck.thread} has waited for {stuck.what} at {stuck.site} since {_s(stuck.since_ns)}; the BQL "
+                f"is held by {holder or 'nobody'} at {holder_site or '-'}."]
+    h, c = holder_cpu, facts.cpu(holder_cpu)
+    model = CPU_MODELS.get(facts.cpu_model)
+    out: list[str] = []
+    if c.halted:
+        state = "quiesced" if c.quiesced else "not quiesced"
+        out.append(f"CPU {h} is halted, as spapr leaves a secondary before start-cpu (start_powered_off; {state}).")
+    if c.dec_raised_ns is not None and c.dec_pending:
+        why = ("with timebase commit e8291ec16da8 applied, cpu_ppc_tb_reset stores DEC=-1 through the internal "
+               "path that skips the KVM check") if c.timebase_reset == "applied" else "cpu_ppc_tb_reset stored DEC=-1"
+        out.append(f"A decrementer interrupt (PPC_INTERRUPT_DECR) has been pending in QEMU for CPU {h} since its "
+                   f"reset at {_s(c.dec_raised_ns)}: {why}.")
+    if c.lpcr_overwritten is not None:
+        t, before, after = c.lpcr_overwritten
+        out.append(f"At {_s(t)} a KVM register get (kvm_arch_get_registers, from cpu_synchronize_state) overwrote "
+                   f"QEMU's LPCR {hex(before)} ({decode_lpcr(before, model)}) with KVM's {hex(after)} "
+                   f"({decode_lpcr(after, model)}): KVM never accepted the cleared wake-up (PECE) bits, so they are "
+                   "set again.")
+    if c.ec_lost_ns is not None:
+        out.append(f"The same sync at {_s(c.ec_lost_ns)} brought PSSCR[EC] back as 0: KVM stores PSSCR masked with "
+                   "PSSCR_GUEST_VIS, which lacks EC.")
+    if c.hard_set is not None and c.hard:
+        t, interrupt, rule = c.hard_set
+        out.append(f"At {_s(t)} ppc_maybe_interrupt found {interrupt} deliverable ({rule}) and set "
+                   "CPU_INTERRUPT_HARD.")
+    if facts.accel == "kvm" and c.halted and c.last_hlt_ns is not None and c.last_hlt_ns >= held_since_ns:
+        out.append(f"Each turn of CPU {h}'s thread, kvm_cpu_exec returns EXCP_HLT at once "
+                   "(kvm_arch_process_async_events returns halted) before it ever drops the BQL.")
+    if c.hard and (c.last_sleep_ns is None or c.last_sleep_ns < held_since_ns):
+        out.append(f"qemu_wait_io_event never sleeps: cpu_thread_is_idle is false because cpu_has_work "
+                   f"(CPU_INTERRUPT_HARD); CPU {h}'s thread has gone round {iterations:,} times holding the BQL "
+                   f"for {_s(now - held_since_ns)}.")
+    else:
+        out.append(f"CPU {h}'s thread holds the BQL at {holder_site} since {_s(held_since_ns)}.")
+    waiting = f"{stuck.thread} waits for {stuck.what} in {stuck.site} since {_s(stuck.since_ns)}"
+    if facts.set_all_lpcrs is not None and "do_lpcr_sync" in stuck.site:
+        t, why = facts.set_all_lpcrs
+        waiting += f", inside spapr_set_all_lpcrs for {why} (started {_s(t)})"
+    if "run_on_cpu" in stuck.site:
+        out.append(waiting + ": it cannot return from run_on_cpu without the BQL, so it is locked up.")
+    else:
+        out.append(waiting + ", so it is locked up.")
+    if main_wait is not None and stuck.thread != "main":
+        out.append(f"The main loop (monitor) has also waited for the BQL since {_s(main_wait.since_ns)}.")
+    return out

@@ -18,7 +18,7 @@ from vcpu_sched.model.cpus import (
     run_on_cpu,
 )
 from vcpu_sched.model.effects import BqlUnlock, CondWait
-from vcpu_sched.model.guest import RTAS_QUERY_CPU_STOPPED_STATE, RTAS_START_CPU, RtasArgs
+from vcpu_sched.model.guest import RtasArgs
 from vcpu_sched.model.interrupts import ppc_maybe_interrupt
 from vcpu_sched.model.kvm import (
     KVM_PUT_RESET_STATE,
@@ -28,6 +28,7 @@ from vcpu_sched.model.kvm import (
 )
 from vcpu_sched.model.machine import Machine
 from vcpu_sched.model.ppc import LPCR_DEE, LPCR_EEE, LPCR_ILE, LPCR_LPES0, PSSCR_EC, Interrupt
+from vcpu_sched.model.spapr_abi import RTAS_QUERY_CPU_STOPPED_STATE, RTAS_START_CPU
 
 
 def _machine(seed_settings: RunSettings, **overrides: object) -> Machine:

@@ -34,7 +34,7 @@ SCHEDULE_FORMAT = "vcpu_sched schedule 1"
 
 
 @dataclass
-class Report:
+class Exploration:
     strategy: str
     bounds: dict[str, Any]
     settings: RunSettings
@@ -78,8 +78,8 @@ def run_schedule(settings: RunSettings, choose: Choose, max_steps: int, tracer: 
 
 
 def explore_random(settings: RunSettings, seeds: int, preempt: float, max_steps: int,
-                   progress: Callable[[int, int], None] | None = None) -> Report:
-    report = Report("random", {"seeds": seeds, "preempt": preempt, "max_steps": max_steps}, settings)
+                   progress: Callable[[int, int], None] | None = None) -> Exploration:
+    report = Exploration("random", {"seeds": seeds, "preempt": preempt, "max_steps": max_steps}, settings)
     start = time.perf_counter()
     for i in range(seeds):
         report.add(run_schedule(settings, random_chooser(settings.seed + i, preempt), max_steps))
@@ -91,8 +91,8 @@ def explore_random(settings: RunSettings, seeds: int, preempt: float, max_steps:
 
 def explore_exhaustive(settings: RunSettings, max_steps: int, preemption_bound: int, prune: bool = True,
                        progress: Callable[[int, int], None] | None = None,
-                       max_schedules: int = 1_000_000) -> Report:
-    report = Report("exhaustive", {"max_steps": max_steps, "preemption_bound": preemption_bound,
+                       max_schedules: int = 1_000_000) -> Exploration:
+    report = Exploration("exhaustive", {"max_steps": max_steps, "preemption_bound": preemption_bound,
                                    "prune": prune}, settings)
     visited: dict[str, tuple[int, int]] = {}
 
@@ -223,7 +223,7 @@ class ExploreProgress:
             sys.stderr.write("\n")
 
 
-def explore_text(report: Report, saved: str | None) -> str:
+def explore_text(report: Exploration, saved: str | None) -> str:
     s = report.settings
     bounds = ", ".join(f"{k}={v}" for k, v in report.bounds.items())
     lines = [f"explore {s.scenario}: smp={s.smp} accel={s.accel} cpu={s.cpu} fix={s.fix} "

@@ -14,7 +14,6 @@ from typing import Any
 
 from .logread import Log
 
-KINDS = ("BQL wait", "BQL held", "cond wait", "KVM_RUN", "RTAS")
 _OPENERS = {"qemu_mutex_lock": "BQL wait", "qemu_mutex_locked": "BQL held", "qemu_cond_wait": "cond wait",
             "kvm_vcpu_ioctl_run": "KVM_RUN", "rtas_call": "RTAS"}
 _CLOSERS = {"qemu_mutex_locked": "BQL wait", "qemu_mutex_unlock": "BQL held", "qemu_cond_woken": "cond wait",

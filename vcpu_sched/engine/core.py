@@ -29,7 +29,7 @@ Choices, and why:
 from __future__ import annotations
 
 import random
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -38,8 +38,8 @@ from ..explain import Facts
 from ..model.cpus import CPUState
 from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCond, Spend
 from ..result import Lockup, RunResult
-from .bql import BqlBook
-from .outcome import guest_verdict, make_result
+from ..verdicts import STUCK_CPU
+from .bql import BqlBook, BqlStatistics
 from .watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -287,6 +287,31 @@ class EngineCore:
             s.hold_ns += held
             s.max_hold_ns = max(s.max_hold_ns, held)
         return make_result(self.machine, self.verdict, end, wall_s, stats, self.iterations, self.effects)
+
+
+def guest_verdict(machine: Machine) -> tuple[str, str]:
+    """The verdict once the guest says it has finished: its first failure, or success."""
+    out, settings = machine.outcome, machine.settings
+    last_line = out.console[-1][1] if out.console else "guest finished"
+    if out.failures:
+        return out.failures[0].kind, "; ".join(f.text for f in out.failures)
+    if len(out.online) != settings.smp:
+        return STUCK_CPU, f"only {len(out.online)} of {settings.smp} CPUs online"
+    return ("booted" if settings.plain_boot else "completed"), last_line
+
+
+def make_result(machine: Machine, verdict: tuple[str, str, Lockup | None], guest_ns: int, wall_s: float,
+                bql: BqlStatistics, iterations: Callable[[CPUState], int], effects: int) -> RunResult:
+    kind, reason, lockup = verdict
+    out = machine.outcome
+    return RunResult(
+        verdict=kind, reason=reason, settings=machine.settings, cpus_online=len(out.online),
+        guest_time_s=guest_ns / NS, wall_time_s=wall_s, lockup=lockup,
+        failures=[f"{f.kind}: {f.text}" for f in out.failures], console=[line for _, line in out.console],
+        cpu_stats={cpu.name: {**cpu.stats, "loop_iterations": iterations(cpu)} for cpu in machine.cpus},
+        bql_stats={t: dict(s.__dict__) for t, s in bql.per_thread.items()},
+        effects=effects,
+    )
 
 
 class Engine:

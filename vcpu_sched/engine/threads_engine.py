@@ -32,8 +32,7 @@ from ..errors import RunKilled
 from ..model.effects import QemuCond
 from ..model.machine import Machine
 from ..result import RunResult
-from .core import NS, Acquire, Engine, EngineCore, Park, Primitive, Release, Sleep, ThreadRec
-from .outcome import guest_verdict
+from .core import NS, Acquire, Engine, EngineCore, Park, Primitive, Release, Sleep, ThreadRec, guest_verdict
 
 SAMPLE_WINDOW_S = 1.0  # psutil sampling window of the watchdog's `top -H`
 JOIN_TIMEOUT_S = 5.0

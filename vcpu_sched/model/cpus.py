@@ -42,7 +42,6 @@ class WorkItem:
     func: Callable[[CPUState], None]
     name: str
     done: bool = False
-    free: bool = False
 
 
 @dataclass(eq=False)
@@ -241,7 +240,7 @@ def run_on_cpu(cpu: CPUState, func: Callable[[CPUState], None], name: str) -> Ge
 
 def async_run_on_cpu(cpu: CPUState, func: Callable[[CPUState], None], name: str) -> None:
     """cpu-common.c async_run_on_cpu."""
-    queue_work_on_cpu(cpu, WorkItem(func, name, free=True))
+    queue_work_on_cpu(cpu, WorkItem(func, name))  # nobody waits for it
 
 
 def pause_all_vcpus(machine: Machine) -> Generator[Effect, Any, None]:

@@ -3,8 +3,8 @@
 Theory of operation (the "sans-IO" style of h11): every QEMU thread in the model (each vCPU thread and
 the main loop) is a generator. Ordinary model code runs synchronously between two `yield`s; at a point
 where the real thread could block or spend time it yields one of the effects below, and the engine
-(Trio tasks, OS threads, or a schedule explorer) performs it and sends back the result. So the QEMU
-loop exists once, and every engine drives that same copy.
+performs it (through engine/core.py, which turns each effect into the primitives an engine provides)
+and sends back the result. So the QEMU loop exists once, and every engine drives that same copy.
 
 Conditions are `QemuCond` objects. Broadcasting one is not a blocking point (QEMU's kick broadcasts
 `halt_cond` without needing the BQL), so it is a plain call that the engine hears through `WakeHub`.
@@ -67,9 +67,9 @@ class BqlUnlock:
 class CondWait:
     """qemu_cond_wait(cond, &bql): drop the BQL, sleep until a broadcast, take the BQL back.
 
-    The engine must perform the three steps as one: no broadcast may fall between the caller's last
-    check and its sleep (the model only broadcasts while it runs, so a cooperative engine gets this
-    for free; a threaded one compares `generation`).
+    The three steps are one: no broadcast may fall between the caller's last check and its sleep (the
+    engine core takes the condition's `generation` before the BQL is dropped, and the sleep ends at once
+    if it has moved).
     """
 
     cond: QemuCond
@@ -80,7 +80,7 @@ class CondWait:
 class Spend:
     """The thread is busy on a host CPU for `ns` nanoseconds of guest time.
 
-    `spin` names a vCPU whose thread loop iteration this is. An engine may fast-forward a run of
+    `spin` names a vCPU whose thread loop iteration this is. The engine core may fast-forward a run of
     iterations that change nothing (see `CPUState.loop_snapshot`) until one of `wake` is broadcast.
     """
 

@@ -19,35 +19,28 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..verdicts import BAD_RTAS_ANSWER, LOST_INTERRUPTS, STUCK_CPU
 from .effects import QemuCond
+from .spapr_abi import (
+    H_CEDE,
+    H_EOI,
+    H_IPI,
+    H_PUT_TERM_CHAR,
+    H_REGISTER_VPA,
+    H_SET_MODE,
+    H_SET_MODE_RESOURCE_ADDR_TRANS_MODE,
+    H_SET_MODE_RESOURCE_LE,
+    KVMPPC_H_CAS,
+    KVMPPC_H_RTAS,
+    QCSS_NOT_STOPPED,
+    QCSS_STOPPED,
+    RTAS_QUERY_CPU_STOPPED_STATE,
+    RTAS_START_CPU,
+    RTAS_STOP_SELF,
+    SPAPR_ENTRY_POINT,
+)
 
 if TYPE_CHECKING:
     from .machine import Machine
 
-# hcall numbers (include/hw/ppc/spapr.h)
-H_REGISTER_VPA = 0xDC
-H_CEDE = 0xE0
-H_EOI = 0x64
-H_IPI = 0x6C
-H_PUT_TERM_CHAR = 0x58
-H_SET_MODE = 0x31C
-KVMPPC_H_RTAS = 0xF000
-KVMPPC_H_CAS = 0xF002
-HCALL_NAMES = {H_REGISTER_VPA: "H_REGISTER_VPA", H_CEDE: "H_CEDE", H_PUT_TERM_CHAR: "H_PUT_TERM_CHAR",
-               H_SET_MODE: "H_SET_MODE", KVMPPC_H_RTAS: "H_RTAS", KVMPPC_H_CAS: "H_CAS", H_EOI: "H_EOI",
-               H_IPI: "H_IPI"}
-
-H_SET_MODE_RESOURCE_ADDR_TRANS_MODE = 3
-H_SET_MODE_RESOURCE_LE = 4
-
-# RTAS tokens (RTAS_TOKEN_BASE 0x2000 + index, hw/ppc/spapr_rtas.c) and Linux's QCSS states
-RTAS_QUERY_CPU_STOPPED_STATE = 0x2005
-RTAS_START_CPU = 0x2006
-RTAS_STOP_SELF = 0x2007
-RTAS_NAMES = {RTAS_QUERY_CPU_STOPPED_STATE: "query-cpu-stopped-state", RTAS_START_CPU: "start-cpu",
-              RTAS_STOP_SELF: "stop-self"}
-QCSS_STOPPED, QCSS_STOPPING, QCSS_NOT_STOPPED = 0, 1, 2
-
-SPAPR_ENTRY_POINT = 0x100
 GENERIC_SECONDARY_SMP_INIT = 0xC000000000000080 & 0x0FFFFFFFFFFFFFFF  # __pa(generic_secondary_smp_init)
 BOOT_SPIN_NS = 5_000_000_000  # __cpu_up's callin wait during boot (boot_spin_ms = 5 s)
 RUNTIME_SPIN_NS = 100_000_000_000  # at run time: 1 ms of spinning, then sleep-polling for up to 100 s

@@ -35,7 +35,7 @@ from .cpus import (
     run_on_cpu,
 )
 from .effects import Block, BqlLock, BqlUnlock, Effect, Spend
-from .guest import H_CEDE, H_EOI, H_IPI, H_REGISTER_VPA, HCALL_NAMES, GuestRunner, Hcall, StoreDecr, program_at
+from .guest import GuestRunner, Hcall, StoreDecr, program_at
 from .ppc import (
     LPCR_AIL,
     LPCR_DPFD,
@@ -56,6 +56,7 @@ from .ppc import (
     ExcpModel,
     decode_lpcr,
 )
+from .spapr_abi import H_CEDE, H_EOI, H_IPI, H_REGISTER_VPA, HCALL_NAMES
 
 if TYPE_CHECKING:
     from .spapr import Spapr
@@ -84,7 +85,6 @@ class KvmVcpu:
     psscr: int = 0
     msr: int = 0
     nip: int = 0
-    dec: int = 0
     online: int = 0
     runner: GuestRunner | None = None
     entry_gen: int = 0
@@ -251,7 +251,7 @@ def kvm_vcpu_ioctl_run(cpu: CPUState) -> Generator[Effect, Any, tuple[int, KvmEx
             return -EINTR, None
         assert runner is not None
         if isinstance(op, StoreDecr):
-            vcpu.dec = op.value  # the kernel owns the DEC; QEMU's pending bit is not touched
+            # The kernel owns the DEC (no DEC timer is modelled); QEMU's pending bit is not touched.
             runner.advance()
             continue
         assert isinstance(op, Hcall)

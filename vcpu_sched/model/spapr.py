@@ -19,26 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cpus import EXCP_HLT, CPUState, cpu_has_work, cpu_reset, current_cpu, qemu_cpu_kick, run_on_cpu
 from .effects import Effect
-from .guest import (
-    H_CEDE,
-    H_EOI,
-    H_IPI,
-    H_PUT_TERM_CHAR,
-    H_REGISTER_VPA,
-    H_SET_MODE,
-    H_SET_MODE_RESOURCE_ADDR_TRANS_MODE,
-    H_SET_MODE_RESOURCE_LE,
-    HCALL_NAMES,
-    KVMPPC_H_CAS,
-    KVMPPC_H_RTAS,
-    RTAS_NAMES,
-    RTAS_QUERY_CPU_STOPPED_STATE,
-    RTAS_START_CPU,
-    RTAS_STOP_SELF,
-    SPAPR_ENTRY_POINT,
-    Hcall,
-    RtasArgs,
-)
+from .guest import Hcall, RtasArgs
 from .interrupts import ppc_maybe_interrupt, ppc_set_irq, ppc_store_lpcr
 from .kvm import cpu_synchronize_state, do_kvm_cpu_synchronize_post_reset, do_kvm_cpu_synchronize_state
 from .ppc import (
@@ -59,6 +40,24 @@ from .ppc import (
     MSR_SF,
     PSSCR_EC,
     Interrupt,
+)
+from .spapr_abi import (
+    H_CEDE,
+    H_EOI,
+    H_IPI,
+    H_PUT_TERM_CHAR,
+    H_REGISTER_VPA,
+    H_SET_MODE,
+    H_SET_MODE_RESOURCE_ADDR_TRANS_MODE,
+    H_SET_MODE_RESOURCE_LE,
+    HCALL_NAMES,
+    KVMPPC_H_CAS,
+    KVMPPC_H_RTAS,
+    RTAS_NAMES,
+    RTAS_QUERY_CPU_STOPPED_STATE,
+    RTAS_START_CPU,
+    RTAS_STOP_SELF,
+    SPAPR_ENTRY_POINT,
 )
 from .timebase import cpu_ppc_tb_reset
 

@@ -1,0 +1,31 @@
+"""The PAPR interface between a pseries guest and QEMU: hcall numbers, RTAS tokens, entry point.
+
+From include/hw/ppc/spapr.h (hcalls, H_SET_MODE resources) and hw/ppc/spapr_rtas.c (tokens:
+RTAS_TOKEN_BASE 0x2000 + index); the query-cpu-stopped-state answers are Linux's (QCSS_*).
+"""
+
+from __future__ import annotations
+
+H_REGISTER_VPA = 0xDC
+H_CEDE = 0xE0
+H_EOI = 0x64
+H_IPI = 0x6C
+H_PUT_TERM_CHAR = 0x58
+H_SET_MODE = 0x31C
+KVMPPC_H_RTAS = 0xF000
+KVMPPC_H_CAS = 0xF002
+HCALL_NAMES = {H_REGISTER_VPA: "H_REGISTER_VPA", H_CEDE: "H_CEDE", H_PUT_TERM_CHAR: "H_PUT_TERM_CHAR",
+               H_SET_MODE: "H_SET_MODE", KVMPPC_H_RTAS: "H_RTAS", KVMPPC_H_CAS: "H_CAS", H_EOI: "H_EOI",
+               H_IPI: "H_IPI"}
+
+H_SET_MODE_RESOURCE_ADDR_TRANS_MODE = 3
+H_SET_MODE_RESOURCE_LE = 4
+
+RTAS_QUERY_CPU_STOPPED_STATE = 0x2005
+RTAS_START_CPU = 0x2006
+RTAS_STOP_SELF = 0x2007
+RTAS_NAMES = {RTAS_QUERY_CPU_STOPPED_STATE: "query-cpu-stopped-state", RTAS_START_CPU: "start-cpu",
+              RTAS_STOP_SELF: "stop-self"}
+QCSS_STOPPED, QCSS_STOPPING, QCSS_NOT_STOPPED = 0, 1, 2
+
+SPAPR_ENTRY_POINT = 0x100

@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 import time
-import tomllib
 from typing import Any, NoReturn
 
 from .config import ACCELS, CLOCKS, CPUS, ENGINES, FIXES, TIMEBASE_RESETS, RunSettings
@@ -45,6 +44,8 @@ def _hex(text: str) -> int:
 
 def parse_set(item: str) -> tuple[str, Any]:
     """`KEY=VALUE` with VALUE in TOML syntax (42, 2.5, true, 0x8); anything else is taken as text."""
+    import tomllib
+
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise BadInput(f"--set {item!r}: expected KEY=VALUE")
@@ -114,10 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace, extra: dict[str, Any]) -> tuple[RunSettings, RunSettings]:
     """(settings of this run, the scenario's own) from a scenario, --qemu, the options and --set."""
-    from . import qemu_cmdline
     from .scenario import apply, load
 
-    imported = qemu_cmdline.parse(args.qemu) if getattr(args, "qemu", None) is not None else None
+    imported = None
+    if getattr(args, "qemu", None) is not None:
+        from . import qemu_cmdline
+
+        imported = qemu_cmdline.parse(args.qemu)
     default = "powernv-core-stop-start" if imported and imported.machine_type == "powernv" else DEFAULT_SCENARIO
     scenario = load(args.scenario or default)
     overrides: dict[str, Any] = dict(imported.overrides) if imported else {}

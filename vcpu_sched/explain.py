@@ -27,7 +27,7 @@ def _int(value: Any) -> int:
     return int(value, 16) if isinstance(value, str) else int(value)
 
 
-@dataclass
+@dataclass(eq=False)
 class CpuFacts:
     halted: bool | None = None
     quiesced: bool | None = None
@@ -42,7 +42,7 @@ class CpuFacts:
     last_sleep_ns: int | None = None  # qemu_wait_io_event went to sleep
 
 
-@dataclass
+@dataclass(eq=False)
 class Wait:
     """A thread blocked in QEMU: on what (the BQL or a condition), where, since when."""
 
@@ -52,7 +52,7 @@ class Wait:
     since_ns: int
 
 
-@dataclass
+@dataclass(eq=False)
 class Facts:
     """The explanation's facts, from events fed in order with `feed(event, t_ns, fields)`."""
 

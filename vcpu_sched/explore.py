@@ -72,7 +72,7 @@ def run_schedule(settings: RunSettings, choose: Choose, max_steps: int, tracer: 
                  prune: Callable[[str, int, int], bool] | None = None, prune_from: int = 0) -> Schedule:
     """One schedule on the explore engine."""
     machine = Machine(settings, tracer) if tracer is not None else Machine(settings)
-    schedule = ExploreEngine(machine, choose, max_steps, prune, prune_from).run().schedule
+    schedule = ExploreEngine(machine, choose, max_steps, prune, prune_from, track_states=True).run().schedule
     assert isinstance(schedule, Schedule)
     return schedule
 

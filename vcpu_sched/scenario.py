@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .config import ACCELS, CLOCKS, CPUS, ENGINES, FIXES, MACHINES, MAX_SMP, TIMEBASE_RESETS, WORKLOADS, RunSettings
 from .errors import BadInput
@@ -30,8 +29,7 @@ from .verdicts import VERDICTS
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     """One setting's type and allowed values."""
 
     kind: type
@@ -103,22 +101,20 @@ TOP_KEYS = {"description", "qemu", "settings", "expect"}
 EXPECT_KEYS = {"variant", "verdict", "reason", "claim"}
 
 
-@dataclass(frozen=True)
-class Expectation:
+class Expectation(NamedTuple):
     variant: dict[str, Any]
     verdict: str
     reason: str
     claim: str | None = None
 
 
-@dataclass(frozen=True)
-class Scenario:
+class Scenario(NamedTuple):
     name: str
     path: Path
     description: str
     qemu: str
     settings: RunSettings
-    expect: tuple[Expectation, ...] = field(default_factory=tuple)
+    expect: tuple[Expectation, ...] = ()
 
 
 def check_settings(where: str, values: dict[str, Any]) -> dict[str, Any]:

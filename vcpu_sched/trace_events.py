@@ -8,11 +8,10 @@ README's schema table is `schema_table()`, and a test keeps the two the same.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     name: str
     fields: frozenset[str]
     meaning: str

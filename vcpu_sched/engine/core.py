@@ -31,7 +31,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from ..errors import ModelError
 from ..explain import Facts
@@ -48,22 +48,19 @@ if TYPE_CHECKING:
 NS = 1_000_000_000
 
 
-@dataclass(frozen=True)
-class Acquire:
+class Acquire(NamedTuple):
     """Take the BQL; an engine blocks here while another thread holds it."""
 
     site: str
 
 
-@dataclass(frozen=True)
-class Release:
+class Release(NamedTuple):
     """Let go of the BQL (the core has already recorded it)."""
 
     site: str
 
 
-@dataclass(frozen=True)
-class Park:
+class Park(NamedTuple):
     """Sleep until one of `conds` is broadcast, or `timeout_ns` passes; send back the guest ns slept.
 
     `seen` are the conditions' generations when the wait began: if one differs already, do not sleep.
@@ -77,8 +74,7 @@ class Park:
         return any(c.generation != g for c, g in zip(self.conds, self.seen, strict=True))
 
 
-@dataclass(frozen=True)
-class Sleep:
+class Sleep(NamedTuple):
     """Let `ns` of guest time pass on this thread; `busy` when it is a vCPU burning a host CPU."""
 
     ns: int
@@ -93,7 +89,7 @@ def park_on(conds: tuple[QemuCond, ...], timeout_ns: int | None) -> Park:
     return Park(conds, tuple(c.generation for c in conds), timeout_ns)
 
 
-@dataclass
+@dataclass(eq=False)
 class ThreadRec:
     """What the core knows of one QEMU thread."""
 
@@ -107,7 +103,7 @@ class ThreadRec:
     waited_since: int | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class EngineCore:
     """Effects to primitives, the shared records, and the verdict. `now_ns` is the engine's clock."""
 

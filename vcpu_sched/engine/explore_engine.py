@@ -94,12 +94,14 @@ class ExploreEngine(Engine):
     """Runs one schedule of the machine, asking `choose` at every choice point."""
 
     def __init__(self, machine: Machine, choose: Choose | None = None, max_steps: int = DEFAULT_MAX_STEPS,
-                 prune: Callable[[str, int, int], bool] | None = None, prune_from: int = 0) -> None:
+                 prune: Callable[[str, int, int], bool] | None = None, prune_from: int = 0,
+                 track_states: bool = False) -> None:
         super().__init__(machine)
         self.choose = choose or random_chooser(machine.settings.seed, DEFAULT_PREEMPT)
         self.max_steps = max_steps
         self.prune = prune
         self.prune_from = prune_from
+        self.track_states = track_states or prune is not None  # hashing every state costs O(threads) a step
         self._events: list[str] = []
         outer = machine.tracer
 
@@ -145,7 +147,7 @@ class ExploreEngine(Engine):
                     continue
                 spinner = next((t for t in sched.tasks if core.spinning(t.rec)), None)
                 if spinner is not None:
-                    waiting = [t.name for t in sched.tasks if t.name in core.bql.blocked]
+                    waiting = core.bql.waiters()
                     core.finish("lockup", f"livelock: {spinner.name} spins with the BQL held while "
                                           f"{', '.join(waiting) or 'nobody'} wait and nothing else can run",
                                 self._lockup())
@@ -169,6 +171,8 @@ class ExploreEngine(Engine):
             performed = sched.step(task)
             self.steps.append(Step(chosen, self._describe(task, performed), self._events))
             current = chosen
+            if not self.track_states:
+                continue
             state = self._state_hash(current)
             # Prune at a state that an earlier schedule reached (its continuations are explored from
             # there); a state repeated within this schedule is a loop, left to run into the spin rule.

@@ -108,12 +108,27 @@ class Scheduler:
             if self.is_enabled(task):
                 ready.append(task)
             else:
-                task.queued = False
-                if isinstance(task.prim, Acquire):
-                    self.core.contended(task.rec, task.prim.site)
+                self._dropped(task)
         if len(ready) != len(self._ready):
             self._ready = ready
         return ready
+
+    def first_enabled(self) -> Task | None:
+        """The first task in ready order that can step now (what `enabled()[0]` would be, without
+        looking at the rest of the list)."""
+        ready = self._ready
+        while ready:
+            task = ready[0]
+            if self.is_enabled(task):
+                return task
+            ready.pop(0)
+            self._dropped(task)
+        return None
+
+    def _dropped(self, task: Task) -> None:
+        task.queued = False
+        if isinstance(task.prim, Acquire):
+            self.core.contended(task.rec, task.prim.site)
 
     def _queue(self, task: Task) -> None:
         if not task.queued:

@@ -87,8 +87,7 @@ class TrioEngine(Engine):
             # A thread runs until it waits, as an OS thread does (so an unlock-relock can barge past a
             # waiter, as with a pthread mutex); then the first thread that became ready.
             if current is None or not sched.is_enabled(current):
-                ready = sched.enabled()
-                current = ready[0] if ready else None
+                current = sched.first_enabled()
             if current is not None:
                 sched.step(current)
                 if machine.finished:

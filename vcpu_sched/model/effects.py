@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeAlias
+from typing import Any, NamedTuple, Protocol, TypeAlias
 
 
 class WakeHub(Protocol):
@@ -49,22 +49,19 @@ class QemuCond:
         self.hub.notify(self)
 
 
-@dataclass(frozen=True)
-class BqlLock:
+class BqlLock(NamedTuple):
     """bql_lock(): take the Big QEMU Lock; `site` is the caller, as QEMU's qemu_mutex_lock trace shows."""
 
     site: str
 
 
-@dataclass(frozen=True)
-class BqlUnlock:
+class BqlUnlock(NamedTuple):
     """bql_unlock()."""
 
     site: str
 
 
-@dataclass(frozen=True)
-class CondWait:
+class CondWait(NamedTuple):
     """qemu_cond_wait(cond, &bql): drop the BQL, sleep until a broadcast, take the BQL back.
 
     The three steps are one: no broadcast may fall between the caller's last check and its sleep (the
@@ -76,8 +73,7 @@ class CondWait:
     site: str
 
 
-@dataclass(frozen=True)
-class Spend:
+class Spend(NamedTuple):
     """The thread is busy on a host CPU for `ns` nanoseconds of guest time.
 
     `spin` names a vCPU whose thread loop iteration this is. The engine core may fast-forward a run of
@@ -89,8 +85,7 @@ class Spend:
     wake: tuple[QemuCond, ...] = ()
 
 
-@dataclass(frozen=True)
-class Block:
+class Block(NamedTuple):
     """Sleep outside QEMU's locks until one of `wake` is broadcast or `timeout_ns` passes.
 
     Used for guest execution inside KVM_RUN (a kick ends it), for waits in the guest, and for the main

@@ -13,7 +13,7 @@ watchdog report can explain a decision in the words used here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .ppc import (
     LPCR_DEE,
@@ -36,8 +36,7 @@ from .ppc import (
 )
 
 
-@dataclass(frozen=True)
-class IrqDecision:
+class IrqDecision(NamedTuple):
     """What `ppc_next_unmasked_interrupt` picked and why."""
 
     interrupt: Interrupt | None

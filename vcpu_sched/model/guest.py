@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from ..verdicts import BAD_RTAS_ANSWER, LOST_INTERRUPTS, STUCK_CPU
 from .effects import QemuCond
@@ -50,7 +50,7 @@ WORKLOAD_DELAY_NS = 200_000_000  # from "smp: Brought up" to the scenario's work
 MS = 1_000_000
 
 
-@dataclass
+@dataclass(eq=False)
 class RtasArgs:
     """struct rtas_args in guest memory: token, nargs, nret, then args and rets (32-bit BE words)."""
 
@@ -65,16 +65,14 @@ class RtasArgs:
             self.rets = [0] * self.nret
 
 
-@dataclass(frozen=True)
-class Compute:
+class Compute(NamedTuple):
     """The guest executes instructions for `ns` of guest time."""
 
     ns: int
     what: str = ""
 
 
-@dataclass(frozen=True)
-class Hcall:
+class Hcall(NamedTuple):
     """`sc 1`: a hypercall. `text` carries a console line; `rtas` the RTAS argument buffer."""
 
     nr: int
@@ -83,8 +81,7 @@ class Hcall:
     rtas: RtasArgs | None = None
 
 
-@dataclass(frozen=True)
-class SpinUntil:
+class SpinUntil(NamedTuple):
     """Busy-wait in the guest until `done()` or `timeout_ns`; the program receives whether it was done."""
 
     done: Callable[[], bool]
@@ -92,8 +89,7 @@ class SpinUntil:
     what: str = ""
 
 
-@dataclass(frozen=True)
-class StoreDecr:
+class StoreDecr(NamedTuple):
     """mtspr DEC: under KVM the kernel handles it; under TCG it reaches cpu_ppc_store_decr."""
 
     value: int
@@ -103,7 +99,7 @@ GuestOp: TypeAlias = Any  # Compute | Hcall | SpinUntil | StoreDecr, or a powern
 GuestProgram: TypeAlias = Generator[GuestOp, Any, None]
 
 
-@dataclass
+@dataclass(eq=False)
 class GuestMemory:
     """The bits of guest memory CPUs communicate through; `changed` wakes guest spin-waits."""
 
@@ -124,13 +120,12 @@ class GuestMemory:
 # Guest-visible failures, each a verdict of its own (the exit status is 1 for all of them).
 
 
-@dataclass(frozen=True)
-class Failure:
+class Failure(NamedTuple):
     kind: str
     text: str
 
 
-@dataclass
+@dataclass(eq=False)
 class GuestOutcome:
     """What the guest itself reports: console lines, the CPUs it brought up, what went wrong."""
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .accel import execute_guest
 from .cpus import (
@@ -70,14 +70,14 @@ _USER_LPCR_MASK = LPCR_DPFD | LPCR_ILE | LPCR_TC | LPCR_AIL | LPCR_LD
 _LOW32 = 0xFFFFFFFF
 
 
-@dataclass
+@dataclass(eq=False)
 class Vcore:
     """struct kvmppc_vcore: the LPCR is per virtual core, shared by its threads."""
 
     lpcr: int
 
 
-@dataclass
+@dataclass(eq=False)
 class KvmVcpu:
     """The kernel's view of one vCPU (struct kvm_vcpu + struct kvm_run)."""
 
@@ -94,8 +94,7 @@ class KvmVcpu:
     irq_pending: bool = False  # an in-kernel XICS/XIVE interrupt (an IPI) for this vCPU
 
 
-@dataclass(frozen=True)
-class KvmExit:
+class KvmExit(NamedTuple):
     """struct kvm_run after KVM_RUN returned 0: why the guest stopped."""
 
     reason: str
@@ -115,7 +114,7 @@ def kvmppc_core_init_vm_hv(host_lpcr: int, model: CpuModel, radix: bool) -> int:
     return lpcr
 
 
-@dataclass
+@dataclass(eq=False)
 class FakeKvm:
     """The kernel side: one KvmVcpu per vCPU, vcores of `threads` vCPUs each."""
 

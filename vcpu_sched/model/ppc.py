@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 
 def PPC_BIT(n: int) -> int:
@@ -113,8 +114,7 @@ _LPCR_MASK_POWER9 = (
 )
 
 
-@dataclass(frozen=True)
-class CpuModel:
+class CpuModel(NamedTuple):
     """A PowerPCCPUClass: the parts of cpu_init.c's class init the model needs."""
 
     name: str
@@ -137,7 +137,7 @@ CPU_MODELS: dict[str, CpuModel] = {
 }
 
 
-@dataclass
+@dataclass(eq=False)
 class CPUPPCState:
     """CPUPPCState (target/ppc/cpu.h): the architected state QEMU keeps for one vCPU.
 

@@ -70,9 +70,19 @@ class Facts:
         return facts
 
     def feed(self, event: str, t: int, fields: dict[str, Any]) -> None:
-        handler = _HANDLERS.get(event)
-        if handler is not None:
+        """Take one event into account. Events from a log may lack fields or carry odd values: those that
+        do not say what the explanation needs are passed over."""
+        entry = _HANDLERS.get(event)
+        if entry is None:
+            return
+        handler, key, kind = entry
+        value = fields.get(key) if key else None
+        if key and (not isinstance(value, kind) or isinstance(value, bool)):
+            return
+        try:
             handler(self, t, fields)
+        except (KeyError, TypeError, ValueError):
+            return
 
     def _state(self, t: int, f: dict[str, Any]) -> None:
         c = self.cpu(f["cpu"])
@@ -136,21 +146,22 @@ class Facts:
         self.set_all_lpcrs = (t, str(f.get("why")))
 
 
-_HANDLERS = {
-    "ppc_maybe_interrupt": Facts._maybe_interrupt,
-    "spapr_reset_vcpu": Facts._state,
-    "cpu_post_load": Facts._state,
-    "spapr_cpu_set_entry_state": Facts._state,
-    "qemu_wait_io_event_sleep": Facts._sleep,
-    "cpu_ppc_tb_reset": Facts._tb_reset,
-    "ppc_set_irq": Facts._set_irq,
-    "kvm_get_registers": Facts._get_registers,
-    "kvm_cpu_exec": Facts._cpu_exec,
-    "spapr_set_all_lpcrs": Facts._set_all_lpcrs,
-    "qemu_mutex_lock": Facts._mutex_lock,
-    "qemu_mutex_locked": Facts._mutex_locked,
-    "qemu_mutex_unlock": Facts._mutex_unlock,
-    "qemu_cond_wait": Facts._cond_wait,
+# event -> (handler, the field it cannot do without, that field's type)
+_HANDLERS: dict[str, tuple[Any, str, type]] = {
+    "ppc_maybe_interrupt": (Facts._maybe_interrupt, "cpu", int),
+    "spapr_reset_vcpu": (Facts._state, "cpu", int),
+    "cpu_post_load": (Facts._state, "cpu", int),
+    "spapr_cpu_set_entry_state": (Facts._state, "cpu", int),
+    "qemu_wait_io_event_sleep": (Facts._sleep, "cpu", int),
+    "cpu_ppc_tb_reset": (Facts._tb_reset, "cpu", int),
+    "ppc_set_irq": (Facts._set_irq, "cpu", int),
+    "kvm_get_registers": (Facts._get_registers, "cpu", int),
+    "kvm_cpu_exec": (Facts._cpu_exec, "cpu", int),
+    "spapr_set_all_lpcrs": (Facts._set_all_lpcrs, "", object),
+    "qemu_mutex_lock": (Facts._mutex_lock, "thread", str),
+    "qemu_mutex_locked": (Facts._mutex_locked, "thread", str),
+    "qemu_mutex_unlock": (Facts._mutex_unlock, "thread", str),
+    "qemu_cond_wait": (Facts._cond_wait, "thread", str),
 }
 
 

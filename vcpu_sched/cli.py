@@ -24,8 +24,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _add_scenario_dirs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenarios", action="append", default=[], metavar="DIR", dest="scenario_dirs",
+                        help="look for scenario names in DIR too (repeatable; also $VCPU_SCHED_SCENARIOS)")
+
+
 def _add_variant_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", nargs="?", help="scenario name or .toml path (default: the seed's guest)")
+    _add_scenario_dirs(parser)
     parser.add_argument("--smp", type=int)
     parser.add_argument("--accel", choices=ACCELS)
     parser.add_argument("--cpu", choices=CPUS)
@@ -95,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     matrix.add_argument("--json", action="store_true", help="print the rows as one JSON object")
     matrix.add_argument("--jobs", type=int, help="worker processes (default: one per core)")
     matrix.add_argument("--engine", choices=ENGINES, default="trio", help="the engine every run uses")
+    _add_scenario_dirs(matrix)
 
     analyze = sub.add_parser("analyze", help="summarise an event log (--log): BQL, vCPUs, RTAS, lockup")
     analyze.add_argument("log", metavar="LOG")
@@ -241,6 +248,11 @@ def _matrix(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "scenario_dirs", None):
+            from .scenario import add_scenario_dir
+
+            for directory in args.scenario_dirs:
+                add_scenario_dir(directory)
         if args.command == "run":
             return _run(args)
         if args.command == "analyze":

@@ -20,7 +20,7 @@ from typing import Any
 from . import runner
 from .config import CPUS, RunSettings
 from .errors import BadInput
-from .scenario import SCENARIO_DIR, Scenario, apply, load
+from .scenario import Scenario, apply, load, scenario_names
 
 DERIVED_SMP = (2, 256)
 
@@ -89,7 +89,7 @@ class Progress:
 
 def run_matrix(names: list[str], jobs: int | None = None, engine: str = "trio") -> list[dict[str, Any]]:
     if not names:
-        names = sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
+        names = scenario_names()
     rows = [dataclasses.replace(row, settings=dataclasses.replace(row.settings, engine=engine))
             for name in names for row in rows_for(load(name))]
     if not rows:

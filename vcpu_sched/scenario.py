@@ -17,6 +17,8 @@ Errors name the file, the key and the problem; the CLI turns them into exit stat
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,7 +28,45 @@ from .errors import BadInput
 from .model.monitor import COMMANDS
 from .verdicts import VERDICTS
 
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+ENV_DIRS = "VCPU_SCHED_SCENARIOS"  # more scenario directories, os.pathsep-separated, searched first
+
+
+def _builtin_dir() -> Path:
+    """The scenarios that ship with the package (`vcpu_sched.scenarios`, the repository's `scenarios/`
+    mapped in pyproject.toml); from a source tree that is not installed, that directory itself."""
+    try:
+        spec = importlib.util.find_spec("vcpu_sched.scenarios")
+    except ModuleNotFoundError:
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / "scenarios"
+
+
+SCENARIO_DIR = _builtin_dir()
+_extra_dirs: list[Path] = []
+
+
+def add_scenario_dir(path: str) -> None:
+    """`--scenarios DIR`: look for scenario names in DIR too, before the built-in ones."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise BadInput(f"--scenarios {path}: not a directory")
+    _extra_dirs.append(directory)
+
+
+def scenario_dirs() -> list[Path]:
+    """Where scenario names are looked up, in order: --scenarios, $VCPU_SCHED_SCENARIOS, the built-in."""
+    from_env = [Path(p) for p in os.environ.get(ENV_DIRS, "").split(os.pathsep) if p]
+    for directory in from_env:
+        if not directory.is_dir():
+            raise BadInput(f"{ENV_DIRS}: {directory} is not a directory")
+    return [*_extra_dirs, *from_env, SCENARIO_DIR]
+
+
+def scenario_names() -> list[str]:
+    """Every scenario name on the search path (the first directory that has a name wins)."""
+    return sorted({p.stem for d in scenario_dirs() for p in d.glob("*.toml")})
 
 
 class Field(NamedTuple):
@@ -155,11 +195,12 @@ def resolve(name_or_path: str) -> Path:
         if not path.is_file():
             raise BadInput(f"{name_or_path}: no such scenario file")
         return path
-    candidate = SCENARIO_DIR / f"{name_or_path}.toml"
-    if not candidate.is_file():
-        known = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))) or "none"
-        raise BadInput(f"unknown scenario {name_or_path!r} (known: {known})")
-    return candidate
+    for directory in scenario_dirs():
+        candidate = directory / f"{name_or_path}.toml"
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(scenario_names()) or "none"
+    raise BadInput(f"unknown scenario {name_or_path!r} (known: {known})")
 
 
 def load(name_or_path: str) -> Scenario:

@@ -9,17 +9,22 @@ worker per core); a progress bar goes to stderr. Exit status 1 on any mismatch.
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
+import ctypes
 import dataclasses
+import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from . import runner
 from .config import CPUS, RunSettings
-from .errors import BadInput
+from .engine.core import leave_sigterm_to_parent
+from .errors import BadInput, RunKilled
 from .scenario import Scenario, apply, load, scenario_names
 
 DERIVED_SMP = (2, 256)
@@ -96,12 +101,40 @@ def run_matrix(names: list[str], jobs: int | None = None, engine: str = "trio") 
         raise BadInput("matrix: the scenarios have no [[expect]] entries to check")
     progress = Progress(len(rows))
     results: list[dict[str, Any] | None] = [None] * len(rows)
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
-        futures = {pool.submit(_run_row, row): i for i, row in enumerate(rows)}
-        for future in concurrent.futures.as_completed(futures):
-            results[futures[future]] = future.result()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _killed) if main else None
+    pool = multiprocessing.get_context("fork").Pool(jobs or os.cpu_count() or 1, initializer=_worker_init)
+    try:
+        for i, result in pool.imap_unordered(_run_indexed, list(enumerate(rows))):
+            results[i] = result
             progress.step()
+        pool.close()
+    finally:
+        # Ctrl-C, SIGTERM or an error: the queued rows are dropped and the workers end now, not later.
+        pool.terminate()
+        pool.join()
+        if main:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     return [r for r in results if r is not None]
+
+
+def _run_indexed(item: tuple[int, Row]) -> tuple[int, dict[str, Any]]:
+    return item[0], _run_row(item[1])
+
+
+def _killed(signum: int, frame: Any) -> None:
+    raise RunKilled("SIGTERM")
+
+
+def _worker_init() -> None:
+    """A worker leaves Ctrl-C to the parent (the terminal sends it to the whole group), lets SIGTERM end
+    it at once (the parent's terminate()), and dies with its parent even if that one is SIGKILLed."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    leave_sigterm_to_parent()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def matrix_text(results: list[dict[str, Any]], wall_s: float) -> str:

@@ -29,6 +29,7 @@ Choices, and why:
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
@@ -308,6 +309,21 @@ def make_result(machine: Machine, verdict: tuple[str, str, Lockup | None], guest
         bql_stats={t: dict(s.__dict__) for t, s in bql.per_thread.items()},
         effects=effects,
     )
+
+
+def takes_sigterm() -> bool:
+    """Whether a run may turn SIGTERM into RunKilled: only on the main thread (the only one Python gives
+    signals to), and not in a worker process whose parent ends it with SIGTERM (matrix)."""
+    return threading.current_thread() is threading.main_thread() and not _sigterm_left_to_parent
+
+
+_sigterm_left_to_parent = False
+
+
+def leave_sigterm_to_parent() -> None:
+    """In a worker process: let SIGTERM end the process at once, as its parent expects."""
+    global _sigterm_left_to_parent
+    _sigterm_left_to_parent = True
 
 
 class Engine:

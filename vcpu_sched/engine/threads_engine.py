@@ -32,7 +32,19 @@ from ..errors import RunKilled
 from ..model.effects import QemuCond
 from ..model.machine import Machine
 from ..result import RunResult
-from .core import NS, Acquire, Engine, EngineCore, Park, Primitive, Release, Sleep, ThreadRec, guest_verdict
+from .core import (
+    NS,
+    Acquire,
+    Engine,
+    EngineCore,
+    Park,
+    Primitive,
+    Release,
+    Sleep,
+    ThreadRec,
+    guest_verdict,
+    takes_sigterm,
+)
 
 SAMPLE_WINDOW_S = 1.0  # psutil sampling window of the watchdog's `top -H`
 JOIN_TIMEOUT_S = 5.0
@@ -239,7 +251,7 @@ class ThreadsEngine(Engine):
         watchdog = threading.Thread(target=self._watch, name="watchdog")
         with self._registry:  # the guest's end wakes this thread; so does any verdict (_finish)
             self._waiters.setdefault(self.machine.finished_cond, set()).add(self._wake_main)
-        main = threading.current_thread() is threading.main_thread()
+        main = takes_sigterm()
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) if main else None
         # SIGTERM raises RunKilled in this thread wherever it waits; the finally block stops the rest.
         guest_deadline = self._t0 + self.settings.deadline_s / self.scale

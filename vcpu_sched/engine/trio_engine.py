@@ -18,7 +18,6 @@ Choices, and why:
 from __future__ import annotations
 
 import signal
-import threading
 import time
 
 import trio
@@ -26,7 +25,7 @@ import trio
 from ..errors import RunKilled
 from ..model.machine import Machine
 from ..result import RunResult
-from .core import NS, Engine, EngineCore
+from .core import NS, Engine, EngineCore, takes_sigterm
 from .sched import Scheduler
 
 SPEND_QUANTUM_NS = 64_000
@@ -53,7 +52,7 @@ class TrioEngine(Engine):
         wall0 = time.monotonic()
         error: Exception | None = None
         async with trio.open_nursery() as nursery:
-            if threading.current_thread() is threading.main_thread():
+            if takes_sigterm():
                 nursery.start_soon(self._on_sigterm, nursery.cancel_scope)
             try:
                 await self._dispatch(wall0)

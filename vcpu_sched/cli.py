@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any, NoReturn
@@ -42,10 +43,14 @@ def _add_variant_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _hex(text: str) -> int:
+    """A 64-bit register value in hexadecimal (0x optional)."""
     try:
-        return int(text, 16)
+        value = int(text, 16)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a hexadecimal number") from None
+    if not 0 <= value < 1 << 64:
+        raise argparse.ArgumentTypeError(f"{text!r} does not fit a 64-bit register (0 to 0xffffffffffffffff)")
+    return value
 
 
 def parse_set(item: str) -> tuple[str, Any]:
@@ -94,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     explore.add_argument("--preemption-bound", type=int, default=2, help="exhaustive: preemptions (default 2)")
     explore.add_argument("--no-prune", action="store_true", help="exhaustive: do not prune visited states")
     explore.add_argument("--save", metavar="FILE", help="where to save the shortest failing schedule")
+    explore.add_argument("--wall-limit", type=float, default=300.0, metavar="SECONDS",
+                         help="stop the search after this many wall seconds, keeping what it found (300)")
     explore.add_argument("--json", action="store_true", help="print the counts, bounds and failure as JSON")
 
     matrix = sub.add_parser("matrix", help="every scenario x its variants: expected against actual verdicts")
@@ -132,6 +139,14 @@ def _settings(args: argparse.Namespace, extra: dict[str, Any]) -> tuple[RunSetti
     default = "powernv-core-stop-start" if imported and imported.machine_type == "powernv" else DEFAULT_SCENARIO
     scenario = load(args.scenario or default)
     overrides: dict[str, Any] = dict(imported.overrides) if imported else {}
+    if imported is not None:
+        if imported.machine_type != scenario.settings.machine:
+            raise BadInput(f"--qemu describes a {imported.machine_type} machine, but scenario {scenario.name} is "
+                           f"{scenario.settings.machine}")
+        for key in ("smp", "accel", "cpu"):
+            given = getattr(args, key)
+            if given is not None and key in overrides and overrides[key] != given:
+                raise BadInput(f"--{key} {given} contradicts --qemu, which gives {key}={overrides[key]}")
     if imported and imported.ignored:
         print(f"vcpu-sched: ignored (not modelled): {', '.join(imported.ignored)}", file=sys.stderr)
     overrides |= {k: v for k, v in {
@@ -143,10 +158,34 @@ def _settings(args: argparse.Namespace, extra: dict[str, Any]) -> tuple[RunSetti
     return apply(scenario.settings, overrides, "command line"), scenario.settings
 
 
+_REPLAY_FIXES = (("scenario", "SCENARIO"), ("smp", "--smp"), ("accel", "--accel"), ("cpu", "--cpu"),
+                 ("fix", "--fix"), ("timebase_reset", "--timebase-reset"), ("sets", "--set"), ("qemu", "--qemu"),
+                 ("seed", "--seed"), ("watchdog", "--watchdog"), ("deadline", "--deadline"), ("clock", "--clock"),
+                 ("engine", "--engine"), ("no_fast_forward", "--no-fast-forward"))
+
+
+def _check_run_options(args: argparse.Namespace) -> None:
+    """Options that contradict each other, or do nothing, are bad input rather than silently dropped."""
+    if args.replay is not None:
+        given = [flag for key, flag in _REPLAY_FIXES if getattr(args, key) not in (None, False, [])]
+        if given:
+            raise BadInput(f"--replay: the schedule file holds the run's settings; drop {', '.join(given)}")
+    if args.engine == "threads" and args.clock == "virtual":
+        raise BadInput("--clock virtual: the threads engine runs in real time (guest time = wall time x time_scale)")
+    if args.engine == "explore" and args.clock is not None:
+        raise BadInput("--clock: the explore engine has no clock; its steps take no time")
+    for pattern in args.trace:
+        if not pattern.strip("-"):
+            raise BadInput(f"--trace {pattern!r}: empty pattern")
+    if args.trace and args.log is None:
+        raise BadInput("--trace selects what --log writes: add --log FILE")
+
+
 def _run(args: argparse.Namespace) -> int:
     from . import runner
     from .report import result_text
 
+    _check_run_options(args)
     if args.replay is not None:
         return _replay(args)
     settings, base = _settings(args, {
@@ -156,8 +195,14 @@ def _run(args: argparse.Namespace) -> int:
     def console(t_ns: int, text: str) -> None:
         print(f"[{t_ns / 1e9:12.6f}] {text}", file=sys.stderr if args.json else sys.stdout, flush=True)
 
+    if args.log is not None:
+        from .files import check_output
+
+        check_output("--log", args.log, inputs=tuple(p for p in (args.scenario, args.replay) if p))
     try:
         result = runner.run(settings, args.log, tuple(args.trace), None if args.quiet else console)
+    except BrokenPipeError:
+        raise
     except OSError as e:
         raise BadInput(f"--log {args.log}: {e.strerror}") from None
     if args.json:
@@ -172,20 +217,20 @@ def _run(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from .events import EventLog
     from .explore import load_schedule, replay, trace_text
+    from .files import atomic_output, check_output
 
     settings, choices, saved = load_schedule(args.replay)
     max_steps = int(saved.get("steps", 0)) + 1
     if args.log is None:
         outcome = replay(settings, choices, max_steps)
     else:
-        try:
-            with open(args.log, "w", encoding="utf-8", buffering=1) as stream:
-                log = EventLog(stream, tuple(args.trace))
-                outcome = replay(settings, choices, max_steps, log)
-                log.end(log.last_t_ns, {"verdict": outcome.verdict, "reason": outcome.reason,
-                                        "steps": len(outcome.steps)})
-        except OSError as e:
-            raise BadInput(f"--log {args.log}: {e.strerror}") from None
+        check_output("--log", args.log, inputs=(args.replay,))
+        # A schedule that does not fit shows only during the replay: the log is renamed into place after.
+        with atomic_output("--log", args.log) as stream:
+            log = EventLog(stream, tuple(args.trace))
+            outcome = replay(settings, choices, max_steps, log)
+            log.end(log.last_t_ns, {"verdict": outcome.verdict, "reason": outcome.reason,
+                                    "steps": len(outcome.steps)})
     same = outcome.verdict == saved.get("verdict") and len(outcome.steps) == saved.get("steps")
     if args.json:
         print(json.dumps({"verdict": outcome.verdict, "reason": outcome.reason, "steps": len(outcome.steps),
@@ -202,6 +247,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _explore(args: argparse.Namespace) -> int:
     from .explore import ExploreProgress, explore_exhaustive, explore_random, explore_text, save_schedule
+    from .files import check_output
 
     for name, value, low in (("--seeds", args.seeds, 1), ("--max-steps", args.max_steps, 1),
                              ("--preemption-bound", args.preemption_bound, 0)):
@@ -209,13 +255,17 @@ def _explore(args: argparse.Namespace) -> int:
             raise BadInput(f"{name}: must be at least {low}")
     if not 0.0 <= args.preempt <= 1.0:
         raise BadInput("--preempt: must be between 0 and 1")
+    if not 0.1 <= args.wall_limit <= 86400:
+        raise BadInput("--wall-limit: must be between 0.1 and 86400 seconds")
     settings, _ = _settings(args, {"seed": args.seed})
+    if args.save is not None:
+        check_output("--save", args.save)  # before the search, not after it
     progress = ExploreProgress()
     if args.strategy == "random":
-        report = explore_random(settings, args.seeds, args.preempt, args.max_steps, progress.step)
+        report = explore_random(settings, args.seeds, args.preempt, args.max_steps, progress.step, args.wall_limit)
     else:
         report = explore_exhaustive(settings, args.max_steps, args.preemption_bound, not args.no_prune,
-                                    progress.step)
+                                    progress.step, wall_limit_s=args.wall_limit)
     progress.done()
     saved = None
     if report.shortest is not None:
@@ -225,6 +275,8 @@ def _explore(args: argparse.Namespace) -> int:
         print(json.dumps({**report.to_dict(), "saved": saved}, sort_keys=True))
     else:
         print(explore_text(report, saved))
+    if report.incomplete and report.incomplete.startswith("interrupted"):
+        raise KeyboardInterrupt
     return 1 if report.shortest is not None else 0
 
 
@@ -245,8 +297,24 @@ def _matrix(args: argparse.Namespace) -> int:
     return 1 if mismatches else 0
 
 
+def _trace_values(argv: list[str]) -> list[str]:
+    """`--trace -PATTERN` (exclude) as the README writes it: argparse would take -PATTERN for an option."""
+    out: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == "--trace":
+            value = next(words, None)
+            if value is not None and value.startswith("-") and not value.startswith("--"):
+                out.append(f"--trace={value}")
+                continue
+            out += [word] if value is None else [word, value]
+            continue
+        out.append(word)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_trace_values(sys.argv[1:] if argv is None else argv))
     try:
         if getattr(args, "scenario_dirs", None):
             from .scenario import add_scenario_dir
@@ -272,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vcpu-sched: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): end quietly, and keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except RunKilled:
         print("vcpu-sched: killed", file=sys.stderr)
         return 143

@@ -26,6 +26,7 @@ from typing import Any
 from .config import RunSettings
 from .engine.explore_engine import Choose, ExploreEngine, Schedule, random_chooser, replay_chooser
 from .errors import BadInput
+from .files import atomic_output
 from .model.machine import Machine, Tracer
 from .scenario import apply
 
@@ -45,6 +46,12 @@ class Exploration:
     outcomes: dict[str, int] = field(default_factory=dict)
     shortest: Schedule | None = None
     wall_s: float = 0.0
+    incomplete: str | None = None  # why the search stopped before its bounds were covered
+
+    def out_of_time(self, deadline: float | None, limit_s: float | None) -> bool:
+        if deadline is not None and time.monotonic() >= deadline:
+            self.incomplete = f"wall-clock limit of {limit_s:g} s reached"
+        return self.incomplete is not None
 
     def add(self, outcome: Schedule) -> None:
         self.schedules += 1
@@ -65,33 +72,43 @@ class Exploration:
         return {"strategy": self.strategy, "bounds": self.bounds, "settings": self.settings.to_dict(),
                 "schedules": self.schedules, "states": len(self.states), "pruned": self.pruned,
                 "bound_hits": self.bound_hits, "outcomes": self.outcomes, "failure": failure,
-                "wall_time_s": self.wall_s}
+                "wall_time_s": self.wall_s, "complete": self.incomplete is None, "incomplete": self.incomplete}
 
 
 def run_schedule(settings: RunSettings, choose: Choose, max_steps: int, tracer: Tracer | None = None,
-                 prune: Callable[[str, int, int], bool] | None = None, prune_from: int = 0) -> Schedule:
-    """One schedule on the explore engine."""
+                 prune: Callable[[str, int, int], bool] | None = None, prune_from: int = 0,
+                 wall_deadline: float | None = None) -> Schedule:
+    """One schedule on the explore engine (cut short, as `bound`, at the monotonic `wall_deadline`)."""
     machine = Machine(settings, tracer) if tracer is not None else Machine(settings)
-    schedule = ExploreEngine(machine, choose, max_steps, prune, prune_from, track_states=True).run().schedule
+    schedule = ExploreEngine(machine, choose, max_steps, prune, prune_from, track_states=True,
+                             wall_deadline=wall_deadline).run().schedule
     assert isinstance(schedule, Schedule)
     return schedule
 
 
 def explore_random(settings: RunSettings, seeds: int, preempt: float, max_steps: int,
-                   progress: Callable[[int, int], None] | None = None) -> Exploration:
+                   progress: Callable[[int, int], None] | None = None,
+                   wall_limit_s: float | None = None) -> Exploration:
     report = Exploration("random", {"seeds": seeds, "preempt": preempt, "max_steps": max_steps}, settings)
     start = time.perf_counter()
-    for i in range(seeds):
-        report.add(run_schedule(settings, random_chooser(settings.seed + i, preempt), max_steps))
-        if progress:
-            progress(i + 1, seeds)
+    deadline = None if wall_limit_s is None else time.monotonic() + wall_limit_s
+    try:
+        for i in range(seeds):
+            if report.out_of_time(deadline, wall_limit_s):
+                break
+            report.add(run_schedule(settings, random_chooser(settings.seed + i, preempt), max_steps,
+                                    wall_deadline=deadline))
+            if progress:
+                progress(i + 1, seeds)
+    except KeyboardInterrupt:
+        report.incomplete = "interrupted (Ctrl-C)"
     report.wall_s = time.perf_counter() - start
     return report
 
 
 def explore_exhaustive(settings: RunSettings, max_steps: int, preemption_bound: int, prune: bool = True,
                        progress: Callable[[int, int], None] | None = None,
-                       max_schedules: int = 1_000_000) -> Exploration:
+                       max_schedules: int = 1_000_000, wall_limit_s: float | None = None) -> Exploration:
     report = Exploration("exhaustive", {"max_steps": max_steps, "preemption_bound": preemption_bound,
                                    "prune": prune}, settings)
     visited: dict[str, tuple[int, int]] = {}
@@ -104,15 +121,23 @@ def explore_exhaustive(settings: RunSettings, max_steps: int, preemption_bound: 
         return False
 
     start = time.perf_counter()
+    deadline = None if wall_limit_s is None else time.monotonic() + wall_limit_s
     prefix: list[int] | None = []
-    while prefix is not None and report.schedules < max_schedules:
-        chooser = _PrefixChooser(prefix)
-        outcome = run_schedule(settings, chooser, max_steps, prune=seen_before if prune else None,
-                               prune_from=len(prefix))
-        report.add(outcome)
-        if progress:
-            progress(report.schedules, 0)
-        prefix = _next_prefix(chooser.record, preemption_bound)
+    try:
+        while prefix is not None and report.schedules < max_schedules:
+            if report.out_of_time(deadline, wall_limit_s):
+                break
+            chooser = _PrefixChooser(prefix)
+            outcome = run_schedule(settings, chooser, max_steps, prune=seen_before if prune else None,
+                                   prune_from=len(prefix), wall_deadline=deadline)
+            report.add(outcome)
+            if progress:
+                progress(report.schedules, 0)
+            prefix = _next_prefix(chooser.record, preemption_bound)
+        if prefix is not None and report.incomplete is None:
+            report.incomplete = f"stopped at {max_schedules:,} schedules"
+    except KeyboardInterrupt:
+        report.incomplete = "interrupted (Ctrl-C)"
     report.wall_s = time.perf_counter() - start
     return report
 
@@ -151,10 +176,8 @@ def _next_prefix(record: list[tuple[list[str], int, bool]], bound: int) -> list[
 def save_schedule(path: str | Path, settings: RunSettings, outcome: Schedule) -> None:
     data = {"format": SCHEDULE_FORMAT, "settings": settings.to_dict(), "choices": outcome.choices,
             "verdict": outcome.verdict, "reason": outcome.reason, "steps": len(outcome.steps)}
-    try:
-        Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    except OSError as e:
-        raise BadInput(f"--save {path}: {e.strerror}") from None
+    with atomic_output("--save", path) as out:
+        out.write(json.dumps(data, indent=1) + "\n")
 
 
 def load_schedule(path: str | Path) -> tuple[RunSettings, list[str], dict[str, Any]]:
@@ -169,6 +192,11 @@ def load_schedule(path: str | Path) -> tuple[RunSettings, list[str], dict[str, A
     choices = data.get("choices")
     if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
         raise BadInput(f"--replay {path}: choices: must be a list of thread names")
+    steps = data.get("steps")
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= 10_000_000:
+        raise BadInput(f"--replay {path}: steps: must be a whole number of steps, not {steps!r}")
+    if data.get("verdict") is not None and not isinstance(data["verdict"], str):
+        raise BadInput(f"--replay {path}: verdict: must be a verdict name, not {data['verdict']!r}")
     raw = data.get("settings")
     if not isinstance(raw, dict):
         raise BadInput(f"--replay {path}: settings: must be a table")
@@ -231,9 +259,11 @@ def explore_text(report: Exploration, saved: str | None) -> str:
              f"{report.schedules} schedules, {len(report.states)} distinct states, {report.pruned} cut at a "
              f"visited state, {report.bound_hits} at the step bound, {report.wall_s:.1f} s",
              "outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items()))]
+    if report.incomplete:
+        lines.append(f"INCOMPLETE: {report.incomplete}; the schedules above are all that was searched")
     failure = report.shortest
     if failure is None:
-        lines.append("no failure within the bounds")
+        lines.append("no failure within the bounds" + (" searched" if report.incomplete else ""))
         return "\n".join(lines)
     lines += ["", f"shortest failing schedule: {failure.verdict} after {len(failure.steps)} steps "
                   f"({len(failure.choices)} choices): {failure.reason}", trace_text(failure)]

@@ -49,6 +49,10 @@ def parse_pending(text: str) -> int:
 
 
 def irq_main(args: argparse.Namespace) -> int:
+    if args.psscr is not None and args.psscr_ec and not args.psscr & PSSCR_EC:
+        raise BadInput(f"--psscr {args.psscr:#x} has EC clear, --psscr-ec sets it: give one or the other")
+    if (args.psscr is not None or args.psscr_ec) and not CPU_MODELS[args.cpu].has_psscr:
+        raise BadInput(f"--psscr: {args.cpu} has no PSSCR (it came with POWER9)")
     psscr = args.psscr if args.psscr is not None else 0
     if args.psscr_ec:
         psscr |= PSSCR_EC

@@ -76,6 +76,9 @@ def _smp(value: str) -> dict[str, int]:
     if sockets * cores * threads != cpus:
         raise BadInput(f"--qemu: -smp {value}: sockets ({sockets}) x cores ({cores}) x threads ({threads}) "
                        f"!= {cpus} CPUs")
+    for unsupported in ("dies", "clusters"):
+        if given.get(unsupported, 1) > 1:
+            raise BadInput(f"--qemu: -smp {value}: {unsupported} not supported by this machine's CPU topology")
     if given.get("maxcpus", cpus) != cpus:
         raise BadInput(f"--qemu: -smp {value}: maxcpus (CPU hotplug slots) is not modelled")
     return {"smp": cpus, "sockets": sockets, "cores": cores, "threads": threads}

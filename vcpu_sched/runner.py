@@ -49,5 +49,5 @@ def run(settings: RunSettings, log_path: Path | str | None = None, trace: tuple[
         summary = {"verdict": result.verdict, "reason": result.reason, "cpus_online": result.cpus_online,
                    "guest_time_s": result.guest_time_s,
                    "lockup": result.lockup.to_dict() if result.lockup else None}
-        log.end(round(result.guest_time_s * 1e9), summary)
+        log.end(max(log.last_t_ns, round(result.guest_time_s * 1e9)), summary)  # time never runs backwards
     return result

@@ -179,6 +179,13 @@ def apply(base: RunSettings, overrides: dict[str, Any], where: str) -> RunSettin
     if merged.sockets * merged.cores * merged.threads != merged.smp:
         raise BadInput(f"{where}: smp={merged.smp} does not match sockets={merged.sockets} x "
                        f"cores={merged.cores} x threads={merged.threads}")
+    if merged.watchdog_s >= merged.deadline_s:
+        raise BadInput(f"{where}: watchdog_s={merged.watchdog_s:g} must be shorter than deadline_s="
+                       f"{merged.deadline_s:g}, or the run meets its deadline before the watchdog can fire")
+    resets = sum(1 for _, command in merged.monitor if command == "system_reset")
+    if merged.boots > resets + 1:
+        raise BadInput(f"{where}: boots={merged.boots} needs {merged.boots - 1} monitor system_reset "
+                       f"command(s) to boot again; the monitor script has {resets}")
     if merged.machine == "powernv":
         if merged.accel != "tcg":
             raise BadInput(f"{where}: accel: the powernv machine does not support the KVM accelerator")

@@ -13,9 +13,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..explain import Facts, Wait, chain
+from ..explain import Wait, chain
 from .logread import Log
-from .timeline import Timeline, build, thread_of
+from .timeline import Timeline, build
 
 NS = 1_000_000_000
 
@@ -52,54 +52,18 @@ class ThreadSummary:
                 "exits": dict(sorted(self.exits.items()))}
 
 
-def _per_thread(log: Log, timeline: Timeline) -> dict[str, ThreadSummary]:
-    accel = str(log.settings.get("accel", "kvm"))
-    loop_cost = int(log.settings.get("loop_cost_ns", 1000)) or 1000
-    out = {t: ThreadSummary() for t in timeline.threads}
-    ff_since: dict[str, int] = {}
+def _per_thread(timeline: Timeline) -> dict[str, ThreadSummary]:
+    out = {}
+    for thread in timeline.threads:
+        c = timeline.counts[thread]
+        out[thread] = ThreadSummary(loop_iterations=c.loop_iterations, kicks=c.kicks, sleeps=c.sleeps,
+                                    exits=c.exits)
     for iv in timeline.intervals:
         if iv.kind == "BQL held":
             out[iv.thread].bql_hold.add(iv.ns)
         elif iv.kind == "BQL wait":
             out[iv.thread].bql_wait.add(iv.ns)
-    for e in log.events:
-        thread = thread_of(e, accel)
-        if thread is None or thread not in out:
-            continue
-        s, name = out[thread], e["event"]
-        if name == "kvm_cpu_exec":
-            s.loop_iterations += 1
-        elif name == "trace_suppressed":
-            if e.get("suppressed_event") == "kvm_cpu_exec":
-                s.loop_iterations += int(e.get("count", 0))
-            elif e.get("suppressed_event") == "qemu_cpu_kick":
-                s.kicks += int(e.get("count", 0))
-        elif name == "vcpu_spin_fast_forward":
-            ff_since[thread] = e["t_ns"]
-        elif name == "vcpu_spin_resumed":
-            s.loop_iterations += int(e.get("skipped_iterations", 0))
-            ff_since.pop(thread, None)
-        elif name == "qemu_cpu_kick":
-            s.kicks += 1
-        elif name == "qemu_wait_io_event_sleep":
-            s.sleeps += 1
-        elif name == "kvm_run_exit":
-            s.exits[str(e.get("hcall") or e.get("reason"))] += 1
-    for thread, since in ff_since.items():  # a fast-forward still running when the log ends
-        out[thread].loop_iterations += (timeline.end_ns - since) // loop_cost
     return out
-
-
-def _rtas(log: Log) -> list[dict[str, Any]]:
-    calls, pending = [], {}
-    for e in log.events:
-        if e["event"] == "rtas_call":
-            pending[e.get("cpu")] = e
-        elif e["event"] == "rtas_return":
-            call = pending.pop(e.get("cpu"), None)
-            calls.append({"t_s": e["t_ns"] / NS, "cpu": e.get("cpu"), "call": e.get("call"),
-                          "args": call.get("args") if call else None, "rets": e.get("rets")})
-    return calls
 
 
 def _longest_hold(timeline: Timeline) -> dict[str, Any] | None:
@@ -124,9 +88,7 @@ def _signature(log: Log, timeline: Timeline, threads: dict[str, ThreadSummary]) 
     if threads[held.thread].loop_iterations == 0:
         return None
     boot = next((w for w in waiting if w.thread.startswith("CPU 0/")), waiting[0])
-    facts = Facts(str(log.settings.get("cpu", "POWER10")), str(log.settings.get("accel", "kvm")))
-    for e in log.events:
-        facts.feed(e["event"], e["t_ns"], e)
+    facts = timeline.facts
     stuck = facts.waits.get(boot.thread, Wait(boot.thread, "BQL", boot.label, boot.start_ns))
     iterations = threads[held.thread].loop_iterations
     why = chain(facts, stuck, held.thread, _cpu(held.thread), held.start_ns, held.label, iterations, log.end_ns,
@@ -146,25 +108,26 @@ def _cpu(thread: str) -> int | None:
 def summarise(log: Log, timeline: Timeline | None = None) -> dict[str, Any]:
     """The summary of a log; pass its timeline if it is already built."""
     timeline = timeline if timeline is not None else build(log)
-    threads = _per_thread(log, timeline)
+    threads = _per_thread(timeline)
     end = log.end
     verdict = end.get("verdict") if end else None
     watchdog = end.get("lockup") if end else None
-    suppressed = sum(int(e.get("count", 0)) for e in log.events if e["event"] == "trace_suppressed")
+    suppressed = timeline.suppressed
     signature = _signature(log, timeline, threads)
     agreement = None
     if signature is not None and isinstance(watchdog, dict):
         agreement = (watchdog.get("bql_holder") == signature["holder_cpu"]
                      and watchdog.get("stuck_cpu") == signature["stuck_cpu"])
     return {
-        "log": log.path, "events": len(log.events), "settings": log.settings,
+        "log": log.path, "events": log.count, "settings": log.settings,
         "complete": not log.truncated,
-        "ends_at": {"line": log.last_line, "t_s": log.end_ns / NS, "last_event": log.events[-1]["event"]},
+        "ends_at": {"line": log.last_line, "t_s": log.end_ns / NS, "last_event": log.last_event},
         "corrupt_lines": log.corrupt_lines, "suppressed_events": suppressed,
+        "corrupt": [{"line": n, "why": why} for n, why in log.corrupt[:100]],
         "verdict": verdict, "reason": end.get("reason") if end else "log truncated: the run did not finish",
         "threads": {t: s.to_dict() for t, s in threads.items()},
         "longest_hold": _longest_hold(timeline),
-        "rtas": _rtas(log),
+        "rtas": timeline.rtas,
         "lockup_signature": signature,
         "watchdog": {"stuck_cpu": watchdog.get("stuck_cpu"), "bql_holder": watchdog.get("bql_holder"),
                      "chain": watchdog.get("chain")} if isinstance(watchdog, dict) else None,
@@ -181,6 +144,7 @@ def summary_text(s: dict[str, Any]) -> str:
     if s["corrupt_lines"]:
         shown = ", ".join(map(str, s["corrupt_lines"][:10])) + (" ..." if len(s["corrupt_lines"]) > 10 else "")
         lines.append(f"corrupt lines: {len(s['corrupt_lines'])} (line {shown})")
+        lines += [f"  line {c['line']}: {c['why']}" for c in s["corrupt"][:10]]
     st = s["settings"]
     lines.append(f"run: {st.get('scenario')} smp={st.get('smp')} accel={st.get('accel')} cpu={st.get('cpu')} "
                  f"fix={st.get('fix')} timebase_reset={st.get('timebase_reset')} seed={st.get('seed')}")

@@ -9,10 +9,14 @@ sleep when the condition is halt_cond), `KVM_RUN` (kvm_vcpu_ioctl_run -> kvm_run
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..explain import Facts
 from .logread import Log
+
+NS = 1_000_000_000
 
 _OPENERS = {"qemu_mutex_lock": "BQL wait", "qemu_mutex_locked": "BQL held", "qemu_cond_wait": "cond wait",
             "kvm_vcpu_ioctl_run": "KVM_RUN", "rtas_call": "RTAS"}
@@ -43,13 +47,29 @@ class Instant:
 
 
 @dataclass
+class ThreadCounts:
+    """What a thread did, counted as the log is read (suppressed lines included)."""
+
+    loop_iterations: int = 0
+    kicks: int = 0
+    sleeps: int = 0
+    exits: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
 class Timeline:
+    """Everything the analysis keeps from one pass over the log (never the events themselves)."""
+
     threads: list[str]
     intervals: list[Interval]
     instants: list[Instant]
     waiters: list[tuple[int, int]]  # (t_ns, number of threads waiting for the BQL) at each change
     online: dict[str, int]  # thread -> guest time it was started (spapr_cpu_set_entry_state)
     end_ns: int
+    counts: dict[str, ThreadCounts] = field(default_factory=dict)
+    rtas: list[dict[str, Any]] = field(default_factory=list)
+    suppressed: int = 0
+    facts: Facts = field(default_factory=Facts)
 
 
 def thread_of(event: dict[str, Any], accel: str) -> str | None:
@@ -66,48 +86,91 @@ def thread_of(event: dict[str, Any], accel: str) -> str | None:
 
 
 def build(log: Log) -> Timeline:
+    """One pass over the log's events."""
     accel = str(log.settings.get("accel", "kvm"))
     smp = log.settings.get("smp", 0)
+    loop_cost = int(log.settings.get("loop_cost_ns", 1000)) or 1000
     threads = ["main"] + [f"CPU {i}/{accel.upper()}" for i in range(smp if isinstance(smp, int) else 0)]
+    tl = Timeline(threads, [], [], [(0, 0)], {}, log.end_ns,
+                  facts=Facts(str(log.settings.get("cpu", "POWER10")), accel))
     opened: dict[tuple[str, str], tuple[int, str]] = {}
-    intervals: list[Interval] = []
-    instants: list[Instant] = []
     waiting: set[str] = set()
-    waiters: list[tuple[int, int]] = [(0, 0)]
-    online: dict[str, int] = {}
-    for e in log.events:
+    ff_since: dict[str, int] = {}
+    rtas_pending: dict[Any, dict[str, Any]] = {}
+    for e in log.events():
         name, t = e["event"], e["t_ns"]
+        tl.facts.feed(name, t, e)
+        if name == "trace_suppressed":
+            tl.suppressed += int(e.get("count", 0))
+        elif name == "rtas_call":
+            rtas_pending[e.get("cpu")] = e
+        elif name == "rtas_return":
+            call = rtas_pending.pop(e.get("cpu"), None)
+            tl.rtas.append({"t_s": t / NS, "cpu": e.get("cpu"), "call": e.get("call"),
+                            "args": call.get("args") if call else None, "rets": e.get("rets")})
         thread = thread_of(e, accel)
         if thread is None:
             if name == "watchdog_fired":
-                instants.append(Instant("main", "watchdog fired", t, {"holder": e.get("holder")}))
+                tl.instants.append(Instant("main", "watchdog fired", t, {"holder": e.get("holder")}))
             continue
-        if thread not in threads:
-            threads.append(thread)
+        if thread not in tl.counts:
+            tl.counts[thread] = ThreadCounts()
+            if thread not in threads:
+                threads.append(thread)
+        _count(tl.counts[thread], e, ff_since, thread)
         kind = _CLOSERS.get(name)
         if kind is not None:
             began = opened.pop((thread, kind), None)
             if began is not None:
-                intervals.append(Interval(thread, kind, began[0], t, began[1]))
+                _add(tl.intervals, Interval(thread, kind, began[0], t, began[1]))
         kind = _OPENERS.get(name)
         if kind is not None:
             opened[(thread, kind)] = (t, str(e.get("cond") or e.get("site") or e.get("call") or ""))
         if name == "qemu_mutex_lock" and e.get("owner") is not None:
             waiting.add(thread)
-            waiters.append((t, len(waiting)))
+            tl.waiters.append((t, len(waiting)))
         elif name == "qemu_mutex_locked" and thread in waiting:
             waiting.discard(thread)
-            waiters.append((t, len(waiting)))
+            tl.waiters.append((t, len(waiting)))
         elif name == "qemu_cpu_kick":
-            instants.append(Instant(thread, "kick", t, {"by": e.get("by")}))
+            tl.instants.append(Instant(thread, "kick", t, {"by": e.get("by")}))
         elif name == "ppc_maybe_interrupt" and e.get("hard") and not e.get("hard_before"):
-            instants.append(Instant(thread, f"HARD set ({e.get('interrupt')})", t, {"rule": e.get("rule")}))
+            tl.instants.append(Instant(thread, f"HARD set ({e.get('interrupt')})", t, {"rule": e.get("rule")}))
         elif name == "spapr_cpu_set_entry_state":
-            online[thread] = t
-    end = log.end_ns
+            tl.online[thread] = t
     for (thread, kind), (began_ns, label) in opened.items():
-        intervals.append(Interval(thread, kind, began_ns, end, label, open=True))
+        _add(tl.intervals, Interval(thread, kind, began_ns, tl.end_ns, label, open=True))
+    for thread, since in ff_since.items():  # a fast-forward still running when the log ends
+        tl.counts[thread].loop_iterations += (tl.end_ns - since) // loop_cost
+    for thread in threads:
+        tl.counts.setdefault(thread, ThreadCounts())
+    tl.intervals.sort(key=lambda iv: (iv.thread, iv.start_ns, -iv.end_ns))
+    return tl
+
+
+def _add(intervals: list[Interval], iv: Interval) -> None:
     # A BQL wait that was never contended (lock and locked at the same instant) is no wait at all.
-    intervals = [iv for iv in intervals if iv.kind != "BQL wait" or iv.ns > 0 or iv.open]
-    intervals.sort(key=lambda iv: (iv.thread, iv.start_ns, -iv.end_ns))
-    return Timeline(threads, intervals, instants, waiters, online, end)
+    if iv.kind != "BQL wait" or iv.ns > 0 or iv.open:
+        intervals.append(iv)
+
+
+def _count(c: ThreadCounts, e: dict[str, Any], ff_since: dict[str, int], thread: str) -> None:
+    name = e["event"]
+    if name == "kvm_cpu_exec":
+        c.loop_iterations += 1
+    elif name == "trace_suppressed":
+        if e.get("suppressed_event") == "kvm_cpu_exec":
+            c.loop_iterations += int(e.get("count", 0))
+        elif e.get("suppressed_event") == "qemu_cpu_kick":
+            c.kicks += int(e.get("count", 0))
+    elif name == "vcpu_spin_fast_forward":
+        ff_since[thread] = e["t_ns"]
+    elif name == "vcpu_spin_resumed":
+        c.loop_iterations += int(e.get("skipped_iterations", 0))
+        ff_since.pop(thread, None)
+    elif name == "qemu_cpu_kick":
+        c.kicks += 1
+    elif name == "qemu_wait_io_event_sleep":
+        c.sleeps += 1
+    elif name == "kvm_run_exit":
+        c.exits[str(e.get("hcall") or e.get("reason"))] += 1

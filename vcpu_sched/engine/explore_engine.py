@@ -95,13 +95,14 @@ class ExploreEngine(Engine):
 
     def __init__(self, machine: Machine, choose: Choose | None = None, max_steps: int = DEFAULT_MAX_STEPS,
                  prune: Callable[[str, int, int], bool] | None = None, prune_from: int = 0,
-                 track_states: bool = False) -> None:
+                 track_states: bool = False, wall_deadline: float | None = None) -> None:
         super().__init__(machine)
         self.choose = choose or random_chooser(machine.settings.seed, DEFAULT_PREEMPT)
         self.max_steps = max_steps
         self.prune = prune
         self.prune_from = prune_from
         self.track_states = track_states or prune is not None  # hashing every state costs O(threads) a step
+        self.wall_deadline = wall_deadline
         self._events: list[str] = []
         outer = machine.tracer
 
@@ -157,6 +158,9 @@ class ExploreEngine(Engine):
                 return self._end()
             if len(self.steps) >= self.max_steps:
                 core.finish("bound", f"step bound of {self.max_steps} reached")
+                return self._end()
+            if self.wall_deadline is not None and len(self.steps) % 64 == 0 and time.monotonic() > self.wall_deadline:
+                core.finish("bound", "wall-clock limit reached")
                 return self._end()
             names = [t.name for t in enabled]
             if len(names) > 1:

@@ -95,10 +95,19 @@ class ThreadsEngine(Engine):
         self._error: BaseException | None = None
         self.leftover_threads: list[str] = []
         self._log_closed = False
+        self._last_t_ns = 0
+        self._frozen_at: int | None = None
         tracer = machine.tracer
 
         def locked_tracer(event: str, t_ns: int, fields: dict[str, Any]) -> None:
             with self._trace_lock:  # threads log concurrently; the event log is not thread-safe
+                # A thread may read the clock, then wait for this lock behind a later one: the log keeps
+                # time in order (by at most the wait for the lock), as analyze requires.
+                if self._frozen_at is not None:  # the watchdog has decided: only its own lines remain
+                    if event not in ("watchdog_fired", "run_verdict"):
+                        return
+                    t_ns = self._frozen_at
+                t_ns = self._last_t_ns = max(t_ns, self._last_t_ns)
                 if not self._log_closed:
                     tracer(event, t_ns, fields)
                 # After the verdict the threads only wind down: that is not part of the run's story.
@@ -206,6 +215,8 @@ class ThreadsEngine(Engine):
             now = self.now_ns()
             lockup = core.watchdog.check(now)
             if lockup is not None:
+                with self._trace_lock:  # what the threads do while psutil samples is not the run's story
+                    now = self._frozen_at = max(now, self._last_t_ns)
                 lockup.holder_thread, lockup.top_threads = self._sample_threads(lockup.bql_holder_thread)
                 with self._verdict_lock:
                     core.fire_watchdog(lockup, at_ns=now)

@@ -1,0 +1,76 @@
+"""Output files that are never half-written and never written over an input.
+
+Every output but the event log (perfetto traces, plots, schedule files) is written to a temporary file in
+the same directory and renamed over the target only once complete, so a failed or interrupted command
+leaves an existing file as it was. The event log streams to its path instead, so that what a killed run
+logged is kept; it is opened only after every input has been checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TextIO
+
+from .errors import BadInput
+
+
+def check_output(option: str, path: str | Path, inputs: tuple[str | Path, ...] = ()) -> Path:
+    """`path` can be written: its directory exists, it is not a directory, and it is none of `inputs`."""
+    target = Path(path)
+    if not str(path):
+        raise BadInput(f"{option}: empty file name")
+    if target.is_dir():
+        raise BadInput(f"{option} {path}: is a directory")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise BadInput(f"{option} {path}: no such directory {parent}")
+    if not os.access(parent, os.W_OK):
+        raise BadInput(f"{option} {path}: directory {parent} is not writable")
+    for source in inputs:
+        with contextlib.suppress(OSError):
+            if target.exists() and os.path.samefile(target, source):
+                raise BadInput(f"{option} {path}: is the input file; choose another name")
+    return target
+
+
+@contextlib.contextmanager
+def atomic_output(option: str, path: str | Path) -> Iterator[TextIO]:
+    """Write to a temporary file next to `path`; rename it over `path` only if the block completes."""
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise BadInput(f"{option} {path}: {e.strerror}") from None
+    try:
+        with open(fd, "w", encoding="utf-8", buffering=1) as out:
+            yield out
+        os.replace(tmp, target)
+    except OSError as e:
+        raise BadInput(f"{option} {path}: {e.strerror}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def atomic_write(option: str, path: str | Path, write: Callable[[str], None]) -> None:
+    """Let `write(temporary_path)` produce the file (a library that wants a path), then rename it."""
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=parent)
+        os.close(fd)
+    except OSError as e:
+        raise BadInput(f"{option} {path}: {e.strerror}") from None
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except OSError as e:
+        raise BadInput(f"{option} {path}: {e.strerror}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)

@@ -14,7 +14,9 @@ Rows:
   checkpoints while the same number of other tasks sleep;
 - peak RSS of the 32-vCPU lockup run (psutil, sampled), beside the bare Trio program's;
 - the threads engine against the Trio engine on the seed case's lockup (watchdog 2 s of guest time:
-  0.1 s of real spinning at the default time scale, plus the watchdog's 1 s psutil sample).
+  0.1 s of real spinning at the default time scale, plus the watchdog's 1 s psutil sample);
+- `analyze` of a big log (2048 vCPUs offlined and onlined, about 60 MB): wall time and peak RSS of the
+  summary, with --perfetto and with --plot (no baseline: the third column is the peak RSS).
 Ratios, not absolute times, are what carries from one machine to another.
 """
 
@@ -27,6 +29,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -74,19 +77,21 @@ def cli_cpu(repeat: int) -> tuple[list[float], list[float]]:
 
 def timed_process(argv: list[str]) -> tuple[float, int, str]:
     """Wall seconds, peak RSS (bytes, sampled with psutil) and stdout of one subprocess."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, text=True)
-    watched = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            peak = max(peak, watched.memory_info().rss)
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.002)
-    out = proc.stdout.read() if proc.stdout else ""
-    proc.wait()
-    return time.perf_counter() - start, peak, out
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as stdout:  # a pipe would fill up and block it
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL, cwd=ROOT, text=True)
+        watched = psutil.Process(proc.pid)
+        peak = 0
+        while proc.poll() is None:
+            try:
+                peak = max(peak, watched.memory_info().rss)
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.002)
+        proc.wait()
+        wall = time.perf_counter() - start
+        stdout.seek(0)
+        return wall, peak, stdout.read()
 
 
 def run_case(flags: list[str], repeat: int) -> tuple[float, int, dict[str, Any]]:
@@ -149,6 +154,20 @@ def engines(repeat: int) -> tuple[float, float]:
     return walls["threads"], walls["trio"]
 
 
+def big_log(directory: Path) -> list[tuple[str, str, str, str]]:
+    """analyze on a big log (the 2048-vCPU offline/online scenario with the fix): time and peak RSS."""
+    log = directory / "big.jsonl"
+    subprocess.run([sys.executable, "-m", "vcpu_sched", "run", "spapr-cpu-offline-online", "--fix", "quiesced",
+                    "--smp", "2048", "--quiet", "--log", str(log)], check=False, capture_output=True, cwd=ROOT)
+    size = log.stat().st_size / 2**20
+    rows = []
+    for label, extra in (("summary", []), ("summary + --perfetto", ["--perfetto", str(directory / "t.json")]),
+                         ("summary + --plot", ["--plot", str(directory / "t.png")])):
+        wall, rss, _ = timed_process([sys.executable, "-m", "vcpu_sched", "analyze", str(log), *extra])
+        rows.append((f"analyze a {size:.0f} MB log: {label}", f"{wall:.1f} s", f"{rss / 2**20:.0f} MiB", "-"))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -174,6 +193,8 @@ def main() -> int:
     threads_wall, trio_wall = engines(args.repeat)
     rows.append(("seed-case lockup (watchdog 2 s): threads engine vs trio engine, wall",
                  f"{threads_wall * 1000:.0f} ms", f"{trio_wall * 1000:.0f} ms", f"{threads_wall / trio_wall:.2f}"))
+    with tempfile.TemporaryDirectory() as directory:
+        rows += big_log(Path(directory))
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'vcpu_sched':>12}  {'bare trio':>12}  {'ratio':>6}")
     for name, value, base, ratio in rows:

@@ -6,9 +6,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
+
+from vcpu_sched.analyze.logread import read_log
+from vcpu_sched.analyze.summary import summarise
 
 
 def _default_sigint() -> None:
@@ -41,3 +45,25 @@ def test_a_signalled_matrix_ends_its_workers_within_3_s(sig: signal.Signals, sta
             assert "Traceback" not in err and len(err.strip().splitlines()[-1:]) == 1
         finally:
             proc.kill()
+
+
+def test_an_interrupted_real_clock_log_counts_the_spin_it_was_in(tmp_path: Path) -> None:
+    """The log of a killed run ends at the guest time reached, so analyze credits the spin up to there."""
+    log = tmp_path / "cut.jsonl"
+    with subprocess.Popen([sys.executable, "-m", "vcpu_sched", "run", "--clock", "real", "--watchdog", "30",
+                           "--quiet", "--log", str(log)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        try:
+            deadline = time.monotonic() + 30
+            while "vcpu_spin_fast_forward" not in (log.read_text() if log.exists() else ""):
+                assert proc.poll() is None and time.monotonic() < deadline, "the run never began to spin"
+                time.sleep(0.01)
+            spin_from = time.monotonic()
+            while time.monotonic() - spin_from < 0.3:  # let it spin for a while, in real time
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 143
+        finally:
+            proc.kill()
+    summary = summarise(read_log(log))
+    assert summary["reason"] == "killed (SIGTERM)"
+    assert summary["threads"]["CPU 1/KVM"]["loop_iterations"] > 250_000, "0.3 s of 1 us turns, at least"

@@ -37,14 +37,16 @@ def run(settings: RunSettings, log_path: Path | str | None = None, trace: tuple[
         engine = make_engine(Machine(settings, log, console_out))
         try:
             result = engine.run()
-        except RunKilled:
-            log.end(log.last_t_ns, {"verdict": None, "reason": "killed (SIGTERM)"})
-            raise
         except BaseException as e:
+            # Cut short: the log ends at the guest time reached, so a spin in progress is not understated.
+            end = max(log.last_t_ns, engine.now_ns())
+            if isinstance(e, RunKilled):
+                log.end(end, {"verdict": None, "reason": "killed (SIGTERM)"})
+                raise
             if _is_interrupt(e):
-                log.end(log.last_t_ns, {"verdict": None, "reason": "interrupted (Ctrl-C)"})
+                log.end(end, {"verdict": None, "reason": "interrupted (Ctrl-C)"})
                 raise KeyboardInterrupt from None
-            log.end(log.last_t_ns, {"verdict": None, "reason": f"internal error: {type(e).__name__}: {e}"})
+            log.end(end, {"verdict": None, "reason": f"internal error: {type(e).__name__}: {e}"})
             raise
         summary = {"verdict": result.verdict, "reason": result.reason, "cpus_online": result.cpus_online,
                    "guest_time_s": result.guest_time_s,

@@ -338,3 +338,7 @@ class Engine:
 
     def run(self) -> RunResult:
         raise NotImplementedError
+
+    def now_ns(self) -> int:
+        """Guest time now (also after the run was interrupted: where an interrupted log ends)."""
+        raise NotImplementedError

@@ -111,14 +111,14 @@ class ExploreEngine(Engine):
             outer(event, t_ns, fields)
 
         machine.set_tracer(trace)
-        self.core = EngineCore(machine, self._now, fast_forward=True)
+        self.core = EngineCore(machine, self.now_ns, fast_forward=True)
         self.sched = Scheduler(self.core, timed=False)
         self.choices: list[str] = []
         self.steps: list[Step] = []
         self.states: set[str] = set()
         self.schedule: Schedule | None = None
 
-    def _now(self) -> int:
+    def now_ns(self) -> int:
         return self.sched.now
 
     def run(self) -> RunResult:

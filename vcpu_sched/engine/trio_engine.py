@@ -39,17 +39,20 @@ class TrioEngine(Engine):
     def __init__(self, machine: Machine) -> None:
         super().__init__(machine)
         self.settings = machine.settings
-        self.core = EngineCore(machine, self._now, fast_forward=self.settings.fast_forward,
+        self.core = EngineCore(machine, self.now_ns, fast_forward=self.settings.fast_forward,
                                quantum_ns=SPEND_QUANTUM_NS, wake_latency_ns=WAKE_LATENCY_MAX_NS)
         self.sched = Scheduler(self.core, timed=True)
         self._killed = False
+        self._wall0: float | None = None
 
-    def _now(self) -> int:
+    def now_ns(self) -> int:
+        if self.settings.clock == "real" and self._wall0 is not None:  # also while it sleeps to the next timer
+            return max(self.sched.now, round((time.monotonic() - self._wall0) * NS))
         return self.sched.now
 
     async def run_async(self) -> RunResult:
         """Run to a verdict inside the caller's Trio run (on its clock when settings say real)."""
-        wall0 = time.monotonic()
+        wall0 = self._wall0 = time.monotonic()
         error: Exception | None = None
         async with trio.open_nursery() as nursery:
             if takes_sigterm():

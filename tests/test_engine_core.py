@@ -193,3 +193,15 @@ def test_a_seed_gives_the_same_run_again_and_with_or_without_a_log(seed_settings
 def test_different_seeds_give_different_interleavings(seed_settings: RunSettings) -> None:
     times = {runner.run(variant(seed_settings, seed=seed, fix="quiesced")).guest_time_s for seed in range(5)}
     assert len(times) == 5
+
+
+def test_a_matrix_worker_gives_the_same_run_as_this_process() -> None:
+    from vcpu_sched.matrix import rows_for, run_matrix
+    from vcpu_sched.scenario import load
+
+    rows = rows_for(load("spapr-rtas-stopped"))
+    results = run_matrix(["spapr-rtas-stopped"], jobs=2)
+    assert len(results) == len(rows)
+    for row, result in zip(rows, results, strict=True):
+        here = runner.run(row.settings)
+        assert (result["actual"], result["guest_time_s"]) == (here.verdict, here.guest_time_s), row.label

@@ -38,27 +38,9 @@ def check_output(option: str, path: str | Path, inputs: tuple[str | Path, ...] =
 
 
 @contextlib.contextmanager
-def atomic_output(option: str, path: str | Path) -> Iterator[TextIO]:
-    """Write to a temporary file next to `path`; rename it over `path` only if the block completes."""
-    target = Path(path)
-    parent = target.parent if str(target.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise BadInput(f"{option} {path}: {e.strerror}") from None
-    try:
-        with open(fd, "w", encoding="utf-8", buffering=1) as out:
-            yield out
-        os.replace(tmp, target)
-    except OSError as e:
-        raise BadInput(f"{option} {path}: {e.strerror}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-def atomic_write(option: str, path: str | Path, write: Callable[[str], None]) -> None:
-    """Let `write(temporary_path)` produce the file (a library that wants a path), then rename it."""
+def _beside(option: str, path: str | Path) -> Iterator[str]:
+    """A temporary file next to `path` (same suffix, so a library can tell the format), renamed over
+    `path` if the block completes, removed otherwise."""
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
     try:
@@ -67,10 +49,23 @@ def atomic_write(option: str, path: str | Path, write: Callable[[str], None]) ->
     except OSError as e:
         raise BadInput(f"{option} {path}: {e.strerror}") from None
     try:
-        write(tmp)
+        yield tmp
         os.replace(tmp, target)
     except OSError as e:
         raise BadInput(f"{option} {path}: {e.strerror}") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_output(option: str, path: str | Path) -> Iterator[TextIO]:
+    """Write text to a temporary file next to `path`; it replaces `path` only if the block completes."""
+    with _beside(option, path) as tmp, open(tmp, "w", encoding="utf-8", buffering=1) as out:
+        yield out
+
+
+def atomic_write(option: str, path: str | Path, write: Callable[[str], None]) -> None:
+    """Let `write(temporary_path)` produce the file (a library that wants a path), then rename it."""
+    with _beside(option, path) as tmp:
+        write(tmp)

@@ -1,14 +1,17 @@
 """The threads engine: one OS thread per QEMU thread around a real `threading.Lock`, hanging for real.
 
-The same model generators as the Trio engine, performed by real threads: `BqlLock` is a blocking
-acquire of one `threading.Lock` (with its owner recorded), `CondWait` drops it and sleeps, `Block`
-sleeps in wall time, and a vCPU loop turn is simply executed - so the spinning vCPU of the hang burns a
+The engine core's primitives (core.py) performed by real threads: `Acquire` is a blocking acquire of one
+`threading.Lock`, `Release` releases it, `Park` sleeps on an event in wall time, and a `Sleep` of a vCPU
+loop turn is simply the turn being executed (no fast-forward) - so the spinning vCPU of the hang burns a
 host core, as the real QEMU thread does, and the boot CPU's thread is blocked in the lock.
 
 Choices, and why:
 - Conditions are a `threading.Event` per waiter, not `threading.Condition`: Python's `notify` must hold
-  the lock, while QEMU kicks (`qemu_cond_broadcast`) without the BQL. A CondWait registers its event
-  before it drops the BQL, so no broadcast is lost.
+  the lock, while QEMU kicks (`qemu_cond_broadcast`) without the BQL. A Park registers its event, then
+  compares the generations the core took before the BQL was dropped, so no broadcast is lost.
+- The log is kept in time order, and once the watchdog has decided, other threads' events are no longer
+  logged: the second of psutil sampling that follows is not part of the run's story, and guest time
+  stops at the verdict. SIGTERM (main thread only) raises RunKilled there; the threads are then stopped.
 - Guest time is wall time multiplied by `time_scale` (default 20: one wall second is twenty guest
   seconds), so a 2 s boot takes 0.1 s and a 20 s watchdog threshold one second of real spinning.
 - Stopping: when the run has its verdict, a stop flag is set and every sleeping thread is woken. Each

@@ -35,7 +35,7 @@ class CpuFacts:
     dec_pending: bool = False
     dec_raised_ns: int | None = None  # the timebase reset that left a DEC pending
     timebase_reset: str = ""
-    lpcr_overwritten: tuple[int, int, int] | None = None  # t, QEMU's LPCR before, KVM's after
+    lpcr_overwritten: tuple[int, int, int, str] | None = None  # t, QEMU's LPCR before, KVM's after, via
     ec_lost_ns: int | None = None
     hard_set: tuple[int, str, str] | None = None  # t, interrupt, rule (set while halted)
     last_hlt_ns: int | None = None  # kvm_cpu_exec's EXCP_HLT short-cut
@@ -113,7 +113,7 @@ class Facts:
         before, after = _int(f["lpcr_before"]), _int(f["lpcr"])
         pm = CPU_MODELS[self.cpu_model].lpcr_pm if self.cpu_model in CPU_MODELS else ~0
         if (before & pm) != (after & pm):
-            c.lpcr_overwritten = (t, before, after)
+            c.lpcr_overwritten = (t, before, after, str(f.get("via", "-")))
         if f.get("psscr_ec_before") and not f.get("psscr_ec"):
             c.ec_lost_ns = t
 
@@ -165,6 +165,13 @@ _HANDLERS: dict[str, tuple[Any, str, type]] = {
 }
 
 
+# The run_on_cpu functions that sync registers, and who calls them (QF paths).
+_SYNC_CALLERS = {
+    "do_set_compat": " in ppc_set_compat_all's do_set_compat, at CAS (ibm,client-architecture-support)",
+    "do_lpcr_sync": " in spapr_set_all_lpcrs's do_lpcr_sync",
+}
+
+
 def chain(facts: Facts, stuck: Wait, holder: str | None, holder_cpu: int | None, held_since_ns: int,
           holder_site: str, iterations: int, now: int, main_wait: Wait | None) -> list[str]:
     """Why `stuck` is stuck, one sentence per link that the facts show, the holder of the BQL first."""
@@ -183,9 +190,10 @@ def chain(facts: Facts, stuck: Wait, holder: str | None, holder_cpu: int | None,
         out.append(f"A decrementer interrupt (PPC_INTERRUPT_DECR) has been pending in QEMU for CPU {h} since its "
                    f"reset at {_s(c.dec_raised_ns)}: {why}.")
     if c.lpcr_overwritten is not None:
-        t, before, after = c.lpcr_overwritten
-        out.append(f"At {_s(t)} a KVM register get (kvm_arch_get_registers, from cpu_synchronize_state) overwrote "
-                   f"QEMU's LPCR {hex(before)} ({decode_lpcr(before, model)}) with KVM's {hex(after)} "
+        t, before, after, via = c.lpcr_overwritten
+        out.append(f"At {_s(t)} a KVM register get (kvm_arch_get_registers, from cpu_synchronize_state"
+                   f"{_SYNC_CALLERS.get(via, f' in {via}' if via != '-' else '')}) overwrote QEMU's LPCR "
+                   f"{hex(before)} ({decode_lpcr(before, model)}) with KVM's {hex(after)} "
                    f"({decode_lpcr(after, model)}): KVM never accepted the cleared wake-up (PECE) bits, so they are "
                    "set again.")
     if c.ec_lost_ns is not None:

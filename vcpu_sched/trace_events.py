@@ -52,8 +52,8 @@ EVENTS = _declare(
     ("kvm_vcpu_ioctl_run", "cpu", "ioctl(KVM_RUN) entered"),
     ("kvm_run_exit", "cpu reason hcall", "KVM_RUN returned: PAPR_HCALL (with the hcall) or EINTR"),
     ("kvm_h_cede", "cpu", "the guest ceded inside KVM (idle in the kernel)"),
-    ("kvm_get_registers", "cpu lpcr_before lpcr lpcr_decoded psscr_ec_before psscr_ec",
-     "register get: the kernel's LPCR and PSSCR overwrite QEMU's"),
+    ("kvm_get_registers", "cpu via lpcr_before lpcr lpcr_decoded psscr_ec_before psscr_ec",
+     "register get: the kernel's LPCR and PSSCR overwrite QEMU's; via: the run_on_cpu work it ran in"),
     ("kvm_put_registers", "cpu level lpcr_wanted lpcr_before lpcr ignored psscr_ec_wanted psscr_ec",
      "register put: what QEMU asked for, what the kernel kept"),
     # target/ppc and the pseries machine
@@ -68,6 +68,7 @@ EVENTS = _declare(
     ("spapr_cpu_set_entry_state", "cpu nip quiesced", "a vCPU's entry state set (reset, start-cpu)"),
     ("spapr_set_all_lpcrs", "value mask why caller", "an LPCR change for every vCPU, through run_on_cpu"),
     ("spapr_hypercall", "cpu hcall args", "an hcall handled in QEMU"),
+    ("spapr_cas_pvr", "cpu cur_pvr new_pvr", "CAS: the compatibility PVR in force and the one negotiated"),
     ("rtas_call", "cpu call args", "an RTAS call"),
     ("rtas_return", "cpu call rets", "an RTAS call's answer"),
     ("pnv_xscom_read", "core reg value", "powernv: a core register read"),

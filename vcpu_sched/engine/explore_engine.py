@@ -227,7 +227,7 @@ class ExploreEngine(Engine):
         for index, runner in sorted(machine.tcg_runners.items()):
             parts.append((index, runner.entry_gen, _frames(runner._program), runner.compute_left))
         for cpu in machine.cpus:
-            parts.append(cpu.loop_snapshot())
+            parts.append((cpu.loop_snapshot(), cpu.env.compat_pvr))
             parts.append([w.name for w in cpu.work_list])
         for t in self.sched.tasks:
             prim = t.prim

@@ -66,6 +66,7 @@ class CPUState:
     immediate_exit: bool = False
     exception_index: int = -1
     work_list: deque[WorkItem] = field(default_factory=deque)
+    current_work: str = ""  # not QEMU's: the run_on_cpu function running now, for the trace
     stats: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -181,6 +182,14 @@ def cpu_resume(cpu: CPUState) -> None:
     qemu_cpu_kick(cpu)
 
 
+def _run_work(cpu: CPUState, func: Callable[[CPUState], None], name: str) -> None:
+    outer, cpu.current_work = cpu.current_work, name
+    try:
+        func(cpu)
+    finally:
+        cpu.current_work = outer
+
+
 def process_queued_cpu_work(cpu: CPUState) -> None:
     """cpu-common.c process_queued_cpu_work: run every item with the BQL held, then wake the waiters."""
     if not cpu.work_list:
@@ -188,7 +197,7 @@ def process_queued_cpu_work(cpu: CPUState) -> None:
     while cpu.work_list:
         wi = cpu.work_list.popleft()
         cpu.machine.trace("process_queued_cpu_work", cpu=cpu.cpu_index, work=wi.name)
-        wi.func(cpu)
+        _run_work(cpu, wi.func, wi.name)
         wi.done = True
     cpu.machine.work_cond.broadcast()
 
@@ -228,7 +237,7 @@ def run_on_cpu(cpu: CPUState, func: Callable[[CPUState], None], name: str) -> Ge
     waits on qemu_work_cond; every wait drops the BQL and must take it back before `done` is seen.
     """
     if current_cpu.get() is cpu:
-        func(cpu)
+        _run_work(cpu, func, name)
         return
     machine = cpu.machine
     wi = WorkItem(func, name)

@@ -30,6 +30,7 @@ from .spapr_abi import (
     H_SET_MODE_RESOURCE_LE,
     KVMPPC_H_CAS,
     KVMPPC_H_RTAS,
+    LINUX_CAS_PVRS,
     QCSS_NOT_STOPPED,
     QCSS_STOPPED,
     RTAS_QUERY_CPU_STOPPED_STATE,
@@ -263,7 +264,7 @@ def boot_cpu_program(machine: Machine) -> GuestProgram:
     yield Compute(40 * MS, "SLOF")
     yield console("Preparing to boot Linux version 6.12.0 (vcpu_sched guest)")
     yield Compute(5 * MS, "prom_init")
-    yield Hcall(KVMPPC_H_CAS, ())
+    yield Hcall(KVMPPC_H_CAS, LINUX_CAS_PVRS)
     yield console("Calling ibm,client-architecture-support... done")
     yield console("instantiating rtas at 0x000000002fff0000... done")
     yield console("prom_hold_cpus: skipped")

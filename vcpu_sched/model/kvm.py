@@ -170,7 +170,8 @@ def kvm_arch_get_registers(cpu: CPUState) -> None:
         env.psscr = vcpu.psscr
     env.msr = vcpu.msr
     env.nip = vcpu.nip
-    cpu.machine.trace("kvm_get_registers", cpu=cpu.cpu_index, lpcr_before=hex(before_lpcr), lpcr=hex(env.lpcr),
+    cpu.machine.trace("kvm_get_registers", cpu=cpu.cpu_index, via=cpu.current_work or "-",
+                      lpcr_before=hex(before_lpcr), lpcr=hex(env.lpcr),
                       lpcr_decoded=decode_lpcr(env.lpcr, env.model),
                       psscr_ec_before=bool(before_psscr & PSSCR_EC), psscr_ec=bool(env.psscr & PSSCR_EC))
 

@@ -125,6 +125,10 @@ class CpuModel(NamedTuple):
     mmu_v3: bool
 
 
+# The logical PVR of each architecture level (target/ppc/cpu-models.h CPU_POWERPC_LOGICAL_2_07, _3_00,
+# _3_10): the compatibility mode a guest can ask for at CAS.
+LOGICAL_PVR = {"POWER8": 0x0F000004, "POWER9": 0x0F000005, "POWER10": 0x0F000006}
+
 CPU_MODELS: dict[str, CpuModel] = {
     # POWER8 (cpu_init.c ~6403): PECE0..4, no PSSCR, hash MMU only.
     "POWER8": CpuModel("POWER8", ExcpModel.POWER8, 0x1F000,
@@ -157,6 +161,7 @@ class CPUPPCState:
     has_hv_mode: bool = True  # stays true on spapr although vhyp clears MSR_HVB (cpu_init.c)
     decr: int = 0
     tb_offset: int = 0
+    compat_pvr: int = 0  # the logical PVR negotiated at CAS (0: none, the raw PVR), target/ppc/compat.c
     # Not a QEMU field: the guest's program counter is not modelled, so an entry-state write (reset,
     # start-cpu) is what tells the guest executor to start the program at `nip` afresh.
     entry_gen: int = 0

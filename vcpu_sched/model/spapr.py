@@ -23,6 +23,7 @@ from .guest import Hcall, RtasArgs
 from .interrupts import ppc_maybe_interrupt, ppc_set_irq, ppc_store_lpcr
 from .kvm import cpu_synchronize_state, do_kvm_cpu_synchronize_post_reset, do_kvm_cpu_synchronize_state
 from .ppc import (
+    LOGICAL_PVR,
     LPCR_AIL,
     LPCR_AIL_SHIFT,
     LPCR_GTSE,
@@ -116,9 +117,35 @@ class Spapr:
         machine = self.machine
         if machine.kvm is not None and machine.kvm.radix:
             yield from self.spapr_set_all_lpcrs(LPCR_HR | LPCR_UPRT, LPCR_HR | LPCR_UPRT, "machine reset (radix)")
+        for cpu in machine.cpus:
+            cpu.env.compat_pvr = 0  # ppc_init_compat_all(max_compat_pvr = 0): raw mode until CAS
         for cpu in machine.cpus:  # qemu_devices_reset -> spapr_cpu_core_reset
             self.spapr_reset_vcpu(cpu)
         self.spapr_cpu_set_entry_state(machine.cpus[0], SPAPR_ENTRY_POINT, 0, 0, 0)
+
+    def do_client_architecture_support(self, cpu: CPUState, pvrs: tuple[int, ...]) -> Generator[Effect, Any, int]:
+        """hw/ppc/spapr_hcall.c do_client_architecture_support (QF :1165, :1191-1206): `cas_check_pvr` picks
+        the newest logical PVR the guest lists that the CPU supports; if it is not the compatibility mode
+        already in force (none after a reset), `ppc_set_compat_all` switches every vCPU to it."""
+        own = LOGICAL_PVR[cpu.env.model.name]
+        best = max((pvr for pvr in pvrs if pvr <= own and pvr in LOGICAL_PVR.values()), default=0)
+        self.machine.trace("spapr_cas_pvr", cpu=cpu.cpu_index, cur_pvr=hex(cpu.env.compat_pvr), new_pvr=hex(best))
+        if best != cpu.env.compat_pvr:
+            yield from self.ppc_set_compat_all(best)
+        return H_SUCCESS
+
+    def ppc_set_compat_all(self, compat_pvr: int) -> Generator[Effect, Any, None]:
+        """target/ppc/compat.c ppc_set_compat_all (QF :222): run_on_cpu(do_set_compat) on every vCPU."""
+        for target in self.machine.cpus:
+            yield from run_on_cpu(target, lambda c: self.do_set_compat(c, compat_pvr), "do_set_compat")
+
+    def do_set_compat(self, cpu: CPUState, compat_pvr: int) -> None:
+        """target/ppc/compat.c ppc_set_compat (QF :172), on the target's thread: cpu_synchronize_state - a
+        KVM register get, LPCR and PSSCR included, with no ppc_maybe_interrupt - then the new mode (the
+        PCR it implies is not modelled)."""
+        if self.machine.kvm is not None:
+            do_kvm_cpu_synchronize_state(cpu)
+        cpu.env.compat_pvr = compat_pvr
 
     def spapr_set_all_lpcrs(self, value: int, mask: int, why: str) -> Generator[Effect, Any, None]:
         """hw/ppc/spapr.c spapr_set_all_lpcrs: run_on_cpu(do_lpcr_sync) on every CPU, one after another."""
@@ -158,7 +185,7 @@ class Spapr:
             self.machine.console(cpu, hc.text)
             return H_SUCCESS
         if hc.nr == KVMPPC_H_CAS:
-            return H_SUCCESS  # same PVR negotiated: no ppc_set_compat_all
+            return (yield from self.do_client_architecture_support(cpu, hc.args))
         if hc.nr == H_CEDE:
             return self.h_cede(cpu)
         if hc.nr == H_IPI:

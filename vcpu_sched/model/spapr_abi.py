@@ -29,3 +29,7 @@ RTAS_NAMES = {RTAS_QUERY_CPU_STOPPED_STATE: "query-cpu-stopped-state", RTAS_STAR
 QCSS_STOPPED, QCSS_STOPPING, QCSS_NOT_STOPPED = 0, 1, 2
 
 SPAPR_ENTRY_POINT = 0x100
+
+# The logical PVRs a Linux guest lists in ibm,client-architecture-support (L12 prom_init.c:1015-1040,
+# via the review of 2026-11), newest first.
+LINUX_CAS_PVRS = (0x0F000007, 0x0F000006, 0x0F000005, 0x0F000004, 0x0F000003, 0x0F000002, 0x0F000001)

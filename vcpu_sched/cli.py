@@ -67,11 +67,7 @@ def parse_set(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="vcpu-sched", description="Reproduce QEMU's ppc64 RTAS-stopped vCPU hang.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    run = sub.add_parser("run", help="run a scenario to a verdict")
+def _run_options(run: argparse.ArgumentParser) -> None:
     _add_variant_options(run)
     run.add_argument("--qemu", metavar="OPTIONS", help="a qemu-system-ppc64 command line to build the run from")
     run.add_argument("--seed", type=int)
@@ -89,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--expect", choices=VERDICTS, help="exit 0 exactly when the verdict is this")
     run.add_argument("--quiet", action="store_true", help="do not print the guest console")
 
-    explore = sub.add_parser("explore", help="search the schedules of a scenario for a lockup or a failure")
+
+def _explore_options(explore: argparse.ArgumentParser) -> None:
     _add_variant_options(explore)
     explore.add_argument("--strategy", choices=("random", "exhaustive"), default="exhaustive")
     explore.add_argument("--seeds", type=int, default=100, help="random: how many schedules (seeded from --seed)")
@@ -103,20 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
                          help="stop the search after this many wall seconds, keeping what it found (300)")
     explore.add_argument("--json", action="store_true", help="print the counts, bounds and failure as JSON")
 
-    matrix = sub.add_parser("matrix", help="every scenario x its variants: expected against actual verdicts")
+
+def _matrix_options(matrix: argparse.ArgumentParser) -> None:
     matrix.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every file in scenarios/")
     matrix.add_argument("--json", action="store_true", help="print the rows as one JSON object")
     matrix.add_argument("--jobs", type=int, help="worker processes (default: one per core)")
     matrix.add_argument("--engine", choices=ENGINES, default="trio", help="the engine every run uses")
     _add_scenario_dirs(matrix)
 
-    analyze = sub.add_parser("analyze", help="summarise an event log (--log): BQL, vCPUs, RTAS, lockup")
+
+def _analyze_options(analyze: argparse.ArgumentParser) -> None:
     analyze.add_argument("log", metavar="LOG")
     analyze.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     analyze.add_argument("--perfetto", metavar="OUT.json", help="write a Chrome trace (Perfetto UI, chrome://tracing)")
     analyze.add_argument("--plot", metavar="OUT.png", help="draw the timeline (needs matplotlib)")
 
-    irq = sub.add_parser("irq", help="would this CPU take an interrupt? (ppc_next_unmasked_interrupt)")
+
+def _irq_options(irq: argparse.ArgumentParser) -> None:
     irq.add_argument("--cpu", choices=CPUS, default="POWER10")
     irq.add_argument("--lpcr", type=_hex, required=True, metavar="HEX")
     irq.add_argument("--psscr", type=_hex, metavar="HEX", help="whole PSSCR (or use --psscr-ec)")
@@ -124,6 +124,26 @@ def build_parser() -> argparse.ArgumentParser:
                  "resume-as-sreset", "pre-fix", "json"):
         irq.add_argument(f"--{flag}", action="store_true")
     irq.add_argument("--pending", default="", metavar="DEC,EXT,...", help="pending interrupts")
+
+
+COMMANDS = {
+    "run": ("run a scenario to a verdict", _run_options),
+    "explore": ("search the schedules of a scenario for a lockup or a failure", _explore_options),
+    "matrix": ("every scenario x its variants: expected against actual verdicts", _matrix_options),
+    "analyze": ("summarise an event log (--log): BQL, vCPUs, RTAS, lockup", _analyze_options),
+    "irq": ("would this CPU take an interrupt? (ppc_next_unmasked_interrupt)", _irq_options),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; given the command that runs, only its options are built (the others are
+    listed by name and help, which is all `--help` shows of them)."""
+    parser = _Parser(prog="vcpu-sched", description="Reproduce QEMU's ppc64 RTAS-stopped vCPU hang.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, (text, add_options) in COMMANDS.items():
+        subparser = sub.add_parser(name, help=text)
+        if command in (None, name):
+            add_options(subparser)
     return parser
 
 
@@ -314,7 +334,8 @@ def _trace_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(_trace_values(sys.argv[1:] if argv is None else argv))
+    words = _trace_values(sys.argv[1:] if argv is None else argv)
+    args = build_parser(words[0] if words and words[0] in COMMANDS else None).parse_args(words)
     try:
         if getattr(args, "scenario_dirs", None):
             from .scenario import add_scenario_dir

@@ -27,7 +27,7 @@ def _int(value: Any) -> int:
     return int(value, 16) if isinstance(value, str) else int(value)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class CpuFacts:
     halted: bool | None = None
     quiesced: bool | None = None
@@ -42,7 +42,7 @@ class CpuFacts:
     last_sleep_ns: int | None = None  # qemu_wait_io_event went to sleep
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Wait:
     """A thread blocked in QEMU: on what (the BQL or a condition), where, since when."""
 
@@ -52,7 +52,7 @@ class Wait:
     since_ns: int
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Facts:
     """The explanation's facts, from events fed in order with `feed(event, t_ns, fields)`."""
 
@@ -170,6 +170,9 @@ _SYNC_CALLERS = {
     "do_set_compat": " in ppc_set_compat_all's do_set_compat, at CAS (ibm,client-architecture-support)",
     "do_lpcr_sync": " in spapr_set_all_lpcrs's do_lpcr_sync",
 }
+
+
+FACT_EVENTS = frozenset(_HANDLERS)  # the events the explanation reads
 
 
 def chain(facts: Facts, stuck: Wait, holder: str | None, holder_cpu: int | None, held_since_ns: int,

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..model.cpus import CPUState
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class HoldStats:
     holds: int = 0
     hold_ns: int = 0
@@ -24,7 +24,7 @@ class HoldStats:
     max_wait_ns: int = 0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Blocked:
     """A thread that is not running: what it waits for, since when, and where it called from."""
 
@@ -33,7 +33,7 @@ class Blocked:
     site: str
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class BqlStatistics:
     """The BQL's owner and history, plus every thread's current blocking point."""
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from ..errors import ModelError
-from ..explain import Facts
+from ..explain import FACT_EVENTS, Facts
 from ..model.cpus import CPUState
 from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCond, Spend
 from ..result import Lockup, RunResult
@@ -90,7 +90,7 @@ def park_on(conds: tuple[QemuCond, ...], timeout_ns: int | None) -> Park:
     return Park(conds, tuple(c.generation for c in conds), timeout_ns)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class ThreadRec:
     """What the core knows of one QEMU thread."""
 
@@ -104,7 +104,7 @@ class ThreadRec:
     waited_since: int | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class EngineCore:
     """Effects to primitives, the shared records, and the verdict. `now_ns` is the engine's clock."""
 
@@ -130,7 +130,10 @@ class EngineCore:
             feed(event, t_ns, fields)
             outer(event, t_ns, fields)
 
-        self.machine.set_tracer(tap)
+        if self.machine.logging:
+            self.machine.set_tracer(tap)
+        else:
+            self.machine.set_tracer(feed, only=FACT_EVENTS)
         self.watchdog = Watchdog(self.machine, self.bql, int(settings.watchdog_s * NS), self.iterations,
                                  self.facts)
         cpus = {cpu.name: cpu for cpu in self.machine.cpus}

@@ -31,7 +31,7 @@ def _started() -> Perform:
     yield  # pragma: no cover - makes this a generator that ends at once
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Task:
     rec: ThreadRec
     gen: Generator[Effect, Any, Any]

@@ -35,7 +35,7 @@ EXCP_HALTED = 0x10003
 current_cpu: contextvars.ContextVar[CPUState | None] = contextvars.ContextVar("current_cpu", default=None)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class WorkItem:
     """struct qemu_work_item (cpu-common.c)."""
 

@@ -70,14 +70,14 @@ _USER_LPCR_MASK = LPCR_DPFD | LPCR_ILE | LPCR_TC | LPCR_AIL | LPCR_LD
 _LOW32 = 0xFFFFFFFF
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Vcore:
     """struct kvmppc_vcore: the LPCR is per virtual core, shared by its threads."""
 
     lpcr: int
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class KvmVcpu:
     """The kernel's view of one vCPU (struct kvm_vcpu + struct kvm_run)."""
 
@@ -114,7 +114,7 @@ def kvmppc_core_init_vm_hv(host_lpcr: int, model: CpuModel, radix: bool) -> int:
     return lpcr
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class FakeKvm:
     """The kernel side: one KvmVcpu per vCPU, vcores of `threads` vCPUs each."""
 

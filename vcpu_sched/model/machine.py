@@ -51,6 +51,7 @@ class Machine:
         self.hub: WakeHub | None = None
         self.tracer = tracer
         self._tracing = tracer is not _no_trace
+        self._only: frozenset[str] | None = None
         self._console_out = console_out
         self.work_cond = QemuCond("qemu_work_cond")
         self.pause_cond = QemuCond("qemu_pause_cond")
@@ -97,16 +98,23 @@ class Machine:
         threads += [(cpu.name, functools.partial(vcpu_fn, cpu)) for cpu in self.cpus]
         return threads
 
-    def set_tracer(self, tracer: Tracer) -> None:
-        """Send every trace event to `tracer` (an engine that watches the events wraps the log's)."""
+    @property
+    def logging(self) -> bool:
+        """Whether something besides the engine listens to the trace (an event log, a test)."""
+        return self.tracer is not _no_trace
+
+    def set_tracer(self, tracer: Tracer, only: frozenset[str] | None = None) -> None:
+        """Send trace events to `tracer` (an engine that watches the events wraps the log's): all of them,
+        or, when nothing else listens, `only` those (the rest cost nothing then)."""
         self.tracer = tracer
         self._tracing = True
+        self._only = only
 
     def now_ns(self) -> int:
         return self.hub.now_ns() if self.hub is not None else 0
 
     def trace(self, event: str, **fields: Any) -> None:
-        if self._tracing:
+        if self._tracing and (self._only is None or event in self._only):
             self.tracer(event, self.now_ns(), fields)
 
     def thread_name(self) -> str:

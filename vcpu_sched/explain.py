@@ -172,7 +172,9 @@ _SYNC_CALLERS = {
 }
 
 
-FACT_EVENTS = frozenset(_HANDLERS)  # the events the explanation reads
+# The events the explanation reads live: the engine gives the BQL's waits and holder itself, so the
+# BQL's own events are read only from a log.
+LIVE_FACT_EVENTS = frozenset(name for name, (_, key, _) in _HANDLERS.items() if key != "thread")
 
 
 def chain(facts: Facts, stuck: Wait, holder: str | None, holder_cpu: int | None, held_since_ns: int,

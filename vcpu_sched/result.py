@@ -9,7 +9,7 @@ from .config import RunSettings
 from .verdicts import SUCCESS
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class CpuRow:
     """One line of the watchdog's CPU table."""
 
@@ -30,7 +30,7 @@ class CpuRow:
         return dict(self.__dict__)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Lockup:
     """The watchdog's finding: who is stuck, who holds the BQL and why it never lets go."""
 
@@ -67,7 +67,7 @@ class Lockup:
         }
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class RunResult:
     """The outcome of one run, for the CLI, the tests and the benchmarks."""
 

@@ -80,12 +80,16 @@ class BqlBook:
     holding and dropping the BQL and about condition waits is the same for all of them.
     """
 
-    def __init__(self, trace: Callable[..., None], now_ns: Callable[[], int]) -> None:
+    def __init__(self, trace: Callable[..., None], now_ns: Callable[[], int],
+                 traced: Callable[[str], bool] = lambda event: True) -> None:
         self.stats = BqlStatistics()
         self._trace = trace
         self._now = now_ns
+        self._traced = traced
 
     def _event(self, event: str, thread: str, cpu: CPUState | None, **fields: Any) -> None:
+        if not self._traced(event):  # the commonest events: skip building them when nobody listens
+            return
         self._trace(event, cpu=cpu_field(cpu), thread=thread, **fields)
 
     def want(self, thread: str, cpu: CPUState | None, site: str) -> int | None:

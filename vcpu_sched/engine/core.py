@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from ..errors import ModelError
-from ..explain import FACT_EVENTS, Facts
+from ..explain import LIVE_FACT_EVENTS, Facts
 from ..model.cpus import CPUState
 from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCond, Spend
 from ..result import Lockup, RunResult
@@ -120,7 +120,7 @@ class EngineCore:
 
     def __post_init__(self) -> None:
         settings = self.machine.settings
-        self.book = BqlBook(self.machine.trace, self.now_ns)
+        self.book = BqlBook(self.machine.trace, self.now_ns, self.machine.traced)
         self.bql = self.book.stats
         self.rng = random.Random(f"engine:{settings.seed}")
         self.facts = Facts(settings.cpu, settings.accel)
@@ -133,7 +133,7 @@ class EngineCore:
         if self.machine.logging:
             self.machine.set_tracer(tap)
         else:
-            self.machine.set_tracer(feed, only=FACT_EVENTS)
+            self.machine.set_tracer(feed, only=LIVE_FACT_EVENTS)
         self.watchdog = Watchdog(self.machine, self.bql, int(settings.watchdog_s * NS), self.iterations,
                                  self.facts)
         cpus = {cpu.name: cpu for cpu in self.machine.cpus}

@@ -44,7 +44,7 @@ class WorkItem:
     done: bool = False
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class CPUState:
     """CPUState (include/hw/core/cpu.h) with the PowerPCCPU's env attached."""
 

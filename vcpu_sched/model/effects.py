@@ -33,7 +33,7 @@ class _NoEngine:
         return None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class QemuCond:
     """A QemuCond (util/qemu-thread-posix.c), or any other thing a thread can sleep on.
 

@@ -51,7 +51,7 @@ WORKLOAD_DELAY_NS = 200_000_000  # from "smp: Brought up" to the scenario's work
 MS = 1_000_000
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class RtasArgs:
     """struct rtas_args in guest memory: token, nargs, nret, then args and rets (32-bit BE words)."""
 
@@ -100,7 +100,7 @@ GuestOp: TypeAlias = Any  # Compute | Hcall | SpinUntil | StoreDecr, or a powern
 GuestProgram: TypeAlias = Generator[GuestOp, Any, None]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class GuestMemory:
     """The bits of guest memory CPUs communicate through; `changed` wakes guest spin-waits."""
 
@@ -126,7 +126,7 @@ class Failure(NamedTuple):
     text: str
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class GuestOutcome:
     """What the guest itself reports: console lines, the CPUs it brought up, what went wrong."""
 

@@ -113,6 +113,10 @@ class Machine:
     def now_ns(self) -> int:
         return self.hub.now_ns() if self.hub is not None else 0
 
+    def traced(self, event: str) -> bool:
+        """Whether `trace(event, ...)` would reach a listener."""
+        return self._tracing and (self._only is None or event in self._only)
+
     def trace(self, event: str, **fields: Any) -> None:
         if self._tracing and (self._only is None or event in self._only):
             self.tracer(event, self.now_ns(), fields)

@@ -141,7 +141,7 @@ CPU_MODELS: dict[str, CpuModel] = {
 }
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class CPUPPCState:
     """CPUPPCState (target/ppc/cpu.h): the architected state QEMU keeps for one vCPU.
 

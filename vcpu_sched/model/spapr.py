@@ -69,7 +69,7 @@ H_SUCCESS, H_FUNCTION, H_PARAMETER, H_P2, H_P3, H_P4, H_UNSUPPORTED_FLAG = 0, -2
 RTAS_OUT_SUCCESS, RTAS_OUT_HW_ERROR, RTAS_OUT_PARAM_ERROR = 0, -1, -3
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Spapr:
     """SpaprMachineState: the machine-level code paths of pseries."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -226,6 +225,8 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise BadInput(f"--log {args.log}: {e.strerror}") from None
     if args.json:
+        import json
+
         print(json.dumps(result.to_dict(), sort_keys=True))
     else:
         print(result_text(result, base))
@@ -235,6 +236,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    import json
+
     from .events import EventLog
     from .explore import load_schedule, replay, trace_text
     from .files import atomic_output, check_output
@@ -266,6 +269,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _explore(args: argparse.Namespace) -> int:
+    import json
+
     from .explore import ExploreProgress, explore_exhaustive, explore_random, explore_text, save_schedule
     from .files import check_output
 
@@ -301,6 +306,8 @@ def _explore(args: argparse.Namespace) -> int:
 
 
 def _matrix(args: argparse.Namespace) -> int:
+    import json
+
     from .matrix import matrix_text, run_matrix
 
     if args.jobs is not None and args.jobs < 1:

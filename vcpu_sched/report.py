@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 
 from .config import RunSettings
@@ -18,6 +17,8 @@ def _toml(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, tuple):
+        import json  # only for a monitor script
+
         return json.dumps([list(item) for item in value])
     return repr(value) if isinstance(value, int | float) else str(value)
 

@@ -109,7 +109,7 @@ class EngineCore:
     """Effects to primitives, the shared records, and the verdict. `now_ns` is the engine's clock."""
 
     machine: Machine
-    now_ns: Any  # Callable[[], int]; a plain attribute so engines can hand over a bound method
+    now_ns: Callable[[], int]  # the engine's clock
     fast_forward: bool
     quantum_ns: int = 0
     wake_latency_ns: int = 0

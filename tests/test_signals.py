@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -11,8 +12,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from vcpu_sched import matrix
 from vcpu_sched.analyze.logread import read_log
 from vcpu_sched.analyze.summary import summarise
+from vcpu_sched.errors import WorkerLost
+from vcpu_sched.matrix import Row, _run_row
 
 
 def _default_sigint() -> None:
@@ -67,3 +71,17 @@ def test_an_interrupted_real_clock_log_counts_the_spin_it_was_in(tmp_path: Path)
     summary = summarise(read_log(log))
     assert summary["reason"] == "killed (SIGTERM)"
     assert summary["threads"]["CPU 1/KVM"]["loop_iterations"] > 250_000, "0.3 s of 1 us turns, at least"
+
+
+def _dies_on_the_first_row(row: Row) -> dict[str, object]:
+    if row.label == "(as in the file)":
+        os._exit(9)  # as the OOM killer would end it
+    return _run_row(row)
+
+
+def test_a_matrix_worker_that_dies_is_reported_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(matrix, "_run_row", _dies_on_the_first_row)  # workers are forked: they see it too
+    started = time.monotonic()
+    with pytest.raises(WorkerLost, match="a worker process died"):
+        matrix.run_matrix(["spapr-rtas-stopped"], jobs=2)
+    assert time.monotonic() - started < 20

@@ -9,7 +9,7 @@ import time
 from typing import Any, NoReturn
 
 from .config import ACCELS, CLOCKS, CPUS, ENGINES, FIXES, TIMEBASE_RESETS, RunSettings
-from .errors import BadInput, RunKilled
+from .errors import BadInput, RunKilled, WorkerLost
 from .verdicts import SUCCESS, VERDICTS
 
 # Each command imports what it needs when it runs (a verdict costs little more than starting Trio).
@@ -220,6 +220,9 @@ def _run(args: argparse.Namespace) -> int:
         check_output("--log", args.log, inputs=tuple(p for p in (args.scenario, args.replay) if p))
     try:
         result = runner.run(settings, args.log, tuple(args.trace), None if args.quiet else console)
+    except WorkerLost as e:
+        print(f"vcpu-sched: error: {e}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         raise
     except OSError as e:

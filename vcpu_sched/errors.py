@@ -12,5 +12,9 @@ class ModelError(Exception):
     twice): a bug in the model, never in the guest, so the run stops and the error is raised."""
 
 
+class WorkerLost(Exception):
+    """A worker process of matrix died before it gave its result (killed, out of memory)."""
+
+
 class RunKilled(Exception):
     """The process got SIGTERM: the run was stopped before a verdict."""

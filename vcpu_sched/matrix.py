@@ -9,6 +9,7 @@ worker per core); a progress bar goes to stderr. Exit status 1 on any mismatch.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
@@ -18,13 +19,14 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
 from . import runner
 from .config import CPUS, RunSettings
 from .engine.core import leave_sigterm_to_parent
-from .errors import BadInput, RunKilled
+from .errors import BadInput, RunKilled, WorkerLost
 from .scenario import Scenario, apply, load, scenario_names
 
 DERIVED_SMP = (2, 256)
@@ -103,23 +105,27 @@ def run_matrix(names: list[str], jobs: int | None = None, engine: str = "trio") 
     results: list[dict[str, Any] | None] = [None] * len(rows)
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _killed) if main else None
-    pool = multiprocessing.get_context("fork").Pool(jobs or os.cpu_count() or 1, initializer=_worker_init)
+    executor = concurrent.futures.ProcessPoolExecutor(jobs or os.cpu_count() or 1, initializer=_worker_init,
+                                                      mp_context=multiprocessing.get_context("fork"))
     try:
-        for i, result in pool.imap_unordered(_run_indexed, list(enumerate(rows))):
-            results[i] = result
+        futures = {executor.submit(_run_row, row): i for i, row in enumerate(rows)}
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                results[futures[future]] = future.result()
+            except BrokenProcessPool:
+                raise WorkerLost("matrix: a worker process died (killed, out of memory?)") from None
             progress.step()
-        pool.close()
     finally:
         # Ctrl-C, SIGTERM or an error: the queued rows are dropped and the workers end now, not later.
-        pool.terminate()
-        pool.join()
+        workers = list((getattr(executor, "_processes", None) or {}).values())  # to end them now
+        executor.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.join(5)
         if main:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     return [r for r in results if r is not None]
-
-
-def _run_indexed(item: tuple[int, Row]) -> tuple[int, dict[str, Any]]:
-    return item[0], _run_row(item[1])
 
 
 def _killed(signum: int, frame: Any) -> None:

@@ -217,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.log is not None:
         from .files import check_output
 
-        check_output("--log", args.log, inputs=tuple(p for p in (args.scenario, args.replay) if p))
+        check_output("--log", args.log, inputs=(args.scenario,) if args.scenario else ())
     try:
         result = runner.run(settings, args.log, tuple(args.trace), None if args.quiet else console)
     except WorkerLost as e:

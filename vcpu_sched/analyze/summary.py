@@ -20,10 +20,6 @@ from .timeline import Timeline, build
 NS = 1_000_000_000
 
 
-def _s(ns: int | float) -> str:
-    return f"{ns / NS:.6f} s"
-
-
 @dataclass
 class Durations:
     values: list[int] = field(default_factory=list)

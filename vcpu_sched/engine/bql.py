@@ -98,10 +98,8 @@ class BqlBook:
         self._event("qemu_mutex_lock", thread, cpu, site=site, owner=owner)
         if owner is None:
             return None
-        now = self._now()
-        blocked = self.stats.blocked.get(thread)
-        self.stats.blocked[thread] = Blocked("BQL", blocked.since_ns if blocked is not None else now, site)
-        return now
+        self.contended(thread, site)
+        return self._now()
 
     def contended(self, thread: str, site: str) -> int:
         """A thread that found the BQL free when it asked finds it taken when it tries: it waits from now

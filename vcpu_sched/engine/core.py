@@ -40,7 +40,7 @@ from ..model.cpus import CPUState
 from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCond, Spend
 from ..result import Lockup, RunResult
 from ..verdicts import STUCK_CPU
-from .bql import BqlBook, BqlStatistics
+from .bql import BqlBook
 from .watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -263,6 +263,12 @@ class EngineCore:
     def finish_guest(self) -> None:
         self.finish(*guest_verdict(self.machine))
 
+    def deadline_reason(self, kind: str) -> str:
+        """Why a run was cut short: its "guest" or its "wall-clock" deadline came first."""
+        settings = self.machine.settings
+        limit = settings.deadline_s if kind == "guest" else settings.wall_deadline_s
+        return f"{kind} deadline of {limit:g} s reached"
+
     def check_watchdog(self, now: int) -> Lockup | None:
         lockup = self.watchdog.check(now)
         if lockup is not None:
@@ -286,7 +292,16 @@ class EngineCore:
             s = stats.stats(stats.owner)
             s.hold_ns += held
             s.max_hold_ns = max(s.max_hold_ns, held)
-        return make_result(self.machine, self.verdict, end, wall_s, stats, self.iterations, self.effects)
+        kind, reason, lockup = self.verdict
+        out = self.machine.outcome
+        return RunResult(
+            verdict=kind, reason=reason, settings=self.machine.settings, cpus_online=len(out.online),
+            guest_time_s=end / NS, wall_time_s=wall_s, lockup=lockup,
+            failures=[f"{f.kind}: {f.text}" for f in out.failures], console=[line for _, line in out.console],
+            cpu_stats={cpu.name: {**cpu.stats, "loop_iterations": self.iterations(cpu)} for cpu in self.machine.cpus},
+            bql_stats={t: dict(s.__dict__) for t, s in stats.per_thread.items()},
+            effects=self.effects,
+        )
 
 
 def guest_verdict(machine: Machine) -> tuple[str, str]:
@@ -298,20 +313,6 @@ def guest_verdict(machine: Machine) -> tuple[str, str]:
     if len(out.online) != settings.smp:
         return STUCK_CPU, f"only {len(out.online)} of {settings.smp} CPUs online"
     return ("booted" if settings.plain_boot else "completed"), last_line
-
-
-def make_result(machine: Machine, verdict: tuple[str, str, Lockup | None], guest_ns: int, wall_s: float,
-                bql: BqlStatistics, iterations: Callable[[CPUState], int], effects: int) -> RunResult:
-    kind, reason, lockup = verdict
-    out = machine.outcome
-    return RunResult(
-        verdict=kind, reason=reason, settings=machine.settings, cpus_online=len(out.online),
-        guest_time_s=guest_ns / NS, wall_time_s=wall_s, lockup=lockup,
-        failures=[f"{f.kind}: {f.text}" for f in out.failures], console=[line for _, line in out.console],
-        cpu_stats={cpu.name: {**cpu.stats, "loop_iterations": iterations(cpu)} for cpu in machine.cpus},
-        bql_stats={t: dict(s.__dict__) for t, s in bql.per_thread.items()},
-        effects=effects,
-    )
 
 
 def takes_sigterm() -> bool:

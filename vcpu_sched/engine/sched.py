@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextvars
 import heapq
 import random
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,5 +233,3 @@ class Scheduler:
             task.context.run(task.perform.close)
             task.context.run(task.gen.close)
 
-
-Chooser = Callable[[list[Task], Task | None], Task]

@@ -280,9 +280,9 @@ class ThreadsEngine(Engine):
                 if self.machine.finished:
                     self._finish(*guest_verdict(self.machine))
                 elif time.monotonic() >= guest_deadline:
-                    self._finish("deadline", f"guest deadline of {self.settings.deadline_s:g} s reached")
+                    self._finish("deadline", self.core.deadline_reason("guest"))
                 elif time.monotonic() >= wall_deadline:
-                    self._finish("deadline", f"wall-clock deadline of {self.settings.wall_deadline_s:g} s reached")
+                    self._finish("deadline", self.core.deadline_reason("wall-clock"))
         finally:
             with self._trace_lock:
                 self._log_closed = True  # interrupted: the runner writes why; the threads only wind down

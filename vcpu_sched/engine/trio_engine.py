@@ -98,7 +98,7 @@ class TrioEngine(Engine):
                 if steps % CHECKPOINT_EVERY == 0:
                     await trio.lowlevel.checkpoint()
                     if time.monotonic() > wall_deadline:
-                        core.finish("deadline", f"wall-clock deadline of {self.settings.wall_deadline_s:g} s reached")
+                        core.finish("deadline", core.deadline_reason("wall-clock"))
                 continue
             due = sched.next_due()
             target = min(watch_at, deadline) if due is None else min(due, watch_at, deadline)
@@ -110,9 +110,9 @@ class TrioEngine(Engine):
                     break
                 watch_at = sched.now + core.watchdog.next_check_ns(sched.now)
                 if time.monotonic() > wall_deadline:
-                    core.finish("deadline", f"wall-clock deadline of {self.settings.wall_deadline_s:g} s reached")
+                    core.finish("deadline", core.deadline_reason("wall-clock"))
             if target >= deadline:
-                core.finish("deadline", f"guest deadline of {self.settings.deadline_s:g} s reached")
+                core.finish("deadline", core.deadline_reason("guest"))
 
     async def _on_sigterm(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGTERM) as signals:

@@ -217,7 +217,7 @@ def test_a_file_that_is_not_a_log(lines: list[str], tmp_path: Path, capsys: pyte
     path.write_text("\n".join(lines))
     before = path.read_bytes()
     status, _, err = _main(["analyze", str(path), "--perfetto", str(tmp_path / "t.json")], capsys)
-    _one_line_error(status, err, "not a vcpu_sched event log")
+    _one_line_error(status, err, "vcpu_sched event log")
     assert path.read_bytes() == before and not (tmp_path / "t.json").exists()
 
 

@@ -78,6 +78,8 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--no-fast-forward", action="store_true", help="run every spinning loop turn")
     run.add_argument("--replay", metavar="SCHEDULE", help="replay a schedule file saved by explore (explore engine)")
     run.add_argument("--log", metavar="FILE", help="write the structured event log (JSON lines)")
+    run.add_argument("--log-format", choices=("jsonl", "qemu-trace"), default="jsonl",
+                     help="jsonl (default) or qemu-trace: BQL and vCPU events as QEMU's log trace backend")
     run.add_argument("--trace", action="append", default=[], metavar="PATTERN",
                      help="select logged events by glob; -PATTERN excludes (repeatable)")
     run.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -109,7 +111,12 @@ def _matrix_options(matrix: argparse.ArgumentParser) -> None:
 
 
 def _analyze_options(analyze: argparse.ArgumentParser) -> None:
-    analyze.add_argument("log", metavar="LOG")
+    analyze.add_argument("logs", nargs="+", metavar="LOG",
+                         help="a vcpu_sched event log, or QEMU trace log(s): one file, or one per thread")
+    analyze.add_argument("--format", choices=("auto", "vcpu-sched", "qemu-trace"), default="auto",
+                         help="what LOG is (default: told from its first lines)")
+    analyze.add_argument("--threshold", type=float, default=1.0, metavar="SECONDS",
+                         help="QEMU traces: a BQL hold longer than this while others wait is a lockup (1)")
     analyze.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     analyze.add_argument("--perfetto", metavar="OUT.json", help="write a Chrome trace (Perfetto UI, chrome://tracing)")
     analyze.add_argument("--plot", metavar="OUT.png", help="draw the timeline (needs matplotlib)")
@@ -198,6 +205,10 @@ def _check_run_options(args: argparse.Namespace) -> None:
             raise BadInput(f"--trace {pattern!r}: empty pattern")
     if args.trace and args.log is None:
         raise BadInput("--trace selects what --log writes: add --log FILE")
+    if args.log_format != "jsonl" and args.log is None:
+        raise BadInput(f"--log-format {args.log_format}: add --log FILE")
+    if args.log_format != "jsonl" and args.replay is not None:
+        raise BadInput(f"--log-format {args.log_format}: a replay writes its log as JSON lines")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -219,7 +230,7 @@ def _run(args: argparse.Namespace) -> int:
 
         check_output("--log", args.log, inputs=(args.scenario,) if args.scenario else ())
     try:
-        result = runner.run(settings, args.log, tuple(args.trace), None if args.quiet else console)
+        result = runner.run(settings, args.log, tuple(args.trace), None if args.quiet else console, args.log_format)
     except WorkerLost as e:
         print(f"vcpu-sched: error: {e}", file=sys.stderr)
         return 1

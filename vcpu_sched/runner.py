@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .config import RunSettings
 from .engine import make_engine
@@ -25,15 +26,23 @@ def _is_interrupt(e: BaseException) -> bool:
     return isinstance(e, KeyboardInterrupt)
 
 
+LOG_FORMATS = ("jsonl", "qemu-trace")
+
+
 def run(settings: RunSettings, log_path: Path | str | None = None, trace: tuple[str, ...] = (),
-        console_out: Callable[[int, str], None] | None = None) -> RunResult:
-    """Run `settings` on its engine, logging to `log_path` if given."""
+        console_out: Callable[[int, str], None] | None = None, log_format: str = "jsonl") -> RunResult:
+    """Run `settings` on its engine, logging to `log_path` if given (as JSON lines or as QEMU's trace)."""
     if log_path is None:
         return make_engine(Machine(settings, console_out=console_out)).run()
-    from .events import EventLog  # structlog loads only for a logged run
-
     with open(log_path, "w", encoding="utf-8", buffering=1) as stream:
-        log = EventLog(stream, trace)
+        if log_format == "qemu-trace":
+            from .qemu_log import QemuTraceLog
+
+            log: Any = QemuTraceLog(stream, trace)
+        else:
+            from .events import EventLog  # structlog loads only for a logged run
+
+            log = EventLog(stream, trace)
         engine = make_engine(Machine(settings, log, console_out))
         try:
             result = engine.run()

@@ -29,10 +29,11 @@ def _name(iv: Interval) -> str:
     return iv.kind
 
 
-def chrome_trace(timeline: Timeline) -> dict[str, Any]:
+def chrome_trace(timeline: Timeline, process: str = "qemu-system-ppc64 (vcpu_sched)",
+                 time_base: str = "guest time") -> dict[str, Any]:
     tids = {thread: i + 1 for i, thread in enumerate(timeline.threads)}
     events: list[dict[str, Any]] = [
-        {"ph": "M", "name": "process_name", "pid": PID, "tid": 0, "args": {"name": "qemu-system-ppc64 (vcpu_sched)"}}]
+        {"ph": "M", "name": "process_name", "pid": PID, "tid": 0, "args": {"name": process}}]
     for thread, tid in tids.items():
         events.append({"ph": "M", "name": "thread_name", "pid": PID, "tid": tid, "args": {"name": thread}})
         events.append({"ph": "M", "name": "thread_sort_index", "pid": PID, "tid": tid, "args": {"sort_index": tid}})
@@ -62,7 +63,7 @@ def chrome_trace(timeline: Timeline) -> dict[str, Any]:
     for t, n in timeline.waiters:
         events.append({"ph": "C", "name": "BQL waiters", "pid": PID, "tid": 0, "ts": _us(t), "args": {"waiters": n}})
     return {"traceEvents": events, "displayTimeUnit": "ns",
-            "otherData": {"source": "vcpu_sched", "time_base": "guest time"}}
+            "otherData": {"source": "vcpu_sched", "time_base": time_base}}
 
 
 def _slice(iv: Interval, tid: int) -> dict[str, Any]:

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Record real QEMU trace logs for tests/data (Linux, root or ptrace rights, qemu-system-ppc64 installed).
+
+    tools/record_qemu_trace.py healthy OUT.log [--seconds 3]
+    tools/record_qemu_trace.py stall OUT.log [--stall 3]
+
+Both boot a pseries guest with no kernel (SLOF idles) under TCG with
+`-msg timestamp=on -trace 'qemu_mutex_*' -trace 'kvm_*'` and a QMP socket. `stall` makes a real BQL stall:
+it stops one vCPU thread - that thread only - with PTRACE_SEIZE + PTRACE_INTERRUPT at a moment its trace
+shows it holding the BQL (it retries, detaching, until one lands there), keeps it stopped for --stall
+seconds while a QMP client sends `query-status` and the out-of-band `migrate-pause` every 0.25 s (the
+monitor's I/O thread handles them, with mutex events, so the trace goes on; the main loop answers none of
+the in-band ones), then kills QEMU (whose main loop cannot
+quit without the BQL). QEMU flushes its log after every line (util/log.c), so
+the file is complete at the moment of the stop. The output is then cut to the lines the tests need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PTRACE_DETACH = 17
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+WALL = 0x40000000
+LINE = re.compile(r"(\d+)@([\d.]+):(qemu_mutex_locked|qemu_mutex_unlock) \S+ mutex (0x[0-9a-f]+)")
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+
+
+def ptrace(request: int, tid: int) -> None:
+    if libc.ptrace(request, tid, None, None) != 0:
+        raise OSError(ctypes.get_errno(), f"ptrace({request:#x}, {tid})")
+
+
+def start(log: Path, smp: int, qmp: Path) -> subprocess.Popen[bytes]:
+    qemu = shutil.which("qemu-system-ppc64")
+    if qemu is None:
+        sys.exit("qemu-system-ppc64 is not installed (apt-get install qemu-system-ppc)")
+    return subprocess.Popen([qemu, "-M", "pseries", "-smp", str(smp), "-m", "1G", "-nographic",
+                             "-msg", "timestamp=on", "-trace", "qemu_mutex_*", "-trace", "kvm_*", "-D", str(log),
+                             "-monitor", "none", "-name", "pseries,debug-threads=on",
+                             "-chardev", f"socket,id=qmp,path={qmp},server=on,wait=off",
+                             "-mon", "chardev=qmp,mode=control", "-serial", "null"], stdin=subprocess.DEVNULL)
+
+
+def vcpu_threads(pid: int) -> dict[int, str]:
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        name = (task / "comm").read_text().strip()
+        if name.startswith("CPU "):
+            out[int(task.name)] = name
+    return out
+
+
+def bql_of(log: Path) -> str:
+    """The mutex the main loop takes (util/main-loop.c)."""
+    for text in log.read_text(errors="replace").splitlines():
+        if "util/main-loop.c" in text and "mutex" in text:
+            return text.split("mutex ")[1].split()[0]
+    raise SystemExit("no BQL in the trace yet")
+
+
+def holds(log: Path, tid: int, bql: str) -> float | None:
+    """When the thread's last BQL event is `taken`: that event's time."""
+    last, when = None, 0.0
+    for text in log.read_text(errors="replace").splitlines():
+        m = LINE.match(text)
+        if m and int(m.group(1)) == tid and m.group(4) == bql:
+            last, when = m.group(3), float(m.group(2))
+    return when if last == "qemu_mutex_locked" else None
+
+
+def qmp_client(path: Path) -> socket.socket:
+    for _ in range(100):
+        if path.exists():
+            break
+        time.sleep(0.05)
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(str(path))
+    client.settimeout(5)
+    client.recv(4096)  # the greeting
+    client.sendall(b'{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}\n')
+    client.recv(4096)
+    return client
+
+
+def others_still_log(log: Path, client: socket.socket) -> bool:
+    """False when the stop caught the thread inside QEMU's log write, holding the log's FILE lock: then
+    every other thread would block on its next trace line, and the trace would end with the stop."""
+    for _ in range(3):  # lines already on their way right after the stop do not count: three windows
+        size = log.stat().st_size
+        client.sendall(b'{"exec-oob": "migrate-pause"}\n')
+        time.sleep(0.2)
+        if log.stat().st_size == size:
+            return False
+    return True
+
+
+def stall(log: Path, seconds: float, qmp: Path) -> float:
+    """Returns the time the stopped thread took the BQL."""
+    proc = start(log, 4, qmp)
+    stopped = None
+    try:
+        client = qmp_client(qmp)
+        time.sleep(1.5)  # SLOF running; not a test, a recording
+        bql = bql_of(log)
+        threads = vcpu_threads(proc.pid)
+        target = min(threads)  # CPU 0: the one running SLOF
+        for attempt in range(1, 2001):
+            ptrace(PTRACE_SEIZE, target)
+            ptrace(PTRACE_INTERRUPT, target)
+            os.waitpid(target, WALL)
+            took = holds(log, target, bql)
+            if took is not None and others_still_log(log, client):
+                stopped = target
+                print(f"stopped {threads[target]} (tid {target}) holding the BQL {bql} after {attempt} tries",
+                      file=sys.stderr)
+                until = time.monotonic() + seconds
+                while time.monotonic() < until:
+                    client.sendall(b'{"execute": "query-status"}\n{"exec-oob": "migrate-pause"}\n')
+                    time.sleep(0.25)
+                return took
+            ptrace(PTRACE_DETACH, target)
+            time.sleep(random.uniform(0.0005, 0.005))
+        raise SystemExit("never caught the vCPU holding the BQL")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        if stopped is not None:  # a traced thread is reaped by its tracer before its process can be
+            os.waitpid(stopped, WALL)
+        proc.wait()
+
+
+def healthy(log: Path, seconds: float, qmp: Path) -> None:
+    proc = start(log, 4, qmp)
+    time.sleep(seconds)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+
+
+def cut(raw: Path, out: Path, keep_s: float, since: float | None = None) -> None:
+    """Keep the trace from keep_s seconds before `since` (default: before its end)."""
+    stamp = re.compile(r"\d+@([\d.]+):")
+    last = 0.0
+    with raw.open(errors="replace") as lines:
+        for text in lines:
+            if m := stamp.match(text):
+                last = max(last, float(m.group(1)))
+    last = since if since is not None else last
+    keeping = False
+    with raw.open(errors="replace") as lines, out.open("w") as kept:
+        for text in lines:
+            m = stamp.match(text)
+            keeping = keeping or (m is not None and float(m.group(1)) >= last - keep_s)
+            if keeping:
+                kept.write(text)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("kind", choices=("healthy", "stall"))
+    p.add_argument("out", type=Path)
+    p.add_argument("--seconds", type=float, default=3.0, help="healthy: how long to run")
+    p.add_argument("--stall", type=float, default=3.0, help="stall: how long the vCPU stays stopped")
+    p.add_argument("--keep", type=float, default=0.25,
+                   help="seconds of trace kept before the end (stall: before the stopped thread took the BQL)")
+    p.add_argument("--raw", type=Path, help="also keep the whole trace here")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "trace.log"
+        if args.kind == "healthy":
+            healthy(raw, args.seconds, Path(tmp) / "qmp.sock")
+            cut(raw, args.out, args.keep)
+        else:
+            took = stall(raw, args.stall, Path(tmp) / "qmp.sock")
+            cut(raw, args.out, args.keep, took)
+        if args.raw:
+            shutil.copyfile(raw, args.raw)
+    print(f"{args.out}: {args.out.stat().st_size:,} bytes", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

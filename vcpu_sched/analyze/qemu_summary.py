@@ -1,0 +1,362 @@
+"""`vcpu-sched analyze` on QEMU's own trace: which mutex is the BQL, who held it, who waited, and the lockup.
+
+Facts used (QEMU util/trace-events, util/qemu-thread-posix.c, accel/kvm/trace-events, at v7.2.0 and
+master): `qemu_mutex_lock` ("waiting on mutex") is traced before pthread_mutex_lock and `qemu_mutex_locked`
+("taken mutex") after it, both with the caller's file and line (`qemu_mutex_lock_iothread`/`bql_lock` pass
+theirs); `qemu_mutex_unlock` ("released mutex") before unlocking. There is no condition-variable event:
+`qemu_cond_wait` shows as `released` then, once woken and relocked, `taken`, with no `waiting on` between
+(so a thread blocked relocking after a condition wait is not seen waiting). `kvm_vcpu_ioctl` and
+`kvm_run_exit` carry the vCPU's `cpu_index`; `kvm_cpu_exec` has no argument and is traced on every turn of
+the vCPU loop, also before the halted early return (EXCP_HLT) that keeps the BQL.
+
+Two passes over the files: the first finds the BQL (the mutex most taken from the BQL's call sites: the main
+loop, cpus.c and the accelerators' thread loops) and each thread's role; the second times every BQL hold
+and wait.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .qemu_trace import TraceFiles, TraceLine, cpu_index_of, mutex_of
+from .timeline import Instant, Interval, Timeline
+
+NS = 1_000_000_000
+# Where QEMU takes the BQL: the main loop, cpus.c (softmmu/ before 8.1, system/ since), the accelerators.
+BQL_SITE_PARTS = ("util/main-loop.c", "softmmu/cpus.c", "system/cpus.c", "accel/")
+VCPU_SITE_PARTS = ("accel/",)
+
+
+def _is_bql_site(site: str) -> bool:
+    return any(part in site for part in BQL_SITE_PARTS)
+
+
+@dataclass
+class ThreadFacts:
+    """What the first pass learns about one thread."""
+
+    events: int = 0
+    cpu_index: int | None = None
+    vcpu_site: str | None = None
+    main_site: str | None = None
+    rcu_site: str | None = None
+    monitor_site: str | None = None
+    halt_site: str | None = None  # relocked a mutex in cpus.c after a condition wait: qemu_wait_io_event
+    asked: str | None = None
+
+
+@dataclass
+class Found:
+    fmt: str
+    bql: str | None
+    bql_how: str
+    bql_sites: list[tuple[str, int]]
+    threads: dict[int | None, ThreadFacts]
+    roles: dict[int | None, tuple[str, str]]  # role, how it was inferred
+    first_ns: int
+    last_ns: int
+    first_stamp: str
+
+
+def survey(files: TraceFiles) -> Found:
+    """Pass one: the BQL and the threads' roles."""
+    at_bql_sites: Counter[str] = Counter()
+    sites: dict[str, Counter[str]] = {}
+    threads: dict[int | None, ThreadFacts] = {}
+    first: TraceLine | None = None
+    last_ns = 0
+    for line in files.events():
+        first = first or line
+        last_ns = line.t_ns
+        facts = threads.get(line.tid)
+        if facts is None:
+            facts = threads[line.tid] = ThreadFacts()
+        facts.events += 1
+        index = cpu_index_of(line)
+        if index is not None:
+            facts.cpu_index = index
+        if line.name == "kvm_cpu_exec":
+            facts.vcpu_site = facts.vcpu_site or "kvm_cpu_exec"
+        mutex = mutex_of(line)
+        if mutex is None:
+            continue
+        if _is_bql_site(mutex.site):
+            at_bql_sites[mutex.address] += 1
+            sites.setdefault(mutex.address, Counter())[mutex.site] += 1
+        if line.name == "qemu_mutex_lock":
+            facts.asked = mutex.address
+        elif line.name == "qemu_mutex_locked" and facts.asked != mutex.address and "/cpus.c" in mutex.site:
+            facts.halt_site = facts.halt_site or mutex.site  # taken with no `waiting on`: back from a cond wait
+        if any(part in mutex.site for part in VCPU_SITE_PARTS):
+            facts.vcpu_site = facts.vcpu_site or mutex.site
+        elif "util/main-loop.c" in mutex.site:
+            facts.main_site = facts.main_site or mutex.site
+        elif "monitor/" in mutex.site:
+            facts.monitor_site = facts.monitor_site or mutex.site
+        elif "util/rcu.c" in mutex.site:
+            facts.rcu_site = facts.rcu_site or mutex.site
+    bql, how, top = None, "no mutex is taken from the BQL's call sites (util/main-loop.c, cpus.c, accel/)", []
+    if at_bql_sites:
+        bql, count = at_bql_sites.most_common(1)[0]
+        top = sites[bql].most_common(6)
+        how = (f"the mutex taken and released from the BQL's call sites (the main loop, cpus.c, the accelerators' "
+               f"thread loops): {count:,} of its events are there, at {', '.join(s for s, _ in top[:4])}")
+    return Found(files.format, bql, how, top, threads, _roles(threads), first.t_ns if first else 0, last_ns,
+                 first.stamp if first else "")
+
+
+def _vcpu_evidence(f: ThreadFacts) -> str | None:
+    if f.vcpu_site:
+        return f"takes the BQL at {f.vcpu_site}"
+    if f.halt_site and not f.main_site:
+        return f"comes back from a condition wait at {f.halt_site} (qemu_wait_io_event) and is not the main loop"
+    return None
+
+
+def _roles(threads: dict[int | None, ThreadFacts]) -> dict[int | None, tuple[str, str]]:
+    roles: dict[int | None, tuple[str, str]] = {}
+    # vCPU threads start in cpu_index order, so thread ids rise with it: a vCPU thread that never logged its
+    # index gets the lowest one no other thread has, in thread id order.
+    known = {f.cpu_index for f in threads.values() if f.cpu_index is not None}
+    free = (i for i in itertools.count() if i not in known)
+    unnumbered = {tid: next(free) for tid in sorted(t for t, f in threads.items()
+                                                     if t is not None and f.cpu_index is None and _vcpu_evidence(f))}
+    for tid, f in threads.items():
+        if f.cpu_index is not None:
+            roles[tid] = (f"vcpu {f.cpu_index}", "cpu_index of its kvm_* events")
+        elif tid in unnumbered:
+            roles[tid] = (f"vcpu {unnumbered[tid]}", f"{_vcpu_evidence(f)}; index from thread id order")
+        elif f.main_site:
+            roles[tid] = ("main", f"takes mutexes at {f.main_site}: the main loop")
+        elif f.monitor_site:
+            roles[tid] = ("monitor", f"takes mutexes at {f.monitor_site}: the monitor's I/O thread")
+        elif f.rcu_site:
+            roles[tid] = ("rcu", f"takes mutexes at {f.rcu_site} and is neither a vCPU nor the monitor")
+        else:
+            roles[tid] = ("unknown", "")
+    return roles
+
+
+@dataclass
+class Durations:
+    values: array[int] = field(default_factory=lambda: array("q"))
+
+    def to_dict(self) -> dict[str, Any]:
+        v = sorted(self.values)
+        p99 = v[min(len(v) - 1, math.ceil(0.99 * len(v)) - 1)] if v else 0
+        return {"count": len(v), "total_s": sum(v) / NS, "max_s": (v[-1] if v else 0) / NS, "p99_s": p99 / NS}
+
+
+@dataclass
+class Hold:
+    tid: int | None
+    start_ns: int
+    site: str
+    stamp: str
+    end_ns: int | None = None
+    # Who waited for the BQL during the hold: tid -> (site, since); each waits at least until the hold ends.
+    waiters: dict[int | None, tuple[str, int]] = field(default_factory=dict)
+    last_event_ns: int = 0  # of the holder, after taking the BQL
+    last_event: str = ""
+    waiting_for: tuple[str, str] | None = None  # another mutex the holder asked for and never got
+
+
+@dataclass
+class PerThread:
+    holds: Durations = field(default_factory=Durations)
+    waits: Durations = field(default_factory=Durations)
+    waiting: tuple[int, str] | None = None
+    last_event: str = ""
+    asked: tuple[str, str] | None = None  # a non-BQL mutex asked for and not yet taken
+
+
+def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False) -> dict[str, Any]:
+    """Pass two, and the summary (`--json`'s object)."""
+    found = survey(files)
+    survey_stats = files.stats
+    per: dict[int | None, PerThread] = {tid: PerThread() for tid in found.threads}
+    intervals: list[Interval] = []
+    holder: Hold | None = None
+    longest: Hold | None = None
+    lockup: Hold | None = None
+    threshold_ns = round(threshold_s * NS)
+    origin = found.first_ns
+
+    def name(tid: int | None) -> str:
+        return f"{tid if tid is not None else '?'} {found.roles[tid][0]}"
+
+    def close(hold: Hold, end_ns: int, ongoing: bool) -> None:
+        nonlocal longest, lockup
+        hold.end_ns = end_ns
+        held = end_ns - hold.start_ns
+        if not ongoing:
+            per[hold.tid].holds.values.append(held)
+        if timeline:
+            intervals.append(Interval(name(hold.tid), "BQL held", hold.start_ns - origin, end_ns - origin, hold.site,
+                                      open=ongoing))
+        if longest is None or held > longest.end_ns - longest.start_ns:  # type: ignore[operator]
+            longest = hold
+        # A lockup: held past the threshold while another thread waited past it too (not merely a long hold,
+        # such as machine creation under the BQL, that someone asked for at its very end).
+        waited = max((end_ns - since for _, since in hold.waiters.values()), default=0)
+        if held > threshold_ns and waited > threshold_ns and files.timestamps and files.thread_ids and (
+                lockup is None or held > lockup.end_ns - lockup.start_ns):  # type: ignore[operator]
+            lockup = hold
+
+    for line in files.events():
+        state = per[line.tid]
+        mutex = mutex_of(line)
+        if mutex is not None and mutex.address == found.bql:
+            if line.name == "qemu_mutex_lock":
+                state.waiting = (line.t_ns, mutex.site)
+                if holder is not None and holder.tid != line.tid:
+                    holder.waiters.setdefault(line.tid, (mutex.site, line.t_ns))
+            elif line.name == "qemu_mutex_locked":
+                if holder is not None:  # a missing unlock (a cut file): the previous hold ends here
+                    close(holder, line.t_ns, False)
+                if state.waiting is not None:
+                    since, site = state.waiting
+                    state.waits.values.append(line.t_ns - since)
+                    if timeline and line.t_ns > since:
+                        intervals.append(Interval(name(line.tid), "BQL wait", since - origin, line.t_ns - origin,
+                                                  site))
+                    state.waiting = None
+                holder = Hold(line.tid, line.t_ns, mutex.site, line.stamp, last_event_ns=line.t_ns,
+                              last_event=f"{line.name} {line.args}")
+                holder.waiters = {tid: (p.waiting[1], p.waiting[0]) for tid, p in per.items()
+                                  if p.waiting is not None and tid != line.tid}
+            elif line.name == "qemu_mutex_unlock" and holder is not None and holder.tid == line.tid:
+                close(holder, line.t_ns, False)
+                holder = None
+        else:
+            if mutex is not None:
+                if line.name == "qemu_mutex_lock":
+                    state.asked = (mutex.address, mutex.site)
+                elif line.name == "qemu_mutex_locked":
+                    state.asked = None
+            if holder is not None and holder.tid == line.tid:
+                holder.last_event_ns = line.t_ns
+                holder.last_event = f"{line.name} {line.args}".rstrip()
+                holder.waiting_for = state.asked
+        state.last_event = f"{line.name} {line.args}".rstrip()
+    end_ns = found.last_ns
+    if holder is not None:
+        close(holder, end_ns, True)
+    if timeline:
+        for tid, p in per.items():
+            if p.waiting is not None:
+                intervals.append(Interval(name(tid), "BQL wait", p.waiting[0] - origin, end_ns - origin,
+                                          p.waiting[1], open=True))
+    seconds = files.timestamps
+
+    def hold_dict(h: Hold) -> dict[str, Any]:
+        assert h.end_ns is not None
+        waiters = [{"tid": tid, "role": found.roles[tid][0], "site": site,
+                    "since_s": (since - origin) / NS if seconds else None,
+                    "waited_s": (h.end_ns - since) / NS if seconds else None}
+                   for tid, (site, since) in sorted(h.waiters.items(), key=lambda kv: kv[1][1])]
+        return {"tid": h.tid, "role": found.roles[h.tid][0], "site": h.site, "start_stamp": h.stamp,
+                "start_s": (h.start_ns - origin) / NS if seconds else None,
+                "held_s": (h.end_ns - h.start_ns) / NS if seconds else None,
+                "held_lines": None if seconds else h.end_ns - h.start_ns,
+                "ongoing": h is holder, "waiters": waiters}
+
+    summary: dict[str, Any] = {
+        "format": "qemu-trace", "line_format": found.fmt, "files": files.paths,
+        "timestamps": seconds, "thread_ids": files.thread_ids,
+        "lines": survey_stats.lines, "events": survey_stats.events, "other_lines": survey_stats.other,
+        "out_of_order": survey_stats.out_of_order, "corrupt_count": survey_stats.corrupt_count,
+        "corrupt": [{"file": p, "line": n, "why": why} for p, n, why in survey_stats.corrupt],
+        "span_s": (end_ns - origin) / NS if seconds else None, "first_stamp": found.first_stamp,
+        "bql": {"mutex": found.bql, "how": found.bql_how,
+                "sites": [{"site": s, "events": n} for s, n in found.bql_sites]},
+        "threads": [{"tid": tid, "role": found.roles[tid][0], "role_from": found.roles[tid][1],
+                     "events": found.threads[tid].events, "bql_hold": p.holds.to_dict(),
+                     "bql_wait": p.waits.to_dict(),
+                     "waiting_for_bql_at_end": p.waiting[1] if p.waiting else None, "last_event": p.last_event}
+                    for tid, p in sorted(per.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))],
+        "longest_hold": hold_dict(longest) if longest is not None else None,
+        "threshold_s": threshold_s,
+        "lockup": _lockup(lockup, threshold_ns, hold_dict) if lockup is not None else None,
+    }
+    if timeline:
+        names = [name(tid) for tid in sorted(per, key=lambda t: (t is None, t or 0))]
+        instants = [Instant(name(lockup.tid), "lockup: BQL held past the threshold",
+                            lockup.start_ns + threshold_ns - origin)] if lockup is not None else []
+        summary["_timeline"] = Timeline(names, sorted(intervals, key=lambda iv: (iv.thread, iv.start_ns)),
+                                        instants, [(0, 0)], {}, end_ns - origin)
+    return summary
+
+
+def _lockup(h: Hold, threshold_ns: int, hold_dict: Any) -> dict[str, Any]:
+    """The longest hold past the threshold that others waited on, and whether its holder kept running."""
+    assert h.end_ns is not None
+    d = hold_dict(h)
+    # Still logging in the hold's second half: it runs (spins) with the BQL; silent, or asking for another
+    # mutex it never got: it is blocked (stopped, sleeping or waiting) while holding the BQL.
+    running = h.last_event_ns > h.start_ns + (h.end_ns - h.start_ns) // 2
+    state = "blocked" if h.waiting_for is not None or not running else "spinning"
+    return {"holder": h.tid, "holder_role": d["role"], "site": h.site, "since_stamp": h.stamp,
+            "since_s": d["start_s"], "held_for_s": d["held_s"], "ongoing": d["ongoing"], "holder_state": state,
+            "holder_last_event": h.last_event,
+            "holder_silent_s": (h.end_ns - h.last_event_ns) / NS,
+            "holder_waiting_for": {"mutex": h.waiting_for[0], "site": h.waiting_for[1]} if h.waiting_for else None,
+            "waiters": [{"tid": w["tid"], "role": w["role"], "site": w["site"], "waited_s": w["waited_s"]}
+                        for w in d["waiters"]]}
+
+
+def summary_text(s: dict[str, Any]) -> str:
+    lines = [f"QEMU trace: {', '.join(s['files'])} ({s['line_format']} lines; {s['events']:,} events, "
+             f"{s['other_lines']:,} other lines, {s['corrupt_count']:,} corrupt"
+             + (f", {s['out_of_order']:,} out of order beyond the reorder window" if s["out_of_order"] else "")
+             + (f"; {s['span_s']:.6f} s from {s['first_stamp']})" if s["timestamps"] else "; no timestamps)")]
+    for c in s["corrupt"][:10]:
+        lines.append(f"  {c['file']} line {c['line']}: {c['why']}")
+    if not s["timestamps"]:
+        lines.append("no timestamps (record with -msg timestamp=on): holds and waits are counted, not timed, "
+                     "and no lockup can be told")
+    elif not s["thread_ids"]:
+        lines.append("no thread ids (QEMU 10.1+: record with -d tid -D trace-%d.log): every line is one thread's, "
+                     "and no lockup can be told")
+    bql = s["bql"]
+    if bql["mutex"] is None:
+        lines.append(f"no BQL found: {bql['how']} (trace with -trace 'qemu_mutex_*')")
+        return "\n".join(lines)
+    lines.append(f"BQL: mutex {bql['mutex']}: {bql['how']}")
+    lines += ["", "thread    role      events   BQL holds  total s    max s      p99 s     | waits  total s    max s"
+                  "      p99 s"]
+    for t in s["threads"]:
+        h, w = t["bql_hold"], t["bql_wait"]
+        lines.append(f"{t['tid'] if t['tid'] is not None else '?':<9} {t['role']:<9} {t['events']:>7,} {h['count']:>9,}"
+                     f" {h['total_s']:>10.6f} {h['max_s']:>10.6f} {h['p99_s']:>10.6f} | {w['count']:>5,}"
+                     f" {w['total_s']:>10.6f} {w['max_s']:>10.6f} {w['p99_s']:>10.6f}")
+    hold = s["longest_hold"]
+    if hold and s["timestamps"]:
+        who = ", ".join(f"{w['tid']} {w['role']} at {w['site']}" for w in hold["waiters"][:6]) or "nobody"
+        if len(hold["waiters"]) > 6:
+            who += f" and {len(hold['waiters']) - 6} more"
+        lines += ["", f"longest hold: {hold['tid']} ({hold['role']}) for {hold['held_s']:.6f} s from "
+                      f"{hold['start_stamp']}{' (still held at the end)' if hold['ongoing'] else ''}, "
+                      f"taken at {hold['site']}; waited: {who}"]
+    lock = s["lockup"]
+    if lock is None:
+        if s["timestamps"] and s["thread_ids"]:
+            lines += ["", f"no lockup: no thread held the BQL over {s['threshold_s']} s while others waited"]
+        return "\n".join(lines)
+    state = lock["holder_state"].upper()
+    lines += ["", f"LOCKUP: thread {lock['holder']} ({lock['holder_role']}) holds the BQL since {lock['since_stamp']}"
+                  f" ({lock['held_for_s']:.6f} s{', still held at the end' if lock['ongoing'] else ''}), taken at "
+                  f"{lock['site']}; holder {state}: last event {lock['holder_last_event']!r}, "
+                  f"{lock['holder_silent_s']:.6f} s before the end of the hold"]
+    if lock["holder_waiting_for"]:
+        lines.append(f"  the holder waits for mutex {lock['holder_waiting_for']['mutex']} "
+                     f"(asked at {lock['holder_waiting_for']['site']})")
+    for w in lock["waiters"]:
+        lines.append(f"  waiting: thread {w['tid']} ({w['role']}) at {w['site']} for {w['waited_s']:.6f} s"
+                     f"{' and still waiting' if lock['ongoing'] else ''}")
+    return "\n".join(lines)

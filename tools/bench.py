@@ -16,7 +16,10 @@ Rows:
 - the threads engine against the Trio engine on the seed case's lockup (watchdog 2 s of guest time:
   0.1 s of real spinning at the default time scale, plus the watchdog's 1 s psutil sample);
 - `analyze` of a big log (2048 vCPUs offlined and onlined, about 60 MB): wall time and peak RSS of the
-  summary, with --perfetto and with --plot (no baseline: the third column is the peak RSS).
+  summary, with --perfetto and with --plot (no baseline: the third column is the peak RSS);
+- `analyze` of a 25 MB QEMU trace (the real healthy 7.2 trace of tests/data repeated, time-shifted, to
+  about 250k lines): lines per second and peak RSS, against a bare Python loop that reads the same file
+  and matches each line's `TID@time:name` prefix (`--only trace` runs this row alone).
 Ratios, not absolute times, are what carries from one machine to another.
 """
 
@@ -168,11 +171,46 @@ def big_log(directory: Path) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+BARE_READER = r"""
+import re, sys
+line = re.compile(r"(\d+)@(\d+)\.(\d+):(\w+) ?(.*)")
+n = sum(1 for text in open(sys.argv[1], errors="replace") if line.fullmatch(text.rstrip("\n")))
+print(n)
+"""
+
+
+def qemu_trace(directory: Path) -> list[tuple[str, str, str, str]]:
+    """The streaming trace reader on a 25 MB trace: lines/s and peak RSS, beside a bare regex loop."""
+    source = (ROOT / "tests" / "data" / "qemu-7.2" / "healthy.trace").read_text().splitlines()
+    trace = directory / "big.trace"
+    count = 0
+    with trace.open("w") as out:
+        for copy in range(400):
+            for text in source:
+                tid, rest = text.split("@", 1)
+                stamp, tail = rest.split(":", 1)
+                sec, usec = stamp.split(".")
+                out.write(f"{tid}@{int(sec) + 2 * copy}.{usec}:{tail}\n")
+                count += 1
+            if out.tell() > 25 * 2**20:
+                break
+    wall, rss, _ = timed_process([sys.executable, "-m", "vcpu_sched", "analyze", str(trace), "--json"])
+    base_wall, base_rss, _ = timed_process([sys.executable, "-c", BARE_READER, str(trace)])
+    size = trace.stat().st_size / 2**20
+    return [(f"analyze a {size:.0f} MB QEMU trace ({count:,} lines): lines/s", f"{count / wall:,.0f}",
+             f"{count / base_wall:,.0f}", f"{base_wall / wall:.2f}"),
+            ("  its peak RSS", f"{rss / 2**20:.0f} MiB", f"{base_rss / 2**20:.0f} MiB", f"{rss / base_rss:.2f}")]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", choices=("trace",), help="run only these rows")
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []
+    if args.only == "trace":
+        with tempfile.TemporaryDirectory() as directory:
+            return _print(qemu_trace(Path(directory)))
     ours_cpu, bare_cpu = cli_cpu(args.repeat * 6)
     for label, pick in (("median", statistics.median), ("minimum", min)):
         cpu, cpu_base = pick(ours_cpu), pick(bare_cpu)
@@ -195,6 +233,11 @@ def main() -> int:
                  f"{threads_wall * 1000:.0f} ms", f"{trio_wall * 1000:.0f} ms", f"{threads_wall / trio_wall:.2f}"))
     with tempfile.TemporaryDirectory() as directory:
         rows += big_log(Path(directory))
+        rows += qemu_trace(Path(directory))
+    return _print(rows)
+
+
+def _print(rows: list[tuple[str, str, str, str]]) -> int:
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'vcpu_sched':>12}  {'bare trio':>12}  {'ratio':>6}")
     for name, value, base, ratio in rows:

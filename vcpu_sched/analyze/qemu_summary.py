@@ -16,6 +16,7 @@ and wait.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from array import array
@@ -32,6 +33,7 @@ BQL_SITE_PARTS = ("util/main-loop.c", "softmmu/cpus.c", "system/cpus.c", "accel/
 VCPU_SITE_PARTS = ("accel/",)
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_bql_site(site: str) -> bool:
     return any(part in site for part in BQL_SITE_PARTS)
 

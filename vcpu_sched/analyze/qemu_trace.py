@@ -53,11 +53,21 @@ class Mutex(NamedTuple):
     site: str  # file:line of the caller
 
 
+_mutex_cache: dict[str, Mutex | None] = {}
+
+
 def mutex_of(line: TraceLine) -> Mutex | None:
     if line.name not in MUTEX_EVENTS:
         return None
+    try:
+        return _mutex_cache[line.args]  # a trace repeats few (mutex, site) pairs many times
+    except KeyError:
+        pass
+    if len(_mutex_cache) > 65536:
+        _mutex_cache.clear()
     m = _MUTEX.fullmatch(line.args)
-    return Mutex(m.group(1), f"{m.group(2)}:{m.group(3)}") if m else None
+    mutex = _mutex_cache[line.args] = Mutex(m.group(1), f"{m.group(2)}:{m.group(3)}") if m else None
+    return mutex
 
 
 def cpu_index_of(line: TraceLine) -> int | None:

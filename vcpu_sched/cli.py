@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .config import ACCELS, CLOCKS, CPUS, ENGINES, FIXES, TIMEBASE_RESETS, RunSettings
@@ -356,26 +357,38 @@ def _trace_values(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     words = _trace_values(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["qemu"]:  # QEMU's own single-dash options: not for argparse
+        from .qemu_command import qemu_main
+
+        return _guarded(lambda: qemu_main(words[1:]))
     args = build_parser(words[0] if words and words[0] in COMMANDS else None).parse_args(words)
+    return _guarded(lambda: _dispatch(args))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if getattr(args, "scenario_dirs", None):
+        from .scenario import add_scenario_dir
+
+        for directory in args.scenario_dirs:
+            add_scenario_dir(directory)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "analyze":
+        from .analyze.command import analyze_main
+
+        return analyze_main(args)
+    if args.command == "matrix":
+        return _matrix(args)
+    if args.command == "explore":
+        return _explore(args)
+    from .irq import irq_main
+
+    return irq_main(args)
+
+
+def _guarded(command: Callable[[], int]) -> int:
     try:
-        if getattr(args, "scenario_dirs", None):
-            from .scenario import add_scenario_dir
-
-            for directory in args.scenario_dirs:
-                add_scenario_dir(directory)
-        if args.command == "run":
-            return _run(args)
-        if args.command == "analyze":
-            from .analyze.command import analyze_main
-
-            return analyze_main(args)
-        if args.command == "matrix":
-            return _matrix(args)
-        if args.command == "explore":
-            return _explore(args)
-        from .irq import irq_main
-
-        return irq_main(args)
+        return command()
     except BadInput as e:
         print(f"vcpu-sched: error: {e}", file=sys.stderr)
         return 2

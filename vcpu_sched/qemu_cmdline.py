@@ -28,6 +28,7 @@ class QemuCommandLine:
     overrides: dict[str, Any] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
     machine_type: str = "pseries"
+    other: list[tuple[str, str | None]] = field(default_factory=list)  # the ignored options, parsed
 
 
 def _accel(current: str | None, new: str, where: str) -> str:
@@ -89,6 +90,10 @@ def parse(command_line: str) -> QemuCommandLine:
         words = shlex.split(command_line, comments=True)
     except ValueError as e:
         raise BadInput(f"--qemu: cannot split the command line: {e}") from None
+    return parse_words(words)
+
+
+def parse_words(words: list[str]) -> QemuCommandLine:
     if words and not words[0].startswith("-"):
         words = words[1:]  # the binary
     out = QemuCommandLine()
@@ -136,9 +141,11 @@ def parse(command_line: str) -> QemuCommandLine:
             i += 2
         elif option in _NO_ARGUMENT or value is None:
             out.ignored.append(option)
+            out.other.append((option, None))
             i += 1
         else:
             out.ignored.append(f"{option} {value}")
+            out.other.append((option, value))
             i += 2
     accel = accel or "tcg"
     if cpu == "host":

@@ -14,6 +14,7 @@ from typing import Any
 
 from .config import RunSettings
 from .engine import make_engine
+from .engine.core import Engine
 from .errors import RunKilled
 from .model.machine import Machine
 from .result import RunResult
@@ -30,10 +31,14 @@ LOG_FORMATS = ("jsonl", "qemu-trace")
 
 
 def run(settings: RunSettings, log_path: Path | str | None = None, trace: tuple[str, ...] = (),
-        console_out: Callable[[int, str], None] | None = None, log_format: str = "jsonl") -> RunResult:
-    """Run `settings` on its engine, logging to `log_path` if given (as JSON lines or as QEMU's trace)."""
+        console_out: Callable[[int, str], None] | None = None, log_format: str = "jsonl",
+        drive: Callable[[Machine], Engine] | None = None) -> RunResult:
+    """Run `settings` on its engine, logging to `log_path` if given (as JSON lines or as QEMU's trace).
+    `drive(machine)` makes the engine when the caller runs it otherwise (`vcpu-sched qemu`): it must
+    return an engine whose `run()` does that."""
+    make = drive or make_engine
     if log_path is None:
-        return make_engine(Machine(settings, console_out=console_out)).run()
+        return make(Machine(settings, console_out=console_out)).run()
     with open(log_path, "w", encoding="utf-8", buffering=1) as stream:
         if log_format == "qemu-trace":
             from .qemu_log import QemuTraceLog
@@ -43,7 +48,7 @@ def run(settings: RunSettings, log_path: Path | str | None = None, trace: tuple[
             from .events import EventLog  # structlog loads only for a logged run
 
             log = EventLog(stream, trace)
-        engine = make_engine(Machine(settings, log, console_out))
+        engine = make(Machine(settings, log, console_out))
         try:
             result = engine.run()
         except BaseException as e:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 
 import trio
 
@@ -36,8 +37,11 @@ CHECKPOINT_EVERY = 512
 class TrioEngine(Engine):
     """Runs one Machine to a verdict. Use `run()` (own event loop) or `await run_async()`."""
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, serve: Callable[[], None] | None = None) -> None:
+        """`serve`: run like a QEMU process (`vcpu-sched qemu`) - a verdict is reported by calling it, and
+        the run goes on until the machine is asked to quit, a signal or the deadline."""
         super().__init__(machine)
+        self.serve = serve
         self.settings = machine.settings
         self.core = EngineCore(machine, self.now_ns, fast_forward=self.settings.fast_forward,
                                quantum_ns=SPEND_QUANTUM_NS, wake_latency_ns=WAKE_LATENCY_MAX_NS)
@@ -84,8 +88,18 @@ class TrioEngine(Engine):
         watch_at = core.watchdog.next_check_ns(0)
         steps = 0
         current = None
+        serve, reported = self.serve, False
         sched.start()
-        while core.verdict is None:
+        while core.verdict is None or serve is not None:
+            if serve is not None:
+                if machine.quit_requested:
+                    break
+                if sched.now >= deadline or time.monotonic() > wall_deadline:
+                    core.finish("deadline", core.deadline_reason("guest" if sched.now >= deadline else "wall-clock"))
+                    break
+                if core.verdict is not None and not reported:
+                    reported = True
+                    serve()
             # A thread runs until it waits, as an OS thread does (so an unlock-relock can barge past a
             # waiter, as with a pthread mutex); then the first thread that became ready.
             if current is None or not sched.is_enabled(current):
@@ -106,7 +120,7 @@ class TrioEngine(Engine):
                 await trio.sleep_until(t0 + target / NS)
             sched.advance_to(target)
             if target >= watch_at:
-                if core.check_watchdog(sched.now) is not None:
+                if core.verdict is None and core.check_watchdog(sched.now) is not None and serve is None:
                     break
                 watch_at = sched.now + core.watchdog.next_check_ns(sched.now)
                 if time.monotonic() > wall_deadline:

@@ -11,10 +11,11 @@ Nothing here exists for the diagnosis: the watchdog and `analyze` explain a hang
 
 from __future__ import annotations
 
+import collections
 import functools
 import random
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..config import RunSettings
 from .cpus import CPUState, current_cpu, resume_all_vcpus
@@ -23,6 +24,7 @@ from .guest import GuestMemory, GuestOutcome, GuestRunner
 from .kvm import FakeKvm, kvm_vcpu_thread_fn
 from .monitor import monitor_command, qemu_system_reset
 from .ppc import CPU_MODELS, CPUPPCState
+from .qmp_cmds import QmpError, qmp_dispatch
 from .spapr import Spapr
 from .tcg import mttcg_cpu_thread_fn
 
@@ -32,6 +34,14 @@ if TYPE_CHECKING:
 MAIN_LOOP_POLL_NS = 10_000_000  # main_loop_wait wakes at least this often for timers (10 ms)
 
 Tracer = Callable[[str, int, dict[str, Any]], None]
+
+
+class MonitorRequest(NamedTuple):
+    """An in-band QMP command waiting for the main loop; `reply` gets {"return": ...} or {"error": ...}."""
+
+    name: str
+    args: dict[str, Any]
+    reply: Callable[[dict[str, Any]], None]
 
 
 def _no_trace(event: str, t_ns: int, fields: dict[str, Any]) -> None:
@@ -60,6 +70,14 @@ class Machine:
         self.guest_memory = GuestMemory(QemuCond("guest_memory"))
         self.outcome = GuestOutcome()
         self.finished = False
+        # `vcpu-sched qemu`: -S, -name, the QMP requests the main loop runs, where their events go.
+        self.start_paused = False
+        self.name = ""
+        self.qmp_chardev = "compat_monitor0"
+        self.monitor_requests: collections.deque[MonitorRequest] = collections.deque()
+        self.qmp_event: Callable[[str, dict[str, Any] | None], None] = lambda name, data: None
+        self.quit_requested = False
+        self.thread_ids: dict[str, int] = {}  # thread name -> OS thread id, filled by the engine
         model = CPU_MODELS[settings.cpu]
         self.cpus = [
             CPUState(self, i, CPUPPCState(model), QemuCond(f"halt_cond[{i}]"), QemuCond(f"kick[{i}]"),
@@ -146,9 +164,10 @@ class Machine:
         """system/vl.c qemu_init (reset, vm_start), then util/main-loop.c's loop."""
         yield BqlLock("qemu_init")
         yield from qemu_system_reset(self)
-        self.runstate = "running"
-        self.trace("vm_start")
-        resume_all_vcpus(self)
+        if not self.start_paused:  # -S: prelaunch until `cont`
+            self.runstate = "running"
+            self.trace("vm_start")
+            resume_all_vcpus(self)
         yield BqlUnlock("qemu_init")
         hold = self.settings.main_loop_hold_ns
         script = list(self.settings.monitor)
@@ -167,4 +186,11 @@ class Machine:
                 console_seen += hit + 1
                 script.pop(0)
                 yield from monitor_command(self, command)
+            while self.monitor_requests:
+                request = self.monitor_requests.popleft()
+                try:
+                    answer: dict[str, Any] = {"return": (yield from qmp_dispatch(self, request.name, request.args))}
+                except QmpError as e:
+                    answer = {"error": {"class": e.error_class, "desc": e.desc}}
+                request.reply(answer)
             yield BqlUnlock("main_loop_wait")

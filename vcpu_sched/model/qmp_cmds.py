@@ -1,0 +1,112 @@
+"""The in-band QMP commands, run by the main loop with the BQL held (QEMU dispatches them from a bottom half
+of the main loop: monitor/qmp.c monitor_qmp_dispatcher_co), so a vCPU that keeps the BQL leaves every one
+unanswered.
+
+Mirrors monitor/qmp-cmds.c (`qmp_stop`, `qmp_cont`, `qmp_system_reset`, `qmp_quit`, `qmp_query_name`,
+`qmp_query_kvm`), system/runstate.c (`qmp_query_status`, the reset and shutdown requests with their
+RESET/SHUTDOWN events), hw/core/machine-qmp-cmds.c (`qmp_query_cpus_fast`, `qmp_query_hotpluggable_cpus`)
+and monitor/hmp-cmds.c (`info status`, `info cpus`). Answers take the shapes real QEMU 7.2 gives
+(tests/data/qmp-7.2/transcript.jsonl).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from .effects import Effect
+from .monitor import monitor_command
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+QEMU_VERSION = {"major": 10, "minor": 0, "micro": 13}  # the QEMU the model follows
+PACKAGE = "vcpu_sched model"
+CPU_TYPES = {"POWER8": "power8_v2.0", "POWER9": "power9_v2.0", "POWER10": "power10_v2.0"}
+
+
+class QmpError(Exception):
+    def __init__(self, error_class: str, desc: str) -> None:
+        super().__init__(desc)
+        self.error_class = error_class
+        self.desc = desc
+
+
+def _status(machine: Machine) -> str:
+    return machine.runstate
+
+
+def qmp_query_cpus_fast(machine: Machine) -> list[dict[str, Any]]:
+    threads = machine.settings.threads
+    out = []
+    for cpu in machine.cpus:
+        core = cpu.cpu_index // threads
+        out.append({"cpu-index": cpu.cpu_index, "props": {"core-id": core * threads, "node-id": 0},
+                    "qom-path": f"/machine/unattached/device[{core + 1}]/thread[{cpu.cpu_index % threads}]",
+                    "target": "ppc64", "thread-id": machine.thread_ids.get(cpu.name, 0)})
+    return out
+
+
+def qmp_query_hotpluggable_cpus(machine: Machine) -> list[dict[str, Any]]:
+    threads = machine.settings.threads
+    kind = "host" if machine.settings.accel == "kvm" else CPU_TYPES[machine.settings.cpu]
+    cores = range(len(machine.cpus) // threads)
+    return [{"props": {"core-id": core * threads, "node-id": 0}, "qom-path": f"/machine/unattached/device[{core + 1}]",
+             "type": f"{kind}-spapr-cpu-core", "vcpus-count": threads} for core in reversed(cores)]
+
+
+def hmp(machine: Machine, command_line: str) -> str:
+    words = command_line.split()
+    if words[:2] == ["info", "status"]:
+        state = machine.runstate
+        return "VM status: running\r\n" if state == "running" else (
+            f"VM status: paused{f' ({state})' if state != 'paused' else ''}\r\n")
+    if words[:2] == ["info", "cpus"]:
+        return "".join(f"{'*' if cpu.cpu_index == 0 else ' '} CPU #{cpu.cpu_index}: "
+                       f"thread_id={machine.thread_ids.get(cpu.name, 0)}\r\n" for cpu in machine.cpus)
+    return f"unknown command: '{command_line}'\r\n"
+
+
+def qmp_dispatch(machine: Machine, name: str, args: dict[str, Any]) -> Generator[Effect, Any, Any]:
+    """Run one in-band command on the main thread, BQL held: its `return` value, or QmpError."""
+    machine.trace("monitor_command", command=f"qmp {name}")
+    if name == "qmp_capabilities":
+        return {}  # the monitor's mode changes on the I/O side once this answer comes back
+    if name == "query-version":
+        return {"qemu": QEMU_VERSION, "package": PACKAGE}
+    if name == "query-yank":
+        return [{"id": machine.qmp_chardev, "type": "chardev"}]
+    if name == "yank":
+        return {}
+    if name == "query-status":
+        return {"running": machine.runstate == "running", "singlestep": False, "status": _status(machine)}
+    if name == "query-cpus-fast":
+        return qmp_query_cpus_fast(machine)
+    if name == "query-hotpluggable-cpus":
+        return qmp_query_hotpluggable_cpus(machine)
+    if name == "stop":
+        if machine.runstate == "running":
+            yield from monitor_command(machine, "stop")
+            machine.qmp_event("STOP", None)
+        return {}
+    if name == "cont":
+        if machine.runstate != "running":
+            yield from monitor_command(machine, "cont")
+            machine.qmp_event("RESUME", None)
+        return {}
+    if name == "system_reset":
+        yield from monitor_command(machine, "system_reset")
+        machine.qmp_event("RESET", {"guest": False, "reason": "host-qmp-system-reset"})
+        return {}
+    if name == "quit":
+        machine.qmp_event("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
+        machine.quit_requested = True
+        return {}
+    if name == "human-monitor-command":
+        return hmp(machine, str(args["command-line"]))
+    if name == "query-name":
+        return {"name": machine.name} if machine.name else {}
+    if name == "query-kvm":
+        kvm = machine.settings.accel == "kvm"
+        return {"enabled": kvm, "present": kvm}
+    raise QmpError("CommandNotFound", f"The command {name} has not been found")

@@ -1,0 +1,192 @@
+"""`vcpu-sched qemu [OUR OPTIONS] QEMU-OPTIONS...`: the model as a QEMU process a management tool can drive.
+
+Our options are the double-dash ones below; every other word is `qemu-system-ppc64`'s command line, read by
+qemu_cmdline.py (machine, accelerator, -smp, -cpu) plus what a process needs here: `-S` (prelaunch until
+`cont`), `-qmp` / `-chardev socket,...` with `-mon chardev=ID,mode=control` (a QMP server, qmp.py), `-name`,
+`-pidfile`, `-nographic` / `-serial stdio|mon:stdio|null` (where the guest console goes). `-daemonize` is
+refused: the process would have to outlive its terminal. The run goes in real time (guest time = wall
+time) until `quit`, SIGTERM / Ctrl-C or `--deadline`; a lockup is reported on stderr and the process keeps
+hanging, as QEMU would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .errors import BadInput
+from .model.machine import Machine
+from .result import RunResult
+
+OURS = {"--fix": True, "--seed": True, "--log": True, "--log-format": True, "--deadline": True,
+        "--watchdog": True, "--scenario": True, "--timebase-reset": True, "--no-fast-forward": False}
+
+
+def _split(argv: list[str]) -> tuple[list[str], list[str]]:
+    ours: list[str] = []
+    qemu: list[str] = []
+    words = iter(argv)
+    for word in words:
+        name = word.split("=", 1)[0]
+        if name in OURS:
+            ours.append(word)
+            if OURS[name] and "=" not in word:
+                ours.append(next(words, ""))
+        elif word in ("-h", "--help"):
+            ours.append(word)
+        else:
+            qemu.append(word)
+    return ours, qemu
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vcpu-sched qemu", description=__doc__.splitlines()[0],
+                                usage="vcpu-sched qemu [--fix F] [--seed N] [--log FILE] ... QEMU-OPTIONS...")
+    p.add_argument("--fix", choices=("none", "quiesced", "quiesced+migration"))
+    p.add_argument("--timebase-reset", choices=("applied", "reverted"))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--scenario", default="spapr-rtas-stopped", help="the guest's scenario (default: the seed's)")
+    p.add_argument("--log", metavar="FILE")
+    p.add_argument("--log-format", choices=("jsonl", "qemu-trace"), default="jsonl")
+    p.add_argument("--deadline", type=float, default=3600.0, metavar="SECONDS",
+                   help="end the process after this many seconds (default 3600)")
+    p.add_argument("--watchdog", type=float, metavar="SECONDS", help="seconds before a lockup is reported")
+    p.add_argument("--no-fast-forward", action="store_true")
+    return p
+
+
+def qemu_main(argv: list[str]) -> int:
+    from .qemu_cmdline import parse_words
+    from .scenario import apply, load
+
+    ours, qemu_words = _split(argv)
+    args = _parser().parse_args(ours)
+    line = parse_words(qemu_words)
+    other: dict[str, list[str | None]] = {}
+    for option, value in line.other:
+        other.setdefault(option, []).append(value)
+    if "-daemonize" in other:
+        raise BadInput("-daemonize: not supported; run it in the background from the shell or a service manager")
+    qmp_specs = [v for v in other.get("-qmp", []) if v] + _mon_chardevs(other)
+    if not qmp_specs:
+        print("vcpu-sched: warning: no -qmp: nothing can talk to this QEMU", file=sys.stderr)
+    scenario = load(args.scenario)
+    overrides: dict[str, Any] = dict(line.overrides) | {
+        "clock": "real", "engine": "trio", "deadline_s": args.deadline, "wall_deadline_s": min(args.deadline, 3600.0),
+        **{k: v for k, v in {"fix": args.fix, "seed": args.seed, "watchdog_s": args.watchdog,
+                             "timebase_reset": args.timebase_reset}.items() if v is not None}}
+    if args.no_fast_forward:
+        overrides["fast_forward"] = False
+    settings = apply(scenario.settings, overrides, "command line")
+    if args.log:
+        from .files import check_output
+
+        check_output("--log", args.log)
+    pidfile = (other.get("-pidfile") or [None])[-1]
+    names = [v for v in other.get("-name", []) if v]
+    console = _console(other)
+
+    def drive(machine: Machine) -> Any:
+        machine.start_paused = "-S" in other
+        machine.name = names[-1].split(",")[0].removeprefix("guest=") if names else ""
+        return _Served(machine, qmp_specs)
+
+    if pidfile:
+        Path(pidfile).write_text(f"{os.getpid()}\n")
+    from . import runner
+
+    try:
+        result = runner.run(settings, args.log, (), console, args.log_format, drive=drive)
+    finally:
+        if pidfile:
+            Path(pidfile).unlink(missing_ok=True)
+    if result.verdict == "deadline":
+        print(f"vcpu-sched: {result.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _mon_chardevs(other: dict[str, list[str | None]]) -> list[str]:
+    """`-chardev socket,id=ID,path=...|host=..,port=..,server=on,wait=off` used by `-mon chardev=ID,mode=control`."""
+    chardevs: dict[str, str] = {}
+    for spec in other.get("-chardev", []):
+        if not spec:
+            continue
+        kind, *props = spec.split(",")
+        options = dict(p.partition("=")[::2] for p in props)
+        if kind == "socket" and "id" in options:
+            if "path" in options:
+                address = f"unix:{options['path']}"
+            else:
+                address = f"tcp:{options.get('host', '')}:{options.get('port', '')}"
+            rest = ",".join(f"{k}={v}" for k, v in options.items() if k in ("server", "wait"))
+            chardevs[options["id"]] = f"{address},{rest}"
+    out = []
+    for spec in other.get("-mon", []):
+        options = dict(p.partition("=")[::2] for p in (spec or "").split(","))
+        if options.get("mode") == "control":
+            if options.get("chardev") not in chardevs:
+                raise BadInput(f"-mon {spec}: no -chardev socket with id={options.get('chardev')}")
+            out.append(chardevs[options["chardev"]])
+    return out
+
+
+def _console(other: dict[str, list[str | None]]) -> Any:
+    serial = (other.get("-serial") or [None])[-1]
+    if serial in ("null", "none") or (serial is None and "-nographic" not in other):
+        return None
+
+    def out(t_ns: int, text: str) -> None:
+        print(text, flush=True)
+
+    return out
+
+
+class _Served:
+    """An engine for runner.run that serves QMP beside the Trio engine, in one Trio run."""
+
+    def __init__(self, machine: Machine, qmp_specs: list[str]) -> None:
+        from .engine.trio_engine import TrioEngine
+
+        self.machine = machine
+        self.specs = qmp_specs
+        self.engine = TrioEngine(machine, serve=self._verdict)
+        tid = threading.get_native_id()  # the Trio engine steps every QEMU thread on this one
+        machine.thread_ids = {name: tid for name, _ in machine.threads()}
+
+    def now_ns(self) -> int:
+        return self.engine.now_ns()
+
+    def _verdict(self) -> None:
+        verdict = self.engine.core.verdict
+        assert verdict is not None
+        print(f"vcpu-sched: {verdict[0]}: {verdict[1]}", file=sys.stderr, flush=True)
+        lockup = verdict[2]
+        if lockup is not None:
+            for i, step in enumerate(lockup.chain, 1):
+                print(f"  {i}. {step}", file=sys.stderr, flush=True)
+
+    def run(self) -> RunResult:
+        result: RunResult = trio.run(self._main)
+        return result
+
+    async def _main(self) -> RunResult:
+        from .qmp import QmpServer, open_listener
+
+        listeners = [await open_listener(spec) for spec in self.specs]
+        async with trio.open_nursery() as nursery:
+            for i, listener in enumerate(listeners):
+                server = QmpServer(self.machine, "compat_monitor0" if i == 0 else f"compat_monitor{i}")
+                nursery.start_soon(server.serve, listener)
+            try:
+                result = await self.engine.run_async()
+                await trio.sleep(0.05)  # lets the last answers (quit's) reach their clients
+            finally:
+                nursery.cancel_scope.cancel()
+        return result

@@ -20,6 +20,7 @@ from typing import Any
 
 import trio
 
+from .engine.trio_engine import QUIT_REASON
 from .errors import BadInput
 from .model.machine import Machine
 from .result import RunResult
@@ -106,7 +107,7 @@ def qemu_main(argv: list[str]) -> int:
     finally:
         if pidfile:
             Path(pidfile).unlink(missing_ok=True)
-    if result.verdict == "deadline":
+    if result.verdict == "deadline" and result.reason != QUIT_REASON:  # a quit ends it as QEMU's would: 0
         print(f"vcpu-sched: {result.reason}", file=sys.stderr)
         return 1
     return 0
@@ -180,13 +181,19 @@ class _Served:
         from .qmp import QmpServer, open_listener
 
         listeners = [await open_listener(spec) for spec in self.specs]
+        servers = [QmpServer(self.machine, f"compat_monitor{i}") for i in range(len(listeners))]
+        error: BaseException | None = None
         async with trio.open_nursery() as nursery:
-            for i, listener in enumerate(listeners):
-                server = QmpServer(self.machine, "compat_monitor0" if i == 0 else f"compat_monitor{i}")
+            for server, listener in zip(servers, listeners, strict=True):
                 nursery.start_soon(server.serve, listener)
             try:
                 result = await self.engine.run_async()
-                await trio.sleep(0.05)  # lets the last answers (quit's) reach their clients
+                for server in servers:  # the last answers (quit's) reach their clients before the exit
+                    await server.flush()
+            except (Exception, KeyboardInterrupt) as e:  # SIGTERM, Ctrl-C, a model error: as they are
+                error = e
             finally:
                 nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
         return result

@@ -89,6 +89,7 @@ class QmpServer:
         self._token = trio.lowlevel.current_trio_token()
         self._client: trio.MemorySendChannel[dict[str, Any]] | None = None
         self._negotiated = False
+        self._written = trio.Event()  # the current client's writer has sent everything and ended
         machine.qmp_event = self.event
 
     def event(self, name: str, data: dict[str, Any] | None) -> None:
@@ -113,14 +114,22 @@ class QmpServer:
                 async with stream:
                     await self._session(stream)
 
+    async def flush(self, timeout_s: float = 2.0) -> None:
+        """Send what is queued for the client, then stop serving it (the process is about to end)."""
+        await trio.lowlevel.checkpoint()  # the answers the main loop handed over with run_sync_soon go first
+        if self._client is not None:
+            self._client.close()
+            with trio.move_on_after(timeout_s):
+                await self._written.wait()
+
     async def _session(self, stream: trio.SocketStream) -> None:
         send, receive = trio.open_memory_channel[dict[str, Any]](1024)
-        self._client, self._negotiated = send, False
+        self._client, self._negotiated, self._written = send, False, trio.Event()
         oob = False
         greeting = {"QMP": {"version": {"qemu": QEMU_VERSION, "package": PACKAGE}, "capabilities": ["oob"]}}
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer, stream, receive, nursery.cancel_scope)
-            send.send_nowait(greeting)
+            self._send(greeting)
             decoder = json.JSONDecoder()
             buffer = ""
             async for chunk in stream:
@@ -134,7 +143,7 @@ class QmpServer:
                     except json.JSONDecodeError as e:
                         if "\n" not in buffer:
                             break  # the rest of the message is still to come
-                        send.send_nowait(error("GenericError", f"JSON parse error, {e.msg}"))
+                        self._send(error("GenericError", f"JSON parse error, {e.msg}"))
                         buffer = buffer[buffer.index("\n") + 1:]
                         continue
                     buffer = buffer[end:]
@@ -150,7 +159,8 @@ class QmpServer:
                     await stream.send_all(json.dumps(message).encode() + b"\r\n")
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     scope.cancel()
-                    return
+                    break
+        self._written.set()
 
     def _handle(self, msg: Any, oob_enabled: bool) -> bool:
         """One message: answered here (bad input, out-of-band) or queued for the main loop. Returns whether
@@ -229,12 +239,14 @@ async def open_listener(spec: str) -> trio.SocketListener:
     """`unix:PATH,server=on,wait=off` or `tcp:HOST:PORT,server=on,wait=off` (QEMU's -qmp/-chardev socket)."""
     address, *props = spec.split(",")
     options = dict(p.partition("=")[::2] for p in props)
+    kind, _, where = address.partition(":")
+    if kind not in ("unix", "tcp") or not where:
+        raise BadInput(f"-qmp {spec}: expected unix:PATH or tcp:HOST:PORT")
     if options.get("server") not in ("on", "yes", "true", ""):
         raise BadInput(f"-qmp {spec}: only a listening socket is modelled (server=on)")
     if options.get("wait", "on") not in ("off", "no", "false"):
         raise BadInput(f"-qmp {spec}: wait=on would block start-up until a client connects; use wait=off")
-    kind, _, where = address.partition(":")
-    if kind == "unix" and where:
+    if kind == "unix":
         path = Path(where)
         if path.exists() and not path.is_socket():
             raise BadInput(f"-qmp {spec}: {where} exists and is not a socket")
@@ -246,14 +258,12 @@ async def open_listener(spec: str) -> trio.SocketListener:
             raise BadInput(f"-qmp {spec}: cannot listen: {e.strerror}") from None
         sock.listen(1)
         return trio.SocketListener(sock)
-    if kind == "tcp":
-        host, _, port = where.rpartition(":")
-        if not port.isdigit():
-            raise BadInput(f"-qmp {spec}: expected tcp:HOST:PORT")
-        try:
-            listeners = await trio.open_tcp_listeners(int(port), host=host or None)
-        except OSError as e:
-            raise BadInput(f"-qmp {spec}: cannot listen: {e.strerror}") from None
-        return listeners[0]
-    raise BadInput(f"-qmp {spec}: expected unix:PATH or tcp:HOST:PORT")
+    host, _, port = where.rpartition(":")
+    if not port.isdigit():
+        raise BadInput(f"-qmp {spec}: expected tcp:HOST:PORT")
+    try:
+        listeners = await trio.open_tcp_listeners(int(port), host=host or None)
+    except OSError as e:
+        raise BadInput(f"-qmp {spec}: cannot listen: {e.strerror}") from None
+    return listeners[0]
 

@@ -32,6 +32,7 @@ from .sched import Scheduler
 SPEND_QUANTUM_NS = 64_000
 WAKE_LATENCY_MAX_NS = 2_000  # a futex wake-up reaches the woken thread after 0-2 us (drawn from the seed)
 CHECKPOINT_EVERY = 512
+QUIT_REASON = "quit (QMP) before the guest finished"
 
 
 class TrioEngine(Engine):
@@ -93,6 +94,7 @@ class TrioEngine(Engine):
         while core.verdict is None or serve is not None:
             if serve is not None:
                 if machine.quit_requested:
+                    core.finish("deadline", QUIT_REASON)  # the run is cut short unless the guest had finished
                     break
                 if sched.now >= deadline or time.monotonic() > wall_deadline:
                     core.finish("deadline", core.deadline_reason("guest" if sched.now >= deadline else "wall-clock"))

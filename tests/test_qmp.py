@@ -257,3 +257,35 @@ def test_tcp_several_clients_one_after_another(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_threads_engine_thread_ids_are_the_vcpus_own_threads(tmp_path: Path) -> None:
+    """With --engine threads each vCPU is its own OS thread: the thread-id libvirt would pin is that thread,
+    named as QEMU names it, and the one that spins is CPU 1's."""
+    q = Qemu(tmp_path, "--engine", "threads", "-M", "pseries,accel=kvm", "-smp", "4", "-cpu", "host")
+
+    async def session() -> list[dict]:
+        client = qmp.QMPClient("test")
+        await client.connect(str(q.sock))
+        cpus = await client.execute("query-cpus-fast")
+        await client.execute("cont")
+        with pytest.raises(asyncio.TimeoutError):
+            for _ in range(20):
+                await asyncio.wait_for(client.execute("query-status"), 3)
+        await client.disconnect()
+        return cpus  # type: ignore[return-value]
+
+    try:
+        cpus = asyncio.run(session())
+        ids = [c["thread-id"] for c in cpus]
+        assert len(set(ids)) == 4
+        names = {tid: Path(f"/proc/{q.proc.pid}/task/{tid}/comm").read_text().strip() for tid in ids}
+        assert [names[tid] for tid in ids] == [f"CPU {i}/KVM" for i in range(4)]
+        spinner = psutil.Process(q.proc.pid)
+        busy = {t.id: t.user_time + t.system_time for t in spinner.threads()}
+        assert max(busy, key=lambda tid: busy[tid]) == ids[1]
+        q.proc.send_signal(signal.SIGTERM)
+        assert q.proc.wait(timeout=30) == 143
+    finally:
+        q.proc.kill()
+        q.proc.wait()

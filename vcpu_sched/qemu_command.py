@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -20,13 +21,14 @@ from typing import Any
 
 import trio
 
-from .engine.trio_engine import QUIT_REASON
-from .errors import BadInput
+from .engine.core import QUIT_REASON
+from .errors import BadInput, RunKilled
 from .model.machine import Machine
 from .result import RunResult
 
 OURS = {"--fix": True, "--seed": True, "--log": True, "--log-format": True, "--deadline": True,
-        "--watchdog": True, "--scenario": True, "--timebase-reset": True, "--no-fast-forward": False}
+        "--watchdog": True, "--scenario": True, "--timebase-reset": True, "--no-fast-forward": False,
+        "--engine": True}
 
 
 def _split(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -59,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="end the process after this many seconds (default 3600)")
     p.add_argument("--watchdog", type=float, metavar="SECONDS", help="seconds before a lockup is reported")
     p.add_argument("--no-fast-forward", action="store_true")
+    p.add_argument("--engine", choices=("trio", "threads"), default="trio",
+                   help="threads: one OS thread per QEMU thread, so thread-id is each vCPU's own")
     return p
 
 
@@ -79,7 +83,8 @@ def qemu_main(argv: list[str]) -> int:
         print("vcpu-sched: warning: no -qmp: nothing can talk to this QEMU", file=sys.stderr)
     scenario = load(args.scenario)
     overrides: dict[str, Any] = dict(line.overrides) | {
-        "clock": "real", "engine": "trio", "deadline_s": args.deadline, "wall_deadline_s": min(args.deadline, 3600.0),
+        "clock": "real", "engine": args.engine, "time_scale": 1.0,
+        "deadline_s": args.deadline, "wall_deadline_s": min(args.deadline, 3600.0),
         **{k: v for k, v in {"fix": args.fix, "seed": args.seed, "watchdog_s": args.watchdog,
                              "timebase_reset": args.timebase_reset}.items() if v is not None}}
     if args.no_fast_forward:
@@ -96,7 +101,7 @@ def qemu_main(argv: list[str]) -> int:
     def drive(machine: Machine) -> Any:
         machine.start_paused = "-S" in other
         machine.name = names[-1].split(",")[0].removeprefix("guest=") if names else ""
-        return _Served(machine, qmp_specs)
+        return _Served(machine, qmp_specs, args.engine)
 
     if pidfile:
         Path(pidfile).write_text(f"{os.getpid()}\n")
@@ -150,16 +155,23 @@ def _console(other: dict[str, list[str | None]]) -> Any:
 
 
 class _Served:
-    """An engine for runner.run that serves QMP beside the Trio engine, in one Trio run."""
+    """An engine for runner.run that serves QMP beside the model, in one Trio run: the Trio engine in the
+    same event loop, or the threads engine (one OS thread per QEMU thread) in a worker thread."""
 
-    def __init__(self, machine: Machine, qmp_specs: list[str]) -> None:
+    def __init__(self, machine: Machine, qmp_specs: list[str], engine: str) -> None:
+        from .engine.threads_engine import ThreadsEngine
         from .engine.trio_engine import TrioEngine
 
         self.machine = machine
         self.specs = qmp_specs
-        self.engine = TrioEngine(machine, serve=self._verdict)
-        tid = threading.get_native_id()  # the Trio engine steps every QEMU thread on this one
-        machine.thread_ids = {name: tid for name, _ in machine.threads()}
+        self.engine: TrioEngine | ThreadsEngine
+        if engine == "threads":
+            self.engine = ThreadsEngine(machine, serve=self._verdict)  # fills machine.thread_ids as they start
+        else:
+            self.engine = TrioEngine(machine, serve=self._verdict)
+            tid = threading.get_native_id()  # the Trio engine steps every QEMU thread on this one
+            machine.thread_ids.update({name: tid for name, _ in machine.threads()})
+        self._signal: int | None = None
 
     def now_ns(self) -> int:
         return self.engine.now_ns()
@@ -178,6 +190,7 @@ class _Served:
         return result
 
     async def _main(self) -> RunResult:
+        from .engine.threads_engine import ThreadsEngine
         from .qmp import QmpServer, open_listener
 
         listeners = [await open_listener(spec) for spec in self.specs]
@@ -187,7 +200,15 @@ class _Served:
             for server, listener in zip(servers, listeners, strict=True):
                 nursery.start_soon(server.serve, listener)
             try:
-                result = await self.engine.run_async()
+                if isinstance(self.engine, ThreadsEngine):
+                    nursery.start_soon(self._signals, self.engine)
+                    result = await trio.to_thread.run_sync(self.engine.run)
+                    if self._signal == signal.SIGTERM:
+                        raise RunKilled("SIGTERM")
+                    if self._signal == signal.SIGINT:
+                        raise KeyboardInterrupt
+                else:
+                    result = await self.engine.run_async()
                 for server in servers:  # the last answers (quit's) reach their clients before the exit
                     await server.flush()
             except (Exception, KeyboardInterrupt) as e:  # SIGTERM, Ctrl-C, a model error: as they are
@@ -197,3 +218,11 @@ class _Served:
         if error is not None:
             raise error
         return result
+
+    async def _signals(self, engine: Any) -> None:
+        """The threads engine runs off the main thread: signals reach it through here."""
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                self._signal = signum
+                engine.halt("killed (SIGTERM)" if signum == signal.SIGTERM else "interrupted (Ctrl-C)")
+                return

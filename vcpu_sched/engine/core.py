@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from ..model.machine import Machine
 
 NS = 1_000_000_000
+QUIT_REASON = "quit (QMP) before the guest finished"  # a served run (vcpu-sched qemu) asked to end
 
 
 class Acquire(NamedTuple):
@@ -275,12 +276,13 @@ class EngineCore:
             self.fire_watchdog(lockup)
         return lockup
 
-    def fire_watchdog(self, lockup: Lockup, at_ns: int | None = None) -> None:
+    def fire_watchdog(self, lockup: Lockup, at_ns: int | None = None) -> bool:
+        """The watchdog's verdict; True if it is the run's (the first)."""
         self.machine.trace("watchdog_fired", stuck=lockup.stuck_thread, holder=lockup.bql_holder_thread,
                            held_for_s=lockup.held_for_s, iterations=lockup.holder_iterations,
                            holder_thread=lockup.holder_thread)
-        self.finish("lockup", f"{lockup.stuck_thread} stuck for {self.machine.settings.watchdog_s:g} s "
-                              f"waiting for {lockup.waiting_for}", lockup, at_ns)
+        return self.finish("lockup", f"{lockup.stuck_thread} stuck for {self.machine.settings.watchdog_s:g} s "
+                                     f"waiting for {lockup.waiting_for}", lockup, at_ns)
 
     def result(self, wall_s: float) -> RunResult:
         """The RunResult; guest time stops at the verdict. A hold still going on counts in the statistics."""

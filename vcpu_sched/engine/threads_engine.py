@@ -37,6 +37,7 @@ from ..model.machine import Machine
 from ..result import RunResult
 from .core import (
     NS,
+    QUIT_REASON,
     Acquire,
     Engine,
     EngineCore,
@@ -78,9 +79,12 @@ def _os_thread_name(native_id: int) -> str | None:
 class ThreadsEngine(Engine):
     """Runs one Machine to a verdict with real threads. Use `run()`."""
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, serve: Callable[[], None] | None = None) -> None:
+        """`serve`: run like a QEMU process (`vcpu-sched qemu`): a verdict is reported by calling it, and
+        the threads go on until the machine is asked to quit, `halt()` or the deadline."""
         super().__init__(machine)
-        self.settings = machine.settings
+        self.serve = serve
+        self._halt: str | None = None  # why a served run must end now
         self.scale = machine.settings.time_scale
         self._t0 = time.monotonic()
         self.core = EngineCore(machine, self.now_ns, fast_forward=False)
@@ -94,7 +98,7 @@ class ThreadsEngine(Engine):
         self._stop = threading.Event()
         self._done = threading.Event()  # the run has its verdict (or is being stopped)
         self._wake_main = threading.Event()
-        self._native_ids: dict[str, int] = {}
+        self._native_ids = machine.thread_ids  # thread name -> OS thread id, as each thread starts
         self._error: BaseException | None = None
         self.leftover_threads: list[str] = []
         self._log_closed = False
@@ -113,11 +117,13 @@ class ThreadsEngine(Engine):
                 t_ns = self._last_t_ns = max(t_ns, self._last_t_ns)
                 if not self._log_closed:
                     tracer(event, t_ns, fields)
-                # After the verdict the threads only wind down: that is not part of the run's story.
-                self._log_closed = self._log_closed or event == "run_verdict"
+                # After the verdict the threads only wind down: that is not part of the run's story
+                # (a served run goes on after its verdict, and so does its log).
+                self._log_closed = self._log_closed or (event == "run_verdict" and self.serve is None)
 
         machine.tracer = locked_tracer
         machine.attach(self)
+        self.settings = machine.settings
 
     # --- WakeHub ---------------------------------------------------------------------------------
 
@@ -204,8 +210,17 @@ class ThreadsEngine(Engine):
 
     def _finish(self, verdict: str, reason: str, lockup: Any = None) -> None:
         with self._verdict_lock:
-            self.core.finish(verdict, reason, lockup)
+            first = self.core.finish(verdict, reason, lockup)
+        if self.serve is not None:
+            if first:
+                self.serve()
+            return
         self._done.set()
+        self._wake_main.set()
+
+    def halt(self, reason: str) -> None:
+        """End a served run (from any thread): a signal, or the machine asked to quit."""
+        self._halt = reason
         self._wake_main.set()
 
     def _watch(self) -> None:
@@ -219,10 +234,16 @@ class ThreadsEngine(Engine):
             lockup = core.watchdog.check(now)
             if lockup is not None:
                 with self._trace_lock:  # what the threads do while psutil samples is not the run's story
-                    now = self._frozen_at = max(now, self._last_t_ns)
+                    now = max(now, self._last_t_ns)
+                    if self.serve is None:
+                        self._frozen_at = now
                 lockup.holder_thread, lockup.top_threads = self._sample_threads(lockup.bql_holder_thread)
                 with self._verdict_lock:
-                    core.fire_watchdog(lockup, at_ns=now)
+                    first = core.fire_watchdog(lockup, at_ns=now)
+                if self.serve is not None:
+                    if first:
+                        self.serve()
+                    return
                 self._done.set()
                 self._wake_main.set()
                 return
@@ -273,16 +294,25 @@ class ThreadsEngine(Engine):
         try:
             for thread in [*threads, watchdog]:
                 thread.start()
-            while self.core.verdict is None:
-                # No polling: a thread waking up every few ms would steal the GIL from the spinning vCPU.
-                self._wake_main.wait(max(0.0, min(guest_deadline, wall_deadline) - time.monotonic()))
+            while self.core.verdict is None or self.serve is not None:
+                # No polling: a thread waking up every few ms would steal the GIL from the spinning vCPU
+                # (a served run looks for a quit ten times a second).
+                timeout = max(0.0, min(guest_deadline, wall_deadline) - time.monotonic())
+                self._wake_main.wait(timeout if self.serve is None else min(timeout, 0.1))
                 self._wake_main.clear()
-                if self.machine.finished:
+                if self.serve is not None and (self._halt or self.machine.quit_requested):
+                    self.core.finish("deadline", self._halt or QUIT_REASON)
+                    break
+                if self.machine.finished and self.core.verdict is None:
                     self._finish(*guest_verdict(self.machine))
                 elif time.monotonic() >= guest_deadline:
                     self._finish("deadline", self.core.deadline_reason("guest"))
+                    if self.serve is not None:
+                        break
                 elif time.monotonic() >= wall_deadline:
                     self._finish("deadline", self.core.deadline_reason("wall-clock"))
+                    if self.serve is not None:
+                        break
         finally:
             with self._trace_lock:
                 self._log_closed = True  # interrupted: the runner writes why; the threads only wind down

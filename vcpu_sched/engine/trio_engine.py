@@ -26,13 +26,12 @@ import trio
 from ..errors import RunKilled
 from ..model.machine import Machine
 from ..result import RunResult
-from .core import NS, Engine, EngineCore, takes_sigterm
+from .core import NS, QUIT_REASON, Engine, EngineCore, takes_sigterm
 from .sched import Scheduler
 
 SPEND_QUANTUM_NS = 64_000
 WAKE_LATENCY_MAX_NS = 2_000  # a futex wake-up reaches the woken thread after 0-2 us (drawn from the seed)
 CHECKPOINT_EVERY = 512
-QUIT_REASON = "quit (QMP) before the guest finished"
 
 
 class TrioEngine(Engine):

@@ -21,7 +21,7 @@ import trio
 
 from .errors import BadInput
 from .model.machine import Machine, MonitorRequest
-from .model.qmp_cmds import PACKAGE, QEMU_VERSION
+from .model.qmp_cmds import MIGRATE_ERRORS, PACKAGE, QEMU_VERSION
 
 # command -> (required arguments, optional arguments) with their JSON types
 COMMANDS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
@@ -209,10 +209,8 @@ class QmpServer:
             answer: dict[str, Any] = {"return": [{"id": self.chardev_id, "type": "chardev"}]}
         elif name == "yank":
             answer = {"return": {}}
-        elif name == "migrate-pause":
-            answer = error("GenericError", "migrate-pause is currently only supported during postcopy-active state")
         else:
-            answer = error("GenericError", "Migrate recover can only be run when postcopy is paused.")
+            answer = error("GenericError", MIGRATE_ERRORS[name])
         if msg_id is not None:
             answer["id"] = msg_id
         return answer

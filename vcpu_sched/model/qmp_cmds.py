@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 QEMU_VERSION = {"major": 10, "minor": 0, "micro": 13}  # the QEMU the model follows
 PACKAGE = "vcpu_sched model"
+# No migration runs in the model: what QEMU answers then (migration/migration.c).
+MIGRATE_ERRORS = {"migrate-pause": "migrate-pause is currently only supported during postcopy-active state",
+                  "migrate-recover": "Migrate recover can only be run when postcopy is paused."}
 CPU_TYPES = {"POWER8": "power8_v2.0", "POWER9": "power9_v2.0", "POWER10": "power10_v2.0"}
 
 
@@ -78,6 +81,8 @@ def qmp_dispatch(machine: Machine, name: str, args: dict[str, Any]) -> Generator
         return [{"id": machine.qmp_chardev, "type": "chardev"}]
     if name == "yank":
         return {}
+    if name in MIGRATE_ERRORS:
+        raise QmpError("GenericError", MIGRATE_ERRORS[name])
     if name == "query-status":
         return {"running": machine.runstate == "running", "singlestep": False, "status": _status(machine)}
     if name == "query-cpus-fast":

@@ -194,3 +194,29 @@ def test_cli_help_mentions_qemu_traces() -> None:
     out = subprocess.run([sys.executable, "-m", "vcpu_sched", "analyze", "--help"], capture_output=True, text=True,
                          check=True).stdout
     assert "qemu-trace" in out
+
+
+def test_a_holder_waiting_for_another_mutex_is_blocked_on_it(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """An ABBA-shaped stall written by hand in QEMU 7.2's format: thread 11 takes the BQL, then waits for a
+    mutex that thread 12 holds; the main loop waits for the BQL."""
+    bql, other = "0x55d0000005a0", "0x55d000000f80"
+    lines = [
+        f"10@100.000000:qemu_mutex_lock waiting on mutex {bql} (../../util/main-loop.c:318)",
+        f"10@100.000001:qemu_mutex_locked taken mutex {bql} (../../util/main-loop.c:318)",
+        f"10@100.000002:qemu_mutex_unlock released mutex {bql} (../../util/main-loop.c:322)",
+        f"12@100.000010:qemu_mutex_lock waiting on mutex {other} (../../cpus-common.c:134)",
+        f"12@100.000011:qemu_mutex_locked taken mutex {other} (../../cpus-common.c:134)",
+        f"11@100.000020:qemu_mutex_lock waiting on mutex {bql} (../../accel/tcg/cpu-exec.c:700)",
+        f"11@100.000021:qemu_mutex_locked taken mutex {bql} (../../accel/tcg/cpu-exec.c:700)",
+        f"11@100.000030:qemu_mutex_lock waiting on mutex {other} (../../cpus-common.c:134)",
+        f"10@100.010000:qemu_mutex_lock waiting on mutex {bql} (../../util/main-loop.c:318)",
+        f"13@103.000000:qemu_mutex_lock waiting on mutex 0x55d000000aa0 (../../monitor/monitor.c:99)",
+    ]
+    trace = tmp_path / "abba.trace"
+    trace.write_text("\n".join(lines) + "\n")
+    lock = analyse(capsys, str(trace))["lockup"]
+    assert lock["holder"] == 11 and lock["holder_state"] == "blocked"
+    assert lock["holder_waiting_for"] == {"mutex": other, "site": "../../cpus-common.c:134"}
+    assert lock["held_for_s"] == pytest.approx(2.999979)
+    assert [(w["tid"], w["role"]) for w in lock["waiters"]] == [(10, "main")]

@@ -172,6 +172,23 @@ def test_answers_have_the_shapes_and_errors_of_real_qemu(fixed: Qemu) -> None:
                 assert set(ours["return"]) == set(real["return"]), record["send"]
 
 
+def test_malformed_messages_get_error_objects_and_the_session_goes_on(fixed: Qemu) -> None:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(fixed.sock))
+        sock.settimeout(10)
+        sock.recv(65536)
+        for bad in ('{"execute": nope}', "\x00\xff binary", '"just a string"'):
+            answer = _exchange(sock, bad)[-1]
+            assert answer["error"]["class"] == "GenericError" and answer["error"]["desc"], bad
+        sock.sendall(b"{" * (2 << 20))  # a runaway message with no end
+        data = b""
+        while not data.endswith(b"\r\n"):
+            data += sock.recv(65536)
+        assert "too large" in json.loads(data)["error"]["desc"]
+        assert "error" in _exchange(sock, "")[-1]  # the rest of it, ended by a newline, is an error too
+        assert _exchange(sock, '{"execute": "qmp_capabilities"}')[-1] == {"return": {}}
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["-daemonize"], "-daemonize"),
     (["-qmp", "unix:/tmp/x.sock,server=on,wait=on"], "wait=on"),

@@ -137,6 +137,8 @@ COMMANDS = {
     "run": ("run a scenario to a verdict", _run_options),
     "explore": ("search the schedules of a scenario for a lockup or a failure", _explore_options),
     "matrix": ("every scenario x its variants: expected against actual verdicts", _matrix_options),
+    "qemu": ("run a qemu-system-ppc64 command line as a process serving QMP (vcpu-sched qemu --help)",
+             lambda parser: None),
     "analyze": ("summarise an event log (--log): BQL, vCPUs, RTAS, lockup", _analyze_options),
     "irq": ("would this CPU take an interrupt? (ppc_next_unmasked_interrupt)", _irq_options),
 }

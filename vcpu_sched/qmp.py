@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "query-version": ({}, {}), "query-name": ({}, {}), "query-kvm": ({}, {}), "query-yank": ({}, {}),
     "yank": ({"instances": list}, {}), "migrate-pause": ({}, {}), "migrate-recover": ({"uri": str}, {}),
 }
+MAX_MESSAGE = 1 << 20
 OOB = ("yank", "query-yank", "migrate-pause", "migrate-recover")
 _TYPE_NAMES = {str: "string", int: "int", list: "array", dict: "object"}
 
@@ -134,6 +135,9 @@ class QmpServer:
             buffer = ""
             async for chunk in stream:
                 buffer += chunk.decode("utf-8", errors="replace")
+                if len(buffer) > MAX_MESSAGE and "\n" not in buffer:  # QEMU's JSON streamer has a limit too
+                    self._send(error("GenericError", "JSON parse error, message too large"))
+                    buffer = ""
                 while True:
                     buffer = buffer.lstrip()
                     if not buffer:

@@ -211,7 +211,7 @@ def test_a_holder_waiting_for_another_mutex_is_blocked_on_it(tmp_path: Path,
         f"11@100.000021:qemu_mutex_locked taken mutex {bql} (../../accel/tcg/cpu-exec.c:700)",
         f"11@100.000030:qemu_mutex_lock waiting on mutex {other} (../../cpus-common.c:134)",
         f"10@100.010000:qemu_mutex_lock waiting on mutex {bql} (../../util/main-loop.c:318)",
-        f"13@103.000000:qemu_mutex_lock waiting on mutex 0x55d000000aa0 (../../monitor/monitor.c:99)",
+        "13@103.000000:qemu_mutex_lock waiting on mutex 0x55d000000aa0 (../../monitor/monitor.c:99)",
     ]
     trace = tmp_path / "abba.trace"
     trace.write_text("\n".join(lines) + "\n")

@@ -60,6 +60,7 @@ EVENTS = _declare(
     ("ppc_maybe_interrupt", "cpu interrupt rule hard_before hard halted quiesced",
      "CPU_INTERRUPT_HARD recomputed from ppc_next_unmasked_interrupt"),
     ("ppc_store_lpcr", "cpu lpcr_before lpcr decoded", "QEMU's LPCR written"),
+    ("ppc_cpu_reset", "cpu msr lpcr psscr", "ppc_cpu_reset_hold: the SPRs back to their defaults"),
     ("ppc_set_irq", "cpu irq level", "a pending interrupt bit set or cleared"),
     ("ppc_cpu_do_interrupt", "cpu interrupt as_sreset", "a TCG vCPU takes an interrupt"),
     ("cpu_ppc_tb_reset", "cpu dec_pending timebase_reset", "timebase reset: is a DEC left pending"),

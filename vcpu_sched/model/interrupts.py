@@ -1,17 +1,18 @@
 """Recomputing CPU_INTERRUPT_HARD, and the writes that trigger it.
 
-Mirrors target/ppc/excp_helper.c `ppc_maybe_interrupt`, target/ppc/cpu.c `ppc_store_lpcr` and
-hw/ppc/ppc.c `ppc_set_irq`. `ppc_maybe_interrupt` always leaves HARD equal to "something is
-deliverable now"; it is the only place HARD is set for a ppc CPU, and it runs only when one of these
+Mirrors target/ppc/excp_helper.c `ppc_maybe_interrupt`, target/ppc/cpu.c `ppc_store_lpcr`,
+target/ppc/helper_regs.c `hreg_store_msr`, hw/ppc/ppc.c `ppc_set_irq`, and the CPU reset that goes
+through them, target/ppc/cpu_init.c `ppc_cpu_reset_hold`. `ppc_maybe_interrupt` always leaves HARD equal
+to "something is deliverable now"; it is the only place HARD is set for a ppc CPU, and it runs only when one of these
 writes (or an spapr/pnv path) calls it. A register *get* from KVM calls none of them, which is how a
 stale HARD (or a stale clear one) survives until the next call.
 """
 
 from __future__ import annotations
 
-from .cpus import CPU_INTERRUPT_HARD, CPUState, cpu_interrupt, cpu_reset_interrupt
+from .cpus import CPU_INTERRUPT_HARD, CPUState, cpu_interrupt, cpu_reset, cpu_reset_interrupt
 from .excp import IrqDecision, ppc_next_unmasked_interrupt
-from .ppc import Interrupt, decode_lpcr
+from .ppc import HRESET_VECTOR, LPCR_LPES0, LPCR_LPES1, MSR_HV, MSR_SF, Interrupt, decode_lpcr
 
 
 def ppc_maybe_interrupt(cpu: CPUState) -> IrqDecision:
@@ -54,3 +55,30 @@ def ppc_set_irq(cpu: CPUState, irq: Interrupt, level: bool) -> None:
     if env.pending_interrupts != old:
         cpu.machine.trace("ppc_set_irq", cpu=cpu.cpu_index, irq=irq.name, level=int(level))
         ppc_maybe_interrupt(cpu)
+
+
+def hreg_store_msr(cpu: CPUState, value: int) -> None:
+    """target/ppc/helper_regs.c hreg_store_msr: the MSR masked with what the CPU may set, then re-evaluate.
+    Under a virtual hypervisor (spapr) the mask has no MSR[HV] (cpu_ppc_set_vhyp); the only mask bits
+    the model holds are HV's."""
+    if cpu.machine.pnv is None:
+        value &= ~MSR_HV
+    cpu.env.msr = value
+    ppc_maybe_interrupt(cpu)
+
+
+def ppc_cpu_reset_hold(cpu: CPUState) -> None:
+    """target/ppc/cpu_init.c ppc_cpu_reset_hold, in its order: the common CPU reset, the reset MSR through
+    hreg_store_msr (which re-evaluates HARD with the interrupts still pending), the reset vector, no stop
+    state to resume, no pending interrupt, and every SPR back to its default (LPCR: LPES0|LPES1 from
+    register_power5p_lpar_sprs; PSSCR: 0)."""
+    env = cpu.env
+    cpu_reset(cpu)
+    hreg_store_msr(cpu, MSR_HV | MSR_SF)  # MSR_EP is not in a 64-bit server CPU's msr_mask
+    env.nip = HRESET_VECTOR
+    env.resume_as_sreset = False
+    env.pending_interrupts = 0
+    env.lpcr = LPCR_LPES0 | LPCR_LPES1
+    env.psscr = 0
+    cpu.machine.trace("ppc_cpu_reset", cpu=cpu.cpu_index, msr=hex(env.msr), lpcr=hex(env.lpcr),
+                      psscr=hex(env.psscr))

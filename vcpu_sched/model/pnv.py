@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..verdicts import LOST_INTERRUPTS, RAN_WHILE_STOPPED, WRONG_CORE_STATUS
-from .cpus import CPUState, async_run_on_cpu, cpu_pause, cpu_reset, cpu_resume
+from .cpus import CPUState, async_run_on_cpu, cpu_pause, cpu_resume
 from .effects import Effect
 from .guest import Compute, GuestProgram, SpinUntil
-from .interrupts import ppc_maybe_interrupt, ppc_set_irq, ppc_store_lpcr
+from .interrupts import ppc_cpu_reset_hold, ppc_maybe_interrupt, ppc_set_irq, ppc_store_lpcr
 from .ppc import LPCR_EEE, LPCR_HDEE, LPCR_LPES0, MSR_HV, MSR_ME, MSR_SF, PPC_BIT, PSSCR_EC, PSSCR_ESL, Interrupt
 from .timebase import cpu_ppc_tb_reset
 
@@ -107,7 +107,7 @@ class Pnv:
         """hw/ppc/pnv_core.c pnv_core_cpu_reset: every thread starts running in hypervisor mode."""
         env = cpu.env
         cpu.start_powered_off = False
-        cpu_reset(cpu)
+        ppc_cpu_reset_hold(cpu)
         env.msr = MSR_SF | MSR_HV | MSR_ME
         env.quiesced = False
         env.nip = FIRMWARE_ENTRY if cpu.cpu_index == 0 else SECONDARY_IDLE_ENTRY

@@ -26,6 +26,7 @@ MSR_EE = 0x8000
 MSR_PR = 0x4000
 MSR_FP = 0x2000
 MSR_ME = 0x1000
+HRESET_VECTOR = 0x100  # target/ppc/cpu_init.c init_excp_POWER7 (POWER7 to POWER10), excp_prefix 0
 
 # LPCR (target/ppc/cpu.h)
 LPCR_HVEE = 0x0000400000000000

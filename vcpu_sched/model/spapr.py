@@ -17,10 +17,10 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .cpus import EXCP_HLT, CPUState, cpu_has_work, cpu_reset, current_cpu, qemu_cpu_kick, run_on_cpu
+from .cpus import EXCP_HLT, CPUState, cpu_has_work, current_cpu, qemu_cpu_kick, run_on_cpu
 from .effects import Effect
 from .guest import Hcall, RtasArgs
-from .interrupts import ppc_maybe_interrupt, ppc_set_irq, ppc_store_lpcr
+from .interrupts import ppc_cpu_reset_hold, ppc_maybe_interrupt, ppc_set_irq, ppc_store_lpcr
 from .kvm import cpu_synchronize_state, do_kvm_cpu_synchronize_post_reset, do_kvm_cpu_synchronize_state
 from .ppc import (
     LOGICAL_PVR,
@@ -80,7 +80,7 @@ class Spapr:
     def spapr_reset_vcpu(self, cpu: CPUState) -> None:
         """hw/ppc/spapr_cpu_core.c spapr_reset_vcpu, in QEMU's order."""
         env = cpu.env
-        cpu_reset(cpu)
+        ppc_cpu_reset_hold(cpu)
         if self.machine.fix_quiesced:
             env.quiesced = True  # the fix: set "RTAS stopped" state
             ppc_maybe_interrupt(cpu)

@@ -7,7 +7,7 @@ from typing import Any
 
 from .engine import ENGINES as ENGINE_REGISTRY
 
-FIXES = ("none", "quiesced", "quiesced+migration")
+FIXES = ("none", "quiesced", "quiesced+migration", "lpcr-sync", "quiesced+lpcr-sync")
 WORKLOADS = ("none", "ipi-check", "offline-online")
 MACHINES = ("pseries", "powernv")
 TIMEBASE_RESETS = ("applied", "reverted")

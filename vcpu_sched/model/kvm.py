@@ -132,6 +132,9 @@ class FakeKvm:
 
     def kvmppc_set_lpcr(self, vcpu: KvmVcpu, new_lpcr: int, preserve_top32: bool) -> None:
         """book3s_hv.c kvmppc_set_lpcr + kvmppc_filter_lpcr_hv: only DPFD, ILE, TC, AIL, LD change."""
+        vcpu.vcore.lpcr = self._filtered_lpcr(vcpu, new_lpcr, preserve_top32)
+
+    def _filtered_lpcr(self, vcpu: KvmVcpu, new_lpcr: int, preserve_top32: bool) -> int:
         mask = _USER_LPCR_MASK & (_LOW32 if preserve_top32 else ~0)
         lpcr = (vcpu.vcore.lpcr & ~mask) | (new_lpcr & mask)
         if self.radix:
@@ -140,7 +143,12 @@ class FakeKvm:
             lpcr &= ~LPCR_AIL  # only AIL=3 is allowed
         if self.model.excp_model is ExcpModel.POWER8:
             lpcr &= ~LPCR_LD
-        vcpu.vcore.lpcr = lpcr
+        return lpcr
+
+    def accepted_lpcr(self, vcpu: KvmVcpu, new_lpcr: int) -> int:
+        """What QEMU would hold after putting `new_lpcr` and getting it back (kvm_arch_put_registers,
+        then kvm_arch_get_registers with the 32-bit one_reg id), without doing either."""
+        return self._filtered_lpcr(vcpu, new_lpcr, preserve_top32=True) & _LOW32
 
     def guest_state(self, index: int) -> dict[str, Any]:
         """What a migration carries for this vCPU besides QEMU's registers: where the guest program is

@@ -55,8 +55,10 @@ class Machine:
                  console_out: Callable[[int, str], None] | None = None) -> None:
         self.settings = settings
         self.rng = random.Random(settings.seed)
-        self.fix_quiesced = settings.fix != "none"
-        self.fix_migration = settings.fix == "quiesced+migration"
+        fixes = set(settings.fix.split("+"))
+        self.fix_quiesced = "quiesced" in fixes  # the seed's patch
+        self.fix_migration = "migration" in fixes  # its follow-up: quiesced in the migration stream
+        self.fix_lpcr_sync = "lpcr-sync" in fixes  # a what-if: spapr's LPCR kept to what KVM accepts
         self.runstate = "prelaunch"
         self.hub: WakeHub | None = None
         self.tracer = tracer

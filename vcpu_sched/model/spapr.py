@@ -88,7 +88,7 @@ class Spapr:
         lpcr = env.lpcr & ~(LPCR_VPM1 | LPCR_ISL | LPCR_KBV | env.model.lpcr_pm)
         lpcr |= LPCR_LPES0 | LPCR_LPES1
         env.psscr |= PSSCR_EC
-        ppc_store_lpcr(cpu, lpcr)
+        self.spapr_store_lpcr(cpu, lpcr)
         cpu_ppc_tb_reset(cpu)
         self.machine.trace("spapr_reset_vcpu", cpu=cpu.cpu_index, halted=cpu.halted, quiesced=env.quiesced)
 
@@ -99,11 +99,24 @@ class Spapr:
         env.entry_gen += 1
         self.kvmppc_set_reg_ppc_online(cpu, 1)
         cpu.halted = False
-        ppc_store_lpcr(cpu, env.lpcr | env.model.lpcr_pm)
+        self.spapr_store_lpcr(cpu, env.lpcr | env.model.lpcr_pm)
         if self.machine.fix_quiesced:
             env.quiesced = False  # the fix: clear "RTAS stopped" state
             ppc_maybe_interrupt(cpu)
         self.machine.trace("spapr_cpu_set_entry_state", cpu=cpu.cpu_index, nip=hex(nip), quiesced=env.quiesced)
+
+    def spapr_store_lpcr(self, cpu: CPUState, lpcr: int) -> None:
+        """Every LPCR store spapr makes goes through here; upstream each is a plain ppc_store_lpcr.
+
+        With the what-if fix `lpcr-sync` - not upstream code: the patch author's suggestion that "spapr
+        should synchronize its LPCR properly with KVM, and not try to use values that KVM does not
+        support" - the value is first made what KVM accepts under KVM (FakeKvm.accepted_lpcr), so spapr
+        never holds wake-up (PECE) bits cleared that the next register get would bring back. TCG has no
+        KVM to agree with: nothing changes there."""
+        kvm = self.machine.kvm
+        if self.machine.fix_lpcr_sync and kvm is not None:
+            lpcr = kvm.accepted_lpcr(kvm.vcpus[cpu.cpu_index], lpcr)
+        ppc_store_lpcr(cpu, lpcr)
 
     def kvmppc_set_reg_ppc_online(self, cpu: CPUState, online: int) -> None:
         """target/ppc/kvm.c kvmppc_set_reg_ppc_online (KVM_REG_PPC_ONLINE)."""
@@ -159,7 +172,7 @@ class Spapr:
         if self.machine.kvm is not None:
             # cpu_synchronize_state on the CPU's own thread: run_on_cpu runs it at once.
             do_kvm_cpu_synchronize_state(cpu)
-        ppc_store_lpcr(cpu, (cpu.env.lpcr & ~mask) | value)
+        self.spapr_store_lpcr(cpu, (cpu.env.lpcr & ~mask) | value)
 
     def cpu_synchronize_all_post_reset(self) -> Generator[Effect, Any, None]:
         """system/cpus.c cpu_synchronize_all_post_reset (KVM: put the reset state into the kernel)."""
@@ -298,7 +311,7 @@ class Spapr:
             radix_bits = LPCR_UPRT | LPCR_GTSE | LPCR_HR
             lpcr = (lpcr & ~radix_bits) | (callenv.lpcr & radix_bits)
             env.psscr &= ~PSSCR_EC
-        ppc_store_lpcr(target, lpcr)
+        self.spapr_store_lpcr(target, lpcr)
         env.tb_offset = callenv.tb_offset
         self.spapr_cpu_set_entry_state(target, start, 0, r3, 0)
         qemu_cpu_kick(target)
@@ -313,7 +326,7 @@ class Spapr:
             env.quiesced = True
             ppc_maybe_interrupt(cpu)
         cpu.halted = True
-        ppc_store_lpcr(cpu, env.lpcr & ~env.model.lpcr_pm)
+        self.spapr_store_lpcr(cpu, env.lpcr & ~env.model.lpcr_pm)
         self.kvmppc_set_reg_ppc_online(cpu, 0)
         qemu_cpu_kick(cpu)
 

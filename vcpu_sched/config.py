@@ -53,6 +53,12 @@ class RunSettings:
     monitor: tuple[tuple[str, str], ...] = ()
     engine: str = "trio"
     time_scale: float = 20.0  # threads engine: guest seconds per wall second
+    # The open questions only hardware can settle (review section 5), as switches; defaults are the code's.
+    cas_pvrs: str = "logical"  # the guest lists logical PVRs at CAS (Linux) or only the raw one
+    psscr_ec_kvm: str = "dropped"  # KVM stores PSSCR masked with PSSCR_GUEST_VIS (no EC) or keeps EC
+    kvm_ail_filter: bool = False  # the kernel refuses AIL=3 itself (POWER9 radix prefetch-bug hosts)
+    guest_endian: str = "le"  # a little-endian kernel asks for LE exceptions (H_SET_MODE resource 4)
+    kernel_irqchip: bool = True  # in-kernel XICS (H_IPI/H_EOI never reach QEMU) or QEMU's emulated one
 
     @property
     def plain_boot(self) -> bool:

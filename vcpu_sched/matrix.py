@@ -43,10 +43,15 @@ class Row:
 
     @property
     def label(self) -> str:
-        return " ".join(f"{k}={_show(v)}" for k, v in self.variant.items()) or "(as in the file)"
+        return " ".join(f"{k}={_show(k, v)}" for k, v in self.variant.items()) or "(as in the file)"
 
 
-def _show(value: Any) -> str:
+def _show(key: str, value: Any) -> str:
+    """A variant's value as the scenario file writes it (TOML; register values in hex)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if key.endswith("lpcr") and isinstance(value, int):
+        return hex(value)
     return "[]" if value in ([], ()) else str(value)
 
 

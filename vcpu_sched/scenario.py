@@ -124,6 +124,13 @@ SCHEMA: dict[str, Field] = {
                     doc="trio (virtual time), threads (OS threads, real locking), explore (a seeded schedule)"),
     "time_scale": Field(float, 0.001, 1000.0, doc="threads engine: guest seconds per wall second"),
     "monitor": Field(list, doc="[[console pattern, command], ...], commands: " + ", ".join(COMMANDS)),
+    "cas_pvrs": Field(str, choices=("logical", "raw"),
+                      doc="the guest lists logical PVRs at CAS (Linux: ppc_set_compat_all syncs every vCPU) or not"),
+    "psscr_ec_kvm": Field(str, choices=("dropped", "kept"),
+                          doc="KVM drops PSSCR[EC] (PSSCR_GUEST_VIS) or, what-if, keeps it"),
+    "kvm_ail_filter": Field(bool, doc="the kernel refuses H_SET_MODE AIL=3 itself (POWER9 prefetch-bug hosts)"),
+    "guest_endian": Field(str, choices=("le", "be"), doc="le: the guest asks for LE exceptions (H_SET_MODE 4)"),
+    "kernel_irqchip": Field(bool, doc="in-kernel XICS under KVM, or QEMU's emulated one (kernel-irqchip=off)"),
 }
 
 

@@ -24,6 +24,7 @@ from .spapr_abi import (
     H_EOI,
     H_IPI,
     H_PUT_TERM_CHAR,
+    H_REGISTER_PROC_TBL,
     H_REGISTER_VPA,
     H_SET_MODE,
     H_SET_MODE_RESOURCE_ADDR_TRANS_MODE,
@@ -31,6 +32,10 @@ from .spapr_abi import (
     KVMPPC_H_CAS,
     KVMPPC_H_RTAS,
     LINUX_CAS_PVRS,
+    PROC_TBL_GTSE,
+    PROC_TBL_MODIFY,
+    PROC_TBL_RADIX,
+    PROC_TBL_REGISTER,
     QCSS_NOT_STOPPED,
     QCSS_STOPPED,
     RTAS_QUERY_CPU_STOPPED_STATE,
@@ -257,14 +262,16 @@ WORKLOADS: dict[str, Callable[[Machine], GuestProgram]] = {
 
 
 def boot_cpu_program(machine: Machine) -> GuestProgram:
-    """SLOF/prom_init, early_setup's H_SET_MODE calls, pseries SMP bring-up, then the scenario's workload."""
+    """SLOF/prom_init and CAS, early_setup's H_SET_MODE calls (configure_exceptions) and the radix process
+    table (early_init_mmu), pseries SMP bring-up, then the scenario's workload."""
     rng = machine.rng
     smp = machine.settings.smp
     out = machine.outcome
     yield Compute(40 * MS, "SLOF")
     yield console("Preparing to boot Linux version 6.12.0 (vcpu_sched guest)")
     yield Compute(5 * MS, "prom_init")
-    yield Hcall(KVMPPC_H_CAS, LINUX_CAS_PVRS)
+    # Linux lists its logical PVRs (`cas_pvrs = "raw"`: a guest that lists none, so no mode switch at CAS).
+    yield Hcall(KVMPPC_H_CAS, LINUX_CAS_PVRS if machine.settings.cas_pvrs == "logical" else ())
     yield console("Calling ibm,client-architecture-support... done")
     yield console("instantiating rtas at 0x000000002fff0000... done")
     yield console("prom_hold_cpus: skipped")
@@ -273,7 +280,12 @@ def boot_cpu_program(machine: Machine) -> GuestProgram:
     yield Compute(2 * MS, "early_setup")
     # configure_exceptions: pseries_enable_reloc_on_exc, then pseries_little_endian_exceptions.
     yield Hcall(H_SET_MODE, (3, H_SET_MODE_RESOURCE_ADDR_TRANS_MODE, 0, 0))
-    yield Hcall(H_SET_MODE, (1, H_SET_MODE_RESOURCE_LE, 0, 0))
+    if machine.settings.guest_endian == "le":  # a big-endian kernel keeps the big-endian exceptions
+        yield Hcall(H_SET_MODE, (1, H_SET_MODE_RESOURCE_LE, 0, 0))
+    if machine.settings.radix and machine.cpus[0].env.model.mmu_v3:
+        # early_init_mmu -> radix: pseries_lpar_register_process_table (PROC_TABLE_NEW|RADIX|GTSE).
+        yield Hcall(H_REGISTER_PROC_TBL, (PROC_TBL_MODIFY | PROC_TBL_REGISTER | PROC_TBL_RADIX | PROC_TBL_GTSE,
+                                          0, 0, 0))
     yield StoreDecr(0x7FFFFFFF)  # time_init programs the boot CPU's DEC
     yield Compute(rng.randint(1_200, 1_800) * MS, "start_kernel up to smp_init")
     yield console("smp: Bringing up secondary CPUs ...")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .cpus import CPU_INTERRUPT_HARD, CPUState, cpu_interrupt, cpu_reset, cpu_reset_interrupt
 from .excp import IrqDecision, ppc_next_unmasked_interrupt
+from .kvm import kvmppc_set_interrupt
 from .ppc import HRESET_VECTOR, LPCR_LPES0, LPCR_LPES1, MSR_HV, MSR_SF, Interrupt, decode_lpcr
 
 
@@ -43,8 +44,9 @@ def ppc_store_lpcr(cpu: CPUState, val: int) -> None:
 def ppc_set_irq(cpu: CPUState, irq: Interrupt, level: bool) -> None:
     """hw/ppc/ppc.c ppc_set_irq: set or clear a pending bit; re-evaluate only if the mask changed.
 
-    Under KVM, `kvmppc_set_interrupt` passes only EXT to the kernel: a DEC pending here is QEMU's own
-    bookkeeping, which the kernel never sees.
+    Under KVM, `kvmppc_set_interrupt` passes only EXT to the kernel (raised here only by QEMU's own
+    interrupt controller, kernel-irqchip=off): a DEC pending here is QEMU's own bookkeeping, which the
+    kernel never sees.
     """
     env = cpu.env
     old = env.pending_interrupts
@@ -55,6 +57,8 @@ def ppc_set_irq(cpu: CPUState, irq: Interrupt, level: bool) -> None:
     if env.pending_interrupts != old:
         cpu.machine.trace("ppc_set_irq", cpu=cpu.cpu_index, irq=irq.name, level=int(level))
         ppc_maybe_interrupt(cpu)
+        if cpu.machine.kvm is not None and irq is Interrupt.EXT:
+            kvmppc_set_interrupt(cpu, level)
 
 
 def hreg_store_msr(cpu: CPUState, value: int) -> None:

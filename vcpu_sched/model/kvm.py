@@ -56,7 +56,16 @@ from .ppc import (
     ExcpModel,
     decode_lpcr,
 )
-from .spapr_abi import H_CEDE, H_EOI, H_IPI, H_REGISTER_VPA, HCALL_NAMES
+from .spapr_abi import (
+    H_CEDE,
+    H_EOI,
+    H_IPI,
+    H_REGISTER_VPA,
+    H_SET_MODE,
+    H_SET_MODE_RESOURCE_ADDR_TRANS_MODE,
+    H_UNSUPPORTED_FLAG,
+    HCALL_NAMES,
+)
 
 if TYPE_CHECKING:
     from .spapr import Spapr
@@ -121,6 +130,9 @@ class FakeKvm:
     model: CpuModel
     radix: bool
     vcpus: list[KvmVcpu] = field(default_factory=list)
+    keeps_ec: bool = False  # the psscr_ec_kvm switch
+    ail_filter: bool = False  # the kvm_ail_filter switch
+    irqchip: bool = True  # the kernel_irqchip switch
 
     @classmethod
     def create(cls, model: CpuModel, host_lpcr: int, radix: bool, smp: int, threads: int) -> FakeKvm:
@@ -162,7 +174,21 @@ class FakeKvm:
             setattr(self.vcpus[index], name, value)
 
     def set_one_reg_psscr(self, vcpu: KvmVcpu, value: int) -> None:
-        vcpu.psscr = value & PSSCR_GUEST_VIS
+        """book3s_hv.c kvmppc_set_one_reg_hv (KVM_REG_PPC_PSSCR): masked with PSSCR_GUEST_VIS, which has
+        no EC. `keeps_ec` is the what-if switch `psscr_ec_kvm = "kept"` (review section 5: which wake
+        path fired on the reporter's host cannot be told from the code)."""
+        vcpu.psscr = value & (PSSCR_GUEST_VIS | (PSSCR_EC if self.keeps_ec else 0))
+
+
+def kvmppc_set_interrupt(cpu: CPUState, level: bool) -> None:
+    """target/ppc/kvm.c kvmppc_set_interrupt: QEMU's external interrupt line into the kernel
+    (KVM_INTERRUPT set/unset), used when the interrupt controller is QEMU's (kernel-irqchip=off); the
+    kernel then wakes the vCPU if it is ceded (kvm_vcpu_kick)."""
+    kvm = cpu.machine.kvm
+    assert kvm is not None
+    kvm.vcpus[cpu.cpu_index].irq_pending = level
+    if level:
+        cpu.kernel_irq_cond.broadcast()
 
 
 def kvm_arch_get_registers(cpu: CPUState) -> None:
@@ -276,15 +302,21 @@ def kvm_vcpu_ioctl_run(cpu: CPUState) -> Generator[Effect, Any, tuple[int, KvmEx
                 cpu.machine.trace("kvm_h_cede", cpu=cpu.cpu_index)
             yield Block((cpu.kick_cond, cpu.kernel_irq_cond), None)
             continue
-        if op.nr == H_IPI:
+        if op.nr == H_IPI and kvm.irqchip:
             target = cpu.machine.cpus[op.args[0]] if 0 <= op.args[0] < len(kvm.vcpus) else None
             if target is not None:
                 kvm.vcpus[target.cpu_index].irq_pending = True
                 target.kernel_irq_cond.broadcast()
             runner.advance(0)
             continue
-        if op.nr in (H_REGISTER_VPA, H_EOI):
+        if op.nr == H_REGISTER_VPA or (op.nr == H_EOI and kvm.irqchip):
             runner.advance(0)
+            continue
+        if (kvm.ail_filter and kvm.radix and op.nr == H_SET_MODE and op.args[1] == H_SET_MODE_RESOURCE_ADDR_TRANS_MODE
+                and op.args[0] == 3):
+            # kvmppc_h_set_mode on a CPU_FTR_P9_RADIX_PREFETCH_BUG host refuses AIL=3 in the kernel (L12
+            # book3s_hv.c): the guest gets the error and QEMU never sees the hcall.
+            runner.advance(H_UNSUPPORTED_FLAG)
             continue
         vcpu.exit_hcall = op
         return 0, KvmExit("PAPR_HCALL", op)

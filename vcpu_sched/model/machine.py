@@ -88,6 +88,10 @@ class Machine:
         ]
         self.kvm = (FakeKvm.create(model, settings.host_lpcr, settings.radix, settings.smp, settings.threads)
                     if settings.accel == "kvm" else None)
+        if self.kvm is not None:
+            self.kvm.keeps_ec = settings.psscr_ec_kvm == "kept"
+            self.kvm.ail_filter = settings.kvm_ail_filter
+            self.kvm.irqchip = settings.kernel_irqchip
         self.tcg_runners: dict[int, GuestRunner] = {}
         self.spapr = Spapr(self)
         self.pnv: Pnv | None = None

@@ -45,15 +45,26 @@ from .ppc import (
 from .spapr_abi import (
     H_CEDE,
     H_EOI,
+    H_FUNCTION,
     H_IPI,
+    H_P2,
+    H_P3,
+    H_P4,
+    H_PARAMETER,
     H_PUT_TERM_CHAR,
+    H_REGISTER_PROC_TBL,
     H_REGISTER_VPA,
     H_SET_MODE,
     H_SET_MODE_RESOURCE_ADDR_TRANS_MODE,
     H_SET_MODE_RESOURCE_LE,
+    H_SUCCESS,
+    H_UNSUPPORTED_FLAG,
     HCALL_NAMES,
     KVMPPC_H_CAS,
     KVMPPC_H_RTAS,
+    PROC_TBL_GTSE,
+    PROC_TBL_RADIX,
+    PROC_TBL_REGISTER,
     RTAS_NAMES,
     RTAS_QUERY_CPU_STOPPED_STATE,
     RTAS_START_CPU,
@@ -65,7 +76,6 @@ from .timebase import cpu_ppc_tb_reset
 if TYPE_CHECKING:
     from .machine import Machine
 
-H_SUCCESS, H_FUNCTION, H_PARAMETER, H_P2, H_P3, H_P4, H_UNSUPPORTED_FLAG = 0, -2, -4, -55, -56, -57, -256
 RTAS_OUT_SUCCESS, RTAS_OUT_HW_ERROR, RTAS_OUT_PARAM_ERROR = 0, -1, -3
 
 
@@ -208,7 +218,20 @@ class Spapr:
             return H_SUCCESS
         if hc.nr == H_REGISTER_VPA:
             return H_SUCCESS
+        if hc.nr == H_REGISTER_PROC_TBL:
+            return (yield from self.h_register_process_table(hc.args[0]))
         return H_FUNCTION
+
+    def h_register_process_table(self, flags: int) -> Generator[Effect, Any, int]:
+        """hw/ppc/spapr_hcall.c h_register_process_table (review D8): for a radix guest, the LPCR's radix
+        bits on every vCPU through spapr_set_all_lpcrs - a caller of the hang mechanism like H_SET_MODE's,
+        under KVM too (before kvmppc_configure_v3_mmu, whose ioctl is not modelled). Only registering is
+        modelled, not the table itself."""
+        if not flags & PROC_TBL_REGISTER or not flags & PROC_TBL_RADIX:
+            return H_SUCCESS  # a hash guest's table, or a de-registration: no LPCR change modelled
+        update = LPCR_UPRT | LPCR_HR | (LPCR_GTSE if flags & PROC_TBL_GTSE else 0)
+        yield from self.spapr_set_all_lpcrs(update, LPCR_UPRT | LPCR_HR | LPCR_GTSE, "H_REGISTER_PROC_TBL (radix)")
+        return H_SUCCESS
 
     def h_set_mode(self, cpu: CPUState, mflags: int, resource: int, value1: int,
                    value2: int) -> Generator[Effect, Any, int]:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from .config import ACCELS, CLOCKS, CPUS, ENGINES, FIXES, TIMEBASE_RESETS, RunSettings
+from .config import ACCELS, CLOCKS, CPUS, ENGINES, FIXES, QEMU_VERSIONS, TIMEBASE_RESETS, RunSettings
 from .errors import BadInput, RunKilled, WorkerLost
 from .verdicts import SUCCESS, VERDICTS
 
@@ -38,6 +38,8 @@ def _add_variant_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu", choices=CPUS)
     parser.add_argument("--fix", choices=FIXES)
     parser.add_argument("--timebase-reset", choices=TIMEBASE_RESETS)
+    parser.add_argument("--qemu-version", choices=QEMU_VERSIONS,
+                        help="the vCPU loop of QEMU 10.0 (qemu_wait_io_event) or 10.2 (qemu_process_cpu_events)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                         help="any scenario setting (README: scenario files), e.g. --set loops=3")
 
@@ -180,7 +182,7 @@ def _settings(args: argparse.Namespace, extra: dict[str, Any]) -> tuple[RunSetti
         print(f"vcpu-sched: ignored (not modelled): {', '.join(imported.ignored)}", file=sys.stderr)
     overrides |= {k: v for k, v in {
         "smp": args.smp, "accel": args.accel, "cpu": args.cpu, "fix": args.fix,
-        "timebase_reset": args.timebase_reset, **extra}.items() if v is not None}
+        "timebase_reset": args.timebase_reset, "qemu_version": args.qemu_version, **extra}.items() if v is not None}
     for item in args.sets:
         key, value = parse_set(item)
         overrides[key] = value
@@ -188,7 +190,8 @@ def _settings(args: argparse.Namespace, extra: dict[str, Any]) -> tuple[RunSetti
 
 
 _REPLAY_FIXES = (("scenario", "SCENARIO"), ("smp", "--smp"), ("accel", "--accel"), ("cpu", "--cpu"),
-                 ("fix", "--fix"), ("timebase_reset", "--timebase-reset"), ("sets", "--set"), ("qemu", "--qemu"),
+                 ("fix", "--fix"), ("timebase_reset", "--timebase-reset"), ("qemu_version", "--qemu-version"),
+                 ("sets", "--set"), ("qemu", "--qemu"),
                  ("seed", "--seed"), ("watchdog", "--watchdog"), ("deadline", "--deadline"), ("clock", "--clock"),
                  ("engine", "--engine"), ("no_fast_forward", "--no-fast-forward"))
 

@@ -7,6 +7,10 @@ from typing import Any
 
 from .engine import ENGINES as ENGINE_REGISTRY
 
+# "10.0": the seed's Tested-by (9.2.90 / 10.0), qemu_wait_io_event; "10.2": after 871de7078f (rename to
+# qemu_process_cpu_events, September 2025) and 9a191d3782 (it clears exit_request first; kvm_cpu_exec and
+# tcg_cpu_exec no longer do).
+QEMU_VERSIONS = ("10.0", "10.2")
 FIXES = ("none", "quiesced", "quiesced+migration", "lpcr-sync", "quiesced+lpcr-sync")
 WORKLOADS = ("none", "ipi-check", "offline-online")
 MACHINES = ("pseries", "powernv")
@@ -59,6 +63,7 @@ class RunSettings:
     kvm_ail_filter: bool = False  # the kernel refuses AIL=3 itself (POWER9 radix prefetch-bug hosts)
     guest_endian: str = "le"  # a little-endian kernel asks for LE exceptions (H_SET_MODE resource 4)
     kernel_irqchip: bool = True  # in-kernel XICS (H_IPI/H_EOI never reach QEMU) or QEMU's emulated one
+    qemu_version: str = "10.0"  # the vCPU loop of this QEMU: see QEMU_VERSIONS
 
     @property
     def plain_boot(self) -> bool:

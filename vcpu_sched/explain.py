@@ -58,10 +58,17 @@ class Facts:
 
     cpu_model: str = "POWER10"
     accel: str = "kvm"
+    cpu_events: str = "qemu_wait_io_event"  # the vCPU loop's function in the QEMU version modelled
     cpus: dict[int, CpuFacts] = field(default_factory=dict)
     set_all_lpcrs: tuple[int, str] | None = None  # t, why
     waits: dict[str, Wait] = field(default_factory=dict)  # threads blocked in QEMU
     holder: Wait | None = None  # the BQL's holder, where and since when it took it
+
+    @classmethod
+    def for_log(cls, settings: dict[str, Any]) -> Facts:
+        """Facts for a log whose run_start carried `settings` (values checked, defaults for old logs)."""
+        return cls(str(settings.get("cpu", "POWER10")), str(settings.get("accel", "kvm")),
+                   CPU_EVENTS.get(str(settings.get("qemu_version")), CPU_EVENTS["10.0"]))
 
     def cpu(self, index: int) -> CpuFacts:
         facts = self.cpus.get(index)
@@ -153,6 +160,7 @@ _HANDLERS: dict[str, tuple[Any, str, type]] = {
     "cpu_post_load": (Facts._state, "cpu", int),
     "spapr_cpu_set_entry_state": (Facts._state, "cpu", int),
     "qemu_wait_io_event_sleep": (Facts._sleep, "cpu", int),
+    "qemu_process_cpu_events_sleep": (Facts._sleep, "cpu", int),
     "cpu_ppc_tb_reset": (Facts._tb_reset, "cpu", int),
     "ppc_set_irq": (Facts._set_irq, "cpu", int),
     "kvm_get_registers": (Facts._get_registers, "cpu", int),
@@ -174,6 +182,7 @@ _SYNC_CALLERS = {
 
 # The events the explanation reads live: the engine gives the BQL's waits and holder itself, so the
 # BQL's own events are read only from a log.
+CPU_EVENTS = {"10.0": "qemu_wait_io_event", "10.2": "qemu_process_cpu_events"}  # qemu_version -> function
 LIVE_FACT_EVENTS = frozenset(name for name, (_, key, _) in _HANDLERS.items() if key != "thread")
 
 
@@ -212,7 +221,7 @@ def chain(facts: Facts, stuck: Wait, holder: str | None, holder_cpu: int | None,
         out.append(f"Each turn of CPU {h}'s thread, kvm_cpu_exec returns EXCP_HLT at once "
                    "(kvm_arch_process_async_events returns halted) before it ever drops the BQL.")
     if c.hard and (c.last_sleep_ns is None or c.last_sleep_ns < held_since_ns):
-        out.append(f"qemu_wait_io_event never sleeps: cpu_thread_is_idle is false because cpu_has_work "
+        out.append(f"{facts.cpu_events} never sleeps: cpu_thread_is_idle is false because cpu_has_work "
                    f"(CPU_INTERRUPT_HARD); CPU {h}'s thread has gone round {iterations:,} times holding the BQL "
                    f"for {_s(now - held_since_ns)}.")
     else:

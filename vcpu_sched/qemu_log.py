@@ -30,6 +30,7 @@ SPIN_SAMPLE_NS = 1_000_000
 # The upstream file of each function the model names as a BQL site (QEMU master paths).
 SITE_FILES = {
     "qemu_init": "system/vl.c", "main_loop_wait": "util/main-loop.c", "qemu_wait_io_event": "system/cpus.c",
+    "qemu_process_cpu_events": "system/cpus.c",
     "pause_all_vcpus": "system/cpus.c", "kvm_vcpu_thread_fn": "accel/kvm/kvm-accel-ops.c",
     "kvm_cpu_exec": "accel/kvm/kvm-all.c", "kvm_arch_handle_exit": "target/ppc/kvm.c",
     "mttcg_cpu_thread_fn": "accel/tcg/tcg-accel-ops-mttcg.c", "cpu_exec": "accel/tcg/cpu-exec.c",

@@ -23,7 +23,19 @@ import tomllib
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .config import ACCELS, CLOCKS, CPUS, ENGINES, FIXES, MACHINES, MAX_SMP, TIMEBASE_RESETS, WORKLOADS, RunSettings
+from .config import (
+    ACCELS,
+    CLOCKS,
+    CPUS,
+    ENGINES,
+    FIXES,
+    MACHINES,
+    MAX_SMP,
+    QEMU_VERSIONS,
+    TIMEBASE_RESETS,
+    WORKLOADS,
+    RunSettings,
+)
 from .errors import BadInput
 from .model.monitor import COMMANDS
 from .verdicts import VERDICTS
@@ -131,6 +143,8 @@ SCHEMA: dict[str, Field] = {
     "kvm_ail_filter": Field(bool, doc="the kernel refuses H_SET_MODE AIL=3 itself (POWER9 prefetch-bug hosts)"),
     "guest_endian": Field(str, choices=("le", "be"), doc="le: the guest asks for LE exceptions (H_SET_MODE 4)"),
     "kernel_irqchip": Field(bool, doc="in-kernel XICS under KVM, or QEMU's emulated one (kernel-irqchip=off)"),
+    "qemu_version": Field(str, choices=QEMU_VERSIONS,
+                          doc="10.0: qemu_wait_io_event; 10.2: qemu_process_cpu_events, which clears exit_request"),
 }
 
 

@@ -45,6 +45,8 @@ EVENTS = _declare(
     ("process_queued_cpu_work", "cpu work", "a vCPU thread runs a queued work item"),
     ("qemu_wait_io_event_sleep", "cpu halted", "a vCPU thread goes to sleep in qemu_wait_io_event"),
     ("qemu_wait_io_event_wake", "cpu", "a vCPU thread woke in qemu_wait_io_event"),
+    ("qemu_process_cpu_events_sleep", "cpu halted", "the same, QEMU 10.2's name (qemu_version = 10.2)"),
+    ("qemu_process_cpu_events_wake", "cpu", "the same, QEMU 10.2's name (qemu_version = 10.2)"),
     # accelerators
     ("kvm_vcpu_thread_start", "cpu thread", "a KVM vCPU thread starts"),
     ("tcg_vcpu_thread_start", "cpu thread", "a TCG vCPU thread starts"),

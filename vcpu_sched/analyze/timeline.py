@@ -92,7 +92,7 @@ def build(log: Log) -> Timeline:
     loop_cost = int(log.settings.get("loop_cost_ns", 1000)) or 1000
     threads = ["main"] + [f"CPU {i}/{accel.upper()}" for i in range(smp if isinstance(smp, int) else 0)]
     tl = Timeline(threads, [], [], [(0, 0)], {}, log.end_ns,
-                  facts=Facts(str(log.settings.get("cpu", "POWER10")), accel))
+                  facts=Facts.for_log(log.settings))
     opened: dict[tuple[str, str], tuple[int, str]] = {}
     waiting: set[str] = set()
     ff_since: dict[str, int] = {}
@@ -170,7 +170,7 @@ def _count(c: ThreadCounts, e: dict[str, Any], ff_since: dict[str, int], thread:
         ff_since.pop(thread, None)
     elif name == "qemu_cpu_kick":
         c.kicks += 1
-    elif name == "qemu_wait_io_event_sleep":
+    elif name in ("qemu_wait_io_event_sleep", "qemu_process_cpu_events_sleep"):
         c.sleeps += 1
     elif name == "kvm_run_exit":
         c.exits[str(e.get("hcall") or e.get("reason"))] += 1

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from ..errors import ModelError
-from ..explain import LIVE_FACT_EVENTS, Facts
+from ..explain import CPU_EVENTS, LIVE_FACT_EVENTS, Facts
 from ..model.cpus import CPUState
 from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCond, Spend
 from ..result import Lockup, RunResult
@@ -124,7 +124,7 @@ class EngineCore:
         self.book = BqlBook(self.machine.trace, self.now_ns, self.machine.traced)
         self.bql = self.book.stats
         self.rng = random.Random(f"engine:{settings.seed}")
-        self.facts = Facts(settings.cpu, settings.accel)
+        self.facts = Facts(settings.cpu, settings.accel, CPU_EVENTS[settings.qemu_version])
         outer, feed = self.machine.tracer, self.facts.feed
 
         def tap(event: str, t_ns: int, fields: dict[str, Any]) -> None:

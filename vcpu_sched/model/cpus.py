@@ -1,7 +1,8 @@
 """Generic vCPU scheduling: CPUState, kicks, interrupts, the work queue and the idle wait.
 
 Mirrors system/cpus.c, cpu-common.c and hw/core/cpu-common.c. Theory of operation: a vCPU thread
-sleeps in exactly one place, `qemu_wait_io_event`, on its `halt_cond`, and only while
+sleeps in exactly one place, `qemu_wait_io_event` (`qemu_process_cpu_events` since QEMU 10.2), on its
+`halt_cond`, and only while
 `cpu_thread_is_idle` says so. Anything that wants the thread to look again (new work, an interrupt,
 a stop request) broadcasts that condition (`qemu_cpu_kick`). A halted CPU with CPU_INTERRUPT_HARD set
 is *not* idle (`cpu_has_work`), so the thread goes round its loop again instead of sleeping: that is
@@ -211,17 +212,36 @@ def qemu_wait_io_event_common(cpu: CPUState) -> None:
 
 
 def qemu_wait_io_event(cpu: CPUState) -> Generator[Effect, Any, None]:
-    """system/cpus.c qemu_wait_io_event: sleep on halt_cond (BQL dropped) while idle."""
+    """system/cpus.c qemu_wait_io_event (up to QEMU 10.1): sleep on halt_cond (BQL dropped) while idle."""
+    yield from _sleep_while_idle(cpu, "qemu_wait_io_event")
+    qemu_wait_io_event_common(cpu)
+
+
+def qemu_process_cpu_events(cpu: CPUState) -> Generator[Effect, Any, None]:
+    """system/cpus.c qemu_process_cpu_events (since 871de7078f renamed qemu_wait_io_event, QEMU 10.2):
+    since 9a191d3782 it clears exit_request first, for every accelerator."""
+    cpu.exit_request = False
+    yield from _sleep_while_idle(cpu, "qemu_process_cpu_events")
+    qemu_wait_io_event_common(cpu)  # renamed qemu_process_cpu_events_common, unchanged
+
+
+def _sleep_while_idle(cpu: CPUState, function: str) -> Generator[Effect, Any, None]:
     slept = False
     while cpu_thread_is_idle(cpu):
         if not slept:
-            cpu.machine.trace("qemu_wait_io_event_sleep", cpu=cpu.cpu_index, halted=cpu.halted)
+            cpu.machine.trace(f"{function}_sleep", cpu=cpu.cpu_index, halted=cpu.halted)
             cpu.count("sleeps")
             slept = True
-        yield CondWait(cpu.halt_cond, "qemu_wait_io_event")
+        yield CondWait(cpu.halt_cond, function)
     if slept:
-        cpu.machine.trace("qemu_wait_io_event_wake", cpu=cpu.cpu_index)
-    qemu_wait_io_event_common(cpu)
+        cpu.machine.trace(f"{function}_wake", cpu=cpu.cpu_index)
+
+
+def cpu_events(cpu: CPUState) -> Generator[Effect, Any, None]:
+    """What a vCPU thread's loop calls after running guest code, in the chosen QEMU version."""
+    if cpu.machine.settings.qemu_version == "10.0":
+        return qemu_wait_io_event(cpu)
+    return qemu_process_cpu_events(cpu)
 
 
 def queue_work_on_cpu(cpu: CPUState, wi: WorkItem) -> None:

@@ -6,7 +6,8 @@ target/ppc/kvm.c (`kvm_arch_process_async_events`, `kvm_arch_handle_exit`, `kvm_
 `kvm_arch_put_registers`).
 
 Theory of operation: the thread holds the BQL everywhere except inside kvm_cpu_exec's KVM_RUN loop
-(dropped once before it, taken once after) and while asleep in qemu_wait_io_event or run_on_cpu. The
+(dropped once before it, taken once after) and while asleep in qemu_wait_io_event (since QEMU 10.2
+qemu_process_cpu_events) or run_on_cpu. The
 EXCP_HLT short-cut for a halted CPU comes *before* the BQL is dropped, so a halted CPU whose thread
 never sleeps (HARD set: `cpu_has_work`) never lets go of the BQL.
 
@@ -30,8 +31,8 @@ from .cpus import (
     EXCP_INTERRUPT,
     CPUState,
     cpu_can_run,
+    cpu_events,
     current_cpu,
-    qemu_wait_io_event,
     run_on_cpu,
 )
 from .effects import Block, BqlLock, BqlUnlock, Effect, Spend
@@ -337,8 +338,10 @@ def kvm_arch_handle_exit(cpu: CPUState, run: KvmExit) -> Generator[Effect, Any, 
 def kvm_cpu_exec(cpu: CPUState) -> Generator[Effect, Any, int]:
     """accel/kvm/kvm-all.c kvm_cpu_exec (called and returning with the BQL held)."""
     machine = cpu.machine
+    old_loop = machine.settings.qemu_version == "10.0"  # 9a191d3782 moved the clears below to cpu_events
     if kvm_arch_process_async_events(cpu):
-        cpu.exit_request = False
+        if old_loop:
+            cpu.exit_request = False
         machine.trace("kvm_cpu_exec", cpu=cpu.cpu_index, ret="EXCP_HLT", bql_dropped=False)
         return EXCP_HLT
     machine.trace("kvm_cpu_exec", cpu=cpu.cpu_index)
@@ -366,7 +369,8 @@ def kvm_cpu_exec(cpu: CPUState) -> Generator[Effect, Any, int]:
         if ret != 0:
             break
     yield BqlLock("kvm_cpu_exec")
-    cpu.exit_request = False
+    if old_loop:
+        cpu.exit_request = False
     return ret
 
 
@@ -384,7 +388,7 @@ def kvm_vcpu_thread_fn(cpu: CPUState) -> Generator[Effect, Any, None]:
             r = yield from kvm_cpu_exec(cpu)
             if r == EXCP_DEBUG:
                 pass  # cpu_handle_guest_debug: no debugger in the model
-        yield from qemu_wait_io_event(cpu)
+        yield from cpu_events(cpu)
         if cpu.unplug and not cpu_can_run(cpu):
             break
     yield BqlUnlock("kvm_vcpu_thread_fn")

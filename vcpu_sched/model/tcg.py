@@ -24,9 +24,9 @@ from .cpus import (
     EXCP_INTERRUPT,
     CPUState,
     cpu_can_run,
+    cpu_events,
     cpu_has_work,
     current_cpu,
-    qemu_wait_io_event,
 )
 from .effects import BqlLock, BqlUnlock, Effect, Spend
 from .excp import ppc_next_unmasked_interrupt
@@ -79,7 +79,8 @@ def tcg_cpu_exec(cpu: CPUState) -> Generator[Effect, Any, int]:
     while True:
         op = yield from execute_guest(cpu, runner, lambda: cpu.exit_request)
         if op is None:
-            cpu.exit_request = False
+            if machine.settings.qemu_version == "10.0":  # cpu_handle_interrupt's clear, gone in 9a191d3782
+                cpu.exit_request = False
             return EXCP_INTERRUPT
         assert runner is not None
         yield BqlLock("cpu_exec")
@@ -109,9 +110,10 @@ def mttcg_cpu_thread_fn(cpu: CPUState) -> Generator[Effect, Any, None]:
         if cpu_can_run(cpu):
             yield BqlUnlock("mttcg_cpu_thread_fn")
             yield from tcg_cpu_exec(cpu)
+            if machine.settings.qemu_version == "10.0":  # tcg_cpu_exec's clear, gone in 9a191d3782
+                cpu.exit_request = False
             yield BqlLock("mttcg_cpu_thread_fn")
-        cpu.exit_request = False
-        yield from qemu_wait_io_event(cpu)
+        yield from cpu_events(cpu)
         if cpu.unplug and not cpu_can_run(cpu):
             break
     yield BqlUnlock("mttcg_cpu_thread_fn")

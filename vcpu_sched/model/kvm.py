@@ -260,6 +260,12 @@ def do_kvm_cpu_synchronize_post_reset(cpu: CPUState) -> None:
     cpu.vcpu_dirty = False
 
 
+def do_kvm_cpu_synchronize_pre_loadvm(cpu: CPUState) -> None:
+    """accel/kvm/kvm-all.c do_kvm_cpu_synchronize_pre_loadvm: the state about to be loaded is QEMU's, so
+    the vCPU is marked dirty - no register get happens until it is put back."""
+    cpu.vcpu_dirty = True
+
+
 def do_kvm_cpu_synchronize_post_init(cpu: CPUState) -> None:
     """accel/kvm/kvm-all.c do_kvm_cpu_synchronize_post_init."""
     kvm_arch_put_registers(cpu, KVM_PUT_FULL_STATE)

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from .cpus import pause_all_vcpus, resume_all_vcpus, run_on_cpu
 from .effects import Effect
-from .kvm import cpu_synchronize_state, do_kvm_cpu_synchronize_post_init
+from .interrupts import hreg_store_msr
+from .kvm import cpu_synchronize_state, do_kvm_cpu_synchronize_post_init, do_kvm_cpu_synchronize_pre_loadvm
 from .ppc import LPCR_HR, LPCR_UPRT
 
 if TYPE_CHECKING:
@@ -77,7 +78,12 @@ def vm_start(machine: Machine) -> None:
 
 
 def migrate(machine: Machine) -> Generator[Effect, Any, None]:
-    """migration/savevm.c save then load_snapshot: stop, save, reset, load, post-load, start."""
+    """migration/savevm.c save, then load_snapshot in QEMU's order (review D3): stop, reset,
+    cpu_synchronize_all_pre_loadvm (KVM: every vCPU dirty, so no get until the state is put back), load
+    each CPU and run target/ppc/machine.c cpu_post_load (its post_load_update_msr stores MSR through
+    hreg_store_msr, which re-evaluates HARD from the loaded state), spapr_post_load (KVM radix:
+    spapr_set_all_lpcrs, whose do_lpcr_sync does no get on a dirty vCPU), then
+    cpu_synchronize_all_post_init and start."""
     yield from vm_stop(machine)
     saved = []
     for cpu in machine.cpus:
@@ -86,17 +92,22 @@ def migrate(machine: Machine) -> Generator[Effect, Any, None]:
         guest = machine.kvm.guest_state(cpu.cpu_index) if machine.kvm is not None else {}
         saved.append((cpu.halted, cpu.interrupt_request, env, cpu.env.quiesced, guest))
     yield from qemu_system_reset(machine)
+    if machine.kvm is not None:  # cpu_synchronize_all_pre_loadvm
+        for cpu in machine.cpus:
+            yield from run_on_cpu(cpu, do_kvm_cpu_synchronize_pre_loadvm, "do_kvm_cpu_synchronize_pre_loadvm")
     for cpu, (halted, irq_request, env, quiesced, guest) in zip(machine.cpus, saved, strict=True):
         if machine.kvm is not None:
             machine.kvm.load_guest_state(cpu.cpu_index, guest)  # guest memory and PC come back too
-        cpu.halted = halted
+        cpu.halted = halted  # vmstate_cpu_common
         cpu.interrupt_request = irq_request
         cpu.env = dataclasses.replace(cpu.env, **env)
         if machine.fix_migration:
-            cpu.env.quiesced = quiesced  # the "cpu/rtas_stopped" subsection
+            cpu.env.quiesced = quiesced  # the "cpu/rtas_stopped" subsection, loaded before post_load
+        hreg_store_msr(cpu, cpu.env.msr)  # cpu_post_load -> post_load_update_msr -> ppc_store_msr
         machine.trace("cpu_post_load", cpu=cpu.cpu_index, halted=halted, quiesced=cpu.env.quiesced)
-        if machine.kvm is not None:  # cpu_synchronize_all_post_init
-            yield from run_on_cpu(cpu, do_kvm_cpu_synchronize_post_init, "do_kvm_cpu_synchronize_post_init")
     if machine.kvm is not None and machine.kvm.radix:  # spapr_post_load
         yield from machine.spapr.spapr_set_all_lpcrs(LPCR_HR | LPCR_UPRT, LPCR_HR | LPCR_UPRT, "spapr_post_load")
+    if machine.kvm is not None:  # cpu_synchronize_all_post_init
+        for cpu in machine.cpus:
+            yield from run_on_cpu(cpu, do_kvm_cpu_synchronize_post_init, "do_kvm_cpu_synchronize_post_init")
     vm_start(machine)

@@ -158,3 +158,19 @@ def test_rtas_argument_checks(seed_settings: RunSettings) -> None:
     with pytest.raises(StopIteration):
         next(gen)
     assert start.rets == [-1]
+
+
+def test_the_first_link_says_what_halted_the_cpu() -> None:
+    """Review D20: a CPU the guest took offline with stop-self is not 'left before start-cpu'."""
+    from vcpu_sched.explain import Facts, Wait, chain
+
+    stuck = Wait("CPU 0/KVM", "BQL", "run_on_cpu(do_lpcr_sync) -> CPU 1", 5)
+    for calls, expected in (([], "as spapr leaves a secondary before start-cpu"),
+                            (["stop-self"], "the guest took it offline with RTAS stop-self")):
+        facts = Facts()
+        facts.feed("spapr_reset_vcpu", 1, {"cpu": 1, "halted": True, "quiesced": False})
+        for call in calls:
+            facts.feed("rtas_call", 2, {"cpu": 1, "call": call, "args": []})
+        facts.feed("ppc_maybe_interrupt", 3, {"cpu": 1, "halted": True, "hard": True, "quiesced": False,
+                                              "interrupt": "DECR", "rule": "r", "hard_before": False})
+        assert expected in chain(facts, stuck, "CPU 1/KVM", 1, 4, "kvm_cpu_exec", 10, 20, None)[0]

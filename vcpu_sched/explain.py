@@ -30,6 +30,7 @@ def _int(value: Any) -> int:
 @dataclass(eq=False, repr=False)
 class CpuFacts:
     halted: bool | None = None
+    halted_by: str = "reset"  # what last halted it: spapr's reset, or the guest's RTAS stop-self
     quiesced: bool | None = None
     hard: bool = False
     dec_pending: bool = False
@@ -98,6 +99,14 @@ class Facts:
         if "quiesced" in f:
             c.quiesced = bool(f["quiesced"])
 
+    def _reset_vcpu(self, t: int, f: dict[str, Any]) -> None:
+        self._state(t, f)
+        self.cpu(f["cpu"]).halted_by = "reset"
+
+    def _rtas_call(self, t: int, f: dict[str, Any]) -> None:
+        if f.get("call") == "stop-self":
+            self.cpu(f["cpu"]).halted_by = "stop-self"
+
     def _maybe_interrupt(self, t: int, f: dict[str, Any]) -> None:
         self._state(t, f)
         c = self.cpu(f["cpu"])
@@ -156,7 +165,8 @@ class Facts:
 # event -> (handler, the field it cannot do without, that field's type)
 _HANDLERS: dict[str, tuple[Any, str, type]] = {
     "ppc_maybe_interrupt": (Facts._maybe_interrupt, "cpu", int),
-    "spapr_reset_vcpu": (Facts._state, "cpu", int),
+    "spapr_reset_vcpu": (Facts._reset_vcpu, "cpu", int),
+    "rtas_call": (Facts._rtas_call, "cpu", int),
     "cpu_post_load": (Facts._state, "cpu", int),
     "spapr_cpu_set_entry_state": (Facts._state, "cpu", int),
     "qemu_wait_io_event_sleep": (Facts._sleep, "cpu", int),
@@ -197,7 +207,11 @@ def chain(facts: Facts, stuck: Wait, holder: str | None, holder_cpu: int | None,
     out: list[str] = []
     if c.halted:
         state = "quiesced" if c.quiesced else "not quiesced"
-        out.append(f"CPU {h} is halted, as spapr leaves a secondary before start-cpu (start_powered_off; {state}).")
+        if c.halted_by == "stop-self":
+            out.append(f"CPU {h} is halted: the guest took it offline with RTAS stop-self ({state}).")
+        else:
+            out.append(f"CPU {h} is halted, as spapr leaves a secondary before start-cpu (start_powered_off; "
+                       f"{state}).")
     if c.dec_raised_ns is not None and c.dec_pending:
         why = ("with timebase commit e8291ec16da8 applied, cpu_ppc_tb_reset stores DEC=-1 through the internal "
                "path that skips the KVM check") if c.timebase_reset == "applied" else "cpu_ppc_tb_reset stored DEC=-1"

@@ -35,6 +35,8 @@ LPCR_VPM1 = PPC_BIT(1)
 LPCR_ISL = PPC_BIT(2)
 LPCR_KBV = PPC_BIT(3)
 LPCR_DPFD = 0x7 << 52
+LPCR_RMLS = 0xF << 26  # bits 34:37 (POWER8)
+LPCR_VRMASD = 0x1F << 20  # bits 39:43 (POWER8)
 LPCR_HAIL = 0x04000000
 LPCR_ILE = 0x02000000
 LPCR_AIL = 0x01800000
@@ -131,9 +133,10 @@ class CpuModel(NamedTuple):
 LOGICAL_PVR = {"POWER8": 0x0F000004, "POWER9": 0x0F000005, "POWER10": 0x0F000006}
 
 CPU_MODELS: dict[str, CpuModel] = {
-    # POWER8 (cpu_init.c ~6403): PECE0..4, no PSSCR, hash MMU only.
+    # POWER8 (cpu_init.c ~6405, review D11): PECE0..4, no PSSCR, hash MMU only.
     "POWER8": CpuModel("POWER8", ExcpModel.POWER8, 0x1F000,
-                       (_LPCR_MASK_POWER9 & ~(LPCR_HVEE | LPCR_UPRT | LPCR_HR | LPCR_GTSE)) | LPCR_LPES1,
+                       LPCR_VPM0 | LPCR_VPM1 | LPCR_ISL | LPCR_KBV | LPCR_DPFD | LPCR_VRMASD | LPCR_RMLS | LPCR_ILE
+                       | LPCR_AIL | LPCR_ONL | 0x1F000 | LPCR_MER | LPCR_TC | LPCR_LPES0 | LPCR_HDICE,
                        has_psscr=False, mmu_v3=False),
     "POWER9": CpuModel("POWER9", ExcpModel.POWER9, 0x1F000, _LPCR_MASK_POWER9, has_psscr=True, mmu_v3=True),
     # POWER10 adds HAIL to the POWER9 mask.

@@ -31,6 +31,7 @@ from .ppc import (
     LPCR_ILE,
     LPCR_ISL,
     LPCR_KBV,
+    LPCR_LD,
     LPCR_LPES0,
     LPCR_LPES1,
     LPCR_UPRT,
@@ -99,8 +100,22 @@ class Spapr:
         lpcr |= LPCR_LPES0 | LPCR_LPES1
         env.psscr |= PSSCR_EC
         self.spapr_store_lpcr(cpu, lpcr)
+        self.cap_large_decr_cpu_apply(cpu)  # spapr_caps_cpu_apply
         cpu_ppc_tb_reset(cpu)
         self.machine.trace("spapr_reset_vcpu", cpu=cpu.cpu_index, halted=cpu.halted, quiesced=env.quiesced)
+
+    def cap_large_decr_cpu_apply(self, cpu: CPUState) -> None:
+        """hw/ppc/spapr_caps.c cap_large_decr_cpu_apply (review D4): cap-large-decr is on by default for
+        pseries; under KVM kvmppc_enable_cap_large_decr sets LD in the vcore through the 64-bit LPCR
+        register, then QEMU's own LPCR gets LD. POWER8 has no large decrementer (QEMU wants
+        cap-large-decr=off there): not applied."""
+        if not cpu.env.model.mmu_v3:
+            return
+        kvm = self.machine.kvm
+        if kvm is not None:
+            vcpu = kvm.vcpus[cpu.cpu_index]
+            kvm.kvmppc_set_lpcr(vcpu, vcpu.vcore.lpcr | LPCR_LD, preserve_top32=False)
+        self.spapr_store_lpcr(cpu, cpu.env.lpcr | LPCR_LD)
 
     def spapr_cpu_set_entry_state(self, cpu: CPUState, nip: int, r1: int, r3: int, r4: int) -> None:
         """hw/ppc/spapr_cpu_core.c spapr_cpu_set_entry_state."""
@@ -331,8 +346,9 @@ class Spapr:
         lpcr = env.lpcr & ~(LPCR_ILE | LPCR_AIL)
         lpcr |= callenv.lpcr & (LPCR_ILE | LPCR_AIL)
         if env.model.mmu_v3:
+            # ppc64_v3_radix(callcpu): the three radix bits all set, or all cleared (review D13).
             radix_bits = LPCR_UPRT | LPCR_GTSE | LPCR_HR
-            lpcr = (lpcr & ~radix_bits) | (callenv.lpcr & radix_bits)
+            lpcr = (lpcr | radix_bits) if callenv.lpcr & LPCR_HR else (lpcr & ~radix_bits)
             env.psscr &= ~PSSCR_EC
         self.spapr_store_lpcr(target, lpcr)
         env.tb_offset = callenv.tb_offset

@@ -104,6 +104,7 @@ def mttcg_cpu_thread_fn(cpu: CPUState) -> Generator[Effect, Any, None]:
     current_cpu.set(cpu)
     yield BqlLock("mttcg_cpu_thread_fn")
     machine.trace("tcg_vcpu_thread_start", cpu=cpu.cpu_index, thread=cpu.name)
+    cpu.exit_request = True  # "process any pending work" before the first cpu_exec (review D16)
     while True:
         yield Spend(machine.settings.loop_cost_ns, spin=cpu, wake=(cpu.halt_cond, cpu.kick_cond))
         cpu.count("loop_iterations")

@@ -19,7 +19,9 @@ Rows:
   summary, with --perfetto and with --plot (no baseline: the third column is the peak RSS);
 - `analyze` of a 25 MB QEMU trace (the real healthy 7.2 trace of tests/data repeated, time-shifted, to
   about 250k lines): lines per second and peak RSS, against a bare Python loop that reads the same file
-  and matches each line's `TID@time:name` prefix (`--only trace` runs this row alone).
+  and matches each line's `TID@time:name` prefix (`--only trace` runs this row alone);
+- `sweep spapr-rtas-stopped --fix quiesced --seeds 0:2000 --expect booted`: runs per second with 2 local
+  workers and on a 2-worker Dask `LocalCluster`, against 1 local worker (`--only sweep` runs these alone).
 Ratios, not absolute times, are what carries from one machine to another.
 """
 
@@ -202,15 +204,55 @@ def qemu_trace(directory: Path) -> list[tuple[str, str, str, str]]:
             ("  its peak RSS", f"{rss / 2**20:.0f} MiB", f"{base_rss / 2**20:.0f} MiB", f"{rss / base_rss:.2f}")]
 
 
+SWEEP = """
+import sys, time
+from dask.distributed import LocalCluster
+from vcpu_sched.scenario import apply, load
+from vcpu_sched.sweep import sweep
+
+if __name__ == "__main__":
+    jobs, cluster = int(sys.argv[1]), sys.argv[2] == "dask"
+    scenario = load("spapr-rtas-stopped")
+    settings = apply(scenario.settings, {"fix": "quiesced"}, "bench")
+    seeds = range(0, int(sys.argv[3]))
+    if cluster:
+        with LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+            s = sweep("spapr-rtas-stopped", settings, scenario.settings, seeds, "booted", None,
+                      cluster=c.scheduler_address, progress=False)
+    else:
+        s = sweep("spapr-rtas-stopped", settings, scenario.settings, seeds, "booted", None, jobs=jobs, progress=False)
+    assert s["unexpected"] == 0, s
+    print(s["runs_per_s"])
+"""
+
+
+def sweep_rates(directory: Path, seeds: int = 2000) -> list[tuple[str, str, str, str]]:
+    """Sweep throughput: 2 local workers and a 2-worker Dask LocalCluster against 1 local worker."""
+    script = directory / "sweep_bench.py"
+    script.write_text(SWEEP)
+
+    def rate(jobs: int, how: str) -> float:
+        out = subprocess.run([sys.executable, str(script), str(jobs), how, str(seeds)], capture_output=True,
+                             text=True, check=True, cwd=ROOT)
+        return float(out.stdout.strip().splitlines()[-1])
+
+    one = rate(1, "local")
+    rows = [(f"sweep {seeds} seeds (fix, smp 32): 1 local worker, runs/s", f"{one:,.0f}", f"{one:,.0f}", "1.00")]
+    for label, jobs, how in (("2 local workers", 2, "local"), ("Dask LocalCluster, 2 workers", 2, "dask")):
+        value = rate(jobs, how)
+        rows.append((f"sweep {seeds} seeds: {label}, runs/s", f"{value:,.0f}", f"{one:,.0f}", f"{value / one:.2f}"))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--only", choices=("trace",), help="run only these rows")
+    parser.add_argument("--only", choices=("trace", "sweep"), help="run only these rows")
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []
-    if args.only == "trace":
+    if args.only:
         with tempfile.TemporaryDirectory() as directory:
-            return _print(qemu_trace(Path(directory)))
+            return _print(qemu_trace(Path(directory)) if args.only == "trace" else sweep_rates(Path(directory)))
     ours_cpu, bare_cpu = cli_cpu(args.repeat * 6)
     for label, pick in (("median", statistics.median), ("minimum", min)):
         cpu, cpu_base = pick(ours_cpu), pick(bare_cpu)
@@ -234,6 +276,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as directory:
         rows += big_log(Path(directory))
         rows += qemu_trace(Path(directory))
+        rows += sweep_rates(Path(directory))
     return _print(rows)
 
 

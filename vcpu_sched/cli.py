@@ -113,6 +113,19 @@ def _matrix_options(matrix: argparse.ArgumentParser) -> None:
     _add_scenario_dirs(matrix)
 
 
+def _sweep_options(sweep: argparse.ArgumentParser) -> None:
+    _add_variant_options(sweep)
+    sweep.add_argument("--seeds", required=True, metavar="A:B", help="the seeds A to B-1 (or one seed)")
+    sweep.add_argument("--expect", choices=VERDICTS, help="the verdict every seed should give")
+    sweep.add_argument("--db", default="vcpu-sched-seeds.jsonl", metavar="FILE",
+                       help="where unexpected seeds are appended (JSON lines; default vcpu-sched-seeds.jsonl)")
+    sweep.add_argument("--no-db", action="store_true", help="count only, write no seed database")
+    sweep.add_argument("--jobs", type=int, help="local worker processes (default: one per core)")
+    sweep.add_argument("--cluster", metavar="tcp://HOST:8786", help="run the batches on this Dask scheduler")
+    sweep.add_argument("--batch", type=int, help="seeds per task (default: a few seconds of work each)")
+    sweep.add_argument("--json", action="store_true", help="print the counts as one JSON object")
+
+
 def _analyze_options(analyze: argparse.ArgumentParser) -> None:
     analyze.add_argument("logs", nargs="+", metavar="LOG",
                          help="a vcpu_sched event log, or QEMU trace log(s): one file, or one per thread")
@@ -139,6 +152,7 @@ COMMANDS = {
     "run": ("run a scenario to a verdict", _run_options),
     "explore": ("search the schedules of a scenario for a lockup or a failure", _explore_options),
     "matrix": ("every scenario x its variants: expected against actual verdicts", _matrix_options),
+    "sweep": ("run a range of seeds, count verdicts, keep the unexpected ones in a seed database", _sweep_options),
     "qemu": ("run a qemu-system-ppc64 command line as a process serving QMP (vcpu-sched qemu --help)",
              lambda parser: None),
     "analyze": ("summarise an event log (--log): BQL, vCPUs, RTAS, lockup", _analyze_options),
@@ -344,6 +358,37 @@ def _matrix(args: argparse.Namespace) -> int:
     return 1 if mismatches else 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    import contextlib
+    import json
+
+    from .files import check_output
+    from .sweep import parse_seeds, sweep, sweep_text
+
+    seeds = parse_seeds(args.seeds)
+    if args.jobs is not None and args.jobs < 1:
+        raise BadInput(f"--jobs {args.jobs}: at least 1")
+    if args.batch is not None and args.batch < 1:
+        raise BadInput(f"--batch {args.batch}: at least 1")
+    settings, base = _settings(args, {"seed": seeds.start})
+    scenario = args.scenario or settings.scenario
+    db_path = None if args.no_db else args.db
+    if db_path is not None:
+        check_output("--db", db_path, inputs=(args.scenario,) if args.scenario else ())
+    try:
+        with contextlib.ExitStack() as stack:
+            # Appended, never truncated: a database collects what every sweep found.
+            db = stack.enter_context(open(db_path, "a", encoding="utf-8")) if db_path is not None else None
+            summary = sweep(scenario, settings, base, seeds, args.expect, db, args.jobs, args.cluster, args.batch)
+    except WorkerLost as e:
+        print(f"vcpu-sched: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        raise BadInput(f"--db {db_path}: {e.strerror}") from None
+    print(json.dumps(summary, sort_keys=True) if args.json else sweep_text(summary, db_path))
+    return 1 if summary["unexpected"] else 0
+
+
 def _trace_values(argv: list[str]) -> list[str]:
     """`--trace -PATTERN` (exclude) as the README writes it: argparse would take -PATTERN for an option."""
     out: list[str] = []
@@ -386,6 +431,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _matrix(args)
     if args.command == "explore":
         return _explore(args)
+    if args.command == "sweep":
+        return _sweep(args)
     from .irq import irq_main
 
     return irq_main(args)

@@ -10,13 +10,8 @@ worker per core); a progress bar goes to stderr. Exit status 1 on any mismatch.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import ctypes
 import dataclasses
-import multiprocessing
-import os
 import signal
-import sys
 import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
@@ -25,8 +20,8 @@ from typing import Any
 
 from . import runner
 from .config import CPUS, RunSettings
-from .engine.core import leave_sigterm_to_parent
-from .errors import BadInput, RunKilled, WorkerLost
+from .errors import BadInput, WorkerLost
+from .pool import Progress, local_pool, raise_killed, stop
 from .scenario import Scenario, apply, load, scenario_names
 
 DERIVED_SMP = (2, 256)
@@ -81,24 +76,6 @@ def _run_row(row: Row) -> dict[str, Any]:
             "cause": result.reason}
 
 
-class Progress:
-    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.tty = total, 0, sys.stderr.isatty()
-
-    def step(self) -> None:
-        self.done += 1
-        if self.tty:
-            filled = 30 * self.done // self.total
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}")
-            if self.done == self.total:
-                sys.stderr.write("\n")
-        elif self.done == self.total or self.done % max(self.total // 10, 1) == 0:
-            sys.stderr.write(f"matrix: {self.done}/{self.total} runs\n")
-        sys.stderr.flush()
-
-
 def run_matrix(names: list[str], jobs: int | None = None, engine: str = "trio") -> list[dict[str, Any]]:
     if not names:
         names = scenario_names()
@@ -109,9 +86,8 @@ def run_matrix(names: list[str], jobs: int | None = None, engine: str = "trio") 
     progress = Progress(len(rows))
     results: list[dict[str, Any] | None] = [None] * len(rows)
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _killed) if main else None
-    executor = concurrent.futures.ProcessPoolExecutor(jobs or os.cpu_count() or 1, initializer=_worker_init,
-                                                      mp_context=multiprocessing.get_context("fork"))
+    previous = signal.signal(signal.SIGTERM, raise_killed) if main else None
+    executor = local_pool(jobs)
     try:
         futures = {executor.submit(_run_row, row): i for i, row in enumerate(rows)}
         for future in concurrent.futures.as_completed(futures):
@@ -121,31 +97,10 @@ def run_matrix(names: list[str], jobs: int | None = None, engine: str = "trio") 
                 raise WorkerLost("matrix: a worker process died (killed, out of memory?)") from None
             progress.step()
     finally:
-        # Ctrl-C, SIGTERM or an error: the queued rows are dropped and the workers end now, not later.
-        workers = list((getattr(executor, "_processes", None) or {}).values())  # to end them now
-        executor.shutdown(wait=False, cancel_futures=True)
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.join(5)
+        stop(executor)  # Ctrl-C, SIGTERM or an error: the queued rows are dropped, the workers end now
         if main:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     return [r for r in results if r is not None]
-
-
-def _killed(signum: int, frame: Any) -> None:
-    raise RunKilled("SIGTERM")
-
-
-def _worker_init() -> None:
-    """A worker leaves Ctrl-C to the parent (the terminal sends it to the whole group), lets SIGTERM end
-    it at once (the parent's terminate()), and dies with its parent even if that one is SIGKILLed."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    leave_sigterm_to_parent()
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def matrix_text(results: list[dict[str, Any]], wall_s: float) -> str:

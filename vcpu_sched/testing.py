@@ -11,6 +11,9 @@ In a pytest-trio test that uses the `autojump_clock` fixture (so guest seconds c
 - `assert_boots` / `assert_locks_up` fail with the whole watchdog report and the command that replays
   exactly that run (`vcpu-sched run ... --seed N`).
 - `@pytest.mark.seeds(0, 1, 2)` runs a test once per seed; the test receives it as the `seed` fixture.
+- `@pytest.mark.seed_db("vcpu-sched-seeds.jsonl", limit=3)` runs a test once per entry of a seed
+  database written by `vcpu-sched sweep` (the `seed_entry` fixture); `await replay(seed_entry)` runs that
+  entry's settings and seed again.
 - A wall-clock guard: every run stops itself (verdict `deadline`) after `vcpu_sched_wall_limit` wall
   seconds (ini option, default 60), so a broken model cannot hang the test session.
 """
@@ -18,6 +21,7 @@ In a pytest-trio test that uses the `autojump_clock` fixture (so guest seconds c
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,6 +47,13 @@ async def run_scenario(name_or_scenario: str | Scenario = "spapr-rtas-stopped", 
     result = await TrioEngine(Machine(settings)).run_async()
     result.scenario_settings = scenario.settings
     return result
+
+
+async def replay(entry: dict[str, Any]) -> RunResult:
+    """Run a seed-database entry again: its scenario, with its settings and seed."""
+    settings = {k: v for k, v in entry.get("settings", {}).items() if k != "scenario"}
+    settings["seed"] = entry["seed"]
+    return await run_scenario(entry["scenario"], **settings)
 
 
 def _fail(expected: str, result: RunResult) -> None:
@@ -82,12 +93,25 @@ def pytest_configure(config: pytest.Config) -> None:
     global _wall_limit_s
     _wall_limit_s = float(config.getini("vcpu_sched_wall_limit"))
     config.addinivalue_line("markers", "seeds(*seeds): run the test once per seed (the `seed` fixture)")
+    config.addinivalue_line("markers", "seed_db(path, limit=None): run the test once per entry of a seed "
+                                       "database (the `seed_entry` fixture)")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("seeds")
     if marker is not None and "seed" in metafunc.fixturenames:
         metafunc.parametrize("seed", list(marker.args), ids=[f"seed={s}" for s in marker.args])
+    db = metafunc.definition.get_closest_marker("seed_db")
+    if db is not None and "seed_entry" in metafunc.fixturenames:
+        from .sweep import read_db
+
+        path = Path(db.args[0])
+        if not path.is_absolute():
+            path = Path(metafunc.config.rootpath) / path
+        if not path.exists():
+            raise pytest.UsageError(f"seed_db: {path} does not exist (write it with vcpu-sched sweep --db)")
+        entries = read_db(path)[:db.kwargs.get("limit")]
+        metafunc.parametrize("seed_entry", entries, ids=[f"{e['scenario']}:seed={e['seed']}" for e in entries])
 
 
 @pytest.fixture

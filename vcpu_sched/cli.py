@@ -92,10 +92,12 @@ def _run_options(run: argparse.ArgumentParser) -> None:
 
 def _explore_options(explore: argparse.ArgumentParser) -> None:
     _add_variant_options(explore)
-    explore.add_argument("--strategy", choices=("random", "exhaustive"), default="exhaustive")
+    explore.add_argument("--strategy", choices=("random", "pct", "exhaustive"), default="exhaustive")
     explore.add_argument("--seeds", type=int, default=100, help="random: how many schedules (seeded from --seed)")
     explore.add_argument("--seed", type=int, default=0, help="random: the first schedule's seed")
     explore.add_argument("--preempt", type=float, default=0.1, help="random: probability of a preemption")
+    explore.add_argument("--depth", type=int, default=3, help="pct: the bug depth d (d-1 priority changes)")
+    explore.add_argument("--jobs", type=int, default=1, help="random, pct: worker processes (0: one per core)")
     explore.add_argument("--max-steps", type=int, default=2000, help="steps per schedule (default 2000)")
     explore.add_argument("--preemption-bound", type=int, default=2, help="exhaustive: preemptions (default 2)")
     explore.add_argument("--no-prune", action="store_true", help="exhaustive: do not prune visited states")
@@ -309,7 +311,8 @@ def _explore(args: argparse.Namespace) -> int:
     from .files import check_output
 
     for name, value, low in (("--seeds", args.seeds, 1), ("--max-steps", args.max_steps, 1),
-                             ("--preemption-bound", args.preemption_bound, 0)):
+                             ("--preemption-bound", args.preemption_bound, 0), ("--depth", args.depth, 1),
+                             ("--jobs", args.jobs, 0)):
         if value < low:
             raise BadInput(f"{name}: must be at least {low}")
     if not 0.0 <= args.preempt <= 1.0:
@@ -320,8 +323,9 @@ def _explore(args: argparse.Namespace) -> int:
     if args.save is not None:
         check_output("--save", args.save)  # before the search, not after it
     progress = ExploreProgress()
-    if args.strategy == "random":
-        report = explore_random(settings, args.seeds, args.preempt, args.max_steps, progress.step, args.wall_limit)
+    if args.strategy in ("random", "pct"):
+        report = explore_random(settings, args.seeds, args.preempt, args.max_steps, progress.step, args.wall_limit,
+                                args.strategy, args.depth, args.jobs or None)
     else:
         report = explore_exhaustive(settings, args.max_steps, args.preemption_bound, not args.no_prune,
                                     progress.step, wall_limit_s=args.wall_limit)

@@ -15,19 +15,31 @@ shortest failing schedule is kept and can be saved as a schedule file for `vcpu-
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import RunSettings
-from .engine.explore_engine import Choose, ExploreEngine, Schedule, random_chooser, replay_chooser
-from .errors import BadInput
+from .engine.explore_engine import (
+    Choose,
+    ExploreEngine,
+    Schedule,
+    first_enabled,
+    pct_chooser,
+    random_chooser,
+    replay_chooser,
+)
+from .errors import BadInput, WorkerLost
 from .files import atomic_output
 from .model.machine import Machine, Tracer
+from .pool import local_pool, stop
 from .scenario import apply
 
 NOT_FAILURES = ("booted", "completed", "bound", "pruned")
@@ -86,22 +98,70 @@ def run_schedule(settings: RunSettings, choose: Choose, max_steps: int, tracer: 
     return schedule
 
 
+def sampled_schedules(settings: RunSettings, strategy: str, seeds: list[int], preempt: float, depth: int,
+                      steps: int, max_steps: int, deadline: float | None) -> list[Schedule]:
+    """One task of a random or PCT search: the schedules of these seeds, in order (stops at `deadline`,
+    a time.monotonic value, which is the same clock in every process of this machine)."""
+    out = []
+    for seed in seeds:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        choose = random_chooser(seed, preempt) if strategy == "random" else pct_chooser(seed, depth, steps)
+        out.append(run_schedule(settings, choose, max_steps, wall_deadline=deadline))
+    return out
+
+
 def explore_random(settings: RunSettings, seeds: int, preempt: float, max_steps: int,
                    progress: Callable[[int, int], None] | None = None,
-                   wall_limit_s: float | None = None) -> Exploration:
-    report = Exploration("random", {"seeds": seeds, "preempt": preempt, "max_steps": max_steps}, settings)
+                   wall_limit_s: float | None = None, strategy: str = "random", depth: int = 3,
+                   jobs: int | None = 1) -> Exploration:
+    """`seeds` schedules from seeds settings.seed onwards, randomly preempted (`random`) or by PCT with
+    `depth`; in batches on `jobs` worker processes when more than one. The report does not depend on
+    `jobs`: the schedules are added in seed order."""
+    bounds: dict[str, Any] = {"seeds": seeds, "max_steps": max_steps}
+    bounds |= {"preempt": preempt} if strategy == "random" else {"depth": depth}
+    report = Exploration(strategy, bounds, settings)
     start = time.perf_counter()
     deadline = None if wall_limit_s is None else time.monotonic() + wall_limit_s
+    # PCT spreads its change points over a schedule's length: that of the default (non-preemptive) one.
+    steps = len(run_schedule(settings, first_enabled, max_steps).steps) if strategy == "pct" else 0
+    all_seeds = list(range(settings.seed, settings.seed + seeds))
+    workers = jobs or os.cpu_count() or 1
+    size = max(1, min(200, seeds // (workers * 4) or 1)) if workers > 1 else max(1, seeds)
+    work = [all_seeds[i:i + size] for i in range(0, len(all_seeds), size)]
+    results: list[list[Schedule] | None] = [None] * len(work)
+    done = 0
     try:
-        for i in range(seeds):
-            if report.out_of_time(deadline, wall_limit_s):
-                break
-            report.add(run_schedule(settings, random_chooser(settings.seed + i, preempt), max_steps,
-                                    wall_deadline=deadline))
-            if progress:
-                progress(i + 1, seeds)
+        if workers == 1:
+            for i, batch in enumerate(work):
+                for seed in batch:
+                    results[i] = (results[i] or []) + sampled_schedules(settings, strategy, [seed], preempt, depth,
+                                                                        steps, max_steps, deadline)
+                    done += 1
+                    if progress:
+                        progress(done, seeds)
+        else:
+            executor = local_pool(workers)
+            try:
+                futures = {executor.submit(sampled_schedules, settings, strategy, batch, preempt, depth, steps,
+                                           max_steps, deadline): i for i, batch in enumerate(work)}
+                for future in concurrent.futures.as_completed(futures):
+                    try:
+                        results[futures[future]] = future.result()
+                    except BrokenProcessPool:
+                        raise WorkerLost("explore: a worker process died (killed, out of memory?)") from None
+                    done += len(work[futures[future]])
+                    if progress:
+                        progress(done, seeds)
+            finally:
+                stop(executor)
     except KeyboardInterrupt:
         report.incomplete = "interrupted (Ctrl-C)"
+    for batch_result in results:
+        for outcome in batch_result or []:
+            report.add(outcome)
+    if report.incomplete is None and report.schedules < seeds:
+        report.incomplete = f"wall-clock limit of {wall_limit_s:g} s reached"
     report.wall_s = time.perf_counter() - start
     return report
 

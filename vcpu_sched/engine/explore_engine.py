@@ -90,6 +90,33 @@ def random_chooser(seed: int, preempt: float) -> Choose:
     return choose
 
 
+def pct_chooser(seed: int, depth: int, steps: int) -> Choose:
+    """PCT, probabilistic concurrency testing (Burckhardt, Kothari, Musuvathi, Nagarakatte, ASPLOS 2010):
+    every thread gets a random priority above `depth`; `depth - 1` change points are drawn among the first
+    `steps` choice points; the enabled thread with the highest priority runs, and at the i-th change point
+    the thread about to run drops to priority `depth - i`. A bug of depth d is found with probability at
+    least 1 / (n * k^(d-1)) per schedule (n threads, k steps)."""
+    rng = random.Random(seed)
+    changes = {point: depth - i for i, point in enumerate(sorted(rng.sample(range(1, max(steps, depth) + 1),
+                                                                             depth - 1)), 1)}
+    priorities: dict[str, float] = {}
+    step = 0
+
+    def choose(names: list[str], current: str | None) -> str:
+        nonlocal step
+        step += 1
+        for name in names:
+            if name not in priorities:  # a thread's first appearance: a random rank above every change value
+                priorities[name] = depth + rng.random()
+        chosen = max(names, key=lambda n: priorities[n])
+        if step in changes:
+            priorities[chosen] = changes[step]
+            chosen = max(names, key=lambda n: priorities[n])
+        return chosen
+
+    return choose
+
+
 class ExploreEngine(Engine):
     """Runs one schedule of the machine, asking `choose` at every choice point."""
 

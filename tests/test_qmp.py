@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -306,3 +307,40 @@ def test_threads_engine_thread_ids_are_the_vcpus_own_threads(tmp_path: Path) -> 
     finally:
         q.proc.kill()
         q.proc.wait()
+
+
+def test_a_client_that_resets_the_connection_does_not_end_qemu(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "vcpu_sched", "qemu", "-M", "pseries", "-smp", "2", "-S",
+                             "-qmp", f"tcp:127.0.0.1:{port},server=on,wait=off"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def connect() -> socket.socket:
+        deadline = time.monotonic() + 60
+        while True:
+            sock = socket.socket()
+            try:
+                sock.connect(("127.0.0.1", port))
+                return sock
+            except ConnectionRefusedError:
+                sock.close()
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+
+    try:
+        with connect() as sock:
+            sock.settimeout(10)
+            sock.recv(65536)
+            sock.sendall(b'{"execute": "qmp_capabilities"}\n{"execute": "query-status"}\n')
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a RST
+        with connect() as sock:  # the next client is served
+            sock.settimeout(10)
+            assert "QMP" in json.loads(sock.recv(65536))
+            assert _exchange(sock, '{"execute": "qmp_capabilities"}')[-1] == {"return": {}}
+            _exchange(sock, '{"execute": "quit"}')
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()

@@ -126,34 +126,39 @@ class QmpServer:
     async def _session(self, stream: trio.SocketStream) -> None:
         send, receive = trio.open_memory_channel[dict[str, Any]](1024)
         self._client, self._negotiated, self._written = send, False, trio.Event()
-        oob = False
         greeting = {"QMP": {"version": {"qemu": QEMU_VERSION, "package": PACKAGE}, "capabilities": ["oob"]}}
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer, stream, receive, nursery.cancel_scope)
             self._send(greeting)
-            decoder = json.JSONDecoder()
-            buffer = ""
-            async for chunk in stream:
-                buffer += chunk.decode("utf-8", errors="replace")
-                if len(buffer) > MAX_MESSAGE and "\n" not in buffer:  # QEMU's JSON streamer has a limit too
-                    self._send(error("GenericError", "JSON parse error, message too large"))
-                    buffer = ""
-                while True:
-                    buffer = buffer.lstrip()
-                    if not buffer:
-                        break
-                    try:
-                        msg, end = decoder.raw_decode(buffer)
-                    except json.JSONDecodeError as e:
-                        if "\n" not in buffer:
-                            break  # the rest of the message is still to come
-                        self._send(error("GenericError", f"JSON parse error, {e.msg}"))
-                        buffer = buffer[buffer.index("\n") + 1:]
-                        continue
-                    buffer = buffer[end:]
-                    oob = self._handle(msg, oob)
+            with contextlib.suppress(trio.BrokenResourceError):  # the client reset the connection
+                await self._read(stream)
             self._client = None
             send.close()
+
+    async def _read(self, stream: trio.SocketStream) -> None:
+        """Messages from the client until it hangs up, each handled as it is complete."""
+        oob = False
+        decoder = json.JSONDecoder()
+        buffer = ""
+        async for chunk in stream:
+            buffer += chunk.decode("utf-8", errors="replace")
+            if len(buffer) > MAX_MESSAGE and "\n" not in buffer:  # QEMU's JSON streamer has a limit too
+                self._send(error("GenericError", "JSON parse error, message too large"))
+                buffer = ""
+            while True:
+                buffer = buffer.lstrip()
+                if not buffer:
+                    break
+                try:
+                    msg, end = decoder.raw_decode(buffer)
+                except json.JSONDecodeError as e:
+                    if "\n" not in buffer:
+                        break  # the rest of the message is still to come
+                    self._send(error("GenericError", f"JSON parse error, {e.msg}"))
+                    buffer = buffer[buffer.index("\n") + 1:]
+                    continue
+                buffer = buffer[end:]
+                oob = self._handle(msg, oob)
 
     async def _writer(self, stream: trio.SocketStream, receive: trio.MemoryReceiveChannel[dict[str, Any]],
                       scope: trio.CancelScope) -> None:

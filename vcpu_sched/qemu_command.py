@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from .config import QEMU_VERSIONS
 from .engine.core import QUIT_REASON
 from .errors import BadInput, RunKilled
 from .model.machine import Machine
@@ -28,7 +29,9 @@ from .result import RunResult
 
 OURS = {"--fix": True, "--seed": True, "--log": True, "--log-format": True, "--deadline": True,
         "--watchdog": True, "--scenario": True, "--timebase-reset": True, "--no-fast-forward": False,
-        "--engine": True}
+        "--engine": True, "--qemu-version": True, "--set": True}
+# QEMU options this command acts on (the machine's own are read by qemu_cmdline.py); others are reported.
+HANDLED = {"-S", "-qmp", "-chardev", "-mon", "-name", "-pidfile", "-nographic", "-serial", "-daemonize"}
 
 
 def _split(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -63,10 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fast-forward", action="store_true")
     p.add_argument("--engine", choices=("trio", "threads"), default="trio",
                    help="threads: one OS thread per QEMU thread, so thread-id is each vCPU's own")
+    p.add_argument("--qemu-version", choices=QEMU_VERSIONS, help="the vCPU loop of QEMU 10.0 (default) or 10.2")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                   help="any scenario setting, e.g. --set kernel_irqchip=false")
     return p
 
 
 def qemu_main(argv: list[str]) -> int:
+    from .cli import parse_set
     from .qemu_cmdline import parse_words
     from .scenario import apply, load
 
@@ -79,6 +86,9 @@ def qemu_main(argv: list[str]) -> int:
     if "-daemonize" in other:
         raise BadInput("-daemonize: not supported; run it in the background from the shell or a service manager")
     qmp_specs = [v for v in other.get("-qmp", []) if v] + _mon_chardevs(other)
+    ignored = [f"{o} {v}" if v else o for o, v in line.other if o not in HANDLED]
+    if ignored:
+        print(f"vcpu-sched: ignored (not modelled): {', '.join(ignored)}", file=sys.stderr)
     if not qmp_specs:
         print("vcpu-sched: warning: no -qmp: nothing can talk to this QEMU", file=sys.stderr)
     scenario = load(args.scenario)
@@ -86,7 +96,9 @@ def qemu_main(argv: list[str]) -> int:
         "clock": "real", "engine": args.engine, "time_scale": 1.0,
         "deadline_s": args.deadline, "wall_deadline_s": min(args.deadline, 3600.0),
         **{k: v for k, v in {"fix": args.fix, "seed": args.seed, "watchdog_s": args.watchdog,
-                             "timebase_reset": args.timebase_reset}.items() if v is not None}}
+                             "timebase_reset": args.timebase_reset,
+                             "qemu_version": args.qemu_version}.items() if v is not None}}
+    overrides |= dict(parse_set(item) for item in args.sets)
     if args.no_fast_forward:
         overrides["fast_forward"] = False
     settings = apply(scenario.settings, overrides, "command line")

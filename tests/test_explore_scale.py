@@ -31,3 +31,13 @@ def test_pct_runs_the_highest_priority_thread_and_demotes_it_at_change_points() 
     demoting = pct_chooser(seed=7, depth=4, steps=6)  # three change points among six choices
     picks = [demoting(names, None) for _ in range(6)]
     assert len(set(picks)) >= 2  # the first choice is demoted at some change point
+
+
+def test_a_livelock_is_reported_as_a_lasso(seed_settings: RunSettings) -> None:
+    report = explore_random(variant(seed_settings, smp=2, cores=2), 1, 0.0, 2000, strategy="pct", depth=2)
+    failure = report.to_dict()["failure"]
+    lasso = failure["lasso"]
+    assert lasso["cycle"] and all(step.startswith("CPU 1/KVM: spins") for step in lasso["cycle"])
+    assert lasso["stem_steps"] + len(lasso["cycle_steps"]) == failure["steps"]
+    no_livelock = explore_random(variant(seed_settings, smp=2, cores=2, fix="quiesced"), 1, 0.0, 2000)
+    assert no_livelock.shortest is None and no_livelock.to_dict()["failure"] is None

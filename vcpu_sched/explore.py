@@ -80,7 +80,13 @@ class Exploration:
         if self.shortest is not None:
             failure = {"kind": self.shortest.verdict, "reason": self.shortest.reason,
                        "steps": len(self.shortest.steps), "schedule": self.shortest.choices,
-                       "holder": self.shortest.holder}
+                       "holder": self.shortest.holder, "lasso": None}
+            lasso = self.shortest.lasso()
+            if lasso is not None:
+                stem, cycle = lasso
+                failure["lasso"] = {"stem_steps": len(stem), "cycle_steps": cycle,
+                                    "cycle": [f"{self.shortest.steps[i - 1].thread}: {self.shortest.steps[i - 1].what}"
+                                              for i in cycle]}
         return {"strategy": self.strategy, "bounds": self.bounds, "settings": self.settings.to_dict(),
                 "schedules": self.schedules, "states": len(self.states), "pruned": self.pruned,
                 "bound_hits": self.bound_hits, "outcomes": self.outcomes, "failure": failure,
@@ -327,6 +333,12 @@ def explore_text(report: Exploration, saved: str | None) -> str:
         return "\n".join(lines)
     lines += ["", f"shortest failing schedule: {failure.verdict} after {len(failure.steps)} steps "
                   f"({len(failure.choices)} choices): {failure.reason}", trace_text(failure)]
+    lasso = failure.lasso()
+    if lasso is not None:
+        stem, cycle = lasso
+        lines += ["", f"as a lasso: the other {len(stem)} steps lead to it (each happens once); then this cycle "
+                      "repeats forever:"]
+        lines += [f"{i:>5}  {failure.steps[i - 1].thread:<11} {failure.steps[i - 1].what}" for i in cycle]
     if saved:
         lines += ["", f"saved: {saved}  (replay: vcpu-sched run --replay {saved})"]
     return "\n".join(lines)

@@ -58,6 +58,25 @@ class Schedule:
     states: set[str]
     holder: str | None = None
 
+    def lasso(self) -> tuple[list[int], list[int]] | None:
+        """A livelock as a lasso, as step numbers (from 1): the stem that leads to it, and the cycle that
+        repeats forever - the spinner's last loop turns that changed nothing. Steps of other threads after
+        the cycle began (waking, then blocking for good) belong to the stem: they happen once."""
+        if self.verdict != "lockup" or self.holder is None:
+            return None
+        cycle: list[int] = []
+        for i in range(len(self.steps) - 1, -1, -1):
+            step = self.steps[i]
+            if step.thread != self.holder:
+                continue
+            if not step.what.startswith("spins"):
+                break
+            cycle.insert(0, i + 1)
+        if not cycle:
+            return None
+        stem = [i for i in range(1, len(self.steps) + 1) if i not in set(cycle)]
+        return stem, cycle
+
 
 def first_enabled(names: list[str], current: str | None) -> str:
     """The non-preemptive default: keep running the current thread, else the first enabled one."""

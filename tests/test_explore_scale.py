@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import variant
 from vcpu_sched.config import RunSettings
 from vcpu_sched.engine.explore_engine import pct_chooser
-from vcpu_sched.explore import explore_random
+from vcpu_sched.explore import explore_exhaustive, explore_random
 
 
 def test_parallel_random_search_reports_the_same(seed_settings: RunSettings) -> None:
@@ -41,3 +43,20 @@ def test_a_livelock_is_reported_as_a_lasso(seed_settings: RunSettings) -> None:
     assert lasso["stem_steps"] + len(lasso["cycle_steps"]) == failure["steps"]
     no_livelock = explore_random(variant(seed_settings, smp=2, cores=2, fix="quiesced"), 1, 0.0, 2000)
     assert no_livelock.shortest is None and no_livelock.to_dict()["failure"] is None
+
+
+@pytest.mark.slow
+def test_symmetry_reduction_visits_fewer_states_and_finds_the_same_failure(seed_settings: RunSettings) -> None:
+    settings = variant(seed_settings, smp=3, cores=3)
+    plain = explore_exhaustive(settings, 2000, 2)
+    reduced = explore_exhaustive(settings, 2000, 2, symmetry=True)
+    assert reduced.shortest is not None and plain.shortest is not None
+    assert (reduced.shortest.verdict, len(reduced.shortest.steps)) == (plain.shortest.verdict,
+                                                                       len(plain.shortest.steps))
+    assert len(reduced.states) < len(plain.states)
+
+
+def test_symmetry_changes_nothing_below_three_vcpus(seed_settings: RunSettings) -> None:
+    settings = variant(seed_settings, smp=2, cores=2)
+    plain, reduced = explore_exhaustive(settings, 2000, 2), explore_exhaustive(settings, 2000, 2, symmetry=True)
+    assert len(plain.states) == len(reduced.states) and plain.schedules == reduced.schedules

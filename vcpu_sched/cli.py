@@ -101,6 +101,8 @@ def _explore_options(explore: argparse.ArgumentParser) -> None:
     explore.add_argument("--max-steps", type=int, default=2000, help="steps per schedule (default 2000)")
     explore.add_argument("--preemption-bound", type=int, default=2, help="exhaustive: preemptions (default 2)")
     explore.add_argument("--no-prune", action="store_true", help="exhaustive: do not prune visited states")
+    explore.add_argument("--symmetry", action="store_true",
+                         help="exhaustive: states that differ only by which secondary vCPU is which count as one")
     explore.add_argument("--save", metavar="FILE", help="where to save the shortest failing schedule")
     explore.add_argument("--wall-limit", type=float, default=300.0, metavar="SECONDS",
                          help="stop the search after this many wall seconds, keeping what it found (300)")
@@ -328,7 +330,7 @@ def _explore(args: argparse.Namespace) -> int:
                                 args.strategy, args.depth, args.jobs or None)
     else:
         report = explore_exhaustive(settings, args.max_steps, args.preemption_bound, not args.no_prune,
-                                    progress.step, wall_limit_s=args.wall_limit)
+                                    progress.step, wall_limit_s=args.wall_limit, symmetry=args.symmetry)
     progress.done()
     saved = None
     if report.shortest is not None:

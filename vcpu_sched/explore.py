@@ -95,11 +95,11 @@ class Exploration:
 
 def run_schedule(settings: RunSettings, choose: Choose, max_steps: int, tracer: Tracer | None = None,
                  prune: Callable[[str, int, int], bool] | None = None, prune_from: int = 0,
-                 wall_deadline: float | None = None) -> Schedule:
+                 wall_deadline: float | None = None, symmetry: bool = False) -> Schedule:
     """One schedule on the explore engine (cut short, as `bound`, at the monotonic `wall_deadline`)."""
     machine = Machine(settings, tracer) if tracer is not None else Machine(settings)
     schedule = ExploreEngine(machine, choose, max_steps, prune, prune_from, track_states=True,
-                             wall_deadline=wall_deadline).run().schedule
+                             wall_deadline=wall_deadline, symmetry=symmetry).run().schedule
     assert isinstance(schedule, Schedule)
     return schedule
 
@@ -174,9 +174,10 @@ def explore_random(settings: RunSettings, seeds: int, preempt: float, max_steps:
 
 def explore_exhaustive(settings: RunSettings, max_steps: int, preemption_bound: int, prune: bool = True,
                        progress: Callable[[int, int], None] | None = None,
-                       max_schedules: int = 1_000_000, wall_limit_s: float | None = None) -> Exploration:
+                       max_schedules: int = 1_000_000, wall_limit_s: float | None = None,
+                       symmetry: bool = False) -> Exploration:
     report = Exploration("exhaustive", {"max_steps": max_steps, "preemption_bound": preemption_bound,
-                                   "prune": prune}, settings)
+                                        "prune": prune, "symmetry": symmetry}, settings)
     visited: dict[str, tuple[int, int]] = {}
 
     def seen_before(state: str, depth: int, preemptions: int) -> bool:
@@ -195,7 +196,7 @@ def explore_exhaustive(settings: RunSettings, max_steps: int, preemption_bound: 
                 break
             chooser = _PrefixChooser(prefix)
             outcome = run_schedule(settings, chooser, max_steps, prune=seen_before if prune else None,
-                                   prune_from=len(prefix), wall_deadline=deadline)
+                                   prune_from=len(prefix), wall_deadline=deadline, symmetry=symmetry)
             report.add(outcome)
             if progress:
                 progress(report.schedules, 0)

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..model.cpus import CPUState
 from ..model.machine import Machine
 from ..result import Lockup, RunResult
 from .core import Acquire, Engine, EngineCore, Park, Primitive, Release, Sleep
@@ -141,8 +143,12 @@ class ExploreEngine(Engine):
 
     def __init__(self, machine: Machine, choose: Choose | None = None, max_steps: int = DEFAULT_MAX_STEPS,
                  prune: Callable[[str, int, int], bool] | None = None, prune_from: int = 0,
-                 track_states: bool = False, wall_deadline: float | None = None) -> None:
+                 track_states: bool = False, wall_deadline: float | None = None, symmetry: bool = False) -> None:
         super().__init__(machine)
+        # Symmetry reduction: secondaries (every vCPU but the boot CPU, single-thread cores) are renamed in
+        # the state hash in the order of their own state, so states that differ only by which secondary is
+        # which hash alike.
+        self.symmetry = symmetry and machine.settings.threads == 1 and machine.pnv is None
         self.choose = choose or random_chooser(machine.settings.seed, DEFAULT_PREEMPT)
         self.max_steps = max_steps
         self.prune = prune
@@ -265,29 +271,75 @@ class ExploreEngine(Engine):
     def _state_hash(self, current: str | None) -> str:
         """The state, and the running thread (a switch away from it is a preemption, which is bounded)."""
         machine = self.machine
+        rename = self._canonical_order() if self.symmetry else None
+        index: Callable[[int], int] = (lambda i: rename[i]) if rename else (lambda i: i)
         mem, out = machine.guest_memory, machine.outcome
         parts: list[Any] = [current, self.sched.now, self.core.bql.owner, machine.runstate, machine.finished,
-                            sorted(mem.callin_map), sorted(mem.offline_request), sorted(mem.ipi_sent.items()),
-                            sorted(mem.ipi_acked.items()), sorted(out.online), len(out.console),
-                            [f.kind for f in out.failures]]
-        for index, runner in sorted(machine.tcg_runners.items()):
-            parts.append((index, runner.entry_gen, _frames(runner._program), runner.compute_left))
-        for cpu in machine.cpus:
-            parts.append((cpu.loop_snapshot(), cpu.env.compat_pvr))
-            parts.append([w.name for w in cpu.work_list])
-        for t in self.sched.tasks:
-            prim = t.prim
-            woken = isinstance(prim, Park) and prim.woken()
-            parts.append((t.name, t.done, _prim_key(prim), t.due if t.timer else None, t.fired, woken,
-                          t.since if isinstance(prim, Park) else None, self.core.spinning(t.rec),
-                          t.rec.released_since_spend, t.rec.last_snapshot, _frames(t.gen), _frames(t.perform)))
-        kvm = machine.kvm
+                            sorted(map(index, mem.callin_map)), sorted(map(index, mem.offline_request)),
+                            sorted((index(k), v) for k, v in mem.ipi_sent.items()),
+                            sorted((index(k), v) for k, v in mem.ipi_acked.items()),
+                            sorted(map(index, out.online)), len(out.console), [f.kind for f in out.failures]]
+        for cpu_index, runner in sorted((index(i), r) for i, r in machine.tcg_runners.items()):
+            parts.append((cpu_index, runner.entry_gen, _frames(runner._program), runner.compute_left))
+        for cpu in sorted(machine.cpus, key=lambda c: index(c.cpu_index)):
+            parts.append(self._cpu_part(cpu))
+        def task_order(t: Task) -> int:
+            return t.order if t.rec.cpu is None else index(t.rec.cpu.cpu_index) + 1
+
+        for t in sorted(self.sched.tasks, key=task_order):
+            parts.append(self._task_part(t))
+        text = repr(parts)
+        if rename:  # every other mention of a vCPU by number: thread names, sites, condition names
+            text = _RENAMES.sub(lambda m: _renamed(m, rename), text)
+        return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+    def _cpu_part(self, cpu: CPUState) -> tuple[Any, ...]:
+        part: tuple[Any, ...] = (cpu.loop_snapshot(), cpu.env.compat_pvr, tuple(w.name for w in cpu.work_list))
+        kvm = self.machine.kvm
         if kvm is not None:
-            for vcpu in kvm.vcpus:
-                parts.append((vcpu.vcore.lpcr, vcpu.psscr, vcpu.ceded, vcpu.entry_gen, vcpu.irq_pending,
-                              _frames(vcpu.runner._program) if vcpu.runner else None,
-                              vcpu.runner.compute_left if vcpu.runner else None))
-        return hashlib.blake2b(repr(parts).encode(), digest_size=12).hexdigest()
+            vcpu = kvm.vcpus[cpu.cpu_index]
+            part += (vcpu.vcore.lpcr, vcpu.psscr, vcpu.ceded, vcpu.entry_gen, vcpu.irq_pending,
+                     _frames(vcpu.runner._program) if vcpu.runner else None,
+                     vcpu.runner.compute_left if vcpu.runner else None)
+        return part
+
+    def _task_part(self, t: Task) -> tuple[Any, ...]:
+        prim = t.prim
+        woken = isinstance(prim, Park) and prim.woken()
+        return (t.name, t.done, _prim_key(prim), t.due if t.timer else None, t.fired, woken,
+                t.since if isinstance(prim, Park) else None, self.core.spinning(t.rec),
+                t.rec.released_since_spend, t.rec.last_snapshot, _frames(t.gen), _frames(t.perform))
+
+    def _canonical_order(self) -> dict[int, int] | None:
+        """Secondary vCPU index -> its name in the canonical state: the secondaries sorted by what they are
+        (their own state and thread, with their own number blanked), the boot CPU fixed at 0."""
+        machine = self.machine
+        if len(machine.cpus) < 3:
+            return None
+        tasks = {t.rec.cpu.cpu_index: t for t in self.sched.tasks if t.rec.cpu is not None}
+        mem, out = machine.guest_memory, machine.outcome
+
+        def signature(cpu: CPUState) -> str:
+            i = cpu.cpu_index
+            own = (self._cpu_part(cpu), self._task_part(tasks[i]) if i in tasks else None,
+                   i in mem.callin_map, i in mem.offline_request, mem.ipi_sent.get(i), mem.ipi_acked.get(i),
+                   i in out.online, i in machine.tcg_runners)
+            return _RENAMES.sub(lambda m: _blank_if(m, i), repr(own))
+
+        secondaries = sorted(machine.cpus[1:], key=signature)
+        return {0: 0, **{cpu.cpu_index: n for n, cpu in enumerate(secondaries, 1)}}
+
+
+# A vCPU named in text: "CPU 3/KVM", "-> CPU 3", "halt_cond[3]", "kick[3]".
+_RENAMES = re.compile(r"(CPU |\[)(\d+)")
+
+
+def _renamed(m: re.Match[str], rename: dict[int, int]) -> str:
+    return f"{m.group(1)}{rename.get(int(m.group(2)), int(m.group(2)))}"
+
+
+def _blank_if(m: re.Match[str], own: int) -> str:
+    return f"{m.group(1)}#" if int(m.group(2)) == own else m.group(0)
 
 
 def _prim_key(prim: Primitive | None) -> tuple[Any, ...]:

@@ -35,10 +35,6 @@ class QmpError(Exception):
         self.desc = desc
 
 
-def _status(machine: Machine) -> str:
-    return machine.runstate
-
-
 def qmp_query_cpus_fast(machine: Machine) -> list[dict[str, Any]]:
     threads = machine.settings.threads
     out = []
@@ -84,7 +80,7 @@ def qmp_dispatch(machine: Machine, name: str, args: dict[str, Any]) -> Generator
     if name in MIGRATE_ERRORS:
         raise QmpError("GenericError", MIGRATE_ERRORS[name])
     if name == "query-status":
-        return {"running": machine.runstate == "running", "singlestep": False, "status": _status(machine)}
+        return {"running": machine.runstate == "running", "singlestep": False, "status": machine.runstate}
     if name == "query-cpus-fast":
         return qmp_query_cpus_fast(machine)
     if name == "query-hotpluggable-cpus":

@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from .config import QEMU_VERSIONS
+from .config import FIXES, QEMU_VERSIONS, TIMEBASE_RESETS
 from .engine.core import QUIT_REASON
 from .errors import BadInput, RunKilled
 from .model.machine import Machine
@@ -54,8 +54,8 @@ def _split(argv: list[str]) -> tuple[list[str], list[str]]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vcpu-sched qemu", description=__doc__.splitlines()[0],
                                 usage="vcpu-sched qemu [--fix F] [--seed N] [--log FILE] ... QEMU-OPTIONS...")
-    p.add_argument("--fix", choices=("none", "quiesced", "quiesced+migration"))
-    p.add_argument("--timebase-reset", choices=("applied", "reverted"))
+    p.add_argument("--fix", choices=FIXES)
+    p.add_argument("--timebase-reset", choices=TIMEBASE_RESETS)
     p.add_argument("--seed", type=int)
     p.add_argument("--scenario", default="spapr-rtas-stopped", help="the guest's scenario (default: the seed's)")
     p.add_argument("--log", metavar="FILE")

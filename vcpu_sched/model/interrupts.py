@@ -36,8 +36,9 @@ def ppc_store_lpcr(cpu: CPUState, val: int) -> None:
     env = cpu.env
     old = env.lpcr
     env.lpcr = val & env.model.lpcr_mask
-    cpu.machine.trace("ppc_store_lpcr", cpu=cpu.cpu_index, lpcr_before=hex(old), lpcr=hex(env.lpcr),
-                      decoded=decode_lpcr(env.lpcr, env.model))
+    if cpu.machine.traced("ppc_store_lpcr"):  # decoding costs more than the store: only for a log
+        cpu.machine.trace("ppc_store_lpcr", cpu=cpu.cpu_index, lpcr_before=hex(old), lpcr=hex(env.lpcr),
+                          decoded=decode_lpcr(env.lpcr, env.model))
     ppc_maybe_interrupt(cpu)
 
 
@@ -84,5 +85,6 @@ def ppc_cpu_reset_hold(cpu: CPUState) -> None:
     env.pending_interrupts = 0
     env.lpcr = LPCR_LPES0 | LPCR_LPES1
     env.psscr = 0
-    cpu.machine.trace("ppc_cpu_reset", cpu=cpu.cpu_index, msr=hex(env.msr), lpcr=hex(env.lpcr),
-                      psscr=hex(env.psscr))
+    if cpu.machine.traced("ppc_cpu_reset"):
+        cpu.machine.trace("ppc_cpu_reset", cpu=cpu.cpu_index, msr=hex(env.msr), lpcr=hex(env.lpcr),
+                          psscr=hex(env.psscr))

@@ -27,6 +27,7 @@ from ..errors import BadInput
 
 REORDER_LINES = 4096
 SNIFF_LINES = 64
+SNIFF_BYTES = 1 << 16
 
 _TID = re.compile(r"(\d+)@(\d+)\.(\d+):([A-Za-z_]\w*) ?(.*)")
 _ISO = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z ([A-Za-z_]\w*)(?: (.*))?")
@@ -171,7 +172,7 @@ class TraceFiles:
         for path in paths:
             try:
                 with open(path, encoding="utf-8", errors="replace") as stream:
-                    fmt = sniff(stream)
+                    fmt = sniff(stream.read(SNIFF_BYTES).splitlines())  # bounded: a file may have no newline
             except OSError as e:
                 raise BadInput(f"{path}: cannot read: {e.strerror}") from None
             if fmt is None:

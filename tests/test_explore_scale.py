@@ -60,3 +60,14 @@ def test_symmetry_changes_nothing_below_three_vcpus(seed_settings: RunSettings) 
     settings = variant(seed_settings, smp=2, cores=2)
     plain, reduced = explore_exhaustive(settings, 2000, 2), explore_exhaustive(settings, 2000, 2, symmetry=True)
     assert len(plain.states) == len(reduced.states) and plain.schedules == reduced.schedules
+
+
+def test_delay_bounding_finds_the_same_shortest_failure_in_fewer_schedules(seed_settings: RunSettings) -> None:
+    settings = variant(seed_settings, smp=2, cores=2)
+    preemptions = explore_exhaustive(settings, 2000, 2)
+    delays = explore_exhaustive(settings, 2000, 2, delays=True)
+    assert delays.shortest is not None and preemptions.shortest is not None
+    assert (delays.shortest.verdict, len(delays.shortest.steps)) == ("lockup", len(preemptions.shortest.steps))
+    assert delays.schedules < preemptions.schedules and delays.incomplete is None
+    fixed = explore_exhaustive(variant(settings, fix="quiesced"), 2000, 2, delays=True)
+    assert fixed.shortest is None and fixed.incomplete is None

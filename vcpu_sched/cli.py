@@ -92,14 +92,16 @@ def _run_options(run: argparse.ArgumentParser) -> None:
 
 def _explore_options(explore: argparse.ArgumentParser) -> None:
     _add_variant_options(explore)
-    explore.add_argument("--strategy", choices=("random", "pct", "exhaustive"), default="exhaustive")
+    explore.add_argument("--strategy", choices=("random", "pct", "exhaustive", "delay"), default="exhaustive",
+                         help="exhaustive: preemption bounding; delay: delay bounding of a round-robin scheduler")
     explore.add_argument("--seeds", type=int, default=100, help="random: how many schedules (seeded from --seed)")
     explore.add_argument("--seed", type=int, default=0, help="random: the first schedule's seed")
     explore.add_argument("--preempt", type=float, default=0.1, help="random: probability of a preemption")
     explore.add_argument("--depth", type=int, default=3, help="pct: the bug depth d (d-1 priority changes)")
     explore.add_argument("--jobs", type=int, default=1, help="random, pct: worker processes (0: one per core)")
     explore.add_argument("--max-steps", type=int, default=2000, help="steps per schedule (default 2000)")
-    explore.add_argument("--preemption-bound", type=int, default=2, help="exhaustive: preemptions (default 2)")
+    explore.add_argument("--preemption-bound", type=int, default=2,
+                         help="exhaustive: preemptions; delay: delays (default 2)")
     explore.add_argument("--no-prune", action="store_true", help="exhaustive: do not prune visited states")
     explore.add_argument("--symmetry", action="store_true",
                          help="exhaustive: states that differ only by which secondary vCPU is which count as one")
@@ -330,7 +332,8 @@ def _explore(args: argparse.Namespace) -> int:
                                 args.strategy, args.depth, args.jobs or None)
     else:
         report = explore_exhaustive(settings, args.max_steps, args.preemption_bound, not args.no_prune,
-                                    progress.step, wall_limit_s=args.wall_limit, symmetry=args.symmetry)
+                                    progress.step, wall_limit_s=args.wall_limit, symmetry=args.symmetry,
+                                    delays=args.strategy == "delay")
     progress.done()
     saved = None
     if report.shortest is not None:

@@ -175,9 +175,12 @@ def explore_random(settings: RunSettings, seeds: int, preempt: float, max_steps:
 def explore_exhaustive(settings: RunSettings, max_steps: int, preemption_bound: int, prune: bool = True,
                        progress: Callable[[int, int], None] | None = None,
                        max_schedules: int = 1_000_000, wall_limit_s: float | None = None,
-                       symmetry: bool = False) -> Exploration:
-    report = Exploration("exhaustive", {"max_steps": max_steps, "preemption_bound": preemption_bound,
-                                        "prune": prune, "symmetry": symmetry}, settings)
+                       symmetry: bool = False, delays: bool = False) -> Exploration:
+    """Every schedule within `max_steps` and `preemption_bound` preemptions (or, with `delays`, that many
+    delays of a round-robin scheduler), depth-first, replayed from the start with a prefix of choices."""
+    bound_name = "delay_bound" if delays else "preemption_bound"
+    report = Exploration("delay" if delays else "exhaustive", {"max_steps": max_steps, bound_name: preemption_bound,
+                                                               "prune": prune, "symmetry": symmetry}, settings)
     visited: dict[str, tuple[int, int]] = {}
 
     def seen_before(state: str, depth: int, preemptions: int) -> bool:
@@ -194,13 +197,13 @@ def explore_exhaustive(settings: RunSettings, max_steps: int, preemption_bound: 
         while prefix is not None and report.schedules < max_schedules:
             if report.out_of_time(deadline, wall_limit_s):
                 break
-            chooser = _PrefixChooser(prefix)
+            chooser = _PrefixChooser(prefix, round_robin=delays)
             outcome = run_schedule(settings, chooser, max_steps, prune=seen_before if prune else None,
                                    prune_from=len(prefix), wall_deadline=deadline, symmetry=symmetry)
             report.add(outcome)
             if progress:
                 progress(report.schedules, 0)
-            prefix = _next_prefix(chooser.record, preemption_bound)
+            prefix = _next_prefix(chooser.record, preemption_bound, delays)
         if prefix is not None and report.incomplete is None:
             report.incomplete = f"stopped at {max_schedules:,} schedules"
     except KeyboardInterrupt:
@@ -211,29 +214,42 @@ def explore_exhaustive(settings: RunSettings, max_steps: int, preemption_bound: 
 
 class _PrefixChooser:
     """Follows a prefix of choice indices, then the default (the running thread goes on), recording every
-    choice point as (ordered alternatives, index taken, whether the running thread could have gone on)."""
+    choice point as (ordered alternatives, index taken, whether the running thread could have gone on).
+    `round_robin`: the alternatives in thread order from the running one (delay bounding: index k is k
+    delays of that deterministic scheduler); otherwise the running thread, then the others by name."""
 
-    def __init__(self, prefix: list[int]) -> None:
+    def __init__(self, prefix: list[int], round_robin: bool = False) -> None:
         self.prefix = prefix
+        self.round_robin = round_robin
         self.record: list[tuple[list[str], int, bool]] = []
 
     def __call__(self, names: list[str], current: str | None) -> str:
-        ordered = ([current] if current in names else []) + sorted(n for n in names if n != current)
+        if self.round_robin:
+            start = names.index(current) if current in names else 0  # names come in thread order
+            ordered = names[start:] + names[:start]
+        else:
+            ordered = ([current] if current in names else []) + sorted(n for n in names if n != current)
         i = len(self.record)
         index = self.prefix[i] if i < len(self.prefix) else 0
         self.record.append((ordered, index, current in names))
         return ordered[index]
 
 
-def _next_prefix(record: list[tuple[list[str], int, bool]], bound: int) -> list[int] | None:
-    """The deepest choice point with an untried alternative within the preemption bound."""
+def _next_prefix(record: list[tuple[list[str], int, bool]], bound: int, delays: bool = False) -> list[int] | None:
+    """The deepest choice point with an untried alternative within the bound: preemptions (a switch away
+    from a thread that could go on), or with `delays` the sum of the indices taken (Emmi, Qadeer and
+    Rakamaric's delay bounding, POPL 2011)."""
     for j in range(len(record) - 1, -1, -1):
         ordered, index, preemptive = record[j]
         if index + 1 >= len(ordered):
             continue
-        used = sum(1 for o, i, p in record[:j] if i > 0 and p)
-        if used + (1 if preemptive else 0) > bound:
-            continue
+        if delays:
+            if sum(i for _, i, _ in record[:j]) + index + 1 > bound:
+                continue
+        else:
+            used = sum(1 for o, i, p in record[:j] if i > 0 and p)
+            if used + (1 if preemptive else 0) > bound:
+                continue
         return [i for _, i, _ in record[:j]] + [index + 1]
     return None
 

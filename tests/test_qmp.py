@@ -128,6 +128,8 @@ def test_with_the_fix_a_whole_session(fixed: Qemu) -> None:
         await expect("system_reset", "RESET")
         status = await client.execute("human-monitor-command", {"command-line": "info status"})
         assert status == "VM status: running\r\n"
+        commands = {c["name"] for c in await client.execute("query-commands")}  # type: ignore[union-attr]
+        assert {"query-status", "cont", "stop", "quit", "query-cpus-fast"} <= commands
         await expect("quit", "SHUTDOWN")
         with contextlib.suppress(EOFError):  # the server hung up after quit, as QEMU does when it exits
             await client.disconnect()

@@ -21,17 +21,8 @@ import trio
 
 from .errors import BadInput
 from .model.machine import Machine, MonitorRequest
-from .model.qmp_cmds import MIGRATE_ERRORS, PACKAGE, QEMU_VERSION
+from .model.qmp_cmds import COMMANDS, MIGRATE_ERRORS, PACKAGE, QEMU_VERSION
 
-# command -> (required arguments, optional arguments) with their JSON types
-COMMANDS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
-    "qmp_capabilities": ({}, {"enable": list}),
-    "query-status": ({}, {}), "query-cpus-fast": ({}, {}), "query-hotpluggable-cpus": ({}, {}),
-    "stop": ({}, {}), "cont": ({}, {}), "system_reset": ({}, {}), "quit": ({}, {}),
-    "human-monitor-command": ({"command-line": str}, {"cpu-index": int}),
-    "query-version": ({}, {}), "query-name": ({}, {}), "query-kvm": ({}, {}), "query-yank": ({}, {}),
-    "yank": ({"instances": list}, {}), "migrate-pause": ({}, {}), "migrate-recover": ({"uri": str}, {}),
-}
 MAX_MESSAGE = 1 << 20
 OOB = ("yank", "query-yank", "migrate-pause", "migrate-recover")
 _TYPE_NAMES = {str: "string", int: "int", list: "array", dict: "object"}

@@ -22,6 +22,17 @@ if TYPE_CHECKING:
 
 QEMU_VERSION = {"major": 10, "minor": 0, "micro": 13}  # the QEMU the model follows
 PACKAGE = "vcpu_sched model"
+# command -> (required arguments, optional arguments) with their JSON types
+COMMANDS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
+    "qmp_capabilities": ({}, {"enable": list}),
+    "query-status": ({}, {}), "query-cpus-fast": ({}, {}), "query-hotpluggable-cpus": ({}, {}),
+    "stop": ({}, {}), "cont": ({}, {}), "system_reset": ({}, {}), "quit": ({}, {}),
+    "human-monitor-command": ({"command-line": str}, {"cpu-index": int}),
+    "query-version": ({}, {}), "query-name": ({}, {}), "query-kvm": ({}, {}), "query-yank": ({}, {}),
+    "query-commands": ({}, {}),
+    "yank": ({"instances": list}, {}), "migrate-pause": ({}, {}), "migrate-recover": ({"uri": str}, {}),
+}
+
 # No migration runs in the model: what QEMU answers then (migration/migration.c).
 MIGRATE_ERRORS = {"migrate-pause": "migrate-pause is currently only supported during postcopy-active state",
                   "migrate-recover": "Migrate recover can only be run when postcopy is paused."}
@@ -73,6 +84,8 @@ def qmp_dispatch(machine: Machine, name: str, args: dict[str, Any]) -> Generator
         return {}  # the monitor's mode changes on the I/O side once this answer comes back
     if name == "query-version":
         return {"qemu": QEMU_VERSION, "package": PACKAGE}
+    if name == "query-commands":
+        return [{"name": command} for command in sorted(COMMANDS)]
     if name == "query-yank":
         return [{"id": machine.qmp_chardev, "type": "chardev"}]
     if name == "yank":

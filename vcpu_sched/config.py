@@ -12,7 +12,7 @@ from .engine import ENGINES as ENGINE_REGISTRY
 # tcg_cpu_exec no longer do).
 QEMU_VERSIONS = ("10.0", "10.2")
 FIXES = ("none", "quiesced", "quiesced+migration", "lpcr-sync", "quiesced+lpcr-sync")
-WORKLOADS = ("none", "ipi-check", "offline-online")
+WORKLOADS = ("none", "ipi-check", "offline-online", "kdump")
 MACHINES = ("pseries", "powernv")
 TIMEBASE_RESETS = ("applied", "reverted")
 ACCELS = ("kvm", "tcg")
@@ -64,6 +64,8 @@ class RunSettings:
     guest_endian: str = "le"  # a little-endian kernel asks for LE exceptions (H_SET_MODE resource 4)
     kernel_irqchip: bool = True  # in-kernel XICS (H_IPI/H_EOI never reach QEMU) or QEMU's emulated one
     qemu_version: str = "10.0"  # the vCPU loop of this QEMU: see QEMU_VERSIONS
+    fwnmi_fix: bool = True  # aef92d87c5 (2020): ibm,nmi-register's KVM ioctl on the calling vCPU
+    crash_cpu: int = -1  # the kdump workload: the CPU that crashes (-1: drawn from the seed)
 
     @property
     def plain_boot(self) -> bool:

@@ -63,6 +63,10 @@ class Facts:
     cpus: dict[int, CpuFacts] = field(default_factory=dict)
     set_all_lpcrs: tuple[int, str] | None = None  # t, why
     waits: dict[str, Wait] = field(default_factory=dict)  # threads blocked in QEMU
+    # A vCPU ioctl waiting for another vCPU's kernel mutex: caller cpu -> (since, target, ioctl)
+    mutex_waits: dict[int, tuple[int, int, str]] = field(default_factory=dict)
+    in_kvm_run: dict[int, int] = field(default_factory=dict)  # cpu -> since when it is inside KVM_RUN
+    rtas: dict[int, str] = field(default_factory=dict)  # cpu -> the RTAS call it made last
     holder: Wait | None = None  # the BQL's holder, where and since when it took it
 
     @classmethod
@@ -104,8 +108,21 @@ class Facts:
         self.cpu(f["cpu"]).halted_by = "reset"
 
     def _rtas_call(self, t: int, f: dict[str, Any]) -> None:
+        self.rtas[f["cpu"]] = str(f.get("call"))
         if f.get("call") == "stop-self":
             self.cpu(f["cpu"]).halted_by = "stop-self"
+
+    def _mutex_wait(self, t: int, f: dict[str, Any]) -> None:
+        self.mutex_waits[f["cpu"]] = (t, int(f["target"]), str(f.get("ioctl")))
+
+    def _mutex_got(self, t: int, f: dict[str, Any]) -> None:
+        self.mutex_waits.pop(f["cpu"], None)
+
+    def _kvm_run(self, t: int, f: dict[str, Any]) -> None:
+        self.in_kvm_run.setdefault(f["cpu"], t)
+
+    def _kvm_exit(self, t: int, f: dict[str, Any]) -> None:
+        self.in_kvm_run.pop(f["cpu"], None)
 
     def _maybe_interrupt(self, t: int, f: dict[str, Any]) -> None:
         self._state(t, f)
@@ -167,6 +184,10 @@ _HANDLERS: dict[str, tuple[Any, str, type]] = {
     "ppc_maybe_interrupt": (Facts._maybe_interrupt, "cpu", int),
     "spapr_reset_vcpu": (Facts._reset_vcpu, "cpu", int),
     "rtas_call": (Facts._rtas_call, "cpu", int),
+    "kvm_vcpu_mutex_wait": (Facts._mutex_wait, "cpu", int),
+    "kvm_vcpu_enable_cap": (Facts._mutex_got, "cpu", int),
+    "kvm_vcpu_ioctl_run": (Facts._kvm_run, "cpu", int),
+    "kvm_run_exit": (Facts._kvm_exit, "cpu", int),
     "cpu_post_load": (Facts._state, "cpu", int),
     "spapr_cpu_set_entry_state": (Facts._state, "cpu", int),
     "qemu_wait_io_event_sleep": (Facts._sleep, "cpu", int),
@@ -205,6 +226,9 @@ def chain(facts: Facts, stuck: Wait, holder: str | None, holder_cpu: int | None,
     h, c = holder_cpu, facts.cpu(holder_cpu)
     model = CPU_MODELS.get(facts.cpu_model)
     out: list[str] = []
+    if h in facts.mutex_waits:
+        out += _kernel_mutex_links(facts, h, held_since_ns, holder_site, now)
+        return out + _stuck_links(facts, stuck, main_wait)
     if c.halted:
         state = "quiesced" if c.quiesced else "not quiesced"
         if c.halted_by == "stop-self":
@@ -240,6 +264,27 @@ def chain(facts: Facts, stuck: Wait, holder: str | None, holder_cpu: int | None,
                    f"for {_s(now - held_since_ns)}.")
     else:
         out.append(f"CPU {h}'s thread holds the BQL at {holder_site} since {_s(held_since_ns)}.")
+    return out + _stuck_links(facts, stuck, main_wait)
+
+
+def _kernel_mutex_links(facts: Facts, h: int, held_since_ns: int, holder_site: str, now: int) -> list[str]:
+    """The holder of the BQL is not spinning: it waits in a vCPU ioctl for another vCPU's kernel mutex."""
+    since, target, ioctl = facts.mutex_waits[h]
+    call = facts.rtas.get(h)
+    during = f", handling RTAS {call}" if call else ""
+    out = [f"CPU {h}'s thread holds the BQL at {holder_site} since {_s(held_since_ns)}{during}, and since "
+           f"{_s(since)} it waits in ioctl({ioctl}) on CPU {target}'s vCPU: the kernel takes that vCPU's mutex "
+           "first (kvm_vcpu_ioctl)."]
+    run = facts.in_kvm_run.get(target)
+    inside = f"since {_s(run)}" if run is not None else "all along"
+    out.append(f"CPU {target}'s vCPU mutex is held by KVM_RUN: CPU {target} is inside KVM_RUN {inside} (in the "
+               f"guest, ceded or running), and nothing makes it return to QEMU - no exit is coming and QEMU "
+               f"does not kick it for this ioctl; the wait has lasted {_s(now - since)}.")
+    return out
+
+
+def _stuck_links(facts: Facts, stuck: Wait, main_wait: Wait | None) -> list[str]:
+    out: list[str] = []
     waiting = f"{stuck.thread} waits for {stuck.what} in {stuck.site} since {_s(stuck.since_ns)}"
     if facts.set_all_lpcrs is not None and "do_lpcr_sync" in stuck.site:
         t, why = facts.set_all_lpcrs

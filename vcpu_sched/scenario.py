@@ -143,6 +143,8 @@ SCHEMA: dict[str, Field] = {
     "kvm_ail_filter": Field(bool, doc="the kernel refuses H_SET_MODE AIL=3 itself (POWER9 prefetch-bug hosts)"),
     "guest_endian": Field(str, choices=("le", "be"), doc="le: the guest asks for LE exceptions (H_SET_MODE 4)"),
     "kernel_irqchip": Field(bool, doc="in-kernel XICS under KVM, or QEMU's emulated one (kernel-irqchip=off)"),
+    "fwnmi_fix": Field(bool, doc="aef92d87c5 applied: ibm,nmi-register's KVM_ENABLE_CAP on the calling vCPU"),
+    "crash_cpu": Field(int, -1, MAX_SMP - 1, doc="kdump workload: the CPU that crashes (-1: drawn from the seed)"),
     "qemu_version": Field(str, choices=QEMU_VERSIONS,
                           doc="10.0: qemu_wait_io_event; 10.2: qemu_process_cpu_events, which clears exit_request"),
 }

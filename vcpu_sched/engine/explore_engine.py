@@ -278,7 +278,8 @@ class ExploreEngine(Engine):
                             sorted(map(index, mem.callin_map)), sorted(map(index, mem.offline_request)),
                             sorted((index(k), v) for k, v in mem.ipi_sent.items()),
                             sorted((index(k), v) for k, v in mem.ipi_acked.items()),
-                            sorted(map(index, out.online)), len(out.console), [f.kind for f in out.failures]]
+                            sorted(map(index, out.online)), len(out.console), [f.kind for f in out.failures],
+                            None if mem.crash_request is None else index(mem.crash_request)]
         for cpu_index, runner in sorted((index(i), r) for i, r in machine.tcg_runners.items()):
             parts.append((cpu_index, runner.entry_gen, _frames(runner._program), runner.compute_left))
         for cpu in sorted(machine.cpus, key=lambda c: index(c.cpu_index)):
@@ -323,7 +324,7 @@ class ExploreEngine(Engine):
             i = cpu.cpu_index
             own = (self._cpu_part(cpu), self._task_part(tasks[i]) if i in tasks else None,
                    i in mem.callin_map, i in mem.offline_request, mem.ipi_sent.get(i), mem.ipi_acked.get(i),
-                   i in out.online, i in machine.tcg_runners)
+                   i in out.online, i in machine.tcg_runners, mem.crash_request == i)
             return _RENAMES.sub(lambda m: _blank_if(m, i), repr(own))
 
         secondaries = sorted(machine.cpus[1:], key=signature)

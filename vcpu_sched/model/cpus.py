@@ -55,6 +55,7 @@ class CPUState:
     halt_cond: QemuCond
     kick_cond: QemuCond  # stands for SIG_IPI / immediate_exit reaching a thread inside KVM_RUN
     kernel_irq_cond: QemuCond  # the kernel waking a vCPU ceded in KVM for an in-kernel interrupt
+    kvm_mutex_cond: QemuCond  # the kernel's vcpu->mutex let go: KVM_RUN returned to userspace
     start_powered_off: bool = True  # spapr_create_vcpu sets it on every spapr vCPU, CPU0 included
     halted: bool = True
     stop: bool = False

@@ -38,6 +38,7 @@ from .spapr_abi import (
     PROC_TBL_REGISTER,
     QCSS_NOT_STOPPED,
     QCSS_STOPPED,
+    RTAS_IBM_NMI_REGISTER,
     RTAS_QUERY_CPU_STOPPED_STATE,
     RTAS_START_CPU,
     RTAS_STOP_SELF,
@@ -114,6 +115,7 @@ class GuestMemory:
     offline_request: set[int] = field(default_factory=set)
     ipi_sent: dict[int, int] = field(default_factory=dict)
     ipi_acked: dict[int, int] = field(default_factory=dict)
+    crash_request: int | None = None  # the CPU asked to crash (sysrq-trigger run there)
 
     def reset(self) -> None:
         """A system reset: the next boot starts from fresh memory."""
@@ -121,6 +123,7 @@ class GuestMemory:
         self.offline_request.clear()
         self.ipi_sent.clear()
         self.ipi_acked.clear()
+        self.crash_request = None
 
 
 # Guest-visible failures, each a verdict of its own (the exit status is 1 for all of them).
@@ -249,6 +252,38 @@ def offline_online(machine: Machine) -> GuestProgram:
         yield console(f"loop {loop}: {len(out.online)} CPUs online")
 
 
+def kdump(machine: Machine) -> GuestProgram:
+    """`echo c > /proc/sysrq-trigger` on one CPU (`crash_cpu`, else drawn from the seed): the kernel
+    panics there and kexecs into the kdump kernel on that same CPU, whose early boot registers its FWNMI
+    handlers (ibm,nmi-register) - with the others stopped in the old kernel, which for KVM means inside
+    KVM_RUN, ceded. On CPU 0 the kdump kernel runs here; elsewhere CPU 0 passes the request with an IPI
+    and idles."""
+    mem, out = machine.guest_memory, machine.outcome
+    crash = machine.settings.crash_cpu
+    if crash < 0 or crash not in out.online:
+        crash = machine.rng.choice(sorted(out.online))
+    if crash == 0:
+        yield from kdump_kernel(machine, 0)
+        return
+    mem.crash_request = crash
+    yield Hcall(H_IPI, (crash, 0xFF))
+    while True:  # stopped in the old kernel (crash_ipi_callback): idle in KVM, never exits to QEMU
+        yield Hcall(H_CEDE)
+
+
+def kdump_kernel(machine: Machine, cpu_index: int) -> GuestProgram:
+    """The crash, then the kdump kernel's early boot on the crashing CPU up to its FWNMI registration
+    (the lines aef92d87c5 shows before the hang), then the rest of its boot."""
+    yield console("sysrq: Trigger a crash")
+    yield console(f"Kernel panic - not syncing: sysrq triggered crash (CPU: {cpu_index})")
+    yield console("kexec: Starting switchover sequence.")
+    yield Compute(30 * MS, "purgatory, the kdump kernel's early_setup")
+    yield console("numa:   NODE_DATA [mem 0x47f33c80-0x47f3ffff]")
+    yield rtas(RTAS_IBM_NMI_REGISTER, 2, 1, 0x100, 0x200)  # pseries fwnmi_init
+    yield Compute(50 * MS, "the rest of the kdump kernel's boot")
+    yield console(f"kdump: kernel booted on CPU {cpu_index}, saving vmcore")
+
+
 def no_workload(machine: Machine) -> GuestProgram:
     """The boot is the whole scenario."""
     yield from ()
@@ -258,6 +293,7 @@ WORKLOADS: dict[str, Callable[[Machine], GuestProgram]] = {
     "none": no_workload,
     "ipi-check": ipi_check,
     "offline-online": offline_online,
+    "kdump": kdump,
 }
 
 
@@ -286,6 +322,7 @@ def boot_cpu_program(machine: Machine) -> GuestProgram:
         # early_init_mmu -> radix: pseries_lpar_register_process_table (PROC_TABLE_NEW|RADIX|GTSE).
         yield Hcall(H_REGISTER_PROC_TBL, (PROC_TBL_MODIFY | PROC_TBL_REGISTER | PROC_TBL_RADIX | PROC_TBL_GTSE,
                                           0, 0, 0))
+    yield rtas(RTAS_IBM_NMI_REGISTER, 2, 1, 0x100, 0x200)  # setup_arch -> pSeries_setup_arch -> fwnmi_init
     yield StoreDecr(0x7FFFFFFF)  # time_init programs the boot CPU's DEC
     yield Compute(rng.randint(1_200, 1_800) * MS, "start_kernel up to smp_init")
     yield console("smp: Bringing up secondary CPUs ...")
@@ -323,6 +360,11 @@ def secondary_program(machine: Machine, cpu_index: int) -> GuestProgram:
         if mem.ipi_acked.get(cpu_index, 0) < mem.ipi_sent.get(cpu_index, 0):
             mem.ipi_acked[cpu_index] = mem.ipi_sent[cpu_index]
             mem.changed.broadcast()
+        if mem.crash_request == cpu_index:
+            yield from kdump_kernel(machine, cpu_index)
+            machine.guest_finished()
+            while True:
+                yield Hcall(H_CEDE)
         if cpu_index in mem.offline_request:
             mem.offline_request.discard(cpu_index)
             yield rtas(RTAS_STOP_SELF, 0, 0)  # pseries_cpu_offline_self

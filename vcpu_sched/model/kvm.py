@@ -102,6 +102,7 @@ class KvmVcpu:
     exit_hcall: Hcall | None = None
     ceded: bool = False
     irq_pending: bool = False  # an in-kernel XICS/XIVE interrupt (an IPI) for this vCPU
+    in_run: bool = False  # inside ioctl(KVM_RUN): the kernel holds this vCPU's mutex (vcpu->mutex)
 
 
 class KvmExit(NamedTuple):
@@ -278,7 +279,35 @@ def kvm_arch_process_async_events(cpu: CPUState) -> bool:
 
 
 def kvm_vcpu_ioctl_run(cpu: CPUState) -> Generator[Effect, Any, tuple[int, KvmExit | None]]:
-    """ioctl(KVM_RUN), the kernel side: (-EINTR, None) on a kick, (0, exit) otherwise."""
+    """ioctl(KVM_RUN), the kernel side: (-EINTR, None) on a kick, (0, exit) otherwise. Like every vCPU
+    ioctl it runs with the vCPU's mutex held (virt/kvm/kvm_main.c kvm_vcpu_ioctl), here for as long as
+    the vCPU is in the guest - ceded in the kernel included."""
+    kvm = cpu.machine.kvm
+    assert kvm is not None
+    vcpu = kvm.vcpus[cpu.cpu_index]
+    vcpu.in_run = True
+    outcome = yield from _kvm_run(cpu)
+    vcpu.in_run = False
+    cpu.kvm_mutex_cond.broadcast()
+    return outcome
+
+
+def kvm_vcpu_enable_cap(caller: CPUState, target: CPUState, cap: str) -> Generator[Effect, Any, None]:
+    """accel/kvm/kvm-all.c kvm_vcpu_enable_cap -> kvm_vcpu_ioctl(KVM_ENABLE_CAP): the kernel first takes
+    the target vCPU's mutex, so the calling thread waits - with whatever it holds, the BQL included -
+    for as long as the target is inside KVM_RUN. Nothing makes the target leave: QEMU does not kick it."""
+    kvm = caller.machine.kvm
+    assert kvm is not None
+    vcpu = kvm.vcpus[target.cpu_index]
+    if vcpu.in_run:
+        caller.machine.trace("kvm_vcpu_mutex_wait", cpu=caller.cpu_index, target=target.cpu_index,
+                             ioctl=f"KVM_ENABLE_CAP({cap})")
+        while vcpu.in_run:
+            yield Block((target.kvm_mutex_cond,), None)
+    caller.machine.trace("kvm_vcpu_enable_cap", cpu=caller.cpu_index, target=target.cpu_index, cap=cap)
+
+
+def _kvm_run(cpu: CPUState) -> Generator[Effect, Any, tuple[int, KvmExit | None]]:
     kvm = cpu.machine.kvm
     assert kvm is not None
     vcpu = kvm.vcpus[cpu.cpu_index]

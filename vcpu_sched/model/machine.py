@@ -83,7 +83,7 @@ class Machine:
         model = CPU_MODELS[settings.cpu]
         self.cpus = [
             CPUState(self, i, CPUPPCState(model), QemuCond(f"halt_cond[{i}]"), QemuCond(f"kick[{i}]"),
-                     QemuCond(f"kernel_irq[{i}]"))
+                     QemuCond(f"kernel_irq[{i}]"), QemuCond(f"kvm_vcpu_mutex[{i}]"))
             for i in range(settings.smp)
         ]
         self.kvm = (FakeKvm.create(model, settings.host_lpcr, settings.radix, settings.smp, settings.threads)
@@ -112,7 +112,7 @@ class Machine:
         conds = [self.work_cond, self.pause_cond, self.main_loop_cond, self.finished_cond,
                  self.guest_memory.changed]
         for cpu in self.cpus:
-            conds += [cpu.halt_cond, cpu.kick_cond, cpu.kernel_irq_cond]
+            conds += [cpu.halt_cond, cpu.kick_cond, cpu.kernel_irq_cond, cpu.kvm_mutex_cond]
         return conds
 
     def threads(self) -> list[tuple[str, Callable[[], Thread]]]:

@@ -21,7 +21,12 @@ from .cpus import EXCP_HLT, CPUState, cpu_has_work, current_cpu, qemu_cpu_kick, 
 from .effects import Effect
 from .guest import Hcall, RtasArgs
 from .interrupts import ppc_cpu_reset_hold, ppc_maybe_interrupt, ppc_set_irq, ppc_store_lpcr
-from .kvm import cpu_synchronize_state, do_kvm_cpu_synchronize_post_reset, do_kvm_cpu_synchronize_state
+from .kvm import (
+    cpu_synchronize_state,
+    do_kvm_cpu_synchronize_post_reset,
+    do_kvm_cpu_synchronize_state,
+    kvm_vcpu_enable_cap,
+)
 from .ppc import (
     LOGICAL_PVR,
     LPCR_AIL,
@@ -66,6 +71,7 @@ from .spapr_abi import (
     PROC_TBL_GTSE,
     PROC_TBL_RADIX,
     PROC_TBL_REGISTER,
+    RTAS_IBM_NMI_REGISTER,
     RTAS_NAMES,
     RTAS_QUERY_CPU_STOPPED_STATE,
     RTAS_START_CPU,
@@ -306,9 +312,20 @@ class Spapr:
             yield from self.rtas_start_cpu(cpu, args)
         elif args.token == RTAS_STOP_SELF:
             self.rtas_stop_self(cpu)
+        elif args.token == RTAS_IBM_NMI_REGISTER:
+            yield from self.rtas_ibm_nmi_register(cpu, args)
         else:
             args.rets[0] = RTAS_OUT_PARAM_ERROR
         self.machine.trace("rtas_return", cpu=cpu.cpu_index, call=name, rets=list(args.rets))
+
+    def rtas_ibm_nmi_register(self, cpu: CPUState, args: RtasArgs) -> Generator[Effect, Any, None]:
+        """hw/ppc/spapr_rtas.c rtas_ibm_nmi_register: under KVM, kvmppc_set_fwnmi enables
+        KVM_CAP_PPC_FWNMI with a vCPU ioctl - on the calling vCPU since aef92d87c5 ("pseries: fix
+        kvmppc_set_fwnmi()", July 2020), on the first vCPU before it (`fwnmi_fix = false`)."""
+        if self.machine.kvm is not None:
+            target = cpu if self.machine.settings.fwnmi_fix else self.machine.cpus[0]
+            yield from kvm_vcpu_enable_cap(cpu, target, "KVM_CAP_PPC_FWNMI")
+        args.rets[0] = RTAS_OUT_SUCCESS
 
     def spapr_find_cpu(self, cpu_id: int) -> CPUState | None:
         cpus = self.machine.cpus

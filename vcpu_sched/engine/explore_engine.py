@@ -181,6 +181,10 @@ class ExploreEngine(Engine):
             self.sched.close()
         result = self.core.result(time.monotonic() - wall0)
         result.schedule = self.schedule
+        if result.verdict == "deadlock" and result.lockup is not None:
+            # As an engine among others: a watched thread blocked for good is what their watchdog calls a
+            # lockup (the search itself keeps the finer name).
+            result.verdict = "lockup"
         return result
 
     def _explore(self) -> Schedule:

@@ -12,7 +12,7 @@ from .engine import ENGINES as ENGINE_REGISTRY
 # tcg_cpu_exec no longer do).
 QEMU_VERSIONS = ("10.0", "10.2")
 FIXES = ("none", "quiesced", "quiesced+migration", "lpcr-sync", "quiesced+lpcr-sync")
-WORKLOADS = ("none", "ipi-check", "offline-online", "kdump")
+WORKLOADS = ("none", "ipi-check", "offline-online", "kdump", "online-rest")
 MACHINES = ("pseries", "powernv")
 TIMEBASE_RESETS = ("applied", "reverted")
 ACCELS = ("kvm", "tcg")
@@ -66,6 +66,8 @@ class RunSettings:
     qemu_version: str = "10.0"  # the vCPU loop of this QEMU: see QEMU_VERSIONS
     fwnmi_fix: bool = True  # aef92d87c5 (2020): ibm,nmi-register's KVM ioctl on the calling vCPU
     crash_cpu: int = -1  # the kdump workload: the CPU that crashes (-1: drawn from the seed)
+    rtas_stopped_state: bool = True  # quiesced+migration: the CPU property (false for pseries-10.0 types)
+    boot_cpus: int = 0  # CPUs the guest brings up at boot (0: all); the others stay RTAS-stopped
 
     @property
     def plain_boot(self) -> bool:

@@ -54,7 +54,7 @@ def rows_for(scenario: Scenario) -> list[Row]:
     rows = []
     for expect in scenario.expect:
         variants = [expect.variant]
-        if scenario.settings.machine == "pseries":
+        if scenario.settings.machine == "pseries" and expect.derive:
             base_cpu = expect.variant.get("cpu", scenario.settings.cpu)
             variants += [{**expect.variant, "cpu": cpu} for cpu in CPUS if cpu != base_cpu]
             variants += [{**expect.variant, "smp": n} for n in DERIVED_SMP]

@@ -145,6 +145,9 @@ SCHEMA: dict[str, Field] = {
     "kernel_irqchip": Field(bool, doc="in-kernel XICS under KVM, or QEMU's emulated one (kernel-irqchip=off)"),
     "fwnmi_fix": Field(bool, doc="aef92d87c5 applied: ibm,nmi-register's KVM_ENABLE_CAP on the calling vCPU"),
     "crash_cpu": Field(int, -1, MAX_SMP - 1, doc="kdump workload: the CPU that crashes (-1: drawn from the seed)"),
+    "rtas_stopped_state": Field(bool, doc="with quiesced+migration: the cpu/rtas_stopped subsection is sent "
+                                          "(false: machine types pseries-10.0 and older, streams from < 10.0)"),
+    "boot_cpus": Field(int, 0, MAX_SMP, doc="CPUs the guest brings up at boot (0: all; the rest stay stopped)"),
     "qemu_version": Field(str, choices=QEMU_VERSIONS,
                           doc="10.0: qemu_wait_io_event; 10.2: qemu_process_cpu_events, which clears exit_request"),
 }
@@ -161,7 +164,7 @@ def _monitor(where: str, value: list[Any]) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 TOP_KEYS = {"description", "qemu", "settings", "expect"}
-EXPECT_KEYS = {"variant", "verdict", "reason", "claim"}
+EXPECT_KEYS = {"variant", "verdict", "reason", "claim", "derive"}
 
 
 class Expectation(NamedTuple):
@@ -169,6 +172,7 @@ class Expectation(NamedTuple):
     verdict: str
     reason: str
     claim: str | None = None
+    derive: bool = True  # matrix: the same verdict with the other CPU models and 2 and 256 vCPUs
 
 
 class Scenario(NamedTuple):
@@ -272,5 +276,8 @@ def load(name_or_path: str) -> Scenario:
             raise BadInput(f"{at}: reason: required, must be text")
         if not isinstance(item.get("claim", ""), str):
             raise BadInput(f"{at}: claim: must be text")
-        expects.append(Expectation(dict(variant), item["verdict"], item["reason"], item.get("claim")))
+        if not isinstance(item.get("derive", True), bool):
+            raise BadInput(f"{at}: derive: must be true or false")
+        expects.append(Expectation(dict(variant), item["verdict"], item["reason"], item.get("claim"),
+                                   item.get("derive", True)))
     return Scenario(path.stem, path, data["description"], data["qemu"], settings, tuple(expects))

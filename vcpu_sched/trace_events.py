@@ -53,6 +53,8 @@ EVENTS = _declare(
     ("kvm_cpu_exec", "cpu ret bql_dropped", "a turn enters kvm_cpu_exec; ret EXCP_HLT: the halted short-cut"),
     ("kvm_vcpu_ioctl_run", "cpu", "ioctl(KVM_RUN) entered"),
     ("kvm_run_exit", "cpu reason hcall", "KVM_RUN returned: PAPR_HCALL (with the hcall) or EINTR"),
+    ("cpu_post_load_infer_quiesced", "cpu halted psscr_ec lpcr_pm quiesced",
+     "628bda1ab7's inference of quiesced for a stream without the cpu/rtas_stopped subsection"),
     ("kvm_vcpu_mutex_wait", "cpu target ioctl",
      "a vCPU ioctl from CPU `cpu`'s thread waits for CPU `target`'s kernel vCPU mutex (KVM_RUN holds it)"),
     ("kvm_vcpu_enable_cap", "cpu target cap", "KVM_ENABLE_CAP done on CPU `target`'s vCPU"),

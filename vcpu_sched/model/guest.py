@@ -284,6 +284,17 @@ def kdump_kernel(machine: Machine, cpu_index: int) -> GuestProgram:
     yield console(f"kdump: kernel booted on CPU {cpu_index}, saving vmcore")
 
 
+def online_rest(machine: Machine) -> GuestProgram:
+    """Online every CPU the boot left RTAS-stopped (`echo 1 > /sys/devices/system/cpu/cpuN/online`)."""
+    out = machine.outcome
+    for n in range(1, machine.settings.smp):
+        if n not in out.online:
+            yield Compute(MS, "cpu_up prepare")
+            if not (yield from cpu_up(machine, n, RUNTIME_SPIN_NS)):
+                return
+    yield console(f"smp: {len(out.online)} CPUs online")
+
+
 def no_workload(machine: Machine) -> GuestProgram:
     """The boot is the whole scenario."""
     yield from ()
@@ -294,6 +305,7 @@ WORKLOADS: dict[str, Callable[[Machine], GuestProgram]] = {
     "ipi-check": ipi_check,
     "offline-online": offline_online,
     "kdump": kdump,
+    "online-rest": online_rest,
 }
 
 
@@ -327,7 +339,7 @@ def boot_cpu_program(machine: Machine) -> GuestProgram:
     yield Compute(rng.randint(1_200, 1_800) * MS, "start_kernel up to smp_init")
     yield console("smp: Bringing up secondary CPUs ...")
     out.online = {0}
-    for n in range(1, smp):
+    for n in range(1, machine.settings.boot_cpus or smp):  # maxcpus=N: the rest stay RTAS-stopped
         yield Compute(rng.randint(4, 23) * MS // 4, "cpu_up prepare, interrupt controller set-up")
         if (yield from cpu_up(machine, n, BOOT_SPIN_NS)):
             yield Compute(rng.randint(4, 23) * MS * 3 // 4, "give_timebase, wait for cpu_online")

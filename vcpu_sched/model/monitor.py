@@ -19,11 +19,11 @@ import dataclasses
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from .cpus import pause_all_vcpus, resume_all_vcpus, run_on_cpu
+from .cpus import CPUState, pause_all_vcpus, resume_all_vcpus, run_on_cpu
 from .effects import Effect
 from .interrupts import hreg_store_msr
 from .kvm import cpu_synchronize_state, do_kvm_cpu_synchronize_post_init, do_kvm_cpu_synchronize_pre_loadvm
-from .ppc import LPCR_HR, LPCR_UPRT
+from .ppc import LPCR_HR, LPCR_UPRT, PSSCR_EC
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -77,6 +77,22 @@ def vm_start(machine: Machine) -> None:
     resume_all_vcpus(machine)
 
 
+def cpu_post_load_infer_quiesced(cpu: CPUState) -> None:
+    """target/ppc/machine.c cpu_post_load since 628bda1ab7 (January 2026), when the CPU's
+    `rtas-stopped-state` property is false (machine types pseries-10.0 and older, and streams from QEMU
+    < 10.0, which carry no quiesced): quiesced is inferred - a halted CPU is quiesced if PSSCR[EC] and
+    any of the class's LPCR power-management bits are set, any other CPU is not. Modelled as upstream
+    writes it, whatever it concludes."""
+    env = cpu.env
+    if cpu.halted:
+        env.quiesced = bool(env.psscr & PSSCR_EC) and bool(env.lpcr & env.model.lpcr_pm)
+    else:
+        env.quiesced = False
+    cpu.machine.trace("cpu_post_load_infer_quiesced", cpu=cpu.cpu_index, halted=cpu.halted,
+                      psscr_ec=bool(env.psscr & PSSCR_EC), lpcr_pm=hex(env.lpcr & env.model.lpcr_pm),
+                      quiesced=env.quiesced)
+
+
 def migrate(machine: Machine) -> Generator[Effect, Any, None]:
     """migration/savevm.c save, then load_snapshot in QEMU's order (review D3): stop, reset,
     cpu_synchronize_all_pre_loadvm (KVM: every vCPU dirty, so no get until the state is put back), load
@@ -102,7 +118,10 @@ def migrate(machine: Machine) -> Generator[Effect, Any, None]:
         cpu.interrupt_request = irq_request
         cpu.env = dataclasses.replace(cpu.env, **env)
         if machine.fix_migration:
-            cpu.env.quiesced = quiesced  # the "cpu/rtas_stopped" subsection, loaded before post_load
+            if machine.settings.rtas_stopped_state:
+                cpu.env.quiesced = quiesced  # the "cpu/rtas_stopped" subsection, loaded before post_load
+            else:
+                cpu_post_load_infer_quiesced(cpu)
         hreg_store_msr(cpu, cpu.env.msr)  # cpu_post_load -> post_load_update_msr -> ppc_store_msr
         machine.trace("cpu_post_load", cpu=cpu.cpu_index, halted=halted, quiesced=cpu.env.quiesced)
     if machine.kvm is not None and machine.kvm.radix:  # spapr_post_load

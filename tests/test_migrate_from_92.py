@@ -1,0 +1,46 @@
+"""spapr-migrate-from-9.2: 628bda1ab7's inference of quiesced for a stream without the cpu/rtas_stopped
+subsection, as upstream writes it, and what follows for CPUs the guest never started."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import variant
+from vcpu_sched import runner
+from vcpu_sched.scenario import load
+
+
+def _run(tmp_path: Path, **changes: Any) -> tuple[str, list[dict[str, Any]]]:
+    log = tmp_path / "run.jsonl"
+    result = runner.run(variant(load("spapr-migrate-from-9.2").settings, **changes), log)
+    return result.verdict, [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_never_started_cpus_are_inferred_running_and_never_start(tmp_path: Path) -> None:
+    verdict, events = _run(tmp_path)
+    assert verdict == "stuck-cpu"
+    inferred = {e["cpu"]: e for e in events if e["event"] == "cpu_post_load_infer_quiesced"}
+    for cpu in (2, 3):  # never started: halted, EC set by the reset, the PM bits cleared by it
+        assert inferred[cpu]["halted"] and inferred[cpu]["psscr_ec"] and inferred[cpu]["lpcr_pm"] == "0x0"
+        assert inferred[cpu]["quiesced"] is False
+    queries = [e for e in events if e["event"] == "rtas_return" and e["call"] == "query-cpu-stopped-state"]
+    assert queries[-1]["rets"] == [0, 2]  # NOT_STOPPED: Linux will not call start-cpu
+    assert not any(e["event"] == "rtas_call" and e["call"] == "start-cpu" and e["args"][0] == 2
+                   for e in events[events.index(inferred[2]):])
+
+
+def test_under_kvm_the_seed_hang_comes_back_at_the_load(tmp_path: Path) -> None:
+    verdict, events = _run(tmp_path, accel="kvm")
+    assert verdict == "lockup"
+    load_at = next(e["t_ns"] for e in events if e["event"] == "cpu_post_load_infer_quiesced")
+    hard = next(e for e in events if e["event"] == "ppc_maybe_interrupt" and e["cpu"] == 2 and e["hard"]
+                and e["t_ns"] >= load_at)
+    assert hard["interrupt"] == "DECR" and not hard["quiesced"]
+
+
+def test_with_the_subsection_quiesced_travels(tmp_path: Path) -> None:
+    verdict, events = _run(tmp_path, rtas_stopped_state=True)
+    assert verdict == "completed"
+    assert not any(e["event"] == "cpu_post_load_infer_quiesced" for e in events)

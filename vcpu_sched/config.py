@@ -68,6 +68,7 @@ class RunSettings:
     crash_cpu: int = -1  # the kdump workload: the CPU that crashes (-1: drawn from the seed)
     rtas_stopped_state: bool = True  # quiesced+migration: the CPU property (false for pseries-10.0 types)
     boot_cpus: int = 0  # CPUs the guest brings up at boot (0: all); the others stay RTAS-stopped
+    offline_hold_ns: int = 0  # offline-online workload: how long the secondaries stay offline each loop
 
     @property
     def plain_boot(self) -> bool:

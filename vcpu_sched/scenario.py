@@ -148,6 +148,8 @@ SCHEMA: dict[str, Field] = {
     "rtas_stopped_state": Field(bool, doc="with quiesced+migration: the cpu/rtas_stopped subsection is sent "
                                           "(false: machine types pseries-10.0 and older, streams from < 10.0)"),
     "boot_cpus": Field(int, 0, MAX_SMP, doc="CPUs the guest brings up at boot (0: all; the rest stay stopped)"),
+    "offline_hold_ns": Field(int, 0, 10_000_000_000,
+                             doc="offline-online: guest ns the secondaries stay offline in each loop"),
     "qemu_version": Field(str, choices=QEMU_VERSIONS,
                           doc="10.0: qemu_wait_io_event; 10.2: qemu_process_cpu_events, which clears exit_request"),
 }

@@ -243,6 +243,8 @@ def offline_online(machine: Machine) -> GuestProgram:
             if not (yield from cpu_die(machine, n)):
                 return
         yield console(f"loop {loop}: {len(secondaries)} secondary CPUs offline")
+        if machine.settings.offline_hold_ns:  # the guest stays like this a while (the monitor may act)
+            yield Compute(machine.settings.offline_hold_ns, "secondaries offline")
         # Something that syncs every CPU's registers while the secondaries are RTAS-stopped.
         yield Hcall(H_SET_MODE, (3, H_SET_MODE_RESOURCE_ADDR_TRANS_MODE, 0, 0))
         for n in secondaries:

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
-from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from .qemu_trace import TraceFiles, TraceLine, cpu_index_of, mutex_of
+from .summary import Durations
 from .timeline import Instant, Interval, Timeline
 
 NS = 1_000_000_000
@@ -145,16 +144,6 @@ def _roles(threads: dict[int | None, ThreadFacts]) -> dict[int | None, tuple[str
 
 
 @dataclass
-class Durations:
-    values: array[int] = field(default_factory=lambda: array("q"))
-
-    def to_dict(self) -> dict[str, Any]:
-        v = sorted(self.values)
-        p99 = v[min(len(v) - 1, math.ceil(0.99 * len(v)) - 1)] if v else 0
-        return {"count": len(v), "total_s": sum(v) / NS, "max_s": (v[-1] if v else 0) / NS, "p99_s": p99 / NS}
-
-
-@dataclass
 class Hold:
     tid: int | None
     start_ns: int
@@ -197,7 +186,7 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
         hold.end_ns = end_ns
         held = end_ns - hold.start_ns
         if not ongoing:
-            per[hold.tid].holds.values.append(held)
+            per[hold.tid].holds.add(held)
         if timeline:
             intervals.append(Interval(name(hold.tid), "BQL held", hold.start_ns - origin, end_ns - origin, hold.site,
                                       open=ongoing))
@@ -223,7 +212,7 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
                     close(holder, line.t_ns, False)
                 if state.waiting is not None:
                     since, site = state.waiting
-                    state.waits.values.append(line.t_ns - since)
+                    state.waits.add(line.t_ns - since)
                     if timeline and line.t_ns > since:
                         intervals.append(Interval(name(line.tid), "BQL wait", since - origin, line.t_ns - origin,
                                                   site))

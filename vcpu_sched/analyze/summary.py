@@ -9,6 +9,7 @@ when the log has it.
 from __future__ import annotations
 
 import math
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,9 @@ NS = 1_000_000_000
 
 @dataclass
 class Durations:
-    values: list[int] = field(default_factory=list)
+    """Interval lengths in ns; an array, since a long QEMU trace gives millions of them."""
+
+    values: array[int] = field(default_factory=lambda: array("q"))
 
     def add(self, ns: int) -> None:
         self.values.append(ns)

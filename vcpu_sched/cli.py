@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from .config import ACCELS, CLOCKS, CPUS, ENGINES, FIXES, QEMU_VERSIONS, TIMEBASE_RESETS, RunSettings
+from .config import ACCELS, CLOCKS, CPUS, ENGINES, FIXES, LOG_FORMATS, QEMU_VERSIONS, TIMEBASE_RESETS, RunSettings
 from .errors import BadInput, RunKilled, WorkerLost
 from .verdicts import SUCCESS, VERDICTS
 
@@ -81,7 +81,7 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--no-fast-forward", action="store_true", help="run every spinning loop turn")
     run.add_argument("--replay", metavar="SCHEDULE", help="replay a schedule file saved by explore (explore engine)")
     run.add_argument("--log", metavar="FILE", help="write the structured event log (JSON lines)")
-    run.add_argument("--log-format", choices=("jsonl", "qemu-trace"), default="jsonl",
+    run.add_argument("--log-format", choices=LOG_FORMATS, default="jsonl",
                      help="jsonl (default) or qemu-trace: BQL and vCPU events as QEMU's log trace backend")
     run.add_argument("--trace", action="append", default=[], metavar="PATTERN",
                      help="select logged events by glob; -PATTERN excludes (repeatable)")

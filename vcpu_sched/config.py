@@ -18,6 +18,7 @@ TIMEBASE_RESETS = ("applied", "reverted")
 ACCELS = ("kvm", "tcg")
 CPUS = ("POWER8", "POWER9", "POWER10")
 CLOCKS = ("virtual", "real")
+LOG_FORMATS = ("jsonl", "qemu-trace")
 ENGINES = tuple(ENGINE_REGISTRY)
 MAX_SMP = 2048
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from .config import FIXES, QEMU_VERSIONS, TIMEBASE_RESETS
+from .config import FIXES, LOG_FORMATS, QEMU_VERSIONS, TIMEBASE_RESETS
 from .engine.core import QUIT_REASON
 from .errors import BadInput, RunKilled
 from .model.machine import Machine
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--scenario", default="spapr-rtas-stopped", help="the guest's scenario (default: the seed's)")
     p.add_argument("--log", metavar="FILE")
-    p.add_argument("--log-format", choices=("jsonl", "qemu-trace"), default="jsonl")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="jsonl")
     p.add_argument("--deadline", type=float, default=3600.0, metavar="SECONDS",
                    help="end the process after this many seconds (default 3600)")
     p.add_argument("--watchdog", type=float, metavar="SECONDS", help="seconds before a lockup is reported")

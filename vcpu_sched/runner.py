@@ -27,9 +27,6 @@ def _is_interrupt(e: BaseException) -> bool:
     return isinstance(e, KeyboardInterrupt)
 
 
-LOG_FORMATS = ("jsonl", "qemu-trace")
-
-
 def run(settings: RunSettings, log_path: Path | str | None = None, trace: tuple[str, ...] = (),
         console_out: Callable[[int, str], None] | None = None, log_format: str = "jsonl",
         drive: Callable[[Machine], Engine] | None = None) -> RunResult:

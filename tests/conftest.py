@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from vcpu_sched import runner
 from vcpu_sched.config import RunSettings
 from vcpu_sched.engine.trio_engine import TrioEngine
 from vcpu_sched.model.machine import Machine
@@ -22,6 +25,18 @@ def seed_settings() -> RunSettings:
 
 def variant(base: RunSettings, **overrides: Any) -> RunSettings:
     return dataclasses.replace(base, **overrides)
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """A JSON-lines event log, one dict per event."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def logged_run(settings: RunSettings, tmp_path: Path, **changes: Any) -> tuple[str, list[dict[str, Any]]]:
+    """Run a variant of `settings` with a log under `tmp_path`: its verdict and its events."""
+    log = tmp_path / "run.jsonl"
+    result = runner.run(variant(settings, **changes), log)
+    return result.verdict, read_events(log)
 
 
 async def run_in_test_clock(settings: RunSettings) -> RunResult:

@@ -5,19 +5,14 @@ first H_SET_MODE, whose do_lpcr_sync then only stores the LPCR (and sets HARD)."
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import variant
+from tests.conftest import read_events, variant
 from vcpu_sched import runner
 from vcpu_sched.config import RunSettings
 from vcpu_sched.scenario import load
-
-
-def _events(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 @pytest.mark.parametrize("cpu,logical", [("POWER10", "0xf000006"), ("POWER9", "0xf000005")])
@@ -26,7 +21,7 @@ def test_the_lpcr_changing_get_comes_from_cas_before_h_set_mode(seed_settings: R
     path = tmp_path / "run.jsonl"
     result = runner.run(variant(seed_settings, cpu=cpu, smp=4, cores=4, watchdog_s=2.0), path)
     assert result.verdict == "lockup" and result.lockup is not None
-    events = _events(path)
+    events = read_events(path)
     cas = [e for e in events if e["event"] == "spapr_cas_pvr"]
     assert [(e["cur_pvr"], e["new_pvr"]) for e in cas] == [("0x0", logical)]
     h_set_mode = next(e for e in events if e["event"] == "spapr_set_all_lpcrs" and "H_SET_MODE" in str(e["why"]))
@@ -45,5 +40,5 @@ def test_the_fix_still_boots_and_each_boot_negotiates_again(tmp_path: Path) -> N
     path = tmp_path / "run.jsonl"
     result = runner.run(settings, path)
     assert result.verdict == "completed"
-    cas = [e for e in _events(path) if e["event"] == "spapr_cas_pvr"]
+    cas = [e for e in read_events(path) if e["event"] == "spapr_cas_pvr"]
     assert [e["cur_pvr"] for e in cas] == ["0x0", "0x0"], "system_reset puts every vCPU back in raw mode"

@@ -4,10 +4,9 @@ spapr's (or pnv's) own reset code runs. The model used to carry the old state ac
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from tests.conftest import variant
+from tests.conftest import read_events, variant
 from vcpu_sched import runner
 from vcpu_sched.config import RunSettings
 from vcpu_sched.model.cpus import CPU_INTERRUPT_HARD
@@ -47,9 +46,6 @@ def test_reset_values_replace_whatever_the_cpu_held(seed_settings: RunSettings) 
     assert env.pending_interrupts == Interrupt.DECR.value  # raised again by cpu_ppc_tb_reset, not carried
 
 
-def _events(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
 
 def test_every_reset_starts_from_the_defaults_before_spapr_reset_code(tmp_path: Path) -> None:
     """Through a system_reset (with the fix, so the guest gets that far): each spapr_reset_vcpu of a CPU is
@@ -58,7 +54,7 @@ def test_every_reset_starts_from_the_defaults_before_spapr_reset_code(tmp_path: 
     log = tmp_path / "run.jsonl"
     result = runner.run(variant(scenario.settings, smp=4, cores=4, fix="quiesced"), log)
     assert result.verdict == "completed"
-    events = _events(log)
+    events = read_events(log)
     for cpu in range(4):
         mine = [e for e in events if e.get("cpu") == cpu and e["event"] in ("ppc_cpu_reset", "spapr_reset_vcpu")]
         kinds = [e["event"] for e in mine]

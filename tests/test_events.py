@@ -12,14 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import variant
+from tests.conftest import read_events, variant
 from vcpu_sched import runner
 from vcpu_sched.config import RunSettings
 from vcpu_sched.events import EventLog, TraceFilter
-
-
-def _lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_seed_case_log_shape(seed_settings: RunSettings, tmp_path: Path) -> None:
@@ -43,7 +39,7 @@ def test_seed_case_log_shape(seed_settings: RunSettings, tmp_path: Path) -> None
 def test_spinning_vcpu_does_not_flood_without_fast_forward(seed_settings: RunSettings, tmp_path: Path) -> None:
     log = tmp_path / "spin.jsonl"
     result = runner.run(variant(seed_settings, smp=2, cores=2, watchdog_s=0.5, fast_forward=False), log)
-    events = _lines(log)
+    events = read_events(log)
     assert result.lockup is not None and result.lockup.holder_iterations > 490_000
     exec_lines = [e for e in events if e["event"] == "kvm_cpu_exec" and e["cpu"] == 1]
     summaries = [e for e in events if e["event"] == "trace_suppressed" and e["suppressed_event"] == "kvm_cpu_exec"]
@@ -95,7 +91,7 @@ def test_interrupted_run_leaves_a_complete_log(tmp_path: Path, sig: signal.Signa
     finally:
         proc.kill()
     assert status == (130 if sig == signal.SIGINT else 143)
-    events = _lines(log)
+    events = read_events(log)
     assert events[0]["event"] == "run_start"
     assert events[-1]["event"] == "run_end" and reason in events[-1]["reason"]
     assert events[-1]["verdict"] is None

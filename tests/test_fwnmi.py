@@ -3,21 +3,17 @@ ioctl on another vCPU wait - with the BQL held - for as long as that vCPU stays 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import variant
-from vcpu_sched import runner
+from tests.conftest import logged_run, variant
 from vcpu_sched.explore import explore_exhaustive
 from vcpu_sched.scenario import apply, load
 from vcpu_sched.sweep import sweep
 
 
 def _events(tmp_path: Path, **changes: Any) -> tuple[str, list[dict[str, Any]]]:
-    log = tmp_path / "run.jsonl"
-    result = runner.run(variant(load("spapr-fwnmi-kdump").settings, **changes), log)
-    return result.verdict, [json.loads(line) for line in log.read_text().splitlines()]
+    return logged_run(load("spapr-fwnmi-kdump").settings, tmp_path, **changes)
 
 
 def test_before_the_fix_the_ioctl_waits_for_the_first_vcpu_inside_kvm_run(tmp_path: Path) -> None:

@@ -5,10 +5,9 @@ what is used, and put back by cpu_synchronize_all_post_init."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from tests.conftest import variant
+from tests.conftest import read_events, variant
 from vcpu_sched import runner
 from vcpu_sched.scenario import load
 
@@ -17,7 +16,7 @@ def test_kvm_load_gets_nothing_and_reevaluates_hard(tmp_path: Path) -> None:
     log = tmp_path / "run.jsonl"
     settings = variant(load("spapr-migrate").settings, accel="kvm", fix="quiesced+migration")
     assert runner.run(settings, log).verdict == "completed"
-    events = [json.loads(line) for line in log.read_text().splitlines()]
+    events = read_events(log)
     post_load = [i for i, e in enumerate(events) if e["event"] == "cpu_post_load"]
     assert len(post_load) == settings.smp
     for i in post_load:  # hreg_store_msr's ppc_maybe_interrupt for that CPU comes right before

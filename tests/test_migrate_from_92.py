@@ -3,19 +3,15 @@ subsection, as upstream writes it, and what follows for CPUs the guest never sta
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import variant
-from vcpu_sched import runner
+from tests.conftest import logged_run
 from vcpu_sched.scenario import load
 
 
 def _run(tmp_path: Path, **changes: Any) -> tuple[str, list[dict[str, Any]]]:
-    log = tmp_path / "run.jsonl"
-    result = runner.run(variant(load("spapr-migrate-from-9.2").settings, **changes), log)
-    return result.verdict, [json.loads(line) for line in log.read_text().splitlines()]
+    return logged_run(load("spapr-migrate-from-9.2").settings, tmp_path, **changes)
 
 
 def test_never_started_cpus_are_inferred_running_and_never_start(tmp_path: Path) -> None:

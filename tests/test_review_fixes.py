@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import variant
-from vcpu_sched import runner
+from tests.conftest import logged_run, variant
 from vcpu_sched.config import RunSettings
 from vcpu_sched.model.effects import BqlLock, Spend
 from vcpu_sched.model.interrupts import ppc_store_lpcr
@@ -33,9 +31,7 @@ from vcpu_sched.model.tcg import mttcg_cpu_thread_fn
 
 
 def _log(settings: RunSettings, tmp_path: Path, **changes: Any) -> list[dict[str, Any]]:
-    log = tmp_path / "run.jsonl"
-    runner.run(variant(settings, **changes), log)
-    return [json.loads(line) for line in log.read_text().splitlines()]
+    return logged_run(settings, tmp_path, **changes)[1]
 
 
 def test_d4_large_decrementer_sets_ld_in_qemu_and_in_the_vcore(seed_settings: RunSettings, tmp_path: Path) -> None:

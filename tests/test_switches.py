@@ -3,20 +3,16 @@ link in the events - not only the verdict, which the matrix rows check."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import variant
-from vcpu_sched import runner
+from tests.conftest import logged_run
 from vcpu_sched.config import RunSettings
 from vcpu_sched.scenario import load
 
 
 def _run(settings: RunSettings, tmp_path: Path, **changes: Any) -> tuple[str, list[dict[str, Any]]]:
-    log = tmp_path / "run.jsonl"
-    result = runner.run(variant(settings, smp=4, cores=4, watchdog_s=2.0, **changes), log)
-    return result.verdict, [json.loads(line) for line in log.read_text().splitlines()]
+    return logged_run(settings, tmp_path, smp=4, cores=4, watchdog_s=2.0, **changes)
 
 
 def _lpcr_changing_gets(events: list[dict[str, Any]], cpu: int) -> list[dict[str, Any]]:

@@ -9,7 +9,18 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from .config import ACCELS, CLOCKS, CPUS, ENGINES, FIXES, LOG_FORMATS, QEMU_VERSIONS, TIMEBASE_RESETS, RunSettings
+from .config import (
+    ACCELS,
+    CLOCKS,
+    CPUS,
+    ENGINES,
+    FIXES,
+    LOG_FORMATS,
+    PPC_CPUS,
+    QEMU_VERSIONS,
+    TIMEBASE_RESETS,
+    RunSettings,
+)
 from .errors import BadInput, RunKilled, WorkerLost
 from .verdicts import SUCCESS, VERDICTS
 
@@ -145,7 +156,7 @@ def _analyze_options(analyze: argparse.ArgumentParser) -> None:
 
 
 def _irq_options(irq: argparse.ArgumentParser) -> None:
-    irq.add_argument("--cpu", choices=CPUS, default="POWER10")
+    irq.add_argument("--cpu", choices=PPC_CPUS, default="POWER10")
     irq.add_argument("--lpcr", type=_hex, required=True, metavar="HEX")
     irq.add_argument("--psscr", type=_hex, metavar="HEX", help="whole PSSCR (or use --psscr-ec)")
     for flag in ("halted", "psscr-ec", "msr-ee", "msr-hv", "msr-pr", "no-hv-mode", "quiesced",
@@ -187,7 +198,8 @@ def _settings(args: argparse.Namespace, extra: dict[str, Any]) -> tuple[RunSetti
         from . import qemu_cmdline
 
         imported = qemu_cmdline.parse(args.qemu)
-    default = "powernv-core-stop-start" if imported and imported.machine_type == "powernv" else DEFAULT_SCENARIO
+    by_machine = {"powernv": "powernv-core-stop-start", "s390-ccw-virtio": "s390x-sigp-cross"}
+    default = by_machine.get(imported.machine_type, DEFAULT_SCENARIO) if imported else DEFAULT_SCENARIO
     scenario = load(args.scenario or default)
     overrides: dict[str, Any] = dict(imported.overrides) if imported else {}
     if imported is not None:

@@ -12,11 +12,12 @@ from .engine import ENGINES as ENGINE_REGISTRY
 # tcg_cpu_exec no longer do).
 QEMU_VERSIONS = ("10.0", "10.2")
 FIXES = ("none", "quiesced", "quiesced+migration", "lpcr-sync", "quiesced+lpcr-sync")
-WORKLOADS = ("none", "ipi-check", "offline-online", "kdump", "online-rest")
-MACHINES = ("pseries", "powernv")
+WORKLOADS = ("none", "ipi-check", "offline-online", "kdump", "online-rest", "busy-loop", "sigp-cross")
+MACHINES = ("pseries", "powernv", "s390-ccw-virtio")
 TIMEBASE_RESETS = ("applied", "reverted")
 ACCELS = ("kvm", "tcg")
-CPUS = ("POWER8", "POWER9", "POWER10")
+PPC_CPUS = ("POWER8", "POWER9", "POWER10")
+CPUS = (*PPC_CPUS, "z16")  # z16: the s390-ccw-virtio machine
 CLOCKS = ("virtual", "real")
 LOG_FORMATS = ("jsonl", "qemu-trace")
 ENGINES = tuple(ENGINE_REGISTRY)
@@ -70,11 +71,13 @@ class RunSettings:
     rtas_stopped_state: bool = True  # quiesced+migration: the CPU property (false for pseries-10.0 types)
     boot_cpus: int = 0  # CPUs the guest brings up at boot (0: all); the others stay RTAS-stopped
     offline_hold_ns: int = 0  # offline-online workload: how long the secondaries stay offline each loop
+    sigp_lock: bool = True  # f9530c3242 (2016): s390x SIGPs one at a time, BUSY on contention
+    force_rcu: bool = True  # ef149763a8 + dd47a8f654 (2021): drain_call_rcu kicks TCG vCPUs out of cpu_exec
 
     @property
     def plain_boot(self) -> bool:
         """A scenario that is one pseries boot and nothing else: success is called "booted"."""
-        return self.machine == "pseries" and self.workload == "none" and self.boots == 1 and not self.monitor
+        return self.machine != "powernv" and self.workload == "none" and self.boots == 1 and not self.monitor
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)

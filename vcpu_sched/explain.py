@@ -68,6 +68,12 @@ class Facts:
     in_kvm_run: dict[int, int] = field(default_factory=dict)  # cpu -> since when it is inside KVM_RUN
     rtas: dict[int, str] = field(default_factory=dict)  # cpu -> the RTAS call it made last
     holder: Wait | None = None  # the BQL's holder, where and since when it took it
+    # run_on_cpu calls not yet run: caller thread -> (since, target cpu, work)
+    run_on_cpu_waits: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+    sigp: dict[int, tuple[str, int]] = field(default_factory=dict)  # cpu -> (order, dst) it is handling
+    rcu_readers: dict[str, int] = field(default_factory=dict)  # thread -> since when in a read-side section
+    rcu_waiting: tuple[int, list[str], bool] | None = None  # since, readers synchronize_rcu waits for, forced
+    drain_since: int | None = None  # drain_call_rcu began (the main thread's device_add)
 
     @classmethod
     def for_log(cls, settings: dict[str, Any]) -> Facts:
@@ -124,6 +130,36 @@ class Facts:
     def _kvm_exit(self, t: int, f: dict[str, Any]) -> None:
         self.in_kvm_run.pop(f["cpu"], None)
 
+    def _run_on_cpu(self, t: int, f: dict[str, Any]) -> None:
+        self.run_on_cpu_waits[str(f["caller"])] = (t, int(f["cpu"]), str(f.get("work")))
+
+    def _work_done(self, t: int, f: dict[str, Any]) -> None:
+        for caller, (_, target, work) in list(self.run_on_cpu_waits.items()):
+            if target == f["cpu"] and work == f.get("work"):
+                del self.run_on_cpu_waits[caller]
+
+    def _sigp(self, t: int, f: dict[str, Any]) -> None:
+        self.sigp[int(f["cpu"])] = (str(f.get("order")), int(f.get("dst", -1)))
+
+    def _rcu_lock(self, t: int, f: dict[str, Any]) -> None:
+        self.rcu_readers[str(f["thread"])] = t
+
+    def _rcu_unlock(self, t: int, f: dict[str, Any]) -> None:
+        self.rcu_readers.pop(str(f["thread"]), None)
+
+    def _rcu_wait(self, t: int, f: dict[str, Any]) -> None:
+        since = self.rcu_waiting[0] if self.rcu_waiting else t
+        self.rcu_waiting = (since, [str(r) for r in f.get("readers", [])], bool(f.get("forced")))
+
+    def _rcu_callback(self, t: int, f: dict[str, Any]) -> None:
+        self.rcu_waiting = None
+        if f.get("name") == "drain_rcu_callback":
+            self.drain_since = None
+
+    def _monitor(self, t: int, f: dict[str, Any]) -> None:
+        if f.get("command") in ("device_add", "qmp device_add"):
+            self.drain_since = t
+
     def _maybe_interrupt(self, t: int, f: dict[str, Any]) -> None:
         self._state(t, f)
         c = self.cpu(f["cpu"])
@@ -175,6 +211,12 @@ class Facts:
     def _cond_wait(self, t: int, f: dict[str, Any]) -> None:
         self.waits[str(f["thread"])] = Wait(str(f["thread"]), str(f.get("cond")), str(f.get("site")), t)
 
+    def _event_wait(self, t: int, f: dict[str, Any]) -> None:
+        self.waits[str(f["thread"])] = Wait(str(f["thread"]), str(f.get("what")), str(f.get("site")), t)
+
+    def _event_woken(self, t: int, f: dict[str, Any]) -> None:
+        self.waits.pop(str(f["thread"]), None)
+
     def _set_all_lpcrs(self, t: int, f: dict[str, Any]) -> None:
         self.set_all_lpcrs = (t, str(f.get("why")))
 
@@ -197,10 +239,20 @@ _HANDLERS: dict[str, tuple[Any, str, type]] = {
     "kvm_get_registers": (Facts._get_registers, "cpu", int),
     "kvm_cpu_exec": (Facts._cpu_exec, "cpu", int),
     "spapr_set_all_lpcrs": (Facts._set_all_lpcrs, "", object),
+    "run_on_cpu": (Facts._run_on_cpu, "caller", str),
+    "process_queued_cpu_work": (Facts._work_done, "cpu", int),
+    "sigp_handle": (Facts._sigp, "cpu", int),
+    "rcu_read_lock": (Facts._rcu_lock, "ctr", int),
+    "rcu_read_unlock": (Facts._rcu_unlock, "", object),
+    "rcu_wait_for_readers": (Facts._rcu_wait, "readers", list),
+    "rcu_callback": (Facts._rcu_callback, "name", str),
+    "monitor_command": (Facts._monitor, "command", str),
     "qemu_mutex_lock": (Facts._mutex_lock, "thread", str),
     "qemu_mutex_locked": (Facts._mutex_locked, "thread", str),
     "qemu_mutex_unlock": (Facts._mutex_unlock, "thread", str),
     "qemu_cond_wait": (Facts._cond_wait, "thread", str),
+    "qemu_event_wait": (Facts._event_wait, "thread", str),
+    "qemu_event_woken": (Facts._event_woken, "thread", str),
 }
 
 
@@ -220,6 +272,12 @@ LIVE_FACT_EVENTS = frozenset(name for name, (_, key, _) in _HANDLERS.items() if 
 def chain(facts: Facts, stuck: Wait, holder: str | None, holder_cpu: int | None, held_since_ns: int,
           holder_site: str, iterations: int, now: int, main_wait: Wait | None) -> list[str]:
     """Why `stuck` is stuck, one sentence per link that the facts show, the holder of the BQL first."""
+    if stuck.thread in facts.run_on_cpu_waits:
+        cycle = _run_on_cpu_cycle(facts, stuck.thread)
+        if cycle:
+            return _cross_run_on_cpu_links(facts, cycle, now)
+    if facts.drain_since is not None and stuck.site == "drain_call_rcu":
+        return _rcu_links(facts, stuck, now)
     if holder_cpu is None:
         return [f"{stuck.thread} has waited for {stuck.what} at {stuck.site} since {_s(stuck.since_ns)}; the BQL "
                 f"is held by {holder or 'nobody'} at {holder_site or '-'}."]
@@ -265,6 +323,65 @@ def chain(facts: Facts, stuck: Wait, holder: str | None, holder_cpu: int | None,
     else:
         out.append(f"CPU {h}'s thread holds the BQL at {holder_site} since {_s(held_since_ns)}.")
     return out + _stuck_links(facts, stuck, main_wait)
+
+
+def _thread_of_cpu(facts: Facts, cpu: int) -> str | None:
+    return next((t for t in facts.run_on_cpu_waits if t.startswith(f"CPU {cpu}/")), None)
+
+
+def _run_on_cpu_cycle(facts: Facts, start: str) -> list[str]:
+    """The threads that wait in run_on_cpu for one another, starting at `start`, if they form a cycle."""
+    seen = [start]
+    while True:
+        _, target, _ = facts.run_on_cpu_waits[seen[-1]]
+        nxt = _thread_of_cpu(facts, target)
+        if nxt is None:
+            return []
+        if nxt == start:
+            return seen
+        if nxt in seen:
+            return []
+        seen.append(nxt)
+
+
+def _cross_run_on_cpu_links(facts: Facts, cycle: list[str], now: int) -> list[str]:
+    """A deadlock of run_on_cpu calls: each thread waits for work that the next never processes."""
+    out = []
+    for thread in cycle:
+        since, target, work = facts.run_on_cpu_waits[thread]
+        cpu = int(thread.split()[1].split("/")[0])
+        order = facts.sigp.get(cpu)
+        why = f", handling SIGP {order[0]} from its guest to CPU {order[1]} (handle_sigp)" if order else ""
+        out.append(f"{thread} waits in run_on_cpu since {_s(since)} for CPU {target} to run {work}{why}; the "
+                   "BQL is dropped while it waits.")
+    began = min(facts.run_on_cpu_waits[t][0] for t in cycle)
+    out.append("A vCPU thread runs its queued work only in " + facts.cpu_events + ", at the top of its loop; each "
+               f"of {', '.join(cycle)} is inside run_on_cpu instead, waiting for the other: a cross run_on_cpu "
+               f"deadlock (not a BQL problem - nobody holds it). It has lasted {_s(now - began)}.")
+    if any(facts.sigp.get(int(t.split()[1].split("/")[0])) for t in cycle):
+        out.append("Upstream f9530c3242 lets one SIGP at a time through qemu_sigp_mutex (trylock); the other "
+                   "CPU's guest gets condition code 2 (BUSY) and retries, after its thread has run the queued work.")
+    return out
+
+
+def _rcu_links(facts: Facts, stuck: Wait, now: int) -> list[str]:
+    """The main thread waits in drain_call_rcu for a grace period that a reader never lets end."""
+    out = [f"{stuck.thread} waits in drain_call_rcu since {_s(stuck.since_ns)} (qmp_device_add's failure path, "
+           "7bed89958b), with the BQL dropped: the monitor answers nothing until it returns."]
+    if facts.rcu_waiting is not None:
+        since, readers, forced = facts.rcu_waiting
+        inside = [f"{r} (in a read-side section since {_s(facts.rcu_readers[r])})" if r in facts.rcu_readers else r
+                  for r in readers]
+        out.append(f"The call_rcu thread waits in synchronize_rcu -> wait_for_readers since {_s(since)} for "
+                   f"{', '.join(inside)}: an RCU grace period that never ends.")
+        tcg = [r for r in readers if r.endswith("/TCG")]
+        if tcg:
+            out.append(f"{', '.join(tcg)} runs guest code in cpu_exec, which holds rcu_read_lock for as long as it "
+                       "executes; a guest busy loop never leaves it.")
+        if not forced:
+            out.append("No force_rcu notifier kicks the reader out (ef149763a8 + dd47a8f654 add one per TCG vCPU "
+                       "thread, which queues do_nothing with async_run_on_cpu).")
+    return out
 
 
 def _kernel_mutex_links(facts: Facts, h: int, held_since_ns: int, holder_site: str, now: int) -> list[str]:

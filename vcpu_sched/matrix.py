@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import runner
-from .config import CPUS, RunSettings
+from .config import PPC_CPUS, RunSettings
 from .errors import BadInput, WorkerLost
 from .pool import Progress, local_pool, raise_killed, stop
 from .scenario import Scenario, apply, load, scenario_names
@@ -56,7 +56,7 @@ def rows_for(scenario: Scenario) -> list[Row]:
         variants = [expect.variant]
         if scenario.settings.machine == "pseries" and expect.derive:
             base_cpu = expect.variant.get("cpu", scenario.settings.cpu)
-            variants += [{**expect.variant, "cpu": cpu} for cpu in CPUS if cpu != base_cpu]
+            variants += [{**expect.variant, "cpu": cpu} for cpu in PPC_CPUS if cpu != base_cpu]
             variants += [{**expect.variant, "smp": n} for n in DERIVED_SMP]
         for i, variant in enumerate(variants):
             settings = apply(scenario.settings, variant, f"{scenario.path}: expect variant")

@@ -1,6 +1,8 @@
 """`vcpu-sched run --qemu "<qemu-system-ppc64 options>"`: settings from a QEMU command line.
 
-Understood: `-machine`/`-M` TYPE[,accel=kvm|tcg,...] (pseries, pseries-X.Y, powernv, powernv10),
+Understood: `-machine`/`-M` TYPE[,accel=kvm|tcg,...] (pseries, pseries-X.Y, powernv, powernv10, and
+qemu-system-s390x's s390-ccw-virtio, s390-ccw-virtio-X.Y, which the model runs under KVM with `-cpu host`
+a z16),
 `-accel` kvm|tcg, `-enable-kvm`, `-smp` N[,sockets=,cores=,threads=,maxcpus=] (missing topology values
 are filled as QEMU does, preferring cores), `-cpu` host|POWER8|POWER9|POWER10 (with QEMU's spellings,
 e.g. power10, POWER10_v2.0). `-cpu host` means the host's CPU and needs KVM; the model takes the seed's
@@ -42,9 +44,11 @@ def _accel(current: str | None, new: str, where: str) -> str:
 def _cpu(value: str) -> str:
     if value == "host":
         return "host"
+    if re.fullmatch(r"z16(\.\d+)?(-base)?|gen16[ab](-base)?", value):
+        return "z16"
     name = _CPU_NAMES.get(re.sub(r"_v\d+(\.\d+)*$", "", value).lower())
     if name is None:
-        raise BadInput(f"--qemu: -cpu {value}: not modelled (host, POWER8, POWER9, POWER10)")
+        raise BadInput(f"--qemu: -cpu {value}: not modelled (host, POWER8, POWER9, POWER10, z16)")
     return name
 
 
@@ -115,8 +119,10 @@ def parse_words(words: list[str]) -> QemuCommandLine:
                 out.machine_type = "pseries"
             elif kind in ("powernv", "powernv10"):
                 out.machine_type = "powernv"
+            elif kind.startswith("s390-ccw-virtio"):
+                out.machine_type = "s390-ccw-virtio"
             else:
-                raise BadInput(f"--qemu: -machine {kind}: not modelled (pseries, powernv, powernv10)")
+                raise BadInput(f"--qemu: -machine {kind}: not modelled (pseries, powernv, powernv10, s390-ccw-virtio)")
             for prop in props:
                 key, _, val = prop.partition("=")
                 if key == "accel":
@@ -148,10 +154,19 @@ def parse_words(words: list[str]) -> QemuCommandLine:
             out.other.append((option, value))
             i += 2
     accel = accel or "tcg"
+    s390 = out.machine_type == "s390-ccw-virtio"
     if cpu == "host":
         if accel != "kvm":
             raise BadInput("--qemu: -cpu host needs KVM (-machine ...,accel=kvm or -enable-kvm)")
-        cpu = "POWER10"
+        cpu = "z16" if s390 else "POWER10"
+    if s390:
+        if accel != "kvm":
+            raise BadInput("--qemu: the s390x model has KVM only (-machine s390-ccw-virtio,accel=kvm)")
+        if cpu not in (None, "z16"):
+            raise BadInput(f"--qemu: -cpu {cpu} is not an s390x CPU (host, z16)")
+        cpu = "z16"
+    elif cpu == "z16":
+        raise BadInput(f"--qemu: -cpu z16 does not fit -machine {out.machine_type}")
     if out.machine_type == "powernv" and accel == "kvm":
         raise BadInput("--qemu: the powernv machine does not support the KVM accelerator")
     out.overrides.update({"machine": out.machine_type, "accel": accel})

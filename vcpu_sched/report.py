@@ -49,7 +49,8 @@ def lockup_text(lockup: Lockup) -> list[str]:
         f"{lockup.held_for_s:.6f} s, {lockup.holder_iterations:,} loop iterations",
     ]
     if lockup.main_loop_blocked_s is not None:
-        lines.append(f"main loop:  waits for the BQL for {lockup.main_loop_blocked_s:.6f} s (monitor unresponsive)")
+        lines.append(f"main loop:  waits for {lockup.main_loop_waits_for or 'the BQL'} for "
+                     f"{lockup.main_loop_blocked_s:.6f} s (monitor unresponsive)")
     if lockup.top_threads:
         lines += ["", "top -H (psutil, per-thread CPU over the sampling window):", "      TID  %CPU  COMMAND"]
         lines += [f"  {t['native_id']:>7} {t['cpu_percent']:>5.1f}  {t.get('os_name') or t['name']}"

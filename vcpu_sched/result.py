@@ -47,6 +47,7 @@ class Lockup:
     chain: list[str]
     cpus: list[CpuRow]
     main_loop_blocked_s: float | None = None
+    main_loop_waits_for: str | None = None  # what the blocked main loop waits for (the BQL, an event)
     # threads engine: the spinning thread as the OS sees it (native_id, cpu_percent), and `top -H`
     holder_thread: dict[str, Any] | None = None
     top_threads: list[dict[str, Any]] = field(default_factory=list)
@@ -61,7 +62,7 @@ class Lockup:
             "waiting_since_s": self.waiting_since_s, "wait_site": self.wait_site,
             "bql_holder": self.bql_holder, "bql_holder_thread": self.bql_holder_thread,
             "holder_site": self.holder_site, "held_for_s": self.held_for_s,
-            "holder_iterations": self.holder_iterations, "main_loop_blocked_s": self.main_loop_blocked_s,
+            "holder_iterations": self.holder_iterations, "main_loop_blocked_s": self.main_loop_blocked_s, "main_loop_waits_for": self.main_loop_waits_for,
             "holder_thread": self.holder_thread, "top_threads": self.top_threads,
             "cause": self.cause, "chain": self.chain, "cpus": [row.to_dict() for row in self.cpus],
         }

@@ -148,6 +148,8 @@ SCHEMA: dict[str, Field] = {
     "rtas_stopped_state": Field(bool, doc="with quiesced+migration: the cpu/rtas_stopped subsection is sent "
                                           "(false: machine types pseries-10.0 and older, streams from < 10.0)"),
     "boot_cpus": Field(int, 0, MAX_SMP, doc="CPUs the guest brings up at boot (0: all; the rest stay stopped)"),
+    "sigp_lock": Field(bool, doc="s390x: f9530c3242 applied: one SIGP at a time, condition code 2 (BUSY) to the loser"),
+    "force_rcu": Field(bool, doc="ef149763a8 + dd47a8f654 applied: drain_call_rcu kicks TCG vCPUs out of cpu_exec"),
     "offline_hold_ns": Field(int, 0, 10_000_000_000,
                              doc="offline-online: guest ns the secondaries stay offline in each loop"),
     "qemu_version": Field(str, choices=QEMU_VERSIONS,
@@ -215,6 +217,11 @@ def apply(base: RunSettings, overrides: dict[str, Any], where: str) -> RunSettin
     if merged.boots > resets + 1:
         raise BadInput(f"{where}: boots={merged.boots} needs {merged.boots - 1} monitor system_reset "
                        f"command(s) to boot again; the monitor script has {resets}")
+    if (merged.machine == "s390-ccw-virtio") != (merged.cpu == "z16"):
+        raise BadInput(f"{where}: cpu: {merged.cpu} does not fit machine {merged.machine} (s390-ccw-virtio takes z16, "
+                       "the POWER machines POWER8-10)")
+    if merged.machine == "s390-ccw-virtio" and merged.accel != "kvm":
+        raise BadInput(f"{where}: accel: the s390x model has KVM only (its TCG SIGP path is not modelled)")
     if merged.machine == "powernv":
         if merged.accel != "tcg":
             raise BadInput(f"{where}: accel: the powernv machine does not support the KVM accelerator")

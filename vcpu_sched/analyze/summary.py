@@ -98,6 +98,19 @@ def _signature(log: Log, timeline: Timeline, threads: dict[str, ThreadSummary]) 
             "stuck_site": stuck.site, "waiters": [w.thread for w in waiting], "chain": why}
 
 
+def _wait_signature(log: Log, timeline: Timeline) -> dict[str, Any] | None:
+    """No thread spins with the BQL: the boot CPU or the main loop blocked at the end on something else
+    (run_on_cpu work that never runs, an RCU grace period), explained by the same chain."""
+    facts = timeline.facts
+    stuck = next((w for t, w in facts.waits.items() if t.startswith("CPU 0/")), None) or facts.waits.get("main")
+    if stuck is None or stuck.what == "BQL":
+        return None
+    why = chain(facts, stuck, None, None, 0, "", 0, log.end_ns, facts.waits.get("main"))
+    return {"holder": None, "holder_cpu": None, "stuck": stuck.thread, "stuck_cpu": _cpu(stuck.thread),
+            "stuck_since_s": stuck.since_ns / NS, "stuck_site": stuck.site, "waiting_for": stuck.what,
+            "waiters": [], "chain": why}
+
+
 def _cpu(thread: str) -> int | None:
     if thread.startswith("CPU "):
         return int(thread.split()[1].split("/")[0])
@@ -112,7 +125,7 @@ def summarise(log: Log, timeline: Timeline | None = None) -> dict[str, Any]:
     verdict = end.get("verdict") if end else None
     watchdog = end.get("lockup") if end else None
     suppressed = timeline.suppressed
-    signature = _signature(log, timeline, threads)
+    signature = _signature(log, timeline, threads) or _wait_signature(log, timeline)
     agreement = None
     if signature is not None and isinstance(watchdog, dict):
         agreement = (watchdog.get("bql_holder") == signature["holder_cpu"]
@@ -169,7 +182,11 @@ def summary_text(s: dict[str, Any]) -> str:
         if len(s["rtas"]) > 64:
             lines.append(f"  ... {len(s['rtas']) - 64} more")
     sig = s["lockup_signature"]
-    if sig:
+    if sig and sig["holder"] is None:
+        lines += ["", f"LOCKUP SIGNATURE: {sig['stuck']} blocked since {sig['stuck_since_s']:.6f} s, waiting for "
+                      f"{sig['waiting_for']} at {sig['stuck_site']}; nobody holds the BQL"]
+        lines += [f"  {i}. {step}" for i, step in enumerate(sig["chain"], 1)]
+    elif sig:
         lines += ["", f"LOCKUP SIGNATURE: {sig['holder']} holds the BQL since {sig['held_since_s']:.6f} s "
                       f"({sig['held_for_s']:.6f} s, {sig['holder_iterations']:,} loop iterations) while "
                       f"{', '.join(sig['waiters'])} wait; stuck: {sig['stuck']} since {sig['stuck_since_s']:.6f} s"]

@@ -126,3 +126,12 @@ class BqlBook:
 
     def cond_woken(self, thread: str, cpu: CPUState | None, cond: str) -> None:
         self._event("qemu_cond_woken", thread, cpu, cond=cond)
+
+    def event_wait(self, thread: str, cpu: CPUState | None, what: str, site: str) -> None:
+        """A wait that is neither the BQL nor a condition wait on it (a QemuEvent, a kernel mutex)."""
+        self.stats.blocked[thread] = Blocked(what, self._now(), site)
+        self._event("qemu_event_wait", thread, cpu, what=what, site=site)
+
+    def event_woken(self, thread: str, cpu: CPUState | None, what: str) -> None:
+        self.stats.blocked.pop(thread, None)
+        self._event("qemu_event_woken", thread, cpu, what=what)

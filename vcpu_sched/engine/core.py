@@ -170,7 +170,12 @@ class EngineCore:
             yield from self._lock(rec, effect.site)
             return None
         if isinstance(effect, Block):
-            return (yield from self._park(park_on(effect.wake, effect.timeout_ns)))
+            if not effect.site:
+                return (yield from self._park(park_on(effect.wake, effect.timeout_ns)))
+            self.book.event_wait(rec.name, rec.cpu, effect.what, effect.site)
+            slept = yield from self._park(park_on(effect.wake, effect.timeout_ns))
+            self.book.event_woken(rec.name, rec.cpu, effect.what)
+            return slept
         raise ModelError(f"{rec.name} yielded {effect!r}, which is not an effect")
 
     def _lock(self, rec: ThreadRec, site: str) -> Perform:

@@ -200,6 +200,12 @@ class ExploreEngine(Engine):
             if not enabled:
                 due = sched.next_due()
                 if due is not None:
+                    # A watched thread blocked for the watchdog's threshold while others still run on
+                    # timers (a deadlock beside a polling main loop): the other engines' lockup.
+                    lockup = core.watchdog.check(due)
+                    if lockup is not None:
+                        core.fire_watchdog(lockup, at_ns=due)
+                        return self._end()
                     sched.advance_to(due)
                     continue
                 spinner = next((t for t in sched.tasks if core.spinning(t.rec)), None)
@@ -283,7 +289,9 @@ class ExploreEngine(Engine):
                             sorted((index(k), v) for k, v in mem.ipi_sent.items()),
                             sorted((index(k), v) for k, v in mem.ipi_acked.items()),
                             sorted(map(index, out.online)), len(out.console), [f.kind for f in out.failures],
-                            None if mem.crash_request is None else index(mem.crash_request)]
+                            None if mem.crash_request is None else index(mem.crash_request),
+                            sorted(mem.words.items()), machine.rcu.key(),
+                            machine.s390.key() if machine.s390 is not None else None]
         for cpu_index, runner in sorted((index(i), r) for i, r in machine.tcg_runners.items()):
             parts.append((cpu_index, runner.entry_gen, _frames(runner._program), runner.compute_left))
         for cpu in sorted(machine.cpus, key=lambda c: index(c.cpu_index)):
@@ -299,7 +307,8 @@ class ExploreEngine(Engine):
         return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
     def _cpu_part(self, cpu: CPUState) -> tuple[Any, ...]:
-        part: tuple[Any, ...] = (cpu.loop_snapshot(), cpu.env.compat_pvr, tuple(w.name for w in cpu.work_list))
+        part: tuple[Any, ...] = (cpu.loop_snapshot(), getattr(cpu.env, "compat_pvr", None),
+                                 tuple(w.name for w in cpu.work_list))
         kvm = self.machine.kvm
         if kvm is not None:
             vcpu = kvm.vcpus[cpu.cpu_index]

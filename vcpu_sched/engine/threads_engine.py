@@ -303,6 +303,9 @@ class ThreadsEngine(Engine):
                 if self.serve is not None and (self._halt or self.machine.quit_requested):
                     self.core.finish("deadline", self._halt or QUIT_REASON)
                     break
+                if self._frozen_at is not None:  # the watchdog has decided and samples `top -H`: the guest's
+                    self._done.wait(SAMPLE_WINDOW_S * 2)  # end, should it come meanwhile, comes too late
+                    continue
                 if self.machine.finished and self.core.verdict is None:
                     self._finish(*guest_verdict(self.machine))
                 elif time.monotonic() >= guest_deadline:

@@ -83,6 +83,7 @@ class Watchdog:
                         if main_blocked else None),
             cpus=[self.row(cpu) for cpu in machine.cpus],
             main_loop_blocked_s=(now - main_blocked.since_ns) / NS if main_blocked else None,
+            main_loop_waits_for=main_blocked.what if main_blocked else None,
         )
 
     def row(self, cpu: CPUState) -> CpuRow:
@@ -94,6 +95,13 @@ class Watchdog:
             where = f"waits {blocked.what}"
         else:
             where = "in guest (KVM_RUN)" if self.machine.kvm is not None else "in guest"
+        if self.machine.s390 is not None:  # s390x: the architected state where ppc shows its LPCR
+            from ..model.s390x.cpu import STATE_NAMES
+
+            return CpuRow(cpu=cpu.cpu_index, thread=cpu.name, where=where, halted=cpu.halted, quiesced=False,
+                          hard=bool(cpu.interrupt_request & CPU_INTERRUPT_HARD), lpcr="-",
+                          lpcr_decoded=f"cpu_state={STATE_NAMES[env.cpu_state]}", psscr_ec=None, pending=[],
+                          would_take="-", loop_iterations=self.iterations(cpu))
         decision = ppc_next_unmasked_interrupt(env, cpu.halted, quiesced_guard=self.machine.fix_quiesced)
         return CpuRow(
             cpu=cpu.cpu_index, thread=cpu.name, where=where, halted=cpu.halted, quiesced=env.quiesced,

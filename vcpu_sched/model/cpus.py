@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .effects import CondWait, Effect, QemuCond
-from .ppc import CPUPPCState
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -47,11 +46,12 @@ class WorkItem:
 
 @dataclass(eq=False, repr=False)
 class CPUState:
-    """CPUState (include/hw/core/cpu.h) with the PowerPCCPU's env attached."""
+    """CPUState (include/hw/core/cpu.h) with the target CPU's env attached (PowerPCCPU's CPUPPCState,
+    S390CPU's CPUS390XState): the target code that reads it knows which."""
 
     machine: Machine
     cpu_index: int
-    env: CPUPPCState
+    env: Any
     halt_cond: QemuCond
     kick_cond: QemuCond  # stands for SIG_IPI / immediate_exit reaching a thread inside KVM_RUN
     kernel_irq_cond: QemuCond  # the kernel waking a vCPU ceded in KVM for an in-kernel interrupt
@@ -82,10 +82,9 @@ class CPUState:
         """Everything one turn of the thread loop reads. Two equal snapshots around a turn taken with
         the BQL held mean the turn changed nothing, and the next one will do exactly the same until
         something outside the BQL (a kick, queued work, a stop request) touches this CPU."""
-        env = self.env
         return (self.halted, self.stop, self.stopped, self.interrupt_request, self.exit_request,
                 self.thread_kicked, self.vcpu_dirty, len(self.work_list), self.machine.runstate,
-                env.quiesced, env.pending_interrupts, env.lpcr, env.psscr, env.msr, self.immediate_exit)
+                self.immediate_exit, *self.env.loop_state())
 
 
 def cpu_is_stopped(cpu: CPUState) -> bool:
@@ -99,8 +98,8 @@ def cpu_can_run(cpu: CPUState) -> bool:
 
 
 def cpu_has_work(cpu: CPUState) -> bool:
-    """hw/core/cpu-system.c cpu_has_work -> target/ppc/cpu_init.c ppc_cpu_has_work: HARD only."""
-    return bool(cpu.interrupt_request & CPU_INTERRUPT_HARD)
+    """hw/core/cpu-system.c cpu_has_work: the target's has_work (ppc: HARD only; s390x: not when stopped)."""
+    return cpu.machine.arch.cpu_has_work(cpu)
 
 
 def cpu_thread_is_idle(cpu: CPUState) -> bool:

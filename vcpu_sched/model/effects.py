@@ -90,10 +90,15 @@ class Block(NamedTuple):
 
     Used for guest execution inside KVM_RUN (a kick ends it), for waits in the guest, and for the main
     loop's poll. The engine sends back the nanoseconds that passed.
+
+    A `site` makes it a wait inside QEMU that the watchdog watches like a condition wait (a QemuEvent,
+    a kernel vCPU mutex, an RCU grace period): `what` names the thing waited for.
     """
 
     wake: tuple[QemuCond, ...]
     timeout_ns: int | None
+    site: str = ""
+    what: str = ""
 
 
 Effect: TypeAlias = BqlLock | BqlUnlock | CondWait | Spend | Block

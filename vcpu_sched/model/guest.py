@@ -53,7 +53,8 @@ BOOT_SPIN_NS = 5_000_000_000  # __cpu_up's callin wait during boot (boot_spin_ms
 RUNTIME_SPIN_NS = 100_000_000_000  # at run time: 1 ms of spinning, then sleep-polling for up to 100 s
 CPU_DIE_WARN_NS = 120_000_000_000  # pseries_cpu_die warns "didn't die after 120 seconds"
 IPI_TIMEOUT_NS = 1_000_000_000
-WORKLOAD_DELAY_NS = 200_000_000  # from "smp: Brought up" to the scenario's workload
+WORKLOAD_DELAY_NS = 200_000_000
+BUSY_LOOP_NS = 10_000_000_000  # from "smp: Brought up" to the scenario's workload
 MS = 1_000_000
 
 
@@ -116,9 +117,11 @@ class GuestMemory:
     ipi_sent: dict[int, int] = field(default_factory=dict)
     ipi_acked: dict[int, int] = field(default_factory=dict)
     crash_request: int | None = None  # the CPU asked to crash (sysrq-trigger run there)
+    words: dict[str, int] = field(default_factory=dict)  # other shared variables, by name
 
     def reset(self) -> None:
         """A system reset: the next boot starts from fresh memory."""
+        self.words.clear()
         self.callin_map.clear()
         self.offline_request.clear()
         self.ipi_sent.clear()
@@ -297,6 +300,14 @@ def online_rest(machine: Machine) -> GuestProgram:
     yield console(f"smp: {len(out.online)} CPUs online")
 
 
+def busy_loop(machine: Machine) -> GuestProgram:
+    """A task that spins in guest code on the boot CPU (`while (1);` in a kernel thread, QEMU issue 650's
+    reproducer) for BUSY_LOOP_NS: no hcall, no exception, nothing that leaves the accelerator."""
+    yield console("busy-loop: CPU 0 spins in guest code")
+    yield Compute(BUSY_LOOP_NS, "while (1);")
+    yield console("busy-loop: done")
+
+
 def no_workload(machine: Machine) -> GuestProgram:
     """The boot is the whole scenario."""
     yield from ()
@@ -308,6 +319,7 @@ WORKLOADS: dict[str, Callable[[Machine], GuestProgram]] = {
     "offline-online": offline_online,
     "kdump": kdump,
     "online-rest": online_rest,
+    "busy-loop": busy_loop,
 }
 
 

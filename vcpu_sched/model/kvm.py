@@ -57,6 +57,7 @@ from .ppc import (
     ExcpModel,
     decode_lpcr,
 )
+from .rcu import rcu_register_thread
 from .spapr_abi import (
     H_CEDE,
     H_EOI,
@@ -106,10 +107,13 @@ class KvmVcpu:
 
 
 class KvmExit(NamedTuple):
-    """struct kvm_run after KVM_RUN returned 0: why the guest stopped."""
+    """struct kvm_run after KVM_RUN returned 0: why the guest stopped (`op`: the guest operation that
+    exited, e.g. an s390x SIGP instruction)."""
 
     reason: str
     hcall: Hcall | None = None
+    op: Any = None
+    detail: str = ""
 
 
 def kvmppc_core_init_vm_hv(host_lpcr: int, model: CpuModel, radix: bool) -> int:
@@ -303,7 +307,8 @@ def kvm_vcpu_enable_cap(caller: CPUState, target: CPUState, cap: str) -> Generat
         caller.machine.trace("kvm_vcpu_mutex_wait", cpu=caller.cpu_index, target=target.cpu_index,
                              ioctl=f"KVM_ENABLE_CAP({cap})")
         while vcpu.in_run:
-            yield Block((target.kvm_mutex_cond,), None)
+            yield Block((target.kvm_mutex_cond,), None, site=f"kvm_vcpu_ioctl(KVM_ENABLE_CAP({cap}))",
+                        what=f"CPU {target.cpu_index}'s vCPU mutex")
     caller.machine.trace("kvm_vcpu_enable_cap", cpu=caller.cpu_index, target=target.cpu_index, cap=cap)
 
 
@@ -374,7 +379,8 @@ def kvm_cpu_exec(cpu: CPUState) -> Generator[Effect, Any, int]:
     """accel/kvm/kvm-all.c kvm_cpu_exec (called and returning with the BQL held)."""
     machine = cpu.machine
     old_loop = machine.settings.qemu_version == "10.0"  # 9a191d3782 moved the clears below to cpu_events
-    if kvm_arch_process_async_events(cpu):
+    arch = machine.arch
+    if arch.kvm_arch_process_async_events(cpu):
         if old_loop:
             cpu.exit_request = False
         machine.trace("kvm_cpu_exec", cpu=cpu.cpu_index, ret="EXCP_HLT", bql_dropped=False)
@@ -383,12 +389,12 @@ def kvm_cpu_exec(cpu: CPUState) -> Generator[Effect, Any, int]:
     yield BqlUnlock("kvm_cpu_exec")
     while True:
         if cpu.vcpu_dirty:
-            kvm_arch_put_registers(cpu, KVM_PUT_RUNTIME_STATE)
+            arch.kvm_arch_put_registers(cpu, KVM_PUT_RUNTIME_STATE)
             cpu.vcpu_dirty = False
         if cpu.exit_request:
             cpu.immediate_exit = True
         machine.trace("kvm_vcpu_ioctl_run", cpu=cpu.cpu_index)
-        run_ret, run = yield from kvm_vcpu_ioctl_run(cpu)
+        run_ret, run = yield from arch.kvm_vcpu_ioctl_run(cpu)
         if run_ret < 0:
             cpu.immediate_exit = False  # kvm_eat_signals
             machine.trace("kvm_run_exit", cpu=cpu.cpu_index, reason="EINTR")
@@ -397,10 +403,10 @@ def kvm_cpu_exec(cpu: CPUState) -> Generator[Effect, Any, int]:
             break
         assert run is not None
         hc = run.hcall
-        name = HCALL_NAMES.get(hc.nr, hex(hc.nr)) if hc else run.reason
+        name = HCALL_NAMES.get(hc.nr, hex(hc.nr)) if hc else run.detail or run.reason
         machine.trace("kvm_run_exit", cpu=cpu.cpu_index, reason=run.reason, hcall=name)
         cpu.count(f"exit:{run.reason}")
-        ret = yield from kvm_arch_handle_exit(cpu, run)
+        ret = yield from arch.kvm_arch_handle_exit(cpu, run)
         if ret != 0:
             break
     yield BqlLock("kvm_cpu_exec")
@@ -413,6 +419,7 @@ def kvm_vcpu_thread_fn(cpu: CPUState) -> Generator[Effect, Any, None]:
     """accel/kvm/kvm-accel-ops.c kvm_vcpu_thread_fn: the vCPU thread's whole life."""
     machine = cpu.machine
     current_cpu.set(cpu)
+    rcu_register_thread(machine, cpu.name)
     yield BqlLock("kvm_vcpu_thread_fn")
     machine.trace("kvm_vcpu_thread_start", cpu=cpu.cpu_index, thread=cpu.name)
     while True:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..config import RunSettings
+from .arch import Arch, PpcArch
 from .cpus import CPUState, current_cpu, resume_all_vcpus
 from .effects import Block, BqlLock, BqlUnlock, Effect, QemuCond, Spend, Thread, WakeHub
 from .guest import GuestMemory, GuestOutcome, GuestRunner
@@ -25,11 +26,13 @@ from .kvm import FakeKvm, kvm_vcpu_thread_fn
 from .monitor import monitor_command, qemu_system_reset
 from .ppc import CPU_MODELS, CPUPPCState
 from .qmp_cmds import QmpError, qmp_dispatch
+from .rcu import Rcu, call_rcu_thread, rcu_register_thread
 from .spapr import Spapr
 from .tcg import mttcg_cpu_thread_fn
 
 if TYPE_CHECKING:
     from .pnv import Pnv
+    from .s390x.machine import S390CcwMachine
 
 MAIN_LOOP_POLL_NS = 10_000_000  # main_loop_wait wakes at least this often for timers (10 ms)
 
@@ -80,25 +83,39 @@ class Machine:
         self.qmp_event: Callable[[str, dict[str, Any] | None], None] = lambda name, data: None
         self.quit_requested = False
         self.thread_ids: dict[str, int] = {}  # thread name -> OS thread id, filled by the engine
+        self.rcu = Rcu()
+        self.tcg_runners: dict[int, GuestRunner] = {}
+        self.kvm: FakeKvm | None = None
+        self.pnv: Pnv | None = None
+        self.s390: S390CcwMachine | None = None
+        self.spapr: Spapr
+        self.arch: Arch
+        if settings.machine == "s390-ccw-virtio":
+            from .s390x.cpu import CPUS390XState
+            from .s390x.kvm import S390Arch
+            from .s390x.machine import S390CcwMachine
+
+            self.arch = S390Arch()
+            self.cpus = [self._cpu(i, CPUS390XState()) for i in range(settings.smp)]
+            self.s390 = S390CcwMachine(self)
+            return
+        self.arch = PpcArch()
         model = CPU_MODELS[settings.cpu]
-        self.cpus = [
-            CPUState(self, i, CPUPPCState(model), QemuCond(f"halt_cond[{i}]"), QemuCond(f"kick[{i}]"),
-                     QemuCond(f"kernel_irq[{i}]"), QemuCond(f"kvm_vcpu_mutex[{i}]"))
-            for i in range(settings.smp)
-        ]
-        self.kvm = (FakeKvm.create(model, settings.host_lpcr, settings.radix, settings.smp, settings.threads)
-                    if settings.accel == "kvm" else None)
-        if self.kvm is not None:
+        self.cpus = [self._cpu(i, CPUPPCState(model)) for i in range(settings.smp)]
+        if settings.accel == "kvm":
+            self.kvm = FakeKvm.create(model, settings.host_lpcr, settings.radix, settings.smp, settings.threads)
             self.kvm.keeps_ec = settings.psscr_ec_kvm == "kept"
             self.kvm.ail_filter = settings.kvm_ail_filter
             self.kvm.irqchip = settings.kernel_irqchip
-        self.tcg_runners: dict[int, GuestRunner] = {}
         self.spapr = Spapr(self)
-        self.pnv: Pnv | None = None
         if settings.machine == "powernv":
             from .pnv import Pnv  # loaded only for the machine that has it
 
             self.pnv = Pnv(self)
+
+    def _cpu(self, i: int, env: Any) -> CPUState:
+        return CPUState(self, i, env, QemuCond(f"halt_cond[{i}]"), QemuCond(f"kick[{i}]"),
+                        QemuCond(f"kernel_irq[{i}]"), QemuCond(f"kvm_vcpu_mutex[{i}]"))
 
     # --- engine interface ------------------------------------------------------------------------
 
@@ -110,16 +127,17 @@ class Machine:
 
     def all_conds(self) -> list[QemuCond]:
         conds = [self.work_cond, self.pause_cond, self.main_loop_cond, self.finished_cond,
-                 self.guest_memory.changed]
+                 self.guest_memory.changed, *self.rcu.conds()]
         for cpu in self.cpus:
             conds += [cpu.halt_cond, cpu.kick_cond, cpu.kernel_irq_cond, cpu.kvm_mutex_cond]
         return conds
 
     def threads(self) -> list[tuple[str, Callable[[], Thread]]]:
         """(thread name, generator factory) for every QEMU thread: the main thread first."""
-        vcpu_fn = kvm_vcpu_thread_fn if self.kvm is not None else mttcg_cpu_thread_fn
+        vcpu_fn = kvm_vcpu_thread_fn if self.settings.accel == "kvm" else mttcg_cpu_thread_fn
         threads: list[tuple[str, Callable[[], Thread]]] = [("main", self.qemu_main)]
         threads += [(cpu.name, functools.partial(vcpu_fn, cpu)) for cpu in self.cpus]
+        threads.append(("call_rcu", functools.partial(call_rcu_thread, self)))
         return threads
 
     @property
@@ -168,6 +186,7 @@ class Machine:
 
     def qemu_main(self) -> Generator[Effect, Any, None]:
         """system/vl.c qemu_init (reset, vm_start), then util/main-loop.c's loop."""
+        rcu_register_thread(self, "main")  # rcu_init_complete registers the main thread
         yield BqlLock("qemu_init")
         yield from qemu_system_reset(self)
         if not self.start_paused:  # -S: prelaunch until `cont`

@@ -24,11 +24,12 @@ from .effects import Effect
 from .interrupts import hreg_store_msr
 from .kvm import cpu_synchronize_state, do_kvm_cpu_synchronize_post_init, do_kvm_cpu_synchronize_pre_loadvm
 from .ppc import LPCR_HR, LPCR_UPRT, PSSCR_EC
+from .rcu import drain_call_rcu
 
 if TYPE_CHECKING:
     from .machine import Machine
 
-COMMANDS = ("system_reset", "stop", "cont", "migrate", "info registers")
+COMMANDS = ("system_reset", "stop", "cont", "migrate", "info registers", "device_add")
 
 # CPUPPCState fields in the migration stream (target/ppc/machine.c vmstate_ppc_cpu, the parts modelled).
 _MIGRATED_ENV = ("msr", "lpcr", "psscr", "nip", "gpr3", "entry_gen", "pending_interrupts", "decr", "tb_offset",
@@ -48,6 +49,9 @@ def monitor_command(machine: Machine, command: str) -> Generator[Effect, Any, No
         vm_start(machine)
     elif command == "migrate":
         yield from migrate(machine)
+    elif command == "device_add":
+        error = yield from qmp_device_add(machine, {})
+        machine.trace("monitor_error", command=command, error=error)
     elif command == "info registers":
         # hmp_info_registers without -a: only the monitor's current CPU (the first) is synchronised (D12).
         yield from cpu_synchronize_state(machine.cpus[0])
@@ -55,14 +59,21 @@ def monitor_command(machine: Machine, command: str) -> Generator[Effect, Any, No
         raise ValueError(f"unknown monitor command {command!r}")
 
 
+def qmp_device_add(machine: Machine, args: dict[str, Any]) -> Generator[Effect, Any, str]:
+    """system/qdev-monitor.c qmp_device_add at upstream 77251365ec: qdev_device_add_from_qdict fails (the
+    model has no device types), and on failure drain_call_rcu (since 7bed89958b) waits for every pending
+    RCU callback with the BQL dropped. Returns the error QEMU reports (as QEMU 7.2 words it)."""
+    driver = args.get("driver")
+    error = ("Parameter 'driver' is missing" if driver is None
+             else f"'{driver}' is not a valid device model name")
+    yield from drain_call_rcu(machine)
+    return error
+
+
 def qemu_system_reset(machine: Machine) -> Generator[Effect, Any, None]:
     """system/runstate.c qemu_system_reset: machine reset, then put the reset state into KVM."""
     machine.trace("qemu_system_reset")
-    if machine.pnv is not None:
-        yield from machine.pnv.machine_reset()
-        return
-    yield from machine.spapr.spapr_machine_reset()
-    yield from machine.spapr.cpu_synchronize_all_post_reset()
+    yield from machine.arch.machine_reset(machine)
 
 
 def vm_stop(machine: Machine) -> Generator[Effect, Any, None]:

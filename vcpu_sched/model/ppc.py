@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 def PPC_BIT(n: int) -> int:
@@ -172,6 +172,10 @@ class CPUPPCState:
 
     def pending(self, irq: Interrupt) -> bool:
         return bool(self.pending_interrupts & irq.value)
+
+    def loop_state(self) -> tuple[Any, ...]:
+        """What one turn of the vCPU loop reads of this env (CPUState.loop_snapshot)."""
+        return (self.quiesced, self.pending_interrupts, self.lpcr, self.psscr, self.msr)
 
 
 def decode_lpcr(value: int, model: CpuModel | None = None) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from .effects import Effect
-from .monitor import monitor_command
+from .monitor import monitor_command, qmp_device_add
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "human-monitor-command": ({"command-line": str}, {"cpu-index": int}),
     "query-version": ({}, {}), "query-name": ({}, {}), "query-kvm": ({}, {}), "query-yank": ({}, {}),
     "query-commands": ({}, {}),
+    "device_add": ({}, {"driver": str, "id": str, "bus": str}),
     "yank": ({"instances": list}, {}), "migrate-pause": ({}, {}), "migrate-recover": ({"uri": str}, {}),
 }
 
@@ -116,6 +117,8 @@ def qmp_dispatch(machine: Machine, name: str, args: dict[str, Any]) -> Generator
         machine.qmp_event("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
         machine.quit_requested = True
         return {}
+    if name == "device_add":  # 'gen': false in the schema: qmp_device_add checks the arguments itself
+        raise QmpError("GenericError", (yield from qmp_device_add(machine, args)))
     if name == "human-monitor-command":
         return hmp(machine, str(args["command-line"]))
     if name == "query-name":

@@ -23,6 +23,7 @@ from .cpus import (
     EXCP_HLT,
     EXCP_INTERRUPT,
     CPUState,
+    async_run_on_cpu,
     cpu_can_run,
     cpu_events,
     cpu_has_work,
@@ -33,6 +34,7 @@ from .excp import ppc_next_unmasked_interrupt
 from .guest import GuestRunner, Hcall, StoreDecr, program_at
 from .interrupts import ppc_maybe_interrupt
 from .ppc import MSR_EE
+from .rcu import rcu_read_lock, rcu_read_unlock, rcu_register_thread
 from .timebase import cpu_ppc_store_decr
 
 
@@ -62,10 +64,20 @@ def ppc_cpu_exec_interrupt(cpu: CPUState) -> None:
 
 
 def tcg_cpu_exec(cpu: CPUState) -> Generator[Effect, Any, int]:
-    """accel/tcg/cpu-exec.c cpu_exec, entered without the BQL."""
+    """accel/tcg/cpu-exec.c cpu_exec, entered without the BQL: past cpu_handle_halt, the whole execution
+    is an RCU read-side critical section (rcu_read_lock ... rcu_read_unlock, as dd47a8f654 quotes it)."""
     machine = cpu.machine
     if cpu_handle_halt(cpu):
         return EXCP_HALTED
+    reader = machine.rcu.registry[cpu.name]
+    rcu_read_lock(machine, reader)
+    ret = yield from _cpu_exec_loop(cpu)
+    rcu_read_unlock(machine, reader)
+    return ret
+
+
+def _cpu_exec_loop(cpu: CPUState) -> Generator[Effect, Any, int]:
+    machine = cpu.machine
     if cpu.interrupt_request & CPU_INTERRUPT_HARD:
         yield BqlLock("cpu_handle_interrupt")
         ppc_cpu_exec_interrupt(cpu)
@@ -98,10 +110,17 @@ def tcg_cpu_exec(cpu: CPUState) -> Generator[Effect, Any, int]:
             return EXCP_HLT
 
 
+def do_nothing(cpu: CPUState) -> None:
+    """accel/tcg/tcg-accel-ops-mttcg.c do_nothing: the work item whose only effect is the kick."""
+
+
 def mttcg_cpu_thread_fn(cpu: CPUState) -> Generator[Effect, Any, None]:
     """accel/tcg/tcg-accel-ops-mttcg.c mttcg_cpu_thread_fn."""
     machine = cpu.machine
     current_cpu.set(cpu)
+    reader = rcu_register_thread(machine, cpu.name)
+    if machine.settings.force_rcu:  # dd47a8f654: mttcg_force_rcu kicks the vCPU out of cpu_exec
+        reader.force_rcu.append(lambda: async_run_on_cpu(cpu, do_nothing, "do_nothing"))
     yield BqlLock("mttcg_cpu_thread_fn")
     machine.trace("tcg_vcpu_thread_start", cpu=cpu.cpu_index, thread=cpu.name)
     cpu.exit_request = True  # "process any pending work" before the first cpu_exec (review D16)

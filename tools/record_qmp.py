@@ -41,6 +41,8 @@ INPUTS = [
     '{"foo": 1}',
     '[1, 2]',
     '{"execute": "human-monitor-command", "arguments": {"command-line": "info status"}}',
+    '{"execute": "device_add"}',  # qmp_device_add's failure path (drain_call_rcu)
+    '{"execute": "device_add", "arguments": {"driver": "no-such-device"}}',
     '{"execute": "cont", "id": "c1"}',
     '{"execute": "human-monitor-command", "arguments": {"command-line": "info status"}}',
     '{"execute": "query-status"}',

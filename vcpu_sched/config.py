@@ -71,6 +71,7 @@ class RunSettings:
     rtas_stopped_state: bool = True  # quiesced+migration: the CPU property (false for pseries-10.0 types)
     boot_cpus: int = 0  # CPUs the guest brings up at boot (0: all); the others stay RTAS-stopped
     offline_hold_ns: int = 0  # offline-online workload: how long the secondaries stay offline each loop
+    sigp_jitter_us: int = 0  # sigp-cross workload: extra guest work before each SIGP, 0-N us from the seed
     sigp_lock: bool = True  # f9530c3242 (2016): s390x SIGPs one at a time, BUSY on contention
     force_rcu: bool = True  # ef149763a8 + dd47a8f654 (2021): drain_call_rcu kicks TCG vCPUs out of cpu_exec
 

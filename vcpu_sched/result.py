@@ -62,7 +62,8 @@ class Lockup:
             "waiting_since_s": self.waiting_since_s, "wait_site": self.wait_site,
             "bql_holder": self.bql_holder, "bql_holder_thread": self.bql_holder_thread,
             "holder_site": self.holder_site, "held_for_s": self.held_for_s,
-            "holder_iterations": self.holder_iterations, "main_loop_blocked_s": self.main_loop_blocked_s, "main_loop_waits_for": self.main_loop_waits_for,
+            "holder_iterations": self.holder_iterations, "main_loop_blocked_s": self.main_loop_blocked_s,
+            "main_loop_waits_for": self.main_loop_waits_for,
             "holder_thread": self.holder_thread, "top_threads": self.top_threads,
             "cause": self.cause, "chain": self.chain, "cpus": [row.to_dict() for row in self.cpus],
         }

@@ -148,6 +148,7 @@ SCHEMA: dict[str, Field] = {
     "rtas_stopped_state": Field(bool, doc="with quiesced+migration: the cpu/rtas_stopped subsection is sent "
                                           "(false: machine types pseries-10.0 and older, streams from < 10.0)"),
     "boot_cpus": Field(int, 0, MAX_SMP, doc="CPUs the guest brings up at boot (0: all; the rest stay stopped)"),
+    "sigp_jitter_us": Field(int, 0, 1_000_000, doc="sigp-cross: 0-N us of extra guest work before each SIGP (seeded)"),
     "sigp_lock": Field(bool, doc="s390x: f9530c3242 applied: one SIGP at a time, condition code 2 (BUSY) to the loser"),
     "force_rcu": Field(bool, doc="ef149763a8 + dd47a8f654 applied: drain_call_rcu kicks TCG vCPUs out of cpu_exec"),
     "offline_hold_ns": Field(int, 0, 10_000_000_000,

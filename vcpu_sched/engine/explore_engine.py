@@ -164,6 +164,7 @@ class ExploreEngine(Engine):
 
         machine.set_tracer(trace)
         self.core = EngineCore(machine, self.now_ns, fast_forward=True)
+        self._vcpu_names = frozenset(cpu.name for cpu in machine.cpus)
         self.sched = Scheduler(self.core, timed=False)
         self.choices: list[str] = []
         self.steps: list[Step] = []
@@ -290,7 +291,7 @@ class ExploreEngine(Engine):
                             sorted((index(k), v) for k, v in mem.ipi_acked.items()),
                             sorted(map(index, out.online)), len(out.console), [f.kind for f in out.failures],
                             None if mem.crash_request is None else index(mem.crash_request),
-                            sorted(mem.words.items()), machine.rcu.key(),
+                            sorted(mem.words.items()), machine.rcu.key(self._vcpu_names),
                             machine.s390.key() if machine.s390 is not None else None]
         for cpu_index, runner in sorted((index(i), r) for i, r in machine.tcg_runners.items()):
             parts.append((cpu_index, runner.entry_gen, _frames(runner._program), runner.compute_left))
@@ -307,8 +308,9 @@ class ExploreEngine(Engine):
         return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
     def _cpu_part(self, cpu: CPUState) -> tuple[Any, ...]:
+        reader = self.machine.rcu.registry.get(cpu.name)
         part: tuple[Any, ...] = (cpu.loop_snapshot(), getattr(cpu.env, "compat_pvr", None),
-                                 tuple(w.name for w in cpu.work_list))
+                                 tuple(w.name for w in cpu.work_list), reader.key()[1:] if reader else None)
         kvm = self.machine.kvm
         if kvm is not None:
             vcpu = kvm.vcpus[cpu.cpu_index]

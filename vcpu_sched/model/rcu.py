@@ -59,9 +59,11 @@ class Rcu:
     def conds(self) -> list[QemuCond]:
         return [self.gp_event, self.call_ready_event]
 
-    def key(self) -> tuple[Any, ...]:
+    def key(self, without: frozenset[str] = frozenset()) -> tuple[Any, ...]:
+        """The state, readers in name order; `without` leaves some readers out (the explorer puts a vCPU
+        thread's reader with its vCPU, where symmetry reduction can rename it)."""
         return (self.gp_ctr, self.call_count, self.in_drain_call_rcu, tuple(name for name, _ in self.callbacks),
-                tuple(r.key() for r in self.registry.values()))
+                tuple(r.key() for name, r in sorted(self.registry.items()) if name not in without))
 
 
 def rcu_register_thread(machine: Machine, thread: str) -> RcuReader:

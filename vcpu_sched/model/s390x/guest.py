@@ -26,8 +26,9 @@ MS = 1_000_000
 CALLIN_TIMEOUT_NS = 5_000_000_000
 BARRIER_TIMEOUT_NS = 10_000_000_000
 RELAX_NS = 1_000  # cpu_relax between two BUSY answers
-# Between the barrier and the SIGP: about as long as QEMU's exit path up to the kick (the register get),
-# so whether the partner's kick or its own SIGP exit comes first is a matter of scheduling.
+# Between the barrier and the SIGP each CPU works LOOP_BODY_NS, plus 0-`sigp_jitter_us` us drawn from the
+# seed: with no jitter the two SIGP exits always fall inside each other's window (QEMU's exit path up to
+# the kick, a register get long); with some, only in some rounds.
 LOOP_BODY_NS = 1_000
 
 
@@ -103,7 +104,8 @@ def sigp_cross(machine: Machine, me: int, partner: int) -> Generator[Any, Any, b
             yield Servc(f"sigp-cross: CPU {partner} never reached round {r}")
             out.fail(STUCK_CPU, f"CPU {partner} never reached round {r} of the SIGP test")
             return False
-        yield Compute(LOOP_BODY_NS, "the test's loop body")
+        jitter = machine.rng.randint(0, machine.settings.sigp_jitter_us) if machine.settings.sigp_jitter_us else 0
+        yield Compute(LOOP_BODY_NS + jitter * 1_000, "the test's loop body")
         cc, status = yield from sigp_retry(SIGP_START, partner)
         if cc != 0:
             out.fail(STUCK_CPU, f"SIGP START from CPU {me} to CPU {partner}: cc {cc} status {status:#x}")

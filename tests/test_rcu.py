@@ -1,0 +1,108 @@
+"""RCU in the model: grace periods, drain_call_rcu and QEMU issue 650's device_add hang."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.conftest import logged_run, run_in_test_clock, variant
+from vcpu_sched.analyze.logread import read_log
+from vcpu_sched.analyze.summary import summarise
+from vcpu_sched.config import RunSettings
+from vcpu_sched.model.effects import Block
+from vcpu_sched.model.machine import Machine
+from vcpu_sched.model.rcu import rcu_read_lock, rcu_read_unlock, rcu_register_thread, synchronize_rcu
+from vcpu_sched.scenario import load
+
+
+@pytest.fixture
+def device_add() -> RunSettings:
+    return load("tcg-rcu-device-add").settings
+
+
+def test_a_grace_period_waits_for_a_reader_that_began_before_it(device_add: RunSettings) -> None:
+    machine = Machine(device_add)
+    old = rcu_register_thread(machine, "old reader")
+    rcu_read_lock(machine, old)
+    sync = synchronize_rcu(machine)
+    wait = next(sync)
+    assert isinstance(wait, Block) and machine.rcu.gp_event in wait.wake
+    late = rcu_register_thread(machine, "late reader")
+    rcu_read_lock(machine, late)  # began after the grace period started: does not hold it up
+    generation = machine.rcu.gp_event.generation
+    rcu_read_unlock(machine, old)
+    assert machine.rcu.gp_event.generation == generation + 1, "the leaving reader wakes the writer"
+    with pytest.raises(StopIteration):
+        next(sync)
+
+
+async def test_the_monitor_hang_is_explained_as_a_grace_period(autojump_clock: trio.testing.MockClock,
+                                                               device_add: RunSettings) -> None:
+    result = await run_in_test_clock(device_add)
+    assert result.verdict == "lockup" and result.lockup is not None
+    lockup = result.lockup
+    assert lockup.stuck_thread == "main" and lockup.bql_holder_thread is None
+    assert lockup.main_loop_waits_for == "drain_complete_event"
+    text = " ".join(lockup.chain)
+    assert "grace period that never ends" in text and "CPU 0/TCG" in text and "force_rcu" in text
+
+
+async def test_with_force_rcu_device_add_fails_as_qemu_says(autojump_clock: trio.testing.MockClock,
+                                                            device_add: RunSettings) -> None:
+    result = await run_in_test_clock(variant(device_add, force_rcu=True))
+    assert result.verdict == "completed" and "busy-loop: done" in result.console
+
+
+def test_analyze_agrees(device_add: RunSettings, tmp_path: Path) -> None:
+    verdict, events = logged_run(device_add, tmp_path)
+    summary = summarise(read_log(tmp_path / "run.jsonl"))
+    assert verdict == "lockup" and summary["agrees_with_watchdog"]
+    assert summary["lockup_signature"]["waiting_for"] == "drain_complete_event"
+    waits = [e for e in events if e["event"] == "rcu_wait_for_readers"]
+    assert waits and waits[-1]["readers"] == ["CPU 0/TCG"] and not waits[-1]["forced"]
+
+
+qmp = pytest.importorskip("qemu.qmp")
+
+
+@pytest.mark.parametrize("force_rcu", [False, True])
+def test_device_add_over_qmp(tmp_path: Path, force_rcu: bool) -> None:
+    """A management tool's view: without the notifier device_add is never answered (out-of-band commands
+    still are); with it, QEMU 7.2's own error comes back."""
+    sock, out = tmp_path / "q.sock", tmp_path / "console.txt"
+    with out.open("w") as console:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vcpu_sched", "qemu", "--scenario", "tcg-rcu-device-add", "--set",
+             f"force_rcu={str(force_rcu).lower()}", "--set", "monitor=[]", "-M", "pseries,accel=tcg", "-smp", "2",
+             "-nographic", "-qmp", f"unix:{sock},server=on,wait=off"],
+            stdout=console, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while "busy-loop: CPU 0 spins" not in out.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+
+        async def session() -> None:
+            client = qmp.QMPClient("test")
+            await client.connect(str(sock))
+            if force_rcu:
+                with pytest.raises(qmp.ExecuteError) as error:
+                    await asyncio.wait_for(client.execute("device_add"), 5)
+                assert error.value.error_class == "GenericError"
+                assert error.value.error.error.desc == "Parameter 'driver' is missing"
+            else:
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(client.execute("device_add"), 3)
+                assert await asyncio.wait_for(client.execute("query-yank", oob=True), 5)
+            await client.disconnect()
+
+        asyncio.run(session())
+    finally:
+        proc.kill()
+        proc.wait()

@@ -12,8 +12,9 @@ import argparse
 import itertools
 import statistics
 import sys
+from collections.abc import Callable
 
-from vcpu_sched.engine.explore_engine import pct_chooser, random_chooser
+from vcpu_sched.engine.explore_engine import Choose, pct_chooser, random_chooser
 from vcpu_sched.explore import explore_exhaustive, run_schedule
 from vcpu_sched.scenario import apply, load
 
@@ -24,9 +25,11 @@ def first_counterexample(schedules: int, machines: int, max_steps: int) -> None:
     base = apply(load("s390x-sigp-cross").settings, {"sigp_jitter_us": 8}, "table")
     print("| strategy | machine seeds where found | mean schedules to the first | median | worst |")
     print("| --- | --- | --- | --- | --- |")
-    for name, make in (("random (preempt 0.1)", lambda i: random_chooser(i, 0.1)),
-                       ("pct d=2", lambda i: pct_chooser(i, 2, max_steps)),
-                       ("pct d=3", lambda i: pct_chooser(i, 3, max_steps))):
+    strategies: list[tuple[str, Callable[[int], Choose]]] = [
+        ("random (preempt 0.1)", lambda i: random_chooser(i, 0.1)),
+        ("pct d=2", lambda i: pct_chooser(i, 2, max_steps)),
+        ("pct d=3", lambda i: pct_chooser(i, 3, max_steps))]
+    for name, make in strategies:
         firsts = []
         for machine_seed in range(machines):
             settings = apply(base, {"seed": machine_seed}, "table")

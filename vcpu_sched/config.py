@@ -12,7 +12,8 @@ from .engine import ENGINES as ENGINE_REGISTRY
 # tcg_cpu_exec no longer do).
 QEMU_VERSIONS = ("10.0", "10.2")
 FIXES = ("none", "quiesced", "quiesced+migration", "lpcr-sync", "quiesced+lpcr-sync")
-WORKLOADS = ("none", "ipi-check", "offline-online", "kdump", "online-rest", "busy-loop", "sigp-cross")
+WORKLOADS = ("none", "ipi-check", "offline-online", "smt-off-on", "offline-kdump", "smt-off-kdump", "kdump",
+             "online-rest", "busy-loop", "sigp-cross")
 MACHINES = ("pseries", "powernv", "s390-ccw-virtio")
 TIMEBASE_RESETS = ("applied", "reverted")
 ACCELS = ("kvm", "tcg")

@@ -149,6 +149,10 @@ class EngineCore:
         if isinstance(effect, Spend):
             yield from self._spend(rec, effect)
             return None
+        # A wait's generations are taken where the model decided to wait, before any owed time is paid: a
+        # broadcast while the thread still burns that time must wake it.
+        waits = (park_on((effect.cond,), None) if isinstance(effect, CondWait)
+                 else park_on(effect.wake, effect.timeout_ns) if isinstance(effect, Block) else None)
         if rec.owed_ns and not isinstance(effect, BqlUnlock):
             yield from self._pay(rec)
         if isinstance(effect, BqlLock):
@@ -161,7 +165,8 @@ class EngineCore:
             yield Release(effect.site)
             return None
         if isinstance(effect, CondWait):
-            park = park_on((effect.cond,), None)
+            assert waits is not None
+            park = waits
             self._unlock(rec, effect.site)
             yield Release(effect.site)
             self.book.cond_wait(rec.name, rec.cpu, effect.cond.name, effect.site)
@@ -170,10 +175,11 @@ class EngineCore:
             yield from self._lock(rec, effect.site)
             return None
         if isinstance(effect, Block):
+            assert waits is not None
             if not effect.site:
-                return (yield from self._park(park_on(effect.wake, effect.timeout_ns)))
+                return (yield from self._park(waits))
             self.book.event_wait(rec.name, rec.cpu, effect.what, effect.site)
-            slept = yield from self._park(park_on(effect.wake, effect.timeout_ns))
+            slept = yield from self._park(waits)
             self.book.event_woken(rec.name, rec.cpu, effect.what)
             return slept
         raise ModelError(f"{rec.name} yielded {effect!r}, which is not an effect")
@@ -317,8 +323,9 @@ def guest_verdict(machine: Machine) -> tuple[str, str]:
     last_line = out.console[-1][1] if out.console else "guest finished"
     if out.failures:
         return out.failures[0].kind, "; ".join(f.text for f in out.failures)
-    if len(out.online) != settings.smp:
-        return STUCK_CPU, f"only {len(out.online)} of {settings.smp} CPUs online"
+    wanted = out.wanted or settings.smp
+    if len(out.online) != wanted:
+        return STUCK_CPU, f"only {len(out.online)} of {wanted} CPUs online"
     return ("booted" if settings.plain_boot else "completed"), last_line
 
 

@@ -36,20 +36,28 @@ class Watchdog:
         self.iterations = iterations
         self.watched = (machine.cpus[0].name, "main")
 
+    def _stuck_since(self, thread: str) -> int | None:
+        """Since when a watched thread is blocked - not counting a vCPU asleep on its own halt_cond, which
+        is an idle CPU (cpu_thread_is_idle), as a vCPU ceded inside KVM_RUN is."""
+        blocked = self.bql.blocked.get(thread)
+        if blocked is None or blocked.what.startswith("halt_cond"):
+            return None
+        return blocked.since_ns
+
     def next_check_ns(self, now: int) -> int:
         """How long to sleep before the next check: a quarter of the threshold, or less if a watched
         thread would reach the threshold sooner (so a lockup is reported as soon as it is one)."""
         wait = max(self.threshold_ns // 4, 1_000_000)
         for thread in self.watched:
-            blocked = self.bql.blocked.get(thread)
-            if blocked is not None:
-                wait = min(wait, max(blocked.since_ns + self.threshold_ns - now, 1))
+            since = self._stuck_since(thread)
+            if since is not None:
+                wait = min(wait, max(since + self.threshold_ns - now, 1))
         return wait
 
     def check(self, now: int) -> Lockup | None:
         for thread in self.watched:
-            blocked = self.bql.blocked.get(thread)
-            if blocked is not None and now - blocked.since_ns >= self.threshold_ns:
+            since = self._stuck_since(thread)
+            if since is not None and now - since >= self.threshold_ns:
                 return self.report(thread, now)
         return None
 

@@ -145,6 +145,7 @@ class GuestOutcome:
     online: set[int] = field(default_factory=lambda: {0})
     failures: list[Failure] = field(default_factory=list)
     boots: int = 0
+    wanted: int = 0  # how many CPUs the guest means to have online (0: all of them)
 
     def fail(self, kind: str, text: str) -> None:
         self.failures.append(Failure(kind, text))
@@ -239,15 +240,50 @@ def ipi_check(machine: Machine) -> GuestProgram:
 
 def offline_online(machine: Machine) -> GuestProgram:
     """CPU hotplug in a loop: offline every secondary, sync registers (H_SET_MODE), online them again."""
+    return _offline_online(machine, sorted(machine.outcome.online - {0}), "secondary CPUs")
+
+
+def _smt_threads(machine: Machine) -> list[int]:
+    """What `ppc64_cpu --smt=off` offlines: every thread but the first of each core."""
+    return [n for n in sorted(machine.outcome.online) if n % machine.settings.threads]
+
+
+def smt_off_on(machine: Machine) -> GuestProgram:
+    """`ppc64_cpu --smt=off`, then `--smt=on`: the SMT threads offlined (stop-self, as for any offline),
+    registers synced (H_SET_MODE), the threads onlined again."""
+    return _offline_online(machine, _smt_threads(machine), "SMT threads")
+
+
+def offline_kdump(machine: Machine) -> GuestProgram:
+    """Offline every secondary (stop-self), stay so a while, then crash into the kdump kernel on CPU 0."""
+    if (yield from _offline(machine, sorted(machine.outcome.online - {0}), "secondary CPUs", 1)):
+        machine.outcome.wanted = len(machine.outcome.online)  # they stay offline
+        yield from kdump(machine)
+
+
+def smt_off_kdump(machine: Machine) -> GuestProgram:
+    """`ppc64_cpu --smt=off`, stay so a while, then crash into the kdump kernel."""
+    if (yield from _offline(machine, _smt_threads(machine), "SMT threads", 1)):
+        machine.outcome.wanted = len(machine.outcome.online)  # they stay offline
+        yield from kdump(machine)
+
+
+def _offline(machine: Machine, cpus: list[int], what: str, loop: int) -> Generator[GuestOp, Any, bool]:
+    """Offline `cpus` with stop-self, then keep them offline for `offline_hold_ns` (the monitor may act)."""
+    for n in cpus:
+        if not (yield from cpu_die(machine, n)):
+            return False
+    yield console(f"loop {loop}: {len(cpus)} {what} offline")
+    if machine.settings.offline_hold_ns:
+        yield Compute(machine.settings.offline_hold_ns, f"{what} offline")
+    return True
+
+
+def _offline_online(machine: Machine, secondaries: list[int], what: str) -> GuestProgram:
     out = machine.outcome
-    secondaries = sorted(out.online - {0})
     for loop in range(1, machine.settings.loops + 1):
-        for n in secondaries:
-            if not (yield from cpu_die(machine, n)):
-                return
-        yield console(f"loop {loop}: {len(secondaries)} secondary CPUs offline")
-        if machine.settings.offline_hold_ns:  # the guest stays like this a while (the monitor may act)
-            yield Compute(machine.settings.offline_hold_ns, "secondaries offline")
+        if not (yield from _offline(machine, secondaries, what, loop)):
+            return
         # Something that syncs every CPU's registers while the secondaries are RTAS-stopped.
         yield Hcall(H_SET_MODE, (3, H_SET_MODE_RESOURCE_ADDR_TRANS_MODE, 0, 0))
         for n in secondaries:
@@ -283,6 +319,10 @@ def kdump_kernel(machine: Machine, cpu_index: int) -> GuestProgram:
     yield console(f"Kernel panic - not syncing: sysrq triggered crash (CPU: {cpu_index})")
     yield console("kexec: Starting switchover sequence.")
     yield Compute(30 * MS, "purgatory, the kdump kernel's early_setup")
+    # early_setup -> configure_exceptions, as in every kernel: reloc-on exceptions (AIL=3), LE exceptions.
+    yield Hcall(H_SET_MODE, (3, H_SET_MODE_RESOURCE_ADDR_TRANS_MODE, 0, 0))
+    if machine.settings.guest_endian == "le":
+        yield Hcall(H_SET_MODE, (1, H_SET_MODE_RESOURCE_LE, 0, 0))
     yield console("numa:   NODE_DATA [mem 0x47f33c80-0x47f3ffff]")
     yield rtas(RTAS_IBM_NMI_REGISTER, 2, 1, 0x100, 0x200)  # pseries fwnmi_init
     yield Compute(50 * MS, "the rest of the kdump kernel's boot")
@@ -292,6 +332,7 @@ def kdump_kernel(machine: Machine, cpu_index: int) -> GuestProgram:
 def online_rest(machine: Machine) -> GuestProgram:
     """Online every CPU the boot left RTAS-stopped (`echo 1 > /sys/devices/system/cpu/cpuN/online`)."""
     out = machine.outcome
+    out.wanted = machine.settings.smp
     for n in range(1, machine.settings.smp):
         if n not in out.online:
             yield Compute(MS, "cpu_up prepare")
@@ -317,6 +358,9 @@ WORKLOADS: dict[str, Callable[[Machine], GuestProgram]] = {
     "none": no_workload,
     "ipi-check": ipi_check,
     "offline-online": offline_online,
+    "smt-off-on": smt_off_on,
+    "offline-kdump": offline_kdump,
+    "smt-off-kdump": smt_off_kdump,
     "kdump": kdump,
     "online-rest": online_rest,
     "busy-loop": busy_loop,
@@ -353,7 +397,8 @@ def boot_cpu_program(machine: Machine) -> GuestProgram:
     yield Compute(rng.randint(1_200, 1_800) * MS, "start_kernel up to smp_init")
     yield console("smp: Bringing up secondary CPUs ...")
     out.online = {0}
-    for n in range(1, machine.settings.boot_cpus or smp):  # maxcpus=N: the rest stay RTAS-stopped
+    out.wanted = machine.settings.boot_cpus or smp
+    for n in range(1, out.wanted):  # maxcpus=N: the rest stay RTAS-stopped
         yield Compute(rng.randint(4, 23) * MS // 4, "cpu_up prepare, interrupt controller set-up")
         if (yield from cpu_up(machine, n, BOOT_SPIN_NS)):
             yield Compute(rng.randint(4, 23) * MS * 3 // 4, "give_timebase, wait for cpu_online")

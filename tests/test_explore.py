@@ -91,3 +91,25 @@ def test_replay_of_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert main(["run", "--replay", str(bad)]) == 2
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_sleep_sets_skip_reorderings_and_keep_the_failure(smp2: RunSettings) -> None:
+    plain = explore_exhaustive(smp2, max_steps=2000, preemption_bound=2)
+    reduced = explore_exhaustive(smp2, max_steps=2000, preemption_bound=2, sleep_sets=True)
+    assert plain.shortest is not None and reduced.shortest is not None
+    assert (reduced.shortest.verdict, len(reduced.shortest.steps)) == (plain.shortest.verdict,
+                                                                       len(plain.shortest.steps))
+    assert reduced.schedules < plain.schedules
+    assert reduced.outcomes.get("booted", 0) == plain.outcomes.get("booted", 0) == 0
+
+
+def test_sleep_sets_find_the_s390x_race_and_nothing_with_the_fix() -> None:
+    from vcpu_sched.scenario import load
+
+    settings = variant(load("s390x-sigp-cross").settings, sigp_jitter_us=8)
+    found = explore_exhaustive(settings, max_steps=2000, preemption_bound=2, sleep_sets=True)
+    assert found.shortest is not None and found.shortest.verdict == "lockup"
+    assert found.outcomes.get("completed", 0) >= 1, "a race: some schedules get through"
+    fixed = explore_exhaustive(variant(settings, sigp_lock=True), max_steps=2000, preemption_bound=2,
+                               sleep_sets=True)
+    assert fixed.shortest is None and fixed.bound_hits == 0

@@ -116,6 +116,8 @@ def _explore_options(explore: argparse.ArgumentParser) -> None:
     explore.add_argument("--no-prune", action="store_true", help="exhaustive: do not prune visited states")
     explore.add_argument("--symmetry", action="store_true",
                          help="exhaustive: states that differ only by which secondary vCPU is which count as one")
+    explore.add_argument("--sleep-sets", action="store_true",
+                         help="exhaustive, delay: partial-order reduction - skip reorderings of independent steps")
     explore.add_argument("--save", metavar="FILE", help="where to save the shortest failing schedule")
     explore.add_argument("--wall-limit", type=float, default=300.0, metavar="SECONDS",
                          help="stop the search after this many wall seconds, keeping what it found (300)")
@@ -345,7 +347,7 @@ def _explore(args: argparse.Namespace) -> int:
     else:
         report = explore_exhaustive(settings, args.max_steps, args.preemption_bound, not args.no_prune,
                                     progress.step, wall_limit_s=args.wall_limit, symmetry=args.symmetry,
-                                    delays=args.strategy == "delay")
+                                    delays=args.strategy == "delay", sleep_sets=args.sleep_sets)
     progress.done()
     saved = None
     if report.shortest is not None:

@@ -30,6 +30,7 @@ from .config import RunSettings
 from .engine.explore_engine import (
     Choose,
     ExploreEngine,
+    Prune,
     Schedule,
     first_enabled,
     pct_chooser,
@@ -94,12 +95,12 @@ class Exploration:
 
 
 def run_schedule(settings: RunSettings, choose: Choose, max_steps: int, tracer: Tracer | None = None,
-                 prune: Callable[[str, int, int], bool] | None = None, prune_from: int = 0,
-                 wall_deadline: float | None = None, symmetry: bool = False) -> Schedule:
+                 prune: Prune | None = None, prune_from: int = 0,
+                 wall_deadline: float | None = None, symmetry: bool = False, sleep_sets: bool = False) -> Schedule:
     """One schedule on the explore engine (cut short, as `bound`, at the monotonic `wall_deadline`)."""
     machine = Machine(settings, tracer) if tracer is not None else Machine(settings)
     schedule = ExploreEngine(machine, choose, max_steps, prune, prune_from, track_states=True,
-                             wall_deadline=wall_deadline, symmetry=symmetry).run().schedule
+                             wall_deadline=wall_deadline, symmetry=symmetry, sleep_sets=sleep_sets).run().schedule
     assert isinstance(schedule, Schedule)
     return schedule
 
@@ -175,15 +176,24 @@ def explore_random(settings: RunSettings, seeds: int, preempt: float, max_steps:
 def explore_exhaustive(settings: RunSettings, max_steps: int, preemption_bound: int, prune: bool = True,
                        progress: Callable[[int, int], None] | None = None,
                        max_schedules: int = 1_000_000, wall_limit_s: float | None = None,
-                       symmetry: bool = False, delays: bool = False) -> Exploration:
+                       symmetry: bool = False, delays: bool = False, sleep_sets: bool = False) -> Exploration:
     """Every schedule within `max_steps` and `preemption_bound` preemptions (or, with `delays`, that many
     delays of a round-robin scheduler), depth-first, replayed from the start with a prefix of choices."""
     bound_name = "delay_bound" if delays else "preemption_bound"
     report = Exploration("delay" if delays else "exhaustive", {"max_steps": max_steps, bound_name: preemption_bound,
-                                                               "prune": prune, "symmetry": symmetry}, settings)
+                                                               "prune": prune, "symmetry": symmetry,
+                                                               "sleep_sets": sleep_sets}, settings)
     visited: dict[str, tuple[int, int]] = {}
+    visited_asleep: dict[str, list[tuple[int, int, frozenset[str]]]] = {}
+    siblings: dict[tuple[int, ...], dict[str, frozenset[str]]] = {}
 
-    def seen_before(state: str, depth: int, preemptions: int) -> bool:
+    def seen_before(state: str, depth: int, preemptions: int, sleep: frozenset[str]) -> bool:
+        if sleep_sets:  # a state is covered only by a visit that had no more threads asleep (Godefroid)
+            entries = visited_asleep.setdefault(state, [])
+            if any(d <= depth and p <= preemptions and s <= sleep for d, p, s in entries):
+                return True
+            entries.append((depth, preemptions, sleep))
+            return False
         old = visited.get(state)
         if old is not None and old[0] <= depth and old[1] <= preemptions:
             return True
@@ -197,9 +207,10 @@ def explore_exhaustive(settings: RunSettings, max_steps: int, preemption_bound: 
         while prefix is not None and report.schedules < max_schedules:
             if report.out_of_time(deadline, wall_limit_s):
                 break
-            chooser = _PrefixChooser(prefix, round_robin=delays)
+            chooser = _PrefixChooser(prefix, round_robin=delays, siblings=siblings if sleep_sets else None)
             outcome = run_schedule(settings, chooser, max_steps, prune=seen_before if prune else None,
-                                   prune_from=len(prefix), wall_deadline=deadline, symmetry=symmetry)
+                                   prune_from=len(prefix), wall_deadline=deadline, symmetry=symmetry,
+                                   sleep_sets=sleep_sets)
             report.add(outcome)
             if progress:
                 progress(report.schedules, 0)
@@ -218,10 +229,12 @@ class _PrefixChooser:
     `round_robin`: the alternatives in thread order from the running one (delay bounding: index k is k
     delays of that deterministic scheduler); otherwise the running thread, then the others by name."""
 
-    def __init__(self, prefix: list[int], round_robin: bool = False) -> None:
+    def __init__(self, prefix: list[int], round_robin: bool = False,
+                 siblings: dict[tuple[int, ...], dict[str, frozenset[str]]] | None = None) -> None:
         self.prefix = prefix
         self.round_robin = round_robin
         self.record: list[tuple[list[str], int, bool]] = []
+        self._siblings = siblings  # sleep sets: choice point (the indices that lead to it) -> explored steps
 
     def __call__(self, names: list[str], current: str | None) -> str:
         if self.round_robin:
@@ -233,6 +246,22 @@ class _PrefixChooser:
         index = self.prefix[i] if i < len(self.prefix) else 0
         self.record.append((ordered, index, current in names))
         return ordered[index]
+
+    def _node(self) -> tuple[int, ...]:
+        return tuple(i for _, i, _ in self.record[:-1])
+
+    def siblings(self) -> dict[str, frozenset[str]]:
+        """The alternatives taken before this one at the last choice point, with their steps' footprints."""
+        if self._siblings is None:
+            return {}
+        ordered, index, _ = self.record[-1]
+        explored = self._siblings.get(self._node(), {})
+        return {t: explored[t] for t in ordered[:index] if t in explored}
+
+    def explored(self, footprint: frozenset[str]) -> None:
+        if self._siblings is not None:
+            ordered, index, _ = self.record[-1]
+            self._siblings.setdefault(self._node(), {})[ordered[index]] = footprint
 
 
 def _next_prefix(record: list[tuple[list[str], int, bool]], bound: int, delays: bool = False) -> list[int] | None:

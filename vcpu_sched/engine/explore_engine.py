@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..model.cpus import CPUState
 from ..model.machine import Machine
@@ -38,6 +38,16 @@ from .core import Acquire, Engine, EngineCore, Park, Primitive, Release, Sleep
 from .sched import Scheduler, Task
 
 Choose = Callable[[list[str], str | None], str]
+Prune = Callable[[str, int, int, frozenset[str]], bool]  # state, steps, preemptions, sleeping threads
+
+
+class SiblingStore(Protocol):
+    """What an exhaustive search's chooser knows for sleep sets: the threads it already explored at the
+    choice point just decided (with the footprints of their steps), and the footprint of the step taken."""
+
+    def siblings(self) -> dict[str, frozenset[str]]: ...
+
+    def explored(self, footprint: frozenset[str]) -> None: ...
 DEFAULT_MAX_STEPS = 100_000
 DEFAULT_PREEMPT = 0.1
 
@@ -47,6 +57,21 @@ class Step:
     thread: str
     what: str
     events: list[str]
+    footprint: frozenset[str] = frozenset()
+
+
+# Events of steps that touch state shared outside the BQL without a condition to show it (partial-order
+# reduction counts them as objects the step uses).
+_SHARED_EVENTS = {"rcu_read_lock": "rcu", "rcu_read_unlock": "rcu", "rcu_wait_for_readers": "rcu",
+                  "rcu_callback": "rcu", "kvm_vcpu_ioctl_run": "kvm_vcpu", "kvm_run_exit": "kvm_vcpu",
+                  "kvm_vcpu_mutex_wait": "kvm_vcpu", "kvm_vcpu_enable_cap": "kvm_vcpu", "sigp_handle": "sigp",
+                  "sigp_busy": "sigp", "sigp_finished": "sigp", "guest_finished": "guest", "console": "guest"}
+
+
+def dependent(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Two steps are dependent when they use a common object: the BQL, a condition one broadcasts or waits
+    on, or state shared outside the BQL; otherwise they commute (their order changes no state)."""
+    return not a.isdisjoint(b)
 
 
 @dataclass
@@ -142,14 +167,19 @@ class ExploreEngine(Engine):
     """Runs one schedule of the machine, asking `choose` at every choice point."""
 
     def __init__(self, machine: Machine, choose: Choose | None = None, max_steps: int = DEFAULT_MAX_STEPS,
-                 prune: Callable[[str, int, int], bool] | None = None, prune_from: int = 0,
-                 track_states: bool = False, wall_deadline: float | None = None, symmetry: bool = False) -> None:
+                 prune: Prune | None = None, prune_from: int = 0,
+                 track_states: bool = False, wall_deadline: float | None = None, symmetry: bool = False,
+                 sleep_sets: bool = False) -> None:
         super().__init__(machine)
         # Symmetry reduction: secondaries (every vCPU but the boot CPU, single-thread cores) are renamed in
         # the state hash in the order of their own state, so states that differ only by which secondary is
         # which hash alike.
         self.symmetry = symmetry and machine.settings.threads == 1 and machine.pnv is None
         self.choose = choose or random_chooser(machine.settings.seed, DEFAULT_PREEMPT)
+        # Sleep sets (Godefroid): threads whose next step was explored from an earlier state and commutes
+        # with every step taken since: choosing one now would only reorder independent steps.
+        self.store: SiblingStore | None = choose if sleep_sets and hasattr(choose, "siblings") else None  # type: ignore[assignment]
+        self.sleep: dict[str, frozenset[str]] = {}
         self.max_steps = max_steps
         self.prune = prune
         self.prune_from = prune_from
@@ -225,30 +255,56 @@ class ExploreEngine(Engine):
             if self.wall_deadline is not None and len(self.steps) % 64 == 0 and time.monotonic() > self.wall_deadline:
                 core.finish("bound", "wall-clock limit reached")
                 return self._end()
-            names = [t.name for t in enabled]
-            if len(names) > 1:
+            names = [t.name for t in enabled if t.name not in self.sleep]
+            if not names:  # every enabled thread is asleep: whatever runs next was explored elsewhere
+                core.finish("pruned", "every enabled thread is in the sleep set")
+                return self._end()
+            choice_point = len(names) > 1
+            if choice_point:
                 chosen = self.choose(names, current)
                 if current in names and chosen != current:
                     preemptions += 1
                 self.choices.append(chosen)
+                if self.store is not None:
+                    self.sleep.update(self.store.siblings())
             else:
                 chosen = names[0]
             task = sched.by_name[chosen]
             self._events = []
+            holds = core.bql.owner == chosen
+            sched.broadcasts = set() if self.store is not None else None
             performed = sched.step(task)
-            self.steps.append(Step(chosen, self._describe(task, performed), self._events))
+            footprint = self._footprint(task, performed, holds) if self.store is not None else frozenset()
+            self.steps.append(Step(chosen, self._describe(task, performed), self._events, footprint))
             current = chosen
+            if self.store is not None:
+                if choice_point:
+                    self.store.explored(footprint)
+                self.sleep = {t: fp for t, fp in self.sleep.items() if t != chosen and not dependent(fp, footprint)}
             if not self.track_states:
                 continue
             state = self._state_hash(current)
             # Prune at a state that an earlier schedule reached (its continuations are explored from
             # there); a state repeated within this schedule is a loop, left to run into the spin rule.
             if (self.prune is not None and state not in self.states and len(self.choices) >= self.prune_from
-                    and self.prune(state, len(self.steps), preemptions)):
+                    and self.prune(state, len(self.steps), preemptions, frozenset(self.sleep))):
                 self.states.add(state)
                 core.finish("pruned", "state already explored")
                 return self._end()
             self.states.add(state)
+
+    def _footprint(self, task: Task, performed: Primitive | None, held: bool) -> frozenset[str]:
+        """The objects one step used: the BQL (held, taken or dropped), the conditions it broadcast or
+        waited on, and state shared outside the BQL (from its events)."""
+        used = set(self.sched.broadcasts or ())
+        self.sched.broadcasts = None
+        if held or self.core.bql.owner == task.name or isinstance(performed, Acquire | Release):
+            used.add("BQL")
+        for prim in (performed, task.prim):
+            if isinstance(prim, Park):
+                used.update(c.name for c in prim.conds)
+        used.update(_SHARED_EVENTS[e] for e in self._events if e in _SHARED_EVENTS)
+        return frozenset(used)
 
     def _lockup(self) -> Lockup | None:
         """The watchdog's report for a watched thread that is blocked, as the Trio engine would give it."""

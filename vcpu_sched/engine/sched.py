@@ -69,6 +69,7 @@ class Scheduler:
         self._parked: dict[QemuCond, list[Task]] = {}
         self._timers: list[tuple[int, float, int, Task]] = []
         self._seq = 0
+        self.broadcasts: set[str] | None = None  # when a set: the names of the conditions broadcast
         core.machine.attach(self)
 
     def start(self) -> None:
@@ -83,6 +84,8 @@ class Scheduler:
     # --- the WakeHub side ------------------------------------------------------------------------
 
     def notify(self, cond: QemuCond) -> None:
+        if self.broadcasts is not None:
+            self.broadcasts.add(cond.name)
         for task in self._parked.get(cond, ()):
             self._queue(task)
 

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from .events import TraceFilter
 
 TID_MAIN = 4000  # vCPU n is TID_MAIN + 1 + n
+TID_RCU = 3999  # the call_rcu thread (QEMU starts it before the vCPUs)
 BQL_ADDRESS = "0x55d5c4a1e5c0"
 KVM_RUN = 0xAE80  # linux/kvm.h: _IO(KVMIO, 0x80)
 KVM_EXIT_REASONS = {"PAPR_HCALL": 19}  # linux/kvm.h KVM_EXIT_PAPR_HCALL
@@ -33,6 +34,7 @@ SITE_FILES = {
     "qemu_process_cpu_events": "system/cpus.c",
     "pause_all_vcpus": "system/cpus.c", "kvm_vcpu_thread_fn": "accel/kvm/kvm-accel-ops.c",
     "kvm_cpu_exec": "accel/kvm/kvm-all.c", "kvm_arch_handle_exit": "target/ppc/kvm.c",
+    "call_rcu_thread": "util/rcu.c", "drain_call_rcu": "util/rcu.c",
     "mttcg_cpu_thread_fn": "accel/tcg/tcg-accel-ops-mttcg.c", "cpu_exec": "accel/tcg/cpu-exec.c",
     "cpu_handle_interrupt": "accel/tcg/cpu-exec.c", "run_on_cpu": "cpus-common.c",
 }
@@ -74,7 +76,9 @@ class QemuTraceLog:
         if self.closed:
             return
         cpu = fields.get("cpu")
-        if cpu == "main":
+        if fields.get("thread") == "call_rcu":
+            tid = TID_RCU
+        elif cpu == "main":
             tid = TID_MAIN
         elif isinstance(cpu, int) and not isinstance(cpu, bool):
             tid = TID_MAIN + 1 + cpu

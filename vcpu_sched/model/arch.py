@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
+from . import kvm
+from .cpus import CPU_INTERRUPT_HARD, CPUState
 from .effects import Effect
 
 if TYPE_CHECKING:
-    from .cpus import CPUState
     from .kvm import KvmExit
     from .machine import Machine
 
@@ -48,36 +49,21 @@ class Arch:
         raise NotImplementedError
 
 
+def ppc_cpu_has_work(cpu: CPUState) -> bool:
+    """target/ppc/cpu_init.c ppc_cpu_has_work: CPU_INTERRUPT_HARD only."""
+    return bool(cpu.interrupt_request & CPU_INTERRUPT_HARD)
+
+
 class PpcArch(Arch):
-    """target/ppc: the pseries and powernv machines."""
+    """target/ppc: the pseries and powernv machines. The hooks are the functions themselves (the vCPU
+    loop calls some of them every turn)."""
 
     name = "ppc64"
-
-    def cpu_has_work(self, cpu: CPUState) -> bool:
-        """target/ppc/cpu_init.c ppc_cpu_has_work: CPU_INTERRUPT_HARD only."""
-        from .cpus import CPU_INTERRUPT_HARD
-
-        return bool(cpu.interrupt_request & CPU_INTERRUPT_HARD)
-
-    def kvm_arch_process_async_events(self, cpu: CPUState) -> bool:
-        from .kvm import kvm_arch_process_async_events
-
-        return kvm_arch_process_async_events(cpu)
-
-    def kvm_arch_put_registers(self, cpu: CPUState, level: int) -> None:
-        from .kvm import kvm_arch_put_registers
-
-        kvm_arch_put_registers(cpu, level)
-
-    def kvm_vcpu_ioctl_run(self, cpu: CPUState) -> Generator[Effect, Any, tuple[int, KvmExit | None]]:
-        from .kvm import kvm_vcpu_ioctl_run
-
-        return kvm_vcpu_ioctl_run(cpu)
-
-    def kvm_arch_handle_exit(self, cpu: CPUState, run: KvmExit) -> Generator[Effect, Any, int]:
-        from .kvm import kvm_arch_handle_exit
-
-        return kvm_arch_handle_exit(cpu, run)
+    cpu_has_work = staticmethod(ppc_cpu_has_work)
+    kvm_arch_process_async_events = staticmethod(kvm.kvm_arch_process_async_events)
+    kvm_arch_put_registers = staticmethod(kvm.kvm_arch_put_registers)
+    kvm_vcpu_ioctl_run = staticmethod(kvm.kvm_vcpu_ioctl_run)
+    kvm_arch_handle_exit = staticmethod(kvm.kvm_arch_handle_exit)
 
     def machine_reset(self, machine: Machine) -> Generator[Effect, Any, None]:
         if machine.pnv is not None:

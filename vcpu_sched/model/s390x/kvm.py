@@ -181,29 +181,22 @@ def kvm_arch_handle_exit(cpu: CPUState, run: KvmExit) -> Generator[Effect, Any, 
     return EXCP_INTERRUPT if ret == 0 else ret
 
 
+def kvm_arch_process_async_events(cpu: CPUState) -> bool:
+    """target/s390x/kvm/kvm.c kvm_arch_process_async_events: `halted` (a STOPPED CPU is halted)."""
+    return cpu.halted
+
+
 class S390Arch(Arch):
     """target/s390x under KVM."""
 
     name = "s390x"
-
-    def cpu_has_work(self, cpu: CPUState) -> bool:
-        return s390_cpu_has_work(cpu)
-
-    def kvm_arch_process_async_events(self, cpu: CPUState) -> bool:
-        """target/s390x/kvm/kvm.c kvm_arch_process_async_events: `halted` (a STOPPED CPU is halted)."""
-        return cpu.halted
-
-    def kvm_arch_put_registers(self, cpu: CPUState, level: int) -> None:
-        kvm_arch_put_registers(cpu, level)
-
-    def kvm_vcpu_ioctl_run(self, cpu: CPUState) -> Generator[Effect, Any, tuple[int, KvmExit | None]]:
-        return kvm_vcpu_ioctl_run(cpu)
-
-    def kvm_arch_handle_exit(self, cpu: CPUState, run: KvmExit) -> Generator[Effect, Any, int]:
-        return kvm_arch_handle_exit(cpu, run)
+    cpu_has_work = staticmethod(s390_cpu_has_work)
+    kvm_arch_process_async_events = staticmethod(kvm_arch_process_async_events)
+    kvm_arch_put_registers = staticmethod(kvm_arch_put_registers)
+    kvm_vcpu_ioctl_run = staticmethod(kvm_vcpu_ioctl_run)
+    kvm_arch_handle_exit = staticmethod(kvm_arch_handle_exit)
 
     def machine_reset(self, machine: Any) -> Generator[Effect, Any, None]:
-        from .machine import s390_machine_reset
+        from .machine import s390_machine_reset  # machine.py imports this module
 
         return s390_machine_reset(machine)
-

@@ -48,9 +48,17 @@ def test_the_command_finds_its_scenarios_from_any_directory(installed: Path, tmp
 
 
 def test_the_matrix_runs_installed(installed: Path, tmp_path: Path) -> None:
-    done = _run([str(installed / "vcpu-sched"), "matrix", "spapr-rtas-stopped", "--json"], tmp_path)
+    done = _run([str(installed / "vcpu-sched"), "matrix", "spapr-rtas-stopped", "s390x-sigp-cross",
+                 "tcg-rcu-device-add", "--json"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert '"mismatches": 0' in done.stdout
+
+
+def test_every_subpackage_is_installed(installed: Path, tmp_path: Path) -> None:
+    packages = sorted(".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "vcpu_sched").rglob("__init__.py"))
+    assert "vcpu_sched.model.s390x" in packages
+    done = _run([str(installed / "python"), "-c", "; ".join(f"import {p}" for p in packages)], tmp_path)
+    assert done.returncode == 0, done.stderr
 
 
 def test_a_user_project_runs_the_plugin(installed: Path, tmp_path: Path) -> None:

@@ -95,3 +95,43 @@ def test_qemu_system_s390x_command_lines() -> None:
                 "qemu-system-ppc64 -M pseries -cpu z16"):
         with pytest.raises(BadInput):
             parse(bad)
+
+
+def test_a_management_tool_sees_the_sigp_deadlock(tmp_path: Path) -> None:
+    """`vcpu-sched qemu` with a qemu-system-s390x command line runs the SIGP test by default: the vCPUs
+    deadlock but the BQL is free, so QMP still answers - unlike the seed's hang - with s390x's shapes."""
+    qmp = pytest.importorskip("qemu.qmp")
+    import asyncio
+    import subprocess
+    import sys
+    import time
+
+    sock, out = tmp_path / "q.sock", tmp_path / "console.txt"
+    with out.open("w") as console:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vcpu_sched", "qemu", "--watchdog", "1", "-M", "s390-ccw-virtio,accel=kvm",
+             "-smp", "2", "-cpu", "host", "-nographic", "-qmp", f"unix:{sock},server=on,wait=off"],
+            stdout=console, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "Brought up 1 node, 2 CPUs" not in out.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+
+        async def session() -> None:
+            client = qmp.QMPClient("test")
+            await client.connect(str(sock))
+            cpus = await asyncio.wait_for(client.execute("query-cpus-fast"), 5)
+            assert [(c["target"], c["cpu-state"]) for c in cpus] == [("s390x", "operating")] * 2
+            hotpluggable = await asyncio.wait_for(client.execute("query-hotpluggable-cpus"), 5)
+            assert {h["type"] for h in hotpluggable} == {"host-s390x-cpu"}
+            await asyncio.sleep(2)  # past the watchdog's second: the vCPUs are deadlocked by now ...
+            status = await asyncio.wait_for(client.execute("query-status"), 5)  # ... and QMP answers
+            assert status["status"] == "running"
+            await client.disconnect()
+
+        asyncio.run(session())
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    assert "cross run_on_cpu deadlock" in err

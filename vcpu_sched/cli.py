@@ -26,8 +26,6 @@ from .verdicts import SUCCESS, VERDICTS
 
 # Each command imports what it needs when it runs (a verdict costs little more than starting Trio).
 
-DEFAULT_SCENARIO = "spapr-rtas-stopped"
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad input as one line and exit status 2, without the usage block."""
@@ -193,21 +191,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace, extra: dict[str, Any]) -> tuple[RunSettings, RunSettings]:
     """(settings of this run, the scenario's own) from a scenario, --qemu, the options and --set."""
-    from .scenario import apply, load
+    from .scenario import apply, check_machine, default_scenario, load
 
     imported = None
     if getattr(args, "qemu", None) is not None:
         from . import qemu_cmdline
 
         imported = qemu_cmdline.parse(args.qemu)
-    by_machine = {"powernv": "powernv-core-stop-start", "s390-ccw-virtio": "s390x-sigp-cross"}
-    default = by_machine.get(imported.machine_type, DEFAULT_SCENARIO) if imported else DEFAULT_SCENARIO
-    scenario = load(args.scenario or default)
+    scenario = load(args.scenario or default_scenario(imported.machine_type if imported else None))
     overrides: dict[str, Any] = dict(imported.overrides) if imported else {}
     if imported is not None:
-        if imported.machine_type != scenario.settings.machine:
-            raise BadInput(f"--qemu describes a {imported.machine_type} machine, but scenario {scenario.name} is "
-                           f"{scenario.settings.machine}")
+        check_machine(scenario, imported.machine_type, "--qemu")
         for key in ("smp", "accel", "cpu"):
             given = getattr(args, key)
             if given is not None and key in overrides and overrides[key] != given:

@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fix", choices=FIXES)
     p.add_argument("--timebase-reset", choices=TIMEBASE_RESETS)
     p.add_argument("--seed", type=int)
-    p.add_argument("--scenario", default="spapr-rtas-stopped", help="the guest's scenario (default: the seed's)")
+    p.add_argument("--scenario", help="the guest's scenario (default: the seed's; s390x-sigp-cross for "
+                                       "s390-ccw-virtio, powernv-core-stop-start for powernv)")
     p.add_argument("--log", metavar="FILE")
     p.add_argument("--log-format", choices=LOG_FORMATS, default="jsonl")
     p.add_argument("--deadline", type=float, default=3600.0, metavar="SECONDS",
@@ -75,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 def qemu_main(argv: list[str]) -> int:
     from .cli import parse_set
     from .qemu_cmdline import parse_words
-    from .scenario import apply, load
+    from .scenario import apply, check_machine, default_scenario, load
 
     ours, qemu_words = _split(argv)
     args = _parser().parse_args(ours)
@@ -91,7 +92,8 @@ def qemu_main(argv: list[str]) -> int:
         print(f"vcpu-sched: ignored (not modelled): {', '.join(ignored)}", file=sys.stderr)
     if not qmp_specs:
         print("vcpu-sched: warning: no -qmp: nothing can talk to this QEMU", file=sys.stderr)
-    scenario = load(args.scenario)
+    scenario = load(args.scenario or default_scenario(line.machine_type))
+    check_machine(scenario, line.machine_type, "the command line")
     overrides: dict[str, Any] = dict(line.overrides) | {
         "clock": "real", "engine": args.engine, "time_scale": 1.0,
         "deadline_s": args.deadline, "wall_deadline_s": min(args.deadline, 3600.0),

@@ -233,6 +233,22 @@ def apply(base: RunSettings, overrides: dict[str, Any], where: str) -> RunSettin
     return merged
 
 
+DEFAULT_SCENARIO = "spapr-rtas-stopped"  # the seed's guest
+_MACHINE_SCENARIOS = {"powernv": "powernv-core-stop-start", "s390-ccw-virtio": "s390x-sigp-cross"}
+
+
+def default_scenario(machine_type: str | None = None) -> str:
+    """The scenario a command line without one runs: the seed's, or the first of another machine type."""
+    return _MACHINE_SCENARIOS.get(machine_type or "", DEFAULT_SCENARIO)
+
+
+def check_machine(scenario: Scenario, machine_type: str, where: str) -> None:
+    """A QEMU command line and the scenario it runs must describe the same machine type."""
+    if machine_type != scenario.settings.machine:
+        raise BadInput(f"{where} describes a {machine_type} machine, but scenario {scenario.name} is "
+                       f"{scenario.settings.machine}")
+
+
 def resolve(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():

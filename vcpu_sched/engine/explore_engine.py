@@ -48,6 +48,8 @@ class SiblingStore(Protocol):
     def siblings(self) -> dict[str, frozenset[str]]: ...
 
     def explored(self, footprint: frozenset[str]) -> None: ...
+
+
 DEFAULT_MAX_STEPS = 100_000
 DEFAULT_PREEMPT = 0.1
 

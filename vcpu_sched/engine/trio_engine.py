@@ -123,7 +123,9 @@ class TrioEngine(Engine):
             if target >= watch_at:
                 if core.verdict is None and core.check_watchdog(sched.now) is not None and serve is None:
                     break
-                watch_at = sched.now + core.watchdog.next_check_ns(sched.now)
+                # Once there is a verdict (a served run goes on) the watchdog has nothing more to say; a
+                # thread stuck past its threshold would otherwise ask for a check every nanosecond.
+                watch_at = sched.now + core.watchdog.next_check_ns(sched.now) if core.verdict is None else deadline
                 if time.monotonic() > wall_deadline:
                     core.finish("deadline", core.deadline_reason("wall-clock"))
             if target >= deadline:

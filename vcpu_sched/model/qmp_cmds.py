@@ -48,6 +48,8 @@ class QmpError(Exception):
 
 
 def qmp_query_cpus_fast(machine: Machine) -> list[dict[str, Any]]:
+    if machine.s390 is not None:
+        return s390_query_cpus_fast(machine)
     threads = machine.settings.threads
     out = []
     for cpu in machine.cpus:
@@ -58,7 +60,20 @@ def qmp_query_cpus_fast(machine: Machine) -> list[dict[str, Any]]:
     return out
 
 
+def s390_query_cpus_fast(machine: Machine) -> list[dict[str, Any]]:
+    """The s390x shape: one CPU a core, and CpuInfoS390's `cpu-state` (qapi/machine.json)."""
+    from .s390x.cpu import STATE_NAMES
+
+    return [{"cpu-index": cpu.cpu_index, "props": {"core-id": cpu.cpu_index},
+             "qom-path": f"/machine/unattached/device[{cpu.cpu_index + 1}]", "target": "s390x",
+             "thread-id": machine.thread_ids.get(cpu.name, 0), "cpu-state": STATE_NAMES[cpu.env.cpu_state].lower()}
+            for cpu in machine.cpus]
+
+
 def qmp_query_hotpluggable_cpus(machine: Machine) -> list[dict[str, Any]]:
+    if machine.s390 is not None:  # s390x hotplugs CPUs, not cores: host-s390x-cpu under -cpu host
+        return [{"props": {"core-id": cpu.cpu_index}, "qom-path": f"/machine/unattached/device[{cpu.cpu_index + 1}]",
+                 "type": "host-s390x-cpu", "vcpus-count": 1} for cpu in reversed(machine.cpus)]
     threads = machine.settings.threads
     kind = "host" if machine.settings.accel == "kvm" else CPU_TYPES[machine.settings.cpu]
     cores = range(len(machine.cpus) // threads)

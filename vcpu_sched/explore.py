@@ -60,6 +60,7 @@ class Exploration:
     shortest: Schedule | None = None
     wall_s: float = 0.0
     incomplete: str | None = None  # why the search stopped before its bounds were covered
+    first_failure_at: int | None = None  # the number (from 1) of the first schedule that failed
 
     def out_of_time(self, deadline: float | None, limit_s: float | None) -> bool:
         if deadline is not None and time.monotonic() >= deadline:
@@ -72,9 +73,11 @@ class Exploration:
         self.outcomes[outcome.verdict] = self.outcomes.get(outcome.verdict, 0) + 1
         self.pruned += outcome.verdict == "pruned"
         self.bound_hits += outcome.verdict == "bound"
-        if outcome.verdict not in NOT_FAILURES and (
-                self.shortest is None or len(outcome.steps) < len(self.shortest.steps)):
-            self.shortest = outcome
+        if outcome.verdict not in NOT_FAILURES:
+            if self.first_failure_at is None:
+                self.first_failure_at = self.schedules
+            if self.shortest is None or len(outcome.steps) < len(self.shortest.steps):
+                self.shortest = outcome
 
     def to_dict(self) -> dict[str, Any]:
         failure = None
@@ -91,6 +94,7 @@ class Exploration:
         return {"strategy": self.strategy, "bounds": self.bounds, "settings": self.settings.to_dict(),
                 "schedules": self.schedules, "states": len(self.states), "pruned": self.pruned,
                 "bound_hits": self.bound_hits, "outcomes": self.outcomes, "failure": failure,
+                "first_failure_at": self.first_failure_at,
                 "wall_time_s": self.wall_s, "complete": self.incomplete is None, "incomplete": self.incomplete}
 
 
@@ -377,8 +381,9 @@ def explore_text(report: Exploration, saved: str | None) -> str:
     if failure is None:
         lines.append("no failure within the bounds" + (" searched" if report.incomplete else ""))
         return "\n".join(lines)
-    lines += ["", f"shortest failing schedule: {failure.verdict} after {len(failure.steps)} steps "
-                  f"({len(failure.choices)} choices): {failure.reason}", trace_text(failure)]
+    lines += ["", f"first failure: schedule {report.first_failure_at} of {report.schedules}",
+              f"shortest failing schedule: {failure.verdict} after {len(failure.steps)} steps "
+              f"({len(failure.choices)} choices): {failure.reason}", trace_text(failure)]
     lasso = failure.lasso()
     if lasso is not None:
         stem, cycle = lasso

@@ -40,8 +40,13 @@ SITE_FILES = {
 }
 
 
-def site_file(site: str) -> str:
-    return SITE_FILES.get(site.split("(")[0].strip(), "system/cpus.c")
+# Functions every target has under the same name, in another file (target/<arch>/).
+TARGET_SITE_FILES = {"s390-ccw-virtio": {"kvm_arch_handle_exit": "target/s390x/kvm/kvm.c"}}
+
+
+def site_file(site: str, machine: str = "pseries") -> str:
+    function = site.split("(")[0].strip()
+    return TARGET_SITE_FILES.get(machine, {}).get(function) or SITE_FILES.get(function, "system/cpus.c")
 
 
 class QemuTraceLog:
@@ -53,6 +58,7 @@ class QemuTraceLog:
         self._spinning: list[tuple[int, int]] = []  # heap of (next sample time, tid)
         self._spinners: set[int] = set()
         self._cond_site: dict[int, str] = {}  # tid -> site of its condition wait
+        self._machine = "pseries"  # from run_start: where the target's functions live
         self._relock: dict[int, str] = {}  # tid -> the same, once woken: the BQL comes back inside the wait
         self.lines = 0
         self.last_t_ns = 0
@@ -75,6 +81,8 @@ class QemuTraceLog:
         self.last_t_ns = max(self.last_t_ns, t_ns)
         if self.closed:
             return
+        if event == "run_start" and isinstance(fields.get("settings"), dict):
+            self._machine = str(fields["settings"].get("machine", "pseries"))
         cpu = fields.get("cpu")
         if fields.get("thread") == "call_rcu":
             tid = TID_RCU
@@ -86,13 +94,13 @@ class QemuTraceLog:
             return
         self._catch_up(t_ns)
         site = str(fields.get("site") or "")
-        mutex = f"mutex {BQL_ADDRESS} (../{site_file(site)}:0)"
+        mutex = f"mutex {BQL_ADDRESS} (../{site_file(site, self._machine)}:0)"
         if event == "qemu_mutex_lock":
             if tid not in self._relock:
                 self._write(t_ns, tid, event, f"waiting on {mutex}")
         elif event == "qemu_mutex_locked":
             site = self._relock.pop(tid, site)
-            self._write(t_ns, tid, event, f"taken mutex {BQL_ADDRESS} (../{site_file(site)}:0)")
+            self._write(t_ns, tid, event, f"taken mutex {BQL_ADDRESS} (../{site_file(site, self._machine)}:0)")
         elif event == "qemu_mutex_unlock":
             self._write(t_ns, tid, event, f"released {mutex}")
         elif event == "qemu_cond_wait":  # the model logged the BQL's release just before

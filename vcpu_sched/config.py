@@ -13,7 +13,7 @@ from .engine import ENGINES as ENGINE_REGISTRY
 QEMU_VERSIONS = ("10.0", "10.2")
 FIXES = ("none", "quiesced", "quiesced+migration", "lpcr-sync", "quiesced+lpcr-sync")
 WORKLOADS = ("none", "ipi-check", "offline-online", "smt-off-on", "offline-kdump", "smt-off-kdump", "kdump",
-             "online-rest", "busy-loop", "sigp-cross")
+             "online-rest", "busy-loop", "hotplug-online", "sigp-cross")
 MACHINES = ("pseries", "powernv", "s390-ccw-virtio")
 TIMEBASE_RESETS = ("applied", "reverted")
 ACCELS = ("kvm", "tcg")
@@ -72,6 +72,7 @@ class RunSettings:
     rtas_stopped_state: bool = True  # quiesced+migration: the CPU property (false for pseries-10.0 types)
     boot_cpus: int = 0  # CPUs the guest brings up at boot (0: all); the others stay RTAS-stopped
     offline_hold_ns: int = 0  # offline-online workload: how long the secondaries stay offline each loop
+    maxcpus: int = 0  # -smp maxcpus: CPU slots a device_add can fill (0: smp, no hotplug)
     sigp_jitter_us: int = 0  # sigp-cross workload: extra guest work before each SIGP, 0-N us from the seed
     sigp_lock: bool = True  # f9530c3242 (2016): s390x SIGPs one at a time, BUSY on contention
     force_rcu: bool = True  # ef149763a8 + dd47a8f654 (2021): drain_call_rcu kicks TCG vCPUs out of cpu_exec

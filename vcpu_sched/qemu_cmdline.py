@@ -84,9 +84,11 @@ def _smp(value: str) -> dict[str, int]:
     for unsupported in ("dies", "clusters"):
         if given.get(unsupported, 1) > 1:
             raise BadInput(f"--qemu: -smp {value}: {unsupported} not supported by this machine's CPU topology")
-    if given.get("maxcpus", cpus) != cpus:
-        raise BadInput(f"--qemu: -smp {value}: maxcpus (CPU hotplug slots) is not modelled")
-    return {"smp": cpus, "sockets": sockets, "cores": cores, "threads": threads}
+    maxcpus = given.get("maxcpus", cpus)
+    if maxcpus < cpus:
+        raise BadInput(f"--qemu: -smp {value}: maxcpus ({maxcpus}) is below the number of CPUs ({cpus})")
+    out = {"smp": cpus, "sockets": sockets, "cores": cores, "threads": threads}
+    return out | {"maxcpus": maxcpus} if maxcpus != cpus else out
 
 
 def parse(command_line: str) -> QemuCommandLine:

@@ -69,8 +69,8 @@ def result_text(result: RunResult, base: RunSettings | None = None) -> str:
     head = (f"== {result.verdict.upper()}: {result.reason} "
             f"[{s.scenario}: smp={s.smp} accel={s.accel} cpu={s.cpu} fix={s.fix} "
             f"timebase_reset={s.timebase_reset} seed={s.seed}] ==")
-    lines = [head, f"cpus online: {result.cpus_online}/{s.smp}   guest time: {result.guest_time_s:.6f} s   "
-                   f"wall time: {result.wall_time_s:.3f} s"]
+    lines = [head, f"cpus online: {result.cpus_online}/{s.maxcpus or s.smp}   "
+                   f"guest time: {result.guest_time_s:.6f} s   wall time: {result.wall_time_s:.3f} s"]
     if result.lockup is not None:
         lines += lockup_text(result.lockup)
     if result.verdict != "booted":

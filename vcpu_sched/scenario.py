@@ -148,6 +148,7 @@ SCHEMA: dict[str, Field] = {
     "rtas_stopped_state": Field(bool, doc="with quiesced+migration: the cpu/rtas_stopped subsection is sent "
                                           "(false: machine types pseries-10.0 and older, streams from < 10.0)"),
     "boot_cpus": Field(int, 0, MAX_SMP, doc="CPUs the guest brings up at boot (0: all; the rest stay stopped)"),
+    "maxcpus": Field(int, 0, MAX_SMP, doc="-smp maxcpus: CPU slots device_add can fill (0: smp, no hotplug)"),
     "sigp_jitter_us": Field(int, 0, 1_000_000, doc="sigp-cross: 0-N us of extra guest work before each SIGP (seeded)"),
     "sigp_lock": Field(bool, doc="s390x: f9530c3242 applied: one SIGP at a time, condition code 2 (BUSY) to the loser"),
     "force_rcu": Field(bool, doc="ef149763a8 + dd47a8f654 applied: drain_call_rcu kicks TCG vCPUs out of cpu_exec"),
@@ -163,7 +164,7 @@ def _monitor(where: str, value: list[Any]) -> tuple[tuple[str, str], ...]:
     for i, item in enumerate(value):
         if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)):
             raise BadInput(f"{where}: monitor[{i}]: expected [\"console pattern\", \"command\"], got {item!r}")
-        if item[1] not in COMMANDS:
+        if item[1] not in COMMANDS and item[1].split()[0] != "device_add":
             raise BadInput(f"{where}: monitor[{i}]: unknown command {item[1]!r} (known: {', '.join(COMMANDS)})")
         pairs.append((item[0], item[1]))
     return tuple(pairs)
@@ -218,6 +219,9 @@ def apply(base: RunSettings, overrides: dict[str, Any], where: str) -> RunSettin
     if merged.boots > resets + 1:
         raise BadInput(f"{where}: boots={merged.boots} needs {merged.boots - 1} monitor system_reset "
                        f"command(s) to boot again; the monitor script has {resets}")
+    if merged.maxcpus and (merged.maxcpus < merged.smp or merged.maxcpus % merged.threads):
+        raise BadInput(f"{where}: maxcpus={merged.maxcpus} must be at least smp={merged.smp} and whole cores of "
+                       f"{merged.threads} threads")
     if (merged.machine == "s390-ccw-virtio") != (merged.cpu == "z16"):
         raise BadInput(f"{where}: cpu: {merged.cpu} does not fit machine {merged.machine} (s390-ccw-virtio takes z16, "
                        "the POWER machines POWER8-10)")

@@ -141,6 +141,12 @@ class EngineCore:
         for name, _ in self.machine.threads():
             self.threads[name] = ThreadRec(name, cpus.get(name))
 
+    def add_thread(self, name: str) -> ThreadRec:
+        """A thread started while the machine runs (a hotplugged vCPU's)."""
+        cpu = next((c for c in self.machine.cpus if c.name == name), None)
+        rec = self.threads[name] = ThreadRec(name, cpu)
+        return rec
+
     # --- effects to primitives -------------------------------------------------------------------
 
     def perform(self, rec: ThreadRec, effect: Effect) -> Perform:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextvars
 import heapq
 import random
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +60,7 @@ class Scheduler:
         self.core = core
         self.timed = timed
         self.now = 0
-        rng = random.Random(f"sched:{core.machine.settings.seed}")
+        rng = self._rng = random.Random(f"sched:{core.machine.settings.seed}")
         self.tasks = [Task(core.threads[name], factory(), i, rng.random())
                       for i, (name, factory) in enumerate(core.machine.threads())]
         self.by_name = {t.name: t for t in self.tasks}
@@ -88,6 +88,13 @@ class Scheduler:
             self.broadcasts.add(cond.name)
         for task in self._parked.get(cond, ()):
             self._queue(task)
+
+    def spawn(self, name: str, factory: Callable[[], Generator[Effect, Any, Any]]) -> None:
+        """A new thread, run at once to its first blocking point (from inside another task's step)."""
+        task = Task(self.core.add_thread(name), factory(), len(self.tasks), self._rng.random())
+        self.tasks.append(task)
+        self.by_name[name] = task
+        task.context.run(self._advance, task, None)
 
     # --- what may run ----------------------------------------------------------------------------
 

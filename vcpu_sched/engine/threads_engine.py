@@ -101,6 +101,7 @@ class ThreadsEngine(Engine):
         self._native_ids = machine.thread_ids  # thread name -> OS thread id, as each thread starts
         self._error: BaseException | None = None
         self.leftover_threads: list[str] = []
+        self._spawned: list[threading.Thread] = []  # threads started while the machine runs
         self._log_closed = False
         self._last_t_ns = 0
         self._frozen_at: int | None = None
@@ -129,6 +130,11 @@ class ThreadsEngine(Engine):
 
     def now_ns(self) -> int:
         return int((time.monotonic() - self._t0) * NS * self.scale)
+
+    def spawn(self, name: str, factory: Callable[[], Any]) -> None:
+        thread = threading.Thread(target=self._drive, args=(self.core.add_thread(name), factory), name=name)
+        self._spawned.append(thread)
+        thread.start()
 
     def notify(self, cond: QemuCond) -> None:
         with self._registry:
@@ -325,10 +331,11 @@ class ThreadsEngine(Engine):
                 sleeping = list(self._sleeping)
             for event in [*sleeping, self._wake_main]:
                 event.set()
-            for thread in [*threads, watchdog]:
+            everyone = [*threads, *self._spawned, watchdog]
+            for thread in everyone:
                 if thread.ident is not None:
                     thread.join(JOIN_TIMEOUT_S)
-            self.leftover_threads = [t.name for t in [*threads, watchdog] if t.is_alive()]
+            self.leftover_threads = [t.name for t in everyone if t.is_alive()]
             if main:
                 signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
         if self._error is not None:

@@ -12,17 +12,20 @@ Conditions are `QemuCond` objects. Broadcasting one is not a blocking point (QEM
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, TypeAlias
 
 
 class WakeHub(Protocol):
-    """What an engine provides to the model: the guest clock and wake-ups of parked threads."""
+    """What an engine provides to the model: the guest clock, wake-ups of parked threads, and new threads
+    (a hotplugged vCPU's, started by qemu_init_vcpu while the VM runs)."""
 
     def now_ns(self) -> int: ...
 
     def notify(self, cond: QemuCond) -> None: ...
+
+    def spawn(self, name: str, factory: Callable[[], Thread]) -> None: ...
 
 
 class _NoEngine:
@@ -31,6 +34,9 @@ class _NoEngine:
 
     def notify(self, cond: QemuCond) -> None:
         return None
+
+    def spawn(self, name: str, factory: Callable[[], Thread]) -> None:
+        raise RuntimeError(f"no engine runs this machine: cannot start thread {name}")
 
 
 @dataclass(eq=False, repr=False)

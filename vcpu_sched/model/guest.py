@@ -54,7 +54,8 @@ RUNTIME_SPIN_NS = 100_000_000_000  # at run time: 1 ms of spinning, then sleep-p
 CPU_DIE_WARN_NS = 120_000_000_000  # pseries_cpu_die warns "didn't die after 120 seconds"
 IPI_TIMEOUT_NS = 1_000_000_000
 WORKLOAD_DELAY_NS = 200_000_000
-BUSY_LOOP_NS = 10_000_000_000  # from "smp: Brought up" to the scenario's workload
+BUSY_LOOP_NS = 10_000_000_000
+HOTPLUG_WAIT_NS = 60_000_000_000  # from "smp: Brought up" to the scenario's workload
 MS = 1_000_000
 
 
@@ -341,6 +342,28 @@ def online_rest(machine: Machine) -> GuestProgram:
     yield console(f"smp: {len(out.online)} CPUs online")
 
 
+def hotplug_online(machine: Machine) -> GuestProgram:
+    """Wait for a DLPAR CPU add (`device_add` of a core), then online its CPUs as drmgr does (start-cpu
+    after query-cpu-stopped-state) - the hotplugged CPUs stay RTAS-stopped until then."""
+    from .hotplug import DLPAR_WORD
+
+    mem, out = machine.guest_memory, machine.outcome
+    yield console("dlpar: waiting for a CPU to be added")
+    out.wanted = len(out.online) + machine.settings.threads
+    added = yield SpinUntil(lambda: DLPAR_WORD in mem.words, HOTPLUG_WAIT_NS, "DLPAR CPU add")
+    if not added:
+        yield console("dlpar: no CPU was added")
+        return
+    first = mem.words[DLPAR_WORD]
+    new = list(range(first, first + machine.settings.threads))
+    yield console(f"pseries-hotplug-cpu: CPU {first} added")
+    for n in new:
+        yield Compute(MS, "dlpar_online_cpu")
+        if not (yield from cpu_up(machine, n, RUNTIME_SPIN_NS)):
+            return
+    yield console(f"smp: {len(out.online)} CPUs online after the hotplug")
+
+
 def busy_loop(machine: Machine) -> GuestProgram:
     """A task that spins in guest code on the boot CPU (`while (1);` in a kernel thread, QEMU issue 650's
     reproducer) for BUSY_LOOP_NS: no hcall, no exception, nothing that leaves the accelerator."""
@@ -364,6 +387,7 @@ WORKLOADS: dict[str, Callable[[Machine], GuestProgram]] = {
     "kdump": kdump,
     "online-rest": online_rest,
     "busy-loop": busy_loop,
+    "hotplug-online": hotplug_online,
 }
 
 

@@ -113,6 +113,21 @@ class Machine:
 
             self.pnv = Pnv(self)
 
+    def add_cpu(self, index: int, env: Any) -> CPUState:
+        """A vCPU created while the machine runs (hotplug): its conditions reach the engine too."""
+        cpu = self._cpu(index, env)
+        self.cpus.append(cpu)
+        if self.hub is not None:
+            for cond in (cpu.halt_cond, cpu.kick_cond, cpu.kernel_irq_cond, cpu.kvm_mutex_cond):
+                cond.hub = self.hub
+        return cpu
+
+    def start_thread(self, name: str, factory: Callable[[], Thread]) -> None:
+        """qemu_thread_create for a thread started while the machine runs."""
+        assert self.hub is not None, "no engine runs this machine"
+        self.thread_ids.setdefault(name, self.thread_ids.get("main", 0))  # the threads engine sets its own
+        self.hub.spawn(name, factory)
+
     def _cpu(self, i: int, env: Any) -> CPUState:
         return CPUState(self, i, env, QemuCond(f"halt_cond[{i}]"), QemuCond(f"kick[{i}]"),
                         QemuCond(f"kernel_irq[{i}]"), QemuCond(f"kvm_vcpu_mutex[{i}]"))

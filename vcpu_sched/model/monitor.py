@@ -49,9 +49,10 @@ def monitor_command(machine: Machine, command: str) -> Generator[Effect, Any, No
         vm_start(machine)
     elif command == "migrate":
         yield from migrate(machine)
-    elif command == "device_add":
-        error = yield from qmp_device_add(machine, {})
-        machine.trace("monitor_error", command=command, error=error)
+    elif command.split()[0] == "device_add":
+        error = yield from qmp_device_add(machine, hmp_device_options(command))
+        if error is not None:
+            machine.trace("monitor_error", command=command, error=error)
     elif command == "info registers":
         # hmp_info_registers without -a: only the monitor's current CPU (the first) is synchronised (D12).
         yield from cpu_synchronize_state(machine.cpus[0])
@@ -59,14 +60,40 @@ def monitor_command(machine: Machine, command: str) -> Generator[Effect, Any, No
         raise ValueError(f"unknown monitor command {command!r}")
 
 
-def qmp_device_add(machine: Machine, args: dict[str, Any]) -> Generator[Effect, Any, str]:
-    """system/qdev-monitor.c qmp_device_add at upstream 77251365ec: qdev_device_add_from_qdict fails (the
-    model has no device types), and on failure drain_call_rcu (since 7bed89958b) waits for every pending
-    RCU callback with the BQL dropped. Returns the error QEMU reports (as QEMU 7.2 words it)."""
+def hmp_device_options(command: str) -> dict[str, Any]:
+    """`device_add DRIVER,prop=value,...` as HMP reads it (numbers for numeric properties)."""
+    words = command.split(maxsplit=1)
+    if len(words) < 2:
+        return {}
+    driver, *props = words[1].split(",")
+    out: dict[str, Any] = {"driver": driver}
+    for prop in props:
+        key, _, value = prop.partition("=")
+        out[key] = int(value) if value.isdigit() else value
+    return out
+
+
+def qmp_device_add(machine: Machine, args: dict[str, Any]) -> Generator[Effect, Any, str | None]:
+    """system/qdev-monitor.c qmp_device_add at upstream 77251365ec: qdev_device_add_from_qdict - of the
+    device types only a pseries CPU core is modelled (hotplug.py) - and on failure drain_call_rcu (since
+    7bed89958b), which waits for every pending RCU callback with the BQL dropped. Returns the error QEMU
+    reports (in QEMU 7.2's words), or None."""
+    from .hotplug import device_add_cpu_core  # hotplug.py and qmp_cmds.py import this module
+    from .qmp_cmds import QmpError
+
     driver = args.get("driver")
-    error = ("Parameter 'driver' is missing" if driver is None
-             else f"'{driver}' is not a valid device model name")
-    yield from drain_call_rcu(machine)
+    error: str | None = None
+    if driver is None:
+        error = "Parameter 'driver' is missing"
+    elif not str(driver).endswith("-spapr-cpu-core") or machine.s390 is not None or machine.pnv is not None:
+        error = f"'{driver}' is not a valid device model name"
+    else:
+        try:
+            yield from device_add_cpu_core(machine, args)
+        except QmpError as e:
+            error = e.desc
+    if error is not None:
+        yield from drain_call_rcu(machine)
     return error
 
 

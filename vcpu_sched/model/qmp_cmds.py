@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "human-monitor-command": ({"command-line": str}, {"cpu-index": int}),
     "query-version": ({}, {}), "query-name": ({}, {}), "query-kvm": ({}, {}), "query-yank": ({}, {}),
     "query-commands": ({}, {}),
-    "device_add": ({}, {"driver": str, "id": str, "bus": str}),
+    "device_add": ({}, {"driver": str, "id": str, "bus": str, "core-id": int}),
     "yank": ({"instances": list}, {}), "migrate-pause": ({}, {}), "migrate-recover": ({"uri": str}, {}),
 }
 
@@ -74,11 +74,20 @@ def qmp_query_hotpluggable_cpus(machine: Machine) -> list[dict[str, Any]]:
     if machine.s390 is not None:  # s390x hotplugs CPUs, not cores: host-s390x-cpu under -cpu host
         return [{"props": {"core-id": cpu.cpu_index}, "qom-path": f"/machine/unattached/device[{cpu.cpu_index + 1}]",
                  "type": "host-s390x-cpu", "vcpus-count": 1} for cpu in reversed(machine.cpus)]
-    threads = machine.settings.threads
-    kind = "host" if machine.settings.accel == "kvm" else CPU_TYPES[machine.settings.cpu]
-    cores = range(len(machine.cpus) // threads)
-    return [{"props": {"core-id": core * threads, "node-id": 0}, "qom-path": f"/machine/unattached/device[{core + 1}]",
-             "type": f"{kind}-spapr-cpu-core", "vcpus-count": threads} for core in reversed(cores)]
+    settings = machine.settings
+    threads = settings.threads
+    kind = "host" if settings.accel == "kvm" else CPU_TYPES[settings.cpu]
+    booted = settings.smp // threads
+    out = []
+    for core in reversed(range((settings.maxcpus or settings.smp) // threads)):
+        slot: dict[str, Any] = {"props": {"core-id": core * threads, "node-id": 0},
+                                "type": f"{kind}-spapr-cpu-core", "vcpus-count": threads}
+        if core < booted:
+            slot["qom-path"] = f"/machine/unattached/device[{core + 1}]"
+        elif core * threads < len(machine.cpus):  # plugged by device_add (no id given)
+            slot["qom-path"] = f"/machine/peripheral-anon/device[{core - booted}]"
+        out.append(slot)
+    return out
 
 
 def hmp(machine: Machine, command_line: str) -> str:
@@ -133,7 +142,10 @@ def qmp_dispatch(machine: Machine, name: str, args: dict[str, Any]) -> Generator
         machine.quit_requested = True
         return {}
     if name == "device_add":  # 'gen': false in the schema: qmp_device_add checks the arguments itself
-        raise QmpError("GenericError", (yield from qmp_device_add(machine, args)))
+        error = yield from qmp_device_add(machine, args)
+        if error is not None:
+            raise QmpError("GenericError", error)
+        return {}
     if name == "human-monitor-command":
         return hmp(machine, str(args["command-line"]))
     if name == "query-name":

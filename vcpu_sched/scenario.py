@@ -164,7 +164,7 @@ def _monitor(where: str, value: list[Any]) -> tuple[tuple[str, str], ...]:
     for i, item in enumerate(value):
         if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)):
             raise BadInput(f"{where}: monitor[{i}]: expected [\"console pattern\", \"command\"], got {item!r}")
-        if item[1] not in COMMANDS and item[1].split()[0] != "device_add":
+        if item[1] not in COMMANDS and (item[1].split() or [""])[0] != "device_add":
             raise BadInput(f"{where}: monitor[{i}]: unknown command {item[1]!r} (known: {', '.join(COMMANDS)})")
         pairs.append((item[0], item[1]))
     return tuple(pairs)

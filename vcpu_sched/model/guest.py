@@ -53,9 +53,9 @@ BOOT_SPIN_NS = 5_000_000_000  # __cpu_up's callin wait during boot (boot_spin_ms
 RUNTIME_SPIN_NS = 100_000_000_000  # at run time: 1 ms of spinning, then sleep-polling for up to 100 s
 CPU_DIE_WARN_NS = 120_000_000_000  # pseries_cpu_die warns "didn't die after 120 seconds"
 IPI_TIMEOUT_NS = 1_000_000_000
-WORKLOAD_DELAY_NS = 200_000_000
-BUSY_LOOP_NS = 10_000_000_000
-HOTPLUG_WAIT_NS = 60_000_000_000  # from "smp: Brought up" to the scenario's workload
+WORKLOAD_DELAY_NS = 200_000_000  # from "smp: Brought up" to the scenario's workload
+BUSY_LOOP_NS = 10_000_000_000  # the busy-loop workload's while (1);
+HOTPLUG_WAIT_NS = 60_000_000_000  # hotplug-online: how long the guest waits for a CPU to be added
 MS = 1_000_000
 
 

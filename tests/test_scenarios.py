@@ -124,3 +124,16 @@ def test_matrix_lists_the_seed_claims(capsys: pytest.CaptureFixture[str]) -> Non
     claims = out.split("\n\n")[0].splitlines()[1:]
     expected = tomllib.loads((SCENARIO_DIR / "spapr-rtas-stopped.toml").read_text())["expect"]
     assert len(claims) == len(expected) >= 4 and all(line.startswith("  ok ") for line in claims)
+
+
+def test_the_readme_documents_every_scenario_setting() -> None:
+    """The README's table of scenario keys names every key the scenario schema accepts."""
+    import re
+
+    from vcpu_sched.scenario import SCHEMA
+
+    readme = (SCENARIO_DIR.parent / "README.md").read_text()
+    start = readme.index("| key | type | values | meaning |")
+    table = readme[start:readme.index("\n\n", start)]
+    documented = set(re.findall(r"`([a-z_0-9]+)`", "\n".join(row.split("|")[1] for row in table.splitlines()[2:])))
+    assert set(SCHEMA) - documented == set()

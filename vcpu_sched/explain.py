@@ -73,7 +73,6 @@ class Facts:
     sigp: dict[int, tuple[str, int]] = field(default_factory=dict)  # cpu -> (order, dst) it is handling
     rcu_readers: dict[str, int] = field(default_factory=dict)  # thread -> since when in a read-side section
     rcu_waiting: tuple[int, list[str], bool] | None = None  # since, readers synchronize_rcu waits for, forced
-    drain_since: int | None = None  # drain_call_rcu began (the main thread's device_add)
 
     @classmethod
     def for_log(cls, settings: dict[str, Any]) -> Facts:
@@ -153,12 +152,6 @@ class Facts:
 
     def _rcu_callback(self, t: int, f: dict[str, Any]) -> None:
         self.rcu_waiting = None
-        if f.get("name") == "drain_rcu_callback":
-            self.drain_since = None
-
-    def _monitor(self, t: int, f: dict[str, Any]) -> None:
-        if f.get("command") in ("device_add", "qmp device_add"):
-            self.drain_since = t
 
     def _maybe_interrupt(self, t: int, f: dict[str, Any]) -> None:
         self._state(t, f)
@@ -246,7 +239,6 @@ _HANDLERS: dict[str, tuple[Any, str, type]] = {
     "rcu_read_unlock": (Facts._rcu_unlock, "", object),
     "rcu_wait_for_readers": (Facts._rcu_wait, "readers", list),
     "rcu_callback": (Facts._rcu_callback, "name", str),
-    "monitor_command": (Facts._monitor, "command", str),
     "qemu_mutex_lock": (Facts._mutex_lock, "thread", str),
     "qemu_mutex_locked": (Facts._mutex_locked, "thread", str),
     "qemu_mutex_unlock": (Facts._mutex_unlock, "thread", str),
@@ -276,7 +268,7 @@ def chain(facts: Facts, stuck: Wait, holder: str | None, holder_cpu: int | None,
         cycle = _run_on_cpu_cycle(facts, stuck.thread)
         if cycle:
             return _cross_run_on_cpu_links(facts, cycle, now)
-    if facts.drain_since is not None and stuck.site == "drain_call_rcu":
+    if stuck.site == "drain_call_rcu":
         return _rcu_links(facts, stuck, now)
     if holder_cpu is None:
         return [f"{stuck.thread} has waited for {stuck.what} at {stuck.site} since {_s(stuck.since_ns)}; the BQL "
@@ -325,6 +317,13 @@ def chain(facts: Facts, stuck: Wait, holder: str | None, holder_cpu: int | None,
     return out + _stuck_links(facts, stuck, main_wait)
 
 
+def cpu_of_thread(thread: str) -> int | None:
+    """The vCPU index of a vCPU thread's name ("CPU 3/KVM" -> 3); None for other threads."""
+    if thread.startswith("CPU "):
+        return int(thread.split()[1].split("/")[0])
+    return None
+
+
 def _thread_of_cpu(facts: Facts, cpu: int) -> str | None:
     return next((t for t in facts.run_on_cpu_waits if t.startswith(f"CPU {cpu}/")), None)
 
@@ -349,8 +348,8 @@ def _cross_run_on_cpu_links(facts: Facts, cycle: list[str], now: int) -> list[st
     out = []
     for thread in cycle:
         since, target, work = facts.run_on_cpu_waits[thread]
-        cpu = int(thread.split()[1].split("/")[0])
-        order = facts.sigp.get(cpu)
+        cpu = cpu_of_thread(thread)
+        order = facts.sigp.get(cpu) if cpu is not None else None
         why = f", handling SIGP {order[0]} from its guest to CPU {order[1]} (handle_sigp)" if order else ""
         out.append(f"{thread} waits in run_on_cpu since {_s(since)} for CPU {target} to run {work}{why}; the "
                    "BQL is dropped while it waits.")
@@ -358,7 +357,7 @@ def _cross_run_on_cpu_links(facts: Facts, cycle: list[str], now: int) -> list[st
     out.append("A vCPU thread runs its queued work only in " + facts.cpu_events + ", at the top of its loop; each "
                f"of {', '.join(cycle)} is inside run_on_cpu instead, waiting for the other: a cross run_on_cpu "
                f"deadlock (not a BQL problem - nobody holds it). It has lasted {_s(now - began)}.")
-    if any(facts.sigp.get(int(t.split()[1].split("/")[0])) for t in cycle):
+    if any(cpu_of_thread(t) in facts.sigp for t in cycle):
         out.append("Upstream f9530c3242 lets one SIGP at a time through qemu_sigp_mutex (trylock); the other "
                    "CPU's guest gets condition code 2 (BUSY) and retries, after its thread has run the queued work.")
     return out

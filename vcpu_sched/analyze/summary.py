@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..explain import Wait, chain
+from ..explain import Wait, chain, cpu_of_thread
 from .logread import Log
 from .timeline import Timeline, build
 
@@ -90,11 +90,11 @@ def _signature(log: Log, timeline: Timeline, threads: dict[str, ThreadSummary]) 
     facts = timeline.facts
     stuck = facts.waits.get(boot.thread, Wait(boot.thread, "BQL", boot.label, boot.start_ns))
     iterations = threads[held.thread].loop_iterations
-    why = chain(facts, stuck, held.thread, _cpu(held.thread), held.start_ns, held.label, iterations, log.end_ns,
-                facts.waits.get("main"))
-    return {"holder": held.thread, "holder_cpu": _cpu(held.thread), "held_since_s": held.start_ns / NS,
+    why = chain(facts, stuck, held.thread, cpu_of_thread(held.thread), held.start_ns, held.label, iterations,
+                log.end_ns, facts.waits.get("main"))
+    return {"holder": held.thread, "holder_cpu": cpu_of_thread(held.thread), "held_since_s": held.start_ns / NS,
             "held_for_s": held.ns / NS, "holder_iterations": iterations,
-            "stuck": boot.thread, "stuck_cpu": _cpu(boot.thread), "stuck_since_s": stuck.since_ns / NS,
+            "stuck": boot.thread, "stuck_cpu": cpu_of_thread(boot.thread), "stuck_since_s": stuck.since_ns / NS,
             "stuck_site": stuck.site, "waiters": [w.thread for w in waiting], "chain": why}
 
 
@@ -106,15 +106,9 @@ def _wait_signature(log: Log, timeline: Timeline) -> dict[str, Any] | None:
     if stuck is None or stuck.what == "BQL":
         return None
     why = chain(facts, stuck, None, None, 0, "", 0, log.end_ns, facts.waits.get("main"))
-    return {"holder": None, "holder_cpu": None, "stuck": stuck.thread, "stuck_cpu": _cpu(stuck.thread),
+    return {"holder": None, "holder_cpu": None, "stuck": stuck.thread, "stuck_cpu": cpu_of_thread(stuck.thread),
             "stuck_since_s": stuck.since_ns / NS, "stuck_site": stuck.site, "waiting_for": stuck.what,
             "waiters": [], "chain": why}
-
-
-def _cpu(thread: str) -> int | None:
-    if thread.startswith("CPU "):
-        return int(thread.split()[1].split("/")[0])
-    return None
 
 
 def summarise(log: Log, timeline: Timeline | None = None) -> dict[str, Any]:

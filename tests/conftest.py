@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,14 @@ def logged_run(settings: RunSettings, tmp_path: Path, **changes: Any) -> tuple[s
     log = tmp_path / "run.jsonl"
     result = runner.run(variant(settings, **changes), log)
     return result.verdict, read_events(log)
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float) -> None:
+    """Poll `condition` (a subprocess's socket or output, which no clock of ours can drive) until it holds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
 
 
 async def run_in_test_clock(settings: RunSettings) -> RunResult:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.conftest import run_in_test_clock, variant
+from tests.conftest import run_in_test_clock, variant, wait_for
 from vcpu_sched.errors import BadInput
 from vcpu_sched.qemu_cmdline import parse
 from vcpu_sched.scenario import load
@@ -47,10 +46,8 @@ def test_device_add_of_a_core_over_qmp(tmp_path: Path) -> None:
          "power10", "-smp", "1,maxcpus=4", "-S", "-qmp", f"unix:{sock},server=on,wait=off"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while not sock.exists():
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for(lambda: sock.exists() or proc.poll() is not None, 60)
+        assert proc.poll() is None
 
         async def session() -> None:
             client = qmp.QMPClient("test")

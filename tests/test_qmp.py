@@ -22,6 +22,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import wait_for
+
 qmp = pytest.importorskip("qemu.qmp")
 
 SEED_LINE = ["-M", "pseries,accel=kvm", "-smp", "32,sockets=1,cores=32,threads=1", "-cpu", "host", "-m", "32768"]
@@ -43,13 +45,6 @@ class Qemu:
 
     def console(self) -> str:
         return self.out.read_text()
-
-
-def wait_for(condition, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 @pytest.fixture

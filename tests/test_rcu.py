@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.conftest import logged_run, run_in_test_clock, variant
+from tests.conftest import logged_run, run_in_test_clock, variant, wait_for
 from vcpu_sched.analyze.logread import read_log
 from vcpu_sched.analyze.summary import summarise
 from vcpu_sched.config import RunSettings
@@ -83,10 +82,8 @@ def test_device_add_over_qmp(tmp_path: Path, force_rcu: bool) -> None:
              "-nographic", "-qmp", f"unix:{sock},server=on,wait=off"],
             stdout=console, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while "busy-loop: CPU 0 spins" not in out.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for(lambda: "busy-loop: CPU 0 spins" in out.read_text() or proc.poll() is not None, 60)
+        assert proc.poll() is None
 
         async def session() -> None:
             client = qmp.QMPClient("test")

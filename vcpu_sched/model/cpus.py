@@ -75,6 +75,10 @@ class CPUState:
     def name(self) -> str:
         return f"CPU {self.cpu_index}/{self.machine.settings.accel.upper()}"
 
+    def conds(self) -> tuple[QemuCond, ...]:
+        """Every condition this vCPU's threads and kernel side sleep on."""
+        return (self.halt_cond, self.kick_cond, self.kernel_irq_cond, self.kvm_mutex_cond)
+
     def count(self, what: str, n: int = 1) -> None:
         self.stats[what] = self.stats.get(what, 0) + n
 

@@ -257,14 +257,16 @@ def smt_off_on(machine: Machine) -> GuestProgram:
 
 def offline_kdump(machine: Machine) -> GuestProgram:
     """Offline every secondary (stop-self), stay so a while, then crash into the kdump kernel on CPU 0."""
-    if (yield from _offline(machine, sorted(machine.outcome.online - {0}), "secondary CPUs", 1)):
-        machine.outcome.wanted = len(machine.outcome.online)  # they stay offline
-        yield from kdump(machine)
+    return _offline_kdump(machine, sorted(machine.outcome.online - {0}), "secondary CPUs")
 
 
 def smt_off_kdump(machine: Machine) -> GuestProgram:
     """`ppc64_cpu --smt=off`, stay so a while, then crash into the kdump kernel."""
-    if (yield from _offline(machine, _smt_threads(machine), "SMT threads", 1)):
+    return _offline_kdump(machine, _smt_threads(machine), "SMT threads")
+
+
+def _offline_kdump(machine: Machine, cpus: list[int], what: str) -> GuestProgram:
+    if (yield from _offline(machine, cpus, what, 1)):
         machine.outcome.wanted = len(machine.outcome.online)  # they stay offline
         yield from kdump(machine)
 
@@ -280,6 +282,15 @@ def _offline(machine: Machine, cpus: list[int], what: str, loop: int) -> Generat
     return True
 
 
+def _online(machine: Machine, cpus: list[int], prepare: str) -> Generator[GuestOp, Any, bool]:
+    """Bring `cpus` up one after the other (cpu_up at run time); False at the first that fails."""
+    for n in cpus:
+        yield Compute(MS, prepare)
+        if not (yield from cpu_up(machine, n, RUNTIME_SPIN_NS)):
+            return False
+    return True
+
+
 def _offline_online(machine: Machine, secondaries: list[int], what: str) -> GuestProgram:
     out = machine.outcome
     for loop in range(1, machine.settings.loops + 1):
@@ -287,10 +298,8 @@ def _offline_online(machine: Machine, secondaries: list[int], what: str) -> Gues
             return
         # Something that syncs every CPU's registers while the secondaries are RTAS-stopped.
         yield Hcall(H_SET_MODE, (3, H_SET_MODE_RESOURCE_ADDR_TRANS_MODE, 0, 0))
-        for n in secondaries:
-            yield Compute(MS, "cpu_up prepare")
-            if not (yield from cpu_up(machine, n, RUNTIME_SPIN_NS)):
-                return
+        if not (yield from _online(machine, secondaries, "cpu_up prepare")):
+            return
         yield console(f"loop {loop}: {len(out.online)} CPUs online")
 
 
@@ -334,12 +343,9 @@ def online_rest(machine: Machine) -> GuestProgram:
     """Online every CPU the boot left RTAS-stopped (`echo 1 > /sys/devices/system/cpu/cpuN/online`)."""
     out = machine.outcome
     out.wanted = machine.settings.smp
-    for n in range(1, machine.settings.smp):
-        if n not in out.online:
-            yield Compute(MS, "cpu_up prepare")
-            if not (yield from cpu_up(machine, n, RUNTIME_SPIN_NS)):
-                return
-    yield console(f"smp: {len(out.online)} CPUs online")
+    if (yield from _online(machine, [n for n in range(1, machine.settings.smp) if n not in out.online],
+                           "cpu_up prepare")):
+        yield console(f"smp: {len(out.online)} CPUs online")
 
 
 def hotplug_online(machine: Machine) -> GuestProgram:
@@ -355,13 +361,9 @@ def hotplug_online(machine: Machine) -> GuestProgram:
         yield console("dlpar: no CPU was added")
         return
     first = mem.words[DLPAR_WORD]
-    new = list(range(first, first + machine.settings.threads))
     yield console(f"pseries-hotplug-cpu: CPU {first} added")
-    for n in new:
-        yield Compute(MS, "dlpar_online_cpu")
-        if not (yield from cpu_up(machine, n, RUNTIME_SPIN_NS)):
-            return
-    yield console(f"smp: {len(out.online)} CPUs online after the hotplug")
+    if (yield from _online(machine, list(range(first, first + machine.settings.threads)), "dlpar_online_cpu")):
+        yield console(f"smp: {len(out.online)} CPUs online after the hotplug")
 
 
 def busy_loop(machine: Machine) -> GuestProgram:

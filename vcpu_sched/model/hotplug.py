@@ -21,19 +21,13 @@ from .cpus import cpu_resume, run_on_cpu
 from .effects import Effect
 from .kvm import KvmVcpu, Vcore, do_kvm_cpu_synchronize_post_init, kvm_vcpu_thread_fn, kvmppc_core_init_vm_hv
 from .ppc import CPU_MODELS, CPUPPCState
-from .qmp_cmds import CPU_TYPES, QmpError
+from .qmp_cmds import QmpError, core_type
 from .tcg import mttcg_cpu_thread_fn
 
 if TYPE_CHECKING:
     from .machine import Machine
 
 DLPAR_WORD = "dlpar:added"  # the guest's view of the hotplug event: the first new CPU's index
-
-
-def core_type(machine: Machine) -> str:
-    """The core device type for this machine's CPUs (`-cpu host` under KVM)."""
-    cpu = "host" if machine.settings.accel == "kvm" else CPU_TYPES[machine.settings.cpu]
-    return f"{cpu}-spapr-cpu-core"
 
 
 def device_add_cpu_core(machine: Machine, args: dict[str, Any]) -> Generator[Effect, Any, None]:

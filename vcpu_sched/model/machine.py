@@ -118,7 +118,7 @@ class Machine:
         cpu = self._cpu(index, env)
         self.cpus.append(cpu)
         if self.hub is not None:
-            for cond in (cpu.halt_cond, cpu.kick_cond, cpu.kernel_irq_cond, cpu.kvm_mutex_cond):
+            for cond in cpu.conds():
                 cond.hub = self.hub
         return cpu
 
@@ -144,7 +144,7 @@ class Machine:
         conds = [self.work_cond, self.pause_cond, self.main_loop_cond, self.finished_cond,
                  self.guest_memory.changed, *self.rcu.conds()]
         for cpu in self.cpus:
-            conds += [cpu.halt_cond, cpu.kick_cond, cpu.kernel_irq_cond, cpu.kvm_mutex_cond]
+            conds += cpu.conds()
         return conds
 
     def threads(self) -> list[tuple[str, Callable[[], Thread]]]:

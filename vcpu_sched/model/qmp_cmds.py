@@ -40,6 +40,12 @@ MIGRATE_ERRORS = {"migrate-pause": "migrate-pause is currently only supported du
 CPU_TYPES = {"POWER8": "power8_v2.0", "POWER9": "power9_v2.0", "POWER10": "power10_v2.0"}
 
 
+def core_type(machine: Machine) -> str:
+    """The spapr CPU core device type of this machine's CPUs (`-cpu host` under KVM)."""
+    cpu = "host" if machine.settings.accel == "kvm" else CPU_TYPES[machine.settings.cpu]
+    return f"{cpu}-spapr-cpu-core"
+
+
 class QmpError(Exception):
     def __init__(self, error_class: str, desc: str) -> None:
         super().__init__(desc)
@@ -76,12 +82,11 @@ def qmp_query_hotpluggable_cpus(machine: Machine) -> list[dict[str, Any]]:
                  "type": "host-s390x-cpu", "vcpus-count": 1} for cpu in reversed(machine.cpus)]
     settings = machine.settings
     threads = settings.threads
-    kind = "host" if settings.accel == "kvm" else CPU_TYPES[settings.cpu]
     booted = settings.smp // threads
     out = []
     for core in reversed(range((settings.maxcpus or settings.smp) // threads)):
         slot: dict[str, Any] = {"props": {"core-id": core * threads, "node-id": 0},
-                                "type": f"{kind}-spapr-cpu-core", "vcpus-count": threads}
+                                "type": core_type(machine), "vcpus-count": threads}
         if core < booted:
             slot["qom-path"] = f"/machine/unattached/device[{core + 1}]"
         elif core * threads < len(machine.cpus):  # plugged by device_add (no id given)

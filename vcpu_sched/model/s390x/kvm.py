@@ -112,11 +112,10 @@ def kvm_vcpu_ioctl_run(cpu: CPUState) -> Generator[Effect, Any, tuple[int, KvmEx
     """ioctl(KVM_RUN), the kernel side (with the vCPU's mutex held, as on every vCPU ioctl)."""
     vcpu = s390_kvm(cpu).vcpus[cpu.cpu_index]
     vcpu.in_run = True
-    try:
-        return (yield from _kvm_run(cpu, vcpu))
-    finally:
-        vcpu.in_run = False
-        cpu.kvm_mutex_cond.broadcast()
+    outcome = yield from _kvm_run(cpu, vcpu)
+    vcpu.in_run = False
+    cpu.kvm_mutex_cond.broadcast()
+    return outcome
 
 
 def _kvm_run(cpu: CPUState, vcpu: S390KvmVcpu) -> Generator[Effect, Any, tuple[int, KvmExit | None]]:

@@ -159,10 +159,8 @@ def handle_sigp(cpu: CPUState, order: int, dst_index: int, param: int) -> Genera
         if locked:
             s390.sigp_mutex = cpu.name
         machine.trace("sigp_handle", cpu=cpu.cpu_index, order=name, dst=dst_index)
-        try:
-            cc = yield from handle_sigp_single_dst(cpu, dst, order, si)
-        finally:
-            if locked:
-                s390.sigp_mutex = None
+        cc = yield from handle_sigp_single_dst(cpu, dst, order, si)
+        if locked:
+            s390.sigp_mutex = None
     machine.trace("sigp_finished", cpu=cpu.cpu_index, order=name, dst=dst_index, cc=cc)
     return cc, si.status

@@ -227,6 +227,8 @@ def apply(base: RunSettings, overrides: dict[str, Any], where: str) -> RunSettin
                        "the POWER machines POWER8-10)")
     if merged.machine == "s390-ccw-virtio" and merged.accel != "kvm":
         raise BadInput(f"{where}: accel: the s390x model has KVM only (its TCG SIGP path is not modelled)")
+    if merged.machine == "s390-ccw-virtio" and any(command == "migrate" for _, command in merged.monitor):
+        raise BadInput(f"{where}: monitor: migrate is modelled for the POWER machines only")
     if merged.machine == "powernv":
         if merged.accel != "tcg":
             raise BadInput(f"{where}: accel: the powernv machine does not support the KVM accelerator")

@@ -4,7 +4,7 @@ log is and about impossible values.
 A file is a log when a `run_start` line with valid settings is found among its first lines. A line is
 corrupt - counted, with its number and the reason, and skipped - when it is not a JSON object with
 `event` and an integer `t_ns`, when its event or a field is not in the catalogue (trace_events.py), when a
-value is impossible (a negative duration, a CPU index beyond smp, a verdict that does not exist), or when
+value is impossible (a negative duration, a CPU index beyond smp or maxcpus, a verdict that does not exist), or when
 its time runs backwards. A log without `run_end` as its last event is truncated: a killed run.
 
 The events are never all held in memory: `Log.events()` reads the file again each time it is called, so
@@ -69,11 +69,17 @@ def _settings_problem(settings: Any) -> str | None:
     return None
 
 
+def _cpu_slots(settings: dict[str, Any]) -> int:
+    """How many vCPUs the run can have: smp, or maxcpus when CPUs may be hotplugged."""
+    return max((v for v in (settings.get("smp"), settings.get("maxcpus"))
+                if isinstance(v, int) and not isinstance(v, bool)), default=0)
+
+
 def _value_problem(event: dict[str, Any], smp: int) -> str | None:
     cpu = event.get("cpu")
     if "cpu" in event and cpu != "main" and not (isinstance(cpu, int) and not isinstance(cpu, bool)
                                                   and 0 <= cpu < max(smp, 1)):
-        return f"cpu {cpu!r} is neither 'main' nor a vCPU index below smp={smp}"
+        return f"cpu {cpu!r} is neither 'main' nor a vCPU index below {smp} (smp, or maxcpus)"
     for key in _NON_NEGATIVE_INTS:
         value = event.get(key)
         if key in event and value is not None and not (isinstance(value, int) and not isinstance(value, bool)
@@ -97,7 +103,7 @@ def _scan(lines: Iterable[str], settings: dict[str, Any] | None) -> Iterator[tup
                                                                                    str | None]]:
     """(line number, event, why it is corrupt or None) for every non-blank line; `settings` None means the
     header is still to be found (and checked)."""
-    smp = settings.get("smp", 0) if settings else 0
+    smp = _cpu_slots(settings) if settings else 0
     last_t = 0
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -128,7 +134,7 @@ def _scan(lines: Iterable[str], settings: dict[str, Any] | None) -> Iterator[tup
                 problem = _settings_problem(event.get("settings"))
                 if problem is None:
                     settings = event["settings"]
-                    smp = settings.get("smp", 0)
+                    smp = _cpu_slots(settings)
         if problem is None and name != "run_start" and settings is None:
             problem = "an event before run_start"
         if problem is None:

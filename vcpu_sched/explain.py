@@ -4,8 +4,9 @@
 event log - and keeps what the explanation needs: per vCPU whether it is halted and quiesced, whether a
 DEC is pending since a timebase reset, the KVM register get that changed its LPCR or dropped PSSCR[EC],
 the moment CPU_INTERRUPT_HARD was set, its EXCP_HLT turns and idle sleeps, and the last
-`spapr_set_all_lpcrs`. `chain` turns those facts into sentences. The watchdog's report and `analyze` both
-call it, so they explain a hang the same way by construction; each sentence is written only when the
+`spapr_set_all_lpcrs`. `chain` turns those facts into sentences (`failure_chain` for a guest failure that is
+not a hang: an RTAS call the guest could not act on). The watchdog's report and `analyze` both call them,
+so they explain a run the same way by construction; each sentence is written only when the
 fact behind it is in the events, so a different mechanism gives a different explanation (or none).
 """
 
@@ -67,6 +68,10 @@ class Facts:
     mutex_waits: dict[int, tuple[int, int, str]] = field(default_factory=dict)
     in_kvm_run: dict[int, int] = field(default_factory=dict)  # cpu -> since when it is inside KVM_RUN
     rtas: dict[int, str] = field(default_factory=dict)  # cpu -> the RTAS call it made last
+    rtas_args: dict[int, list[Any]] = field(default_factory=dict)  # cpu -> that call's arguments
+    # (call, the CPU it names) -> t, rets
+    rtas_answers: dict[tuple[str, int], tuple[int, list[Any]]] = field(default_factory=dict)
+    sysresets: dict[int, tuple[int, bool]] = field(default_factory=dict)  # cpu -> t, quiesced at its system reset
     holder: Wait | None = None  # the BQL's holder, where and since when it took it
     # run_on_cpu calls not yet run: caller thread -> (since, target cpu, work)
     run_on_cpu_waits: dict[str, tuple[int, int, str]] = field(default_factory=dict)
@@ -114,8 +119,17 @@ class Facts:
 
     def _rtas_call(self, t: int, f: dict[str, Any]) -> None:
         self.rtas[f["cpu"]] = str(f.get("call"))
+        self.rtas_args[f["cpu"]] = list(f.get("args") or [])
         if f.get("call") == "stop-self":
             self.cpu(f["cpu"]).halted_by = "stop-self"
+
+    def _rtas_return(self, t: int, f: dict[str, Any]) -> None:
+        args = self.rtas_args.pop(f["cpu"], [])
+        if args and isinstance(args[0], int) and isinstance(f.get("rets"), list):
+            self.rtas_answers[(str(f.get("call")), args[0])] = (t, f["rets"])
+
+    def _sysreset(self, t: int, f: dict[str, Any]) -> None:
+        self.sysresets[f["cpu"]] = (t, bool(f.get("quiesced")))
 
     def _mutex_wait(self, t: int, f: dict[str, Any]) -> None:
         self.mutex_waits[f["cpu"]] = (t, int(f["target"]), str(f.get("ioctl")))
@@ -219,6 +233,8 @@ _HANDLERS: dict[str, tuple[Any, str, type]] = {
     "ppc_maybe_interrupt": (Facts._maybe_interrupt, "cpu", int),
     "spapr_reset_vcpu": (Facts._reset_vcpu, "cpu", int),
     "rtas_call": (Facts._rtas_call, "cpu", int),
+    "rtas_return": (Facts._rtas_return, "cpu", int),
+    "spapr_do_system_reset_on_cpu": (Facts._sysreset, "cpu", int),
     "kvm_vcpu_mutex_wait": (Facts._mutex_wait, "cpu", int),
     "kvm_vcpu_enable_cap": (Facts._mutex_got, "cpu", int),
     "kvm_vcpu_ioctl_run": (Facts._kvm_run, "cpu", int),
@@ -412,3 +428,27 @@ def _stuck_links(facts: Facts, stuck: Wait, main_wait: Wait | None) -> list[str]
     if main_wait is not None and stuck.thread != "main":
         out.append(f"The main loop (monitor) has also waited for the BQL since {_s(main_wait.since_ns)}.")
     return out
+
+
+def failure_chain(facts: Facts) -> list[str]:
+    """Why the guest could not start a CPU: start-cpu refused it, and what left it so."""
+    lines: list[str] = []
+    for (call, cpu), (t, rets) in sorted(facts.rtas_answers.items(), key=lambda item: item[1][0]):
+        if call != "start-cpu" or not rets or rets[0] != -1:
+            continue
+        reset = facts.sysresets.get(cpu)
+        if reset is not None:
+            state = " while quiesced (RTAS-stopped)" if reset[1] else ""
+            lines.append(f"CPU {cpu} took a system reset at {_s(reset[0])}{state} (spapr_do_system_reset_on_cpu, "
+                         "from H_SIGNAL_SYS_RESET: the kernel's NMI IPI when it crashes): ppc_cpu_do_system_reset "
+                         "cleared halted" + ("; nothing clears quiesced." if reset[1] else "."))
+        query = facts.rtas_answers.get(("query-cpu-stopped-state", cpu))
+        if query is not None and len(query[1]) > 1 and query[1][1] == 0:
+            lines.append(f"query-cpu-stopped-state for CPU {cpu} answered 0 (stopped) at {_s(query[0])}: QEMU "
+                         "answers from quiesced, so the kernel calls start-cpu.")
+        lines.append(f"start-cpu for CPU {cpu} answered -1 (RTAS_OUT_HW_ERROR) at {_s(t)}: rtas_start_cpu "
+                     "refuses a CPU that is not halted.")
+        if reset is not None and reset[1]:
+            lines.append("a1c2dfee4f (sysreset_fix) leaves quiesced CPUs out of H_SIGNAL_SYS_RESET: the CPU stays "
+                         "halted and start-cpu starts it.")
+    return lines

@@ -73,6 +73,8 @@ def result_text(result: RunResult, base: RunSettings | None = None) -> str:
                    f"guest time: {result.guest_time_s:.6f} s   wall time: {result.wall_time_s:.3f} s"]
     if result.lockup is not None:
         lines += lockup_text(result.lockup)
+    elif result.why:
+        lines += ["Why:"] + [f"  {i}. {step}" for i, step in enumerate(result.why, 1)]
     if result.verdict != "booted":
         lines.append(f"replay: {replay_command(s, base)}")
     return "\n".join(lines)

@@ -81,6 +81,7 @@ class RunResult:
     wall_time_s: float
     lockup: Lockup | None = None
     failures: list[str] = field(default_factory=list)
+    why: list[str] = field(default_factory=list)  # a guest failure's causal chain (explain.failure_chain)
     console: list[str] = field(default_factory=list)
     cpu_stats: dict[str, dict[str, int]] = field(default_factory=dict)
     bql_stats: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -98,6 +99,6 @@ class RunResult:
             "cpus_online": self.cpus_online, "guest_time_s": self.guest_time_s,
             "wall_time_s": self.wall_time_s, "settings": self.settings.to_dict(),
             "lockup": self.lockup.to_dict() if self.lockup else None,
-            "failures": self.failures, "console": self.console,
+            "failures": self.failures, "why": self.why, "console": self.console,
             "cpu_stats": self.cpu_stats, "bql_stats": self.bql_stats, "effects": self.effects,
         }

@@ -145,6 +145,8 @@ SCHEMA: dict[str, Field] = {
     "kernel_irqchip": Field(bool, doc="in-kernel XICS under KVM, or QEMU's emulated one (kernel-irqchip=off)"),
     "fwnmi_fix": Field(bool, doc="aef92d87c5 applied: ibm,nmi-register's KVM_ENABLE_CAP on the calling vCPU"),
     "crash_cpu": Field(int, -1, MAX_SMP - 1, doc="kdump workload: the CPU that crashes (-1: drawn from the seed)"),
+    "sysreset_fix": Field(bool, doc="a1c2dfee4f applied: H_SIGNAL_SYS_RESET skips quiesced (RTAS-stopped) CPUs"),
+    "kdump_cpus": Field(int, 1, MAX_SMP, doc="CPUs the kdump kernel brings up (its maxcpus=; 1: RHEL's default)"),
     "rtas_stopped_state": Field(bool, doc="with quiesced+migration: the cpu/rtas_stopped subsection is sent "
                                           "(false: machine types pseries-10.0 and older, streams from < 10.0)"),
     "boot_cpus": Field(int, 0, MAX_SMP, doc="CPUs the guest brings up at boot (0: all; the rest stay stopped)"),

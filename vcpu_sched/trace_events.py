@@ -77,6 +77,8 @@ EVENTS = _declare(
     ("cpu_post_load", "cpu halted quiesced", "a vCPU's state loaded from a migration stream"),
     ("spapr_reset_vcpu", "cpu halted quiesced", "spapr's per-vCPU reset"),
     ("spapr_cpu_set_entry_state", "cpu nip quiesced", "a vCPU's entry state set (reset, start-cpu)"),
+    ("spapr_do_system_reset_on_cpu", "cpu nip quiesced",
+     "a vCPU took a system reset from H_SIGNAL_SYS_RESET (halted cleared, quiesced kept)"),
     ("spapr_core_plug", "cpu core_id", "device_add of a CPU core: the new vCPU, its thread started"),
     ("spapr_set_all_lpcrs", "value mask why caller", "an LPCR change for every vCPU, through run_on_cpu"),
     ("spapr_hypercall", "cpu hcall args", "an hcall handled in QEMU"),

@@ -14,7 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..explain import Wait, chain, cpu_of_thread
+from ..explain import Wait, chain, cpu_of_thread, failure_chain
+from ..verdicts import FAILURE_KINDS
 from .logread import Log
 from .timeline import Timeline, build
 
@@ -138,6 +139,7 @@ def summarise(log: Log, timeline: Timeline | None = None) -> dict[str, Any]:
         "watchdog": {"stuck_cpu": watchdog.get("stuck_cpu"), "bql_holder": watchdog.get("bql_holder"),
                      "chain": watchdog.get("chain")} if isinstance(watchdog, dict) else None,
         "agrees_with_watchdog": agreement,
+        "failure_chain": failure_chain(timeline.facts) if verdict in FAILURE_KINDS else [],
     }
 
 
@@ -190,4 +192,7 @@ def summary_text(s: dict[str, Any]) -> str:
                       f"BQL holder CPU {s['watchdog']['bql_holder']}; "
                       + ("the analysis agrees" if s["agrees_with_watchdog"] else "the analysis DISAGREES")]
         lines += [f"  {i}. {step}" for i, step in enumerate(s["watchdog"]["chain"] or [], 1)]
+    if s["failure_chain"]:
+        lines += ["", f"GUEST FAILURE: {s['verdict']}"]
+        lines += [f"  {i}. {step}" for i, step in enumerate(s["failure_chain"], 1)]
     return "\n".join(lines)

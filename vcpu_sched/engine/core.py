@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from ..errors import ModelError
-from ..explain import CPU_EVENTS, LIVE_FACT_EVENTS, Facts
+from ..explain import CPU_EVENTS, LIVE_FACT_EVENTS, Facts, failure_chain
 from ..model.cpus import CPUState
 from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCond, Spend
 from ..result import Lockup, RunResult
@@ -316,7 +316,8 @@ class EngineCore:
         return RunResult(
             verdict=kind, reason=reason, settings=self.machine.settings, cpus_online=len(out.online),
             guest_time_s=end / NS, wall_time_s=wall_s, lockup=lockup,
-            failures=[f"{f.kind}: {f.text}" for f in out.failures], console=[line for _, line in out.console],
+            failures=[f"{f.kind}: {f.text}" for f in out.failures],
+            why=failure_chain(self.facts) if out.failures else [], console=[line for _, line in out.console],
             cpu_stats={cpu.name: {**cpu.stats, "loop_iterations": self.iterations(cpu)} for cpu in self.machine.cpus},
             bql_stats={t: dict(s.__dict__) for t, s in stats.per_thread.items()},
             effects=self.effects,

@@ -2,7 +2,9 @@
 
 Mirrors what Linux 6.12 does on pseries (arch/powerpc/kernel/prom_init.c, setup_64.c
 `configure_exceptions`, platforms/pseries/smp.c `smp_startup_cpu`, kernel/smp.c `__cpu_up`,
-kernel/smp.c `smp_init`) and the order seen in a real TCG boot (reference §12). A program is a
+kernel/smp.c `smp_init`; a crash: arch/powerpc/kexec/crash.c `crash_kexec_prepare_cpus`,
+`crash_ipi_callback`, kernel/traps.c `system_reset_exception`, kernel/misc_64.S `kexec_wait`) and the
+order seen in a real TCG boot (reference §12). A program is a
 generator of guest operations; whoever executes the guest (FakeKvm's KVM_RUN or the TCG loop)
 interprets them, and an hcall that the kernel does not handle becomes an exit to QEMU.
 
@@ -29,6 +31,8 @@ from .spapr_abi import (
     H_SET_MODE,
     H_SET_MODE_RESOURCE_ADDR_TRANS_MODE,
     H_SET_MODE_RESOURCE_LE,
+    H_SIGNAL_SYS_RESET,
+    H_SIGNAL_SYS_RESET_ALLBUTSELF,
     KVMPPC_H_CAS,
     KVMPPC_H_RTAS,
     LINUX_CAS_PVRS,
@@ -49,10 +53,16 @@ if TYPE_CHECKING:
     from .machine import Machine
 
 GENERIC_SECONDARY_SMP_INIT = 0xC000000000000080 & 0x0FFFFFFFFFFFFFFF  # __pa(generic_secondary_smp_init)
+# fwnmi_init's handlers (system_reset_fwnmi, machine_check_fwnmi): real-mode code below 32 MiB; the model
+# only needs them to be neither 0x100 (the boot entry) nor each other.
+SYSTEM_RESET_FWNMI, MACHINE_CHECK_FWNMI = 0x7000, 0x7100
 BOOT_SPIN_NS = 5_000_000_000  # __cpu_up's callin wait during boot (boot_spin_ms = 5 s)
 RUNTIME_SPIN_NS = 100_000_000_000  # at run time: 1 ms of spinning, then sleep-polling for up to 100 s
 CPU_DIE_WARN_NS = 120_000_000_000  # pseries_cpu_die warns "didn't die after 120 seconds"
 IPI_TIMEOUT_NS = 1_000_000_000
+NMI_IPI_WAIT_NS = 1_000_000_000  # crash_send_ipi: smp_send_nmi_ipi's delay_us (1 s)
+CRASH_IPI_TIMEOUT_NS = 10_000_000_000  # crash_kexec_prepare_cpus: IPI_TIMEOUT (10 s)
+HOLD_SPIN_NS = 3_600_000_000_000  # a hold loop with no timeout (kexec_wait, the secondaries' cpu_start)
 WORKLOAD_DELAY_NS = 200_000_000  # from "smp: Brought up" to the scenario's workload
 BUSY_LOOP_NS = 10_000_000_000  # the busy-loop workload's while (1);
 HOTPLUG_WAIT_NS = 60_000_000_000  # hotplug-online: how long the guest waits for a CPU to be added
@@ -119,6 +129,11 @@ class GuestMemory:
     ipi_acked: dict[int, int] = field(default_factory=dict)
     crash_request: int | None = None  # the CPU asked to crash (sysrq-trigger run there)
     words: dict[str, int] = field(default_factory=dict)  # other shared variables, by name
+    # The kernel's device tree CPU nodes in its order (of_attach_node puts a hotplugged node first).
+    dt_cpus: list[int] = field(default_factory=list)
+    sprg_paca: set[int] = field(default_factory=set)  # CPUs that loaded their paca into SPRG_PACA
+    cpu_start: set[int] = field(default_factory=set)  # paca->cpu_start, set by smp_pSeries_kick_cpu
+    crash: Crash | None = None
 
     def reset(self) -> None:
         """A system reset: the next boot starts from fresh memory."""
@@ -128,6 +143,25 @@ class GuestMemory:
         self.ipi_sent.clear()
         self.ipi_acked.clear()
         self.crash_request = None
+        self.dt_cpus.clear()
+        self.sprg_paca.clear()
+        self.cpu_start.clear()
+        self.crash = None
+
+
+@dataclass(eq=False, repr=False)
+class Crash:
+    """What a crashing kernel shares with its other CPUs (arch/powerpc/kexec/crash.c, misc_64.S)."""
+
+    cpu: int  # crashing_cpu
+    dt_cpus: tuple[int, ...]  # the device tree kexec hands the kdump kernel: the old kernel's CPU nodes
+    nmi_pending: set[int]  # nmi_ipi_pending_mask
+    cpus_in_crash: int = 0
+    kexec_flag: bool = False  # the other CPUs may leave kexec_wait for the new kernel's 0x60
+
+    def key(self, index: Callable[[int], int]) -> tuple[Any, ...]:
+        return (index(self.cpu), tuple(map(index, self.dt_cpus)), sorted(map(index, self.nmi_pending)),
+                self.cpus_in_crash, self.kexec_flag)
 
 
 # Guest-visible failures, each a verdict of its own (the exit status is 1 for all of them).
@@ -179,27 +213,32 @@ def query_cpu_stopped_state(n: int) -> Generator[GuestOp, Any, tuple[int, int]]:
     return status, state
 
 
-def cpu_up(machine: Machine, n: int, spin_ns: int) -> Generator[GuestOp, Any, bool]:
-    """kernel/smp.c __cpu_up with pseries smp_startup_cpu / smp_pSeries_kick_cpu: True if CPU n came up."""
+def cpu_up(machine: Machine, n: int, spin_ns: int, hw: int | None = None) -> Generator[GuestOp, Any, bool]:
+    """kernel/smp.c __cpu_up with pseries smp_startup_cpu / smp_pSeries_kick_cpu: True if logical CPU n
+    (hardware id `hw`, by default n) came up."""
     mem, out = machine.guest_memory, machine.outcome
-    mem.callin_map.discard(n)
-    status, state = yield from query_cpu_stopped_state(n)
+    hw = n if hw is None else hw
+    name = f"CPU {n}" if hw == n else f"CPU {n} (hwid {hw})"
+    mem.callin_map.discard(hw)
+    status, state = yield from query_cpu_stopped_state(hw)
     # smp_startup_cpu: NOT_STOPPED means "already out of firmware": start-cpu is never called.
     if not (status == 0 and state == QCSS_NOT_STOPPED):
-        start = rtas(RTAS_START_CPU, 3, 1, n, GENERIC_SECONDARY_SMP_INIT, n)
+        start = rtas(RTAS_START_CPU, 3, 1, hw, GENERIC_SECONDARY_SMP_INIT, hw)
         yield start
         assert start.rtas is not None
         if start.rtas.rets[0] != 0:
             yield console(f"start-cpu failed: {start.rtas.rets[0]}")
             yield console(f"smp: failed starting cpu {n} (rc -2)")
-            out.fail(BAD_RTAS_ANSWER, f"start-cpu of CPU {n} failed: {start.rtas.rets[0]}")
+            out.fail(BAD_RTAS_ANSWER, f"start-cpu of {name} failed: {start.rtas.rets[0]}")
             return False
-    called_in = yield SpinUntil(_called_in(mem, n), spin_ns, f"callin of CPU {n}")
+    mem.cpu_start.add(hw)  # smp_pSeries_kick_cpu: paca->cpu_start = 1
+    mem.changed.broadcast()
+    called_in = yield SpinUntil(_called_in(mem, hw), spin_ns, f"callin of {name}")
     if not called_in:
         yield console(f"Processor {n} is stuck.")
-        out.fail(STUCK_CPU, f"Processor {n} is stuck.")
+        out.fail(STUCK_CPU, f"Processor {n} is stuck." + ("" if hw == n else f" (hwid {hw})"))
         return False
-    out.online.add(n)
+    out.online.add(hw)
     return True
 
 
@@ -305,38 +344,110 @@ def _offline_online(machine: Machine, secondaries: list[int], what: str) -> Gues
 
 def kdump(machine: Machine) -> GuestProgram:
     """`echo c > /proc/sysrq-trigger` on one CPU (`crash_cpu`, else drawn from the seed): the kernel
-    panics there and kexecs into the kdump kernel on that same CPU, whose early boot registers its FWNMI
-    handlers (ibm,nmi-register) - with the others stopped in the old kernel, which for KVM means inside
-    KVM_RUN, ceded. On CPU 0 the kdump kernel runs here; elsewhere CPU 0 passes the request with an IPI
-    and idles."""
+    panics there and kexecs into the kdump kernel on that same CPU. On CPU 0 the crash runs here;
+    elsewhere CPU 0 passes the request with an IPI and idles."""
     mem, out = machine.guest_memory, machine.outcome
     crash = machine.settings.crash_cpu
     if crash < 0 or crash not in out.online:
         crash = machine.rng.choice(sorted(out.online))
     if crash == 0:
-        yield from kdump_kernel(machine, 0)
+        yield from crash_kexec(machine, 0)
         return
     mem.crash_request = crash
     yield Hcall(H_IPI, (crash, 0xFF))
-    while True:  # stopped in the old kernel (crash_ipi_callback): idle in KVM, never exits to QEMU
+    while True:  # until the crashing CPU's NMI IPI reaches this one
         yield Hcall(H_CEDE)
 
 
-def kdump_kernel(machine: Machine, cpu_index: int) -> GuestProgram:
-    """The crash, then the kdump kernel's early boot on the crashing CPU up to its FWNMI registration
-    (the lines aef92d87c5 shows before the hang), then the rest of its boot."""
+def crash_kexec(machine: Machine, cpu_index: int) -> GuestProgram:
+    """The panic on `cpu_index`: default_machine_crash_shutdown -> crash_kexec_prepare_cpus sends every
+    other CPU an NMI IPI (pseries_cause_nmi_ipi: H_SIGNAL_SYS_RESET to all but itself), waits for the
+    pending mask to empty and for the online CPUs to enter crash_ipi_callback, then kexecs into the
+    kdump kernel here, releasing the others from kexec_wait."""
+    mem, out = machine.guest_memory, machine.outcome
     yield console("sysrq: Trigger a crash")
     yield console(f"Kernel panic - not syncing: sysrq triggered crash (CPU: {cpu_index})")
+    ncpus = len(out.online - {cpu_index})
+    crash = mem.crash = Crash(cpu_index, tuple(mem.dt_cpus), set(out.online - {cpu_index}))
+    yield console("Sending IPI to other CPUs")
+    yield Hcall(H_SIGNAL_SYS_RESET, (H_SIGNAL_SYS_RESET_ALLBUTSELF,))
+    yield SpinUntil(lambda: not crash.nmi_pending, NMI_IPI_WAIT_NS, "nmi_ipi_pending_mask")
+    responded = yield SpinUntil(lambda: crash.cpus_in_crash >= ncpus, CRASH_IPI_TIMEOUT_NS, "cpus_in_crash")
+    if responded:
+        yield console("IPI complete")
+    else:
+        yield console(f"ERROR: {ncpus - crash.cpus_in_crash} cpu(s) not responding")
     yield console("kexec: Starting switchover sequence.")
-    yield Compute(30 * MS, "purgatory, the kdump kernel's early_setup")
+    yield Compute(30 * MS, "kexec_sequence: copy the kdump kernel's first 0x100 bytes to 0")
+    mem.cpu_start.clear()  # the new kernel's pacas and callin map
+    mem.callin_map.clear()
+    crash.kexec_flag = True
+    mem.changed.broadcast()
+    yield from kdump_kernel(machine, cpu_index)
+
+
+def system_reset_program(machine: Machine, cpu_index: int) -> GuestProgram:
+    """The kernel's FWNMI system-reset handler (system_reset_exception -> pseries_system_reset_exception
+    -> smp_handle_nmi_ipi): a CPU with an NMI IPI pending runs its function, crash_ipi_callback; any
+    other, during a crash, ends there through die() -> crash_kexec_secondary. The handler's first step
+    loads the paca from SPRG_PACA, which a CPU holds only once the kernel has started it: a CPU that
+    QEMU resets without the kernel ever starting it (a hotplugged one not yet onlined) runs on with
+    SPRG_PACA = 0, in real mode, which the model does not follow - it stays in guest code, touching
+    nothing the model holds."""
+    mem = machine.guest_memory
+    crash = mem.crash
+    if crash is None or cpu_index not in mem.sprg_paca:
+        while True:
+            yield Compute(BUSY_LOOP_NS, "system reset handler with no paca")
+    crash.nmi_pending.discard(cpu_index)
+    crash.cpus_in_crash += 1
+    mem.changed.broadcast()
+    # crash_ipi_callback waits for time_to_dump, then kexec_smp_wait; the crashing CPU releases it at kexec.
+    while not (yield SpinUntil(lambda: crash.kexec_flag, HOLD_SPIN_NS, "kexec_wait")):
+        pass
+    # The new kernel's __secondary_hold, then generic_secondary_smp_init: a CPU whose hardware id is not
+    # in the kdump kernel's device tree finds no paca and goes back to kexec_wait.
+    if cpu_index not in crash.dt_cpus:
+        while True:
+            yield SpinUntil(lambda: False, HOLD_SPIN_NS, "kexec_wait")
+    while not (yield SpinUntil(lambda: cpu_index in mem.cpu_start, HOLD_SPIN_NS, "generic_secondary_smp_init")):
+        pass
+    yield from secondary_program(machine, cpu_index)
+
+
+def kdump_kernel(machine: Machine, cpu_index: int) -> GuestProgram:
+    """The kdump kernel's early boot on the crashing CPU up to its FWNMI registration (the lines
+    aef92d87c5 shows before the hang), its SMP bring-up (`maxcpus=` `kdump_cpus`: only itself by
+    default), then the rest of its boot."""
     # early_setup -> configure_exceptions, as in every kernel: reloc-on exceptions (AIL=3), LE exceptions.
     yield Hcall(H_SET_MODE, (3, H_SET_MODE_RESOURCE_ADDR_TRANS_MODE, 0, 0))
     if machine.settings.guest_endian == "le":
         yield Hcall(H_SET_MODE, (1, H_SET_MODE_RESOURCE_LE, 0, 0))
     yield console("numa:   NODE_DATA [mem 0x47f33c80-0x47f3ffff]")
-    yield rtas(RTAS_IBM_NMI_REGISTER, 2, 1, 0x100, 0x200)  # pseries fwnmi_init
-    yield Compute(50 * MS, "the rest of the kdump kernel's boot")
+    yield rtas(RTAS_IBM_NMI_REGISTER, 2, 1, SYSTEM_RESET_FWNMI, MACHINE_CHECK_FWNMI)  # pseries fwnmi_init
+    yield Compute(50 * MS, "the rest of the kdump kernel's boot up to smp_init")
+    yield from kdump_smp_init(machine, cpu_index)
     yield console(f"kdump: kernel booted on CPU {cpu_index}, saving vmcore")
+
+
+def kdump_smp_init(machine: Machine, cpu_index: int) -> GuestProgram:
+    """smp_init in the kdump kernel: its logical CPU numbers follow the device tree it was given (early
+    prom.c early_init_dt_scan_cpus); it brings CPUs up in that order until `kdump_cpus` are online."""
+    mem, out = machine.guest_memory, machine.outcome
+    dt = list(mem.crash.dt_cpus) if mem.crash is not None else [cpu_index]
+    out.online = {cpu_index}
+    out.wanted = min(machine.settings.kdump_cpus, len(dt))
+    if out.wanted == 1:
+        return
+    yield console("smp: Bringing up secondary CPUs ...")
+    for n, hw in enumerate(dt):
+        if len(out.online) >= out.wanted:
+            break
+        if hw != cpu_index:
+            yield Compute(5 * MS, "cpu_up prepare, interrupt controller set-up")
+            yield from cpu_up(machine, n, BOOT_SPIN_NS, hw)
+    count = len(out.online)
+    yield console(f"smp: Brought up 1 node, {count} CPU{'s' if count != 1 else ''}")
 
 
 def online_rest(machine: Machine) -> GuestProgram:
@@ -360,10 +471,36 @@ def hotplug_online(machine: Machine) -> GuestProgram:
     if not added:
         yield console("dlpar: no CPU was added")
         return
-    first = mem.words[DLPAR_WORD]
-    yield console(f"pseries-hotplug-cpu: CPU {first} added")
-    if (yield from _online(machine, list(range(first, first + machine.settings.threads)), "dlpar_online_cpu")):
+    added = yield from dlpar_cpu_add(machine)
+    if (yield from _online(machine, added, "dlpar_online_cpu")):
         yield console(f"smp: {len(out.online)} CPUs online after the hotplug")
+
+
+def dlpar_cpu_add(machine: Machine) -> Generator[GuestOp, Any, list[int]]:
+    """platforms/pseries/hotplug-cpu.c dlpar_cpu_add, first half: the core's node is attached to the
+    device tree (of_attach_node makes it /cpus' first child); its threads are not started yet."""
+    from .hotplug import DLPAR_WORD
+
+    mem = machine.guest_memory
+    first = mem.words[DLPAR_WORD]
+    added = list(range(first, first + machine.settings.threads))
+    mem.dt_cpus[:0] = added
+    yield console(f"pseries-hotplug-cpu: CPU {first} added")
+    return added
+
+
+def hotplug_kdump(machine: Machine) -> GuestProgram:
+    """A DLPAR CPU add, then a crash (sysrq-trigger on `crash_cpu`, else drawn from the seed) before the
+    guest has started the added CPUs: the kdump kernel gets a device tree that has them."""
+    from .hotplug import DLPAR_WORD
+
+    mem = machine.guest_memory
+    yield console("dlpar: waiting for a CPU to be added")
+    if not (yield SpinUntil(lambda: DLPAR_WORD in mem.words, HOTPLUG_WAIT_NS, "DLPAR CPU add")):
+        yield console("dlpar: no CPU was added")
+        return
+    yield from dlpar_cpu_add(machine)
+    yield from kdump(machine)
 
 
 def busy_loop(machine: Machine) -> GuestProgram:
@@ -390,6 +527,7 @@ WORKLOADS: dict[str, Callable[[Machine], GuestProgram]] = {
     "online-rest": online_rest,
     "busy-loop": busy_loop,
     "hotplug-online": hotplug_online,
+    "hotplug-kdump": hotplug_kdump,
 }
 
 
@@ -399,6 +537,8 @@ def boot_cpu_program(machine: Machine) -> GuestProgram:
     rng = machine.rng
     smp = machine.settings.smp
     out = machine.outcome
+    mem = machine.guest_memory
+    mem.dt_cpus[:] = range(len(machine.cpus))  # QEMU's device tree: every CPU plugged at the reset
     yield Compute(40 * MS, "SLOF")
     yield console("Preparing to boot Linux version 6.12.0 (vcpu_sched guest)")
     yield Compute(5 * MS, "prom_init")
@@ -410,6 +550,7 @@ def boot_cpu_program(machine: Machine) -> GuestProgram:
     yield console("Quiescing Open Firmware ...")
     yield console("Booting Linux via __start() @ 0x0000000000440000 ...")
     yield Compute(2 * MS, "early_setup")
+    mem.sprg_paca.add(0)
     # configure_exceptions: pseries_enable_reloc_on_exc, then pseries_little_endian_exceptions.
     yield Hcall(H_SET_MODE, (3, H_SET_MODE_RESOURCE_ADDR_TRANS_MODE, 0, 0))
     if machine.settings.guest_endian == "le":  # a big-endian kernel keeps the big-endian exceptions
@@ -418,7 +559,8 @@ def boot_cpu_program(machine: Machine) -> GuestProgram:
         # early_init_mmu -> radix: pseries_lpar_register_process_table (PROC_TABLE_NEW|RADIX|GTSE).
         yield Hcall(H_REGISTER_PROC_TBL, (PROC_TBL_MODIFY | PROC_TBL_REGISTER | PROC_TBL_RADIX | PROC_TBL_GTSE,
                                           0, 0, 0))
-    yield rtas(RTAS_IBM_NMI_REGISTER, 2, 1, 0x100, 0x200)  # setup_arch -> pSeries_setup_arch -> fwnmi_init
+    # setup_arch -> pSeries_setup_arch -> fwnmi_init
+    yield rtas(RTAS_IBM_NMI_REGISTER, 2, 1, SYSTEM_RESET_FWNMI, MACHINE_CHECK_FWNMI)
     yield StoreDecr(0x7FFFFFFF)  # time_init programs the boot CPU's DEC
     yield Compute(rng.randint(1_200, 1_800) * MS, "start_kernel up to smp_init")
     yield console("smp: Bringing up secondary CPUs ...")
@@ -445,6 +587,7 @@ def secondary_program(machine: Machine, cpu_index: int) -> GuestProgram:
     rng = machine.rng
     mem = machine.guest_memory
     first = cpu_index == 1 and machine.outcome.boots == 0
+    mem.sprg_paca.add(cpu_index)  # generic_secondary_common_init: SET_PACA
     yield Compute(8 * MS if first else rng.randint(200, 400) * 1000, "secondary start-up")
     yield Hcall(H_REGISTER_VPA, (1, cpu_index, 0))
     yield StoreDecr(0x7FFFFFFF)
@@ -458,7 +601,7 @@ def secondary_program(machine: Machine, cpu_index: int) -> GuestProgram:
             mem.ipi_acked[cpu_index] = mem.ipi_sent[cpu_index]
             mem.changed.broadcast()
         if mem.crash_request == cpu_index:
-            yield from kdump_kernel(machine, cpu_index)
+            yield from crash_kexec(machine, cpu_index)
             machine.guest_finished()
             while True:
                 yield Hcall(H_CEDE)
@@ -483,6 +626,8 @@ def program_at(machine: Machine, cpu_index: int, nip: int) -> GuestProgram | Non
         return boot_cpu_program(machine)
     if nip == GENERIC_SECONDARY_SMP_INIT:
         return secondary_program(machine, cpu_index)
+    if nip == machine.spapr.fwnmi_system_reset_addr:
+        return system_reset_program(machine, cpu_index)
     return None
 
 

@@ -2,7 +2,8 @@
 
 Mirrors target/ppc/excp_helper.c `ppc_maybe_interrupt`, target/ppc/cpu.c `ppc_store_lpcr`,
 target/ppc/helper_regs.c `hreg_store_msr`, hw/ppc/ppc.c `ppc_set_irq`, and the CPU reset that goes
-through them, target/ppc/cpu_init.c `ppc_cpu_reset_hold`. `ppc_maybe_interrupt` always leaves HARD equal
+through them, target/ppc/cpu_init.c `ppc_cpu_reset_hold`, and the system reset interrupt,
+target/ppc/excp_helper.c `ppc_cpu_do_system_reset`. `ppc_maybe_interrupt` always leaves HARD equal
 to "something is deliverable now"; it is the only place HARD is set for a ppc CPU, and it runs only when one of these
 writes (or an spapr/pnv path) calls it. A register *get* from KVM calls none of them, which is how a
 stale HARD (or a stale clear one) survives until the next call.
@@ -13,7 +14,9 @@ from __future__ import annotations
 from .cpus import CPU_INTERRUPT_HARD, CPUState, cpu_interrupt, cpu_reset, cpu_reset_interrupt
 from .excp import IrqDecision, ppc_next_unmasked_interrupt
 from .kvm import kvmppc_set_interrupt
-from .ppc import HRESET_VECTOR, LPCR_LPES0, LPCR_LPES1, MSR_HV, MSR_SF, Interrupt, decode_lpcr
+from .ppc import HRESET_VECTOR, LPCR_LPES0, LPCR_LPES1, MSR_HV, MSR_ME, MSR_SF, Interrupt, decode_lpcr
+
+SRESET_VECTOR = 0x100
 
 
 def ppc_maybe_interrupt(cpu: CPUState) -> IrqDecision:
@@ -88,3 +91,16 @@ def ppc_cpu_reset_hold(cpu: CPUState) -> None:
     if cpu.machine.traced("ppc_cpu_reset"):
         cpu.machine.trace("ppc_cpu_reset", cpu=cpu.cpu_index, msr=hex(env.msr), lpcr=hex(env.lpcr),
                           psscr=hex(env.psscr))
+
+
+def ppc_cpu_do_system_reset(cpu: CPUState) -> None:
+    """target/ppc/excp_helper.c ppc_cpu_do_system_reset: the CPU stops being halted, then powerpc_excp
+    delivers POWERPC_EXCP_RESET (powerpc_excp_books: the new MSR keeps ME and, where the CPU may hold it,
+    HV, and is 64-bit - no EE; powerpc_set_excp_state stores it with the vector and calls
+    ppc_maybe_interrupt). SRR0/SRR1 and a power-saving wake-up's MSR bits are not modelled."""
+    env = cpu.env
+    cpu.halted = False
+    keep = MSR_ME | (MSR_HV if cpu.machine.pnv is not None else 0)
+    env.nip = SRESET_VECTOR
+    env.msr = (env.msr & keep) | MSR_SF
+    ppc_maybe_interrupt(cpu)

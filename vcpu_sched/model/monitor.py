@@ -145,7 +145,9 @@ def migrate(machine: Machine) -> Generator[Effect, Any, None]:
         env = {name: getattr(cpu.env, name) for name in _MIGRATED_ENV}
         guest = machine.kvm.guest_state(cpu.cpu_index) if machine.kvm is not None else {}
         saved.append((cpu.halted, cpu.interrupt_request, env, cpu.env.quiesced, guest))
+    fwnmi = machine.spapr.fwnmi_system_reset_addr
     yield from qemu_system_reset(machine)
+    machine.spapr.fwnmi_system_reset_addr = fwnmi  # hw/ppc/spapr.c vmstate_spapr_fwnmi
     if machine.kvm is not None:  # cpu_synchronize_all_pre_loadvm
         for cpu in machine.cpus:
             yield from run_on_cpu(cpu, do_kvm_cpu_synchronize_pre_loadvm, "do_kvm_cpu_synchronize_pre_loadvm")

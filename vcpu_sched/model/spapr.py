@@ -2,7 +2,7 @@
 
 Mirrors hw/ppc/spapr_cpu_core.c (`spapr_reset_vcpu`, `spapr_cpu_set_entry_state`), hw/ppc/spapr.c
 (`spapr_machine_reset`, `spapr_set_all_lpcrs`, `do_lpcr_sync`), hw/ppc/spapr_hcall.c
-(`spapr_hypercall`, `h_set_mode`, `h_rtas`, `h_cede`), hw/ppc/spapr_rtas.c
+(`spapr_hypercall`, `h_set_mode`, `h_rtas`, `h_cede`, `h_signal_sys_reset`), hw/ppc/spapr_rtas.c
 (`rtas_query_cpu_stopped_state`, `rtas_start_cpu`, `rtas_stop_self`) and hw/char/spapr_vty.c
 (`h_put_term_char`).
 
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .cpus import EXCP_HLT, CPUState, cpu_has_work, current_cpu, qemu_cpu_kick, run_on_cpu
 from .effects import Effect
 from .guest import Hcall, RtasArgs
-from .interrupts import ppc_cpu_reset_hold, ppc_maybe_interrupt, ppc_set_irq, ppc_store_lpcr
+from .interrupts import ppc_cpu_do_system_reset, ppc_cpu_reset_hold, ppc_maybe_interrupt, ppc_set_irq, ppc_store_lpcr
 from .kvm import (
     cpu_synchronize_state,
     do_kvm_cpu_synchronize_post_reset,
@@ -63,6 +63,8 @@ from .spapr_abi import (
     H_SET_MODE,
     H_SET_MODE_RESOURCE_ADDR_TRANS_MODE,
     H_SET_MODE_RESOURCE_LE,
+    H_SIGNAL_SYS_RESET,
+    H_SIGNAL_SYS_RESET_ALLBUTSELF,
     H_SUCCESS,
     H_UNSUPPORTED_FLAG,
     HCALL_NAMES,
@@ -91,6 +93,7 @@ class Spapr:
     """SpaprMachineState: the machine-level code paths of pseries."""
 
     machine: Machine
+    fwnmi_system_reset_addr: int = -1  # set by ibm,nmi-register; -1: none (deliver to 0x100)
 
     # --- reset and entry (spapr_cpu_core.c) -------------------------------------------------------
 
@@ -159,6 +162,7 @@ class Spapr:
     def spapr_machine_reset(self) -> Generator[Effect, Any, None]:
         """hw/ppc/spapr.c spapr_machine_reset (the parts that touch CPUs), on the main thread."""
         machine = self.machine
+        self.fwnmi_system_reset_addr = -1
         if machine.kvm is not None and machine.kvm.radix:
             yield from self.spapr_set_all_lpcrs(LPCR_HR | LPCR_UPRT, LPCR_HR | LPCR_UPRT, "machine reset (radix)")
         for cpu in machine.cpus:
@@ -241,7 +245,43 @@ class Spapr:
             return H_SUCCESS
         if hc.nr == H_REGISTER_PROC_TBL:
             return (yield from self.h_register_process_table(hc.args[0]))
+        if hc.nr == H_SIGNAL_SYS_RESET:
+            return (yield from self.h_signal_sys_reset(cpu, hc.args[0]))
         return H_FUNCTION
+
+    def h_signal_sys_reset(self, cpu: CPUState, target: int) -> Generator[Effect, Any, int]:
+        """hw/ppc/spapr_hcall.c h_signal_sys_reset: a system reset on one CPU, on all, or on all but the
+        caller (Linux's NMI IPI), each by run_on_cpu. a1c2dfee4f ("ppc/spapr: Skip system reset for
+        quiesced CPUs", May 2026; `sysreset_fix`) leaves RTAS-stopped CPUs out of the broadcast."""
+        if target >= 0:
+            found = self.spapr_find_cpu(target)
+            if found is None:
+                return H_PARAMETER
+            yield from run_on_cpu(found, self.spapr_do_system_reset_on_cpu, "spapr_do_system_reset_on_cpu")
+            return H_SUCCESS
+        if target < H_SIGNAL_SYS_RESET_ALLBUTSELF:
+            return H_PARAMETER
+        for other in list(self.machine.cpus):
+            if target == H_SIGNAL_SYS_RESET_ALLBUTSELF and other is cpu:
+                continue
+            if self.machine.settings.sysreset_fix and other.env.quiesced:
+                continue
+            yield from run_on_cpu(other, self.spapr_do_system_reset_on_cpu, "spapr_do_system_reset_on_cpu")
+        return H_SUCCESS
+
+    def spapr_do_system_reset_on_cpu(self, cpu: CPUState) -> None:
+        """hw/ppc/spapr.c spapr_do_system_reset_on_cpu, on the target's thread: sync the registers, take
+        the system reset (`ppc_cpu_do_system_reset`: the CPU is no longer halted; `quiesced` is not
+        touched), and enter the guest's FWNMI handler if it registered one. The save area that r3 points
+        to is not modelled."""
+        if self.machine.kvm is not None:
+            do_kvm_cpu_synchronize_state(cpu)
+        ppc_cpu_do_system_reset(cpu)
+        if self.fwnmi_system_reset_addr != -1:
+            cpu.env.nip = self.fwnmi_system_reset_addr
+        cpu.env.entry_gen += 1
+        self.machine.trace("spapr_do_system_reset_on_cpu", cpu=cpu.cpu_index, nip=hex(cpu.env.nip),
+                           quiesced=cpu.env.quiesced)
 
     def h_register_process_table(self, flags: int) -> Generator[Effect, Any, int]:
         """hw/ppc/spapr_hcall.c h_register_process_table (review D8): for a radix guest, the LPCR's radix
@@ -325,6 +365,7 @@ class Spapr:
         if self.machine.kvm is not None:
             target = cpu if self.machine.settings.fwnmi_fix else self.machine.cpus[0]
             yield from kvm_vcpu_enable_cap(cpu, target, "KVM_CAP_PPC_FWNMI")
+        self.fwnmi_system_reset_addr = args.args[0]
         args.rets[0] = RTAS_OUT_SUCCESS
 
     def spapr_find_cpu(self, cpu_id: int) -> CPUState | None:

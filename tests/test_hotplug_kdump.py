@@ -1,0 +1,66 @@
+"""spapr-hotplug-kdump (upstream a1c2dfee4f): the crash's NMI IPI (H_SIGNAL_SYS_RESET to all others) resets
+a hotplugged CPU the guest never started; it keeps `quiesced`, loses `halted`, and the kdump kernel's
+start-cpu refuses it. The fix leaves quiesced CPUs out of the broadcast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import read_events, variant
+from vcpu_sched import runner
+from vcpu_sched.analyze.logread import read_log
+from vcpu_sched.analyze.summary import summarise
+from vcpu_sched.explore import explore_random
+from vcpu_sched.result import RunResult
+from vcpu_sched.scenario import load
+
+
+def _run(tmp_path: Path, **changes: Any) -> tuple[RunResult, list[dict[str, Any]]]:
+    log = tmp_path / "run.jsonl"
+    result = runner.run(variant(load("spapr-hotplug-kdump").settings, **changes), log)
+    return result, read_events(log)
+
+
+def _resets(events: list[dict[str, Any]]) -> dict[int, bool]:
+    return {e["cpu"]: e["quiesced"] for e in events if e["event"] == "spapr_do_system_reset_on_cpu"}
+
+
+def test_without_the_fix_the_kdump_kernel_cannot_start_the_hotplugged_cpu(tmp_path: Path) -> None:
+    result, events = _run(tmp_path, sysreset_fix=False)
+    assert result.verdict == "bad-rtas-answer"
+    assert _resets(events) == {1: False, 2: True}  # every other CPU, the RTAS-stopped one included
+    # The kdump kernel numbers CPUs in device-tree order, where the hotplugged node is first: logical 0.
+    failed = [line for line in result.console if "start-cpu failed" in line or "failed starting" in line]
+    assert failed == ["start-cpu failed: -1", "smp: failed starting cpu 0 (rc -2)"]
+    assert result.cpus_online == 2
+    assert any("while quiesced" in step for step in result.why)
+    assert summarise(read_log(tmp_path / "run.jsonl"))["failure_chain"] == result.why  # analyze agrees
+
+
+def test_with_the_fix_the_quiesced_cpu_is_skipped_and_comes_up(tmp_path: Path) -> None:
+    result, events = _run(tmp_path)
+    assert result.verdict == "completed" and result.cpus_online == 3
+    assert _resets(events) == {1: False}
+    started = [e for e in events if e["event"] == "rtas_return" and e["call"] == "start-cpu"]
+    assert [e["rets"] for e in started][-1] == [0]
+
+
+def test_a_kdump_kernel_with_maxcpus_1_never_meets_it(tmp_path: Path) -> None:
+    result, events = _run(tmp_path, sysreset_fix=False, kdump_cpus=1)
+    assert result.verdict == "completed" and _resets(events)[2] is True
+
+
+def test_offlined_cpus_are_reset_too_and_the_fix_covers_them(tmp_path: Path) -> None:
+    before, events = _run(tmp_path, sysreset_fix=False, workload="offline-kdump")
+    assert before.verdict == "bad-rtas-answer" and _resets(events) == {1: True}
+    after, events = _run(tmp_path, workload="offline-kdump")
+    assert after.verdict == "completed" and _resets(events) == {}
+
+
+def test_random_schedules_find_it_and_none_with_the_fix() -> None:
+    settings = load("spapr-hotplug-kdump").settings
+    found = explore_random(variant(settings, sysreset_fix=False), 3, 0.1, 3000)
+    assert found.shortest is not None and found.shortest.verdict == "bad-rtas-answer"
+    fixed = explore_random(settings, 3, 0.1, 3000)
+    assert fixed.shortest is None and fixed.outcomes == {"completed": 3}

@@ -349,7 +349,11 @@ class ExploreEngine(Engine):
                             sorted((index(k), v) for k, v in mem.ipi_acked.items()),
                             sorted(map(index, out.online)), len(out.console), [f.kind for f in out.failures],
                             None if mem.crash_request is None else index(mem.crash_request),
-                            sorted(mem.words.items()), machine.rcu.key(self._vcpu_names),
+                            sorted(mem.words.items()), _dt_order(mem.dt_cpus, index),
+                            sorted(map(index, mem.sprg_paca)), sorted(map(index, mem.cpu_start)),
+                            mem.crash.key(index) if mem.crash is not None else None,
+                            machine.spapr.fwnmi_system_reset_addr if machine.s390 is None else None,
+                            machine.rcu.key(self._vcpu_names),
                             machine.s390.key() if machine.s390 is not None else None]
         for cpu_index, runner in sorted((index(i), r) for i, r in machine.tcg_runners.items()):
             parts.append((cpu_index, runner.entry_gen, _frames(runner._program), runner.compute_left))
@@ -397,11 +401,18 @@ class ExploreEngine(Engine):
             i = cpu.cpu_index
             own = (self._cpu_part(cpu), self._task_part(tasks[i]) if i in tasks else None,
                    i in mem.callin_map, i in mem.offline_request, mem.ipi_sent.get(i), mem.ipi_acked.get(i),
-                   i in out.online, i in machine.tcg_runners, mem.crash_request == i)
+                   i in out.online, i in machine.tcg_runners, mem.crash_request == i, i in mem.sprg_paca,
+                   i in mem.cpu_start, mem.crash.key(lambda j: int(j == i)) if mem.crash is not None else None)
             return _RENAMES.sub(lambda m: _blank_if(m, i), repr(own))
 
         secondaries = sorted(machine.cpus[1:], key=signature)
         return {0: 0, **{cpu.cpu_index: n for n, cpu in enumerate(secondaries, 1)}}
+
+
+def _dt_order(dt_cpus: list[int], index: Callable[[int], int]) -> list[int] | None:
+    """The guest's device-tree CPU order, when a hotplug has changed it (a boot's own order, every CPU in
+    turn, says nothing a renaming of identical vCPUs may change)."""
+    return None if dt_cpus == list(range(len(dt_cpus))) else [index(i) for i in dt_cpus]
 
 
 # A vCPU named in text: "CPU 3/KVM", "-> CPU 3", "halt_cond[3]", "kick[3]".

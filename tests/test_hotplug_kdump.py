@@ -64,3 +64,14 @@ def test_random_schedules_find_it_and_none_with_the_fix() -> None:
     assert found.shortest is not None and found.shortest.verdict == "bad-rtas-answer"
     fixed = explore_random(settings, 3, 0.1, 3000)
     assert fixed.shortest is None and fixed.outcomes == {"completed": 3}
+
+
+def test_where_the_query_answers_from_halted_the_commits_own_lines_come_out(tmp_path: Path) -> None:
+    """Before fb802acdc8 QEMU answered query-cpu-stopped-state from halted: a 2-thread core reset by the
+    crash is reported running, kicked without start-cpu, and never calls in - 5 s per CPU, as in the
+    commit's log (5.5 s and 11.1 s)."""
+    result, _ = _run(tmp_path, fix="none", timebase_reset="reverted", cores=1, threads=2)
+    assert result.verdict == "stuck-cpu"
+    stuck = [line for line in result.console if line.startswith("Processor")]
+    assert stuck == ["Processor 0 is stuck.", "Processor 1 is stuck."]
+    assert sum("never calls in" in step for step in result.why) == 2

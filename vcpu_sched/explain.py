@@ -72,6 +72,8 @@ class Facts:
     # (call, the CPU it names) -> t, rets
     rtas_answers: dict[tuple[str, int], tuple[int, list[Any]]] = field(default_factory=dict)
     sysresets: dict[int, tuple[int, bool]] = field(default_factory=dict)  # cpu -> t, quiesced at its system reset
+    started: set[int] = field(default_factory=set)  # CPUs given an entry state (boot, start-cpu) since a reset
+    never_started: set[int] = field(default_factory=set)  # CPUs system-reset before any entry state
     holder: Wait | None = None  # the BQL's holder, where and since when it took it
     # run_on_cpu calls not yet run: caller thread -> (since, target cpu, work)
     run_on_cpu_waits: dict[str, tuple[int, int, str]] = field(default_factory=dict)
@@ -116,6 +118,7 @@ class Facts:
     def _reset_vcpu(self, t: int, f: dict[str, Any]) -> None:
         self._state(t, f)
         self.cpu(f["cpu"]).halted_by = "reset"
+        self.started.discard(f["cpu"])
 
     def _rtas_call(self, t: int, f: dict[str, Any]) -> None:
         self.rtas[f["cpu"]] = str(f.get("call"))
@@ -128,8 +131,14 @@ class Facts:
         if args and isinstance(args[0], int) and isinstance(f.get("rets"), list):
             self.rtas_answers[(str(f.get("call")), args[0])] = (t, f["rets"])
 
+    def _entry(self, t: int, f: dict[str, Any]) -> None:
+        self._state(t, f)
+        self.started.add(f["cpu"])
+
     def _sysreset(self, t: int, f: dict[str, Any]) -> None:
         self.sysresets[f["cpu"]] = (t, bool(f.get("quiesced")))
+        if f["cpu"] not in self.started:
+            self.never_started.add(f["cpu"])
 
     def _mutex_wait(self, t: int, f: dict[str, Any]) -> None:
         self.mutex_waits[f["cpu"]] = (t, int(f["target"]), str(f.get("ioctl")))
@@ -240,7 +249,7 @@ _HANDLERS: dict[str, tuple[Any, str, type]] = {
     "kvm_vcpu_ioctl_run": (Facts._kvm_run, "cpu", int),
     "kvm_run_exit": (Facts._kvm_exit, "cpu", int),
     "cpu_post_load": (Facts._state, "cpu", int),
-    "spapr_cpu_set_entry_state": (Facts._state, "cpu", int),
+    "spapr_cpu_set_entry_state": (Facts._entry, "cpu", int),
     "qemu_wait_io_event_sleep": (Facts._sleep, "cpu", int),
     "qemu_process_cpu_events_sleep": (Facts._sleep, "cpu", int),
     "cpu_ppc_tb_reset": (Facts._tb_reset, "cpu", int),
@@ -431,24 +440,41 @@ def _stuck_links(facts: Facts, stuck: Wait, main_wait: Wait | None) -> list[str]
 
 
 def failure_chain(facts: Facts) -> list[str]:
-    """Why the guest could not start a CPU: start-cpu refused it, and what left it so."""
+    """Why the guest could not start a CPU that QEMU had reset: start-cpu refused it, or the kernel, told
+    it was running, kicked it without start-cpu and it never called in."""
     lines: list[str] = []
+    for cpu, reset in sorted(facts.sysresets.items()):
+        query = facts.rtas_answers.get(("query-cpu-stopped-state", cpu))
+        start = facts.rtas_answers.get(("start-cpu", cpu))
+        if (query is None or query[0] < reset[0] or len(query[1]) < 2 or query[1][1] != 2
+                or (start is not None and start[0] > query[0]) or cpu not in facts.never_started):
+            continue
+        lines += [_reset_line(cpu, reset),
+                  f"query-cpu-stopped-state for CPU {cpu} answered 2 (not stopped) at {_s(query[0])}: QEMU saw it "
+                  "running (before fb802acdc8 the answer is from halted, which the reset cleared), so the kernel "
+                  "kicks it without start-cpu.",
+                  f"CPU {cpu} never calls in: the kernel had never started it, so it entered the old "
+                  "kernel's system-reset handler with no paca, and runs on there."]
     for (call, cpu), (t, rets) in sorted(facts.rtas_answers.items(), key=lambda item: item[1][0]):
         if call != "start-cpu" or not rets or rets[0] != -1:
             continue
-        reset = facts.sysresets.get(cpu)
-        if reset is not None:
-            state = " while quiesced (RTAS-stopped)" if reset[1] else ""
-            lines.append(f"CPU {cpu} took a system reset at {_s(reset[0])}{state} (spapr_do_system_reset_on_cpu, "
-                         "from H_SIGNAL_SYS_RESET: the kernel's NMI IPI when it crashes): ppc_cpu_do_system_reset "
-                         "cleared halted" + ("; nothing clears quiesced." if reset[1] else "."))
+        sysreset = facts.sysresets.get(cpu)
+        if sysreset is not None:
+            lines.append(_reset_line(cpu, sysreset))
         query = facts.rtas_answers.get(("query-cpu-stopped-state", cpu))
         if query is not None and len(query[1]) > 1 and query[1][1] == 0:
             lines.append(f"query-cpu-stopped-state for CPU {cpu} answered 0 (stopped) at {_s(query[0])}: QEMU "
                          "answers from quiesced, so the kernel calls start-cpu.")
         lines.append(f"start-cpu for CPU {cpu} answered -1 (RTAS_OUT_HW_ERROR) at {_s(t)}: rtas_start_cpu "
                      "refuses a CPU that is not halted.")
-        if reset is not None and reset[1]:
+        if sysreset is not None and sysreset[1]:
             lines.append("a1c2dfee4f (sysreset_fix) leaves quiesced CPUs out of H_SIGNAL_SYS_RESET: the CPU stays "
                          "halted and start-cpu starts it.")
     return lines
+
+
+def _reset_line(cpu: int, reset: tuple[int, bool]) -> str:
+    state = " while quiesced (RTAS-stopped)" if reset[1] else ""
+    return (f"CPU {cpu} took a system reset at {_s(reset[0])}{state} (spapr_do_system_reset_on_cpu, from "
+            "H_SIGNAL_SYS_RESET: the kernel's NMI IPI when it crashes): ppc_cpu_do_system_reset cleared halted"
+            + ("; nothing clears quiesced." if reset[1] else "."))

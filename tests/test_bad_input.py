@@ -65,6 +65,7 @@ def a_schedule(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["run", "--set", "boots=2"], "boots=2 needs 1 monitor system_reset"),
     (["run", "--watchdog", "600"], "must be shorter than deadline_s=600"),
     (["run", "s390x-sigp-cross", "--set", 'monitor=[["", "migrate"]]'], "migrate is modelled for the POWER"),
+    (["run", "s390x-sigp-cross", "--set", 'monitor=[["", "nmi"]]'], "nmi is modelled for pseries only"),
     (["irq", "--lpcr", "-1"], "does not fit a 64-bit register"),
     (["irq", "--lpcr", "0x1ffffffffffffffff"], "does not fit a 64-bit register"),
     (["irq", "--lpcr", "0x8", "--psscr", "0x0", "--psscr-ec"], "give one or the other"),

@@ -75,3 +75,18 @@ def test_where_the_query_answers_from_halted_the_commits_own_lines_come_out(tmp_
     stuck = [line for line in result.console if line.startswith("Processor")]
     assert stuck == ["Processor 0 is stuck.", "Processor 1 is stuck."]
     assert sum("never calls in" in step for step in result.why) == 2
+
+
+def test_an_injected_nmi_resets_quiesced_cpus_even_with_a1c2dfee4f(tmp_path: Path) -> None:
+    """spapr-nmi-kdump: `nmi` (QMP inject-nmi) goes through spapr_nmi, which a1c2dfee4f left alone."""
+    log = tmp_path / "nmi.jsonl"
+    result = runner.run(load("spapr-nmi-kdump").settings, log)
+    assert result.settings.sysreset_fix and result.verdict == "bad-rtas-answer"
+    events = read_events(log)
+    resets = {e["cpu"]: (e["quiesced"], e["by"]) for e in events if e["event"] == "spapr_do_system_reset_on_cpu"}
+    assert resets == {0: (False, "spapr_nmi"), 1: (False, "spapr_nmi"), 2: (True, "spapr_nmi"),
+                      3: (True, "spapr_nmi")}
+    assert not any(e["event"] == "spapr_hypercall" and e["hcall"] == "H_SIGNAL_SYS_RESET" for e in events)
+    assert any("h_signal_sys_reset only" in step for step in result.why)
+    fixed = runner.run(variant(load("spapr-nmi-kdump").settings, nmi_fix=True))
+    assert fixed.verdict == "completed" and fixed.cpus_online == 4

@@ -341,3 +341,34 @@ def test_a_client_that_resets_the_connection_does_not_end_qemu(tmp_path: Path) -
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize("nmi_fix,console_line", [(False, "start-cpu failed: -1"),
+                                                  (True, "smp: Brought up 1 node, 4 CPUs")])
+def test_inject_nmi_over_qmp_dumps_the_guest(tmp_path: Path, nmi_fix: bool, console_line: str) -> None:
+    """What `virsh inject-nmi` does: QMP inject-nmi resets every CPU (spapr_nmi), the guest dumps itself,
+    and its kdump kernel cannot start the CPUs it never started - unless spapr_nmi skips quiesced ones."""
+    q = Qemu(tmp_path, "--scenario", "spapr-nmi-kdump", "--set", "monitor=[]",
+             "--set", f"nmi_fix={str(nmi_fix).lower()}", "-M", "pseries,accel=kvm", "-smp", "4", "-cpu", "host")
+
+    async def session() -> object:
+        client = qmp.QMPClient("test")
+        await client.connect(str(q.sock))
+        await client.execute("cont")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, wait_for, lambda: "idle: waiting for an NMI" in q.console(), 60)
+        answer = await client.execute("inject-nmi")
+        await loop.run_in_executor(None, wait_for, lambda: "kdump: kernel booted" in q.console(), 60)
+        await client.execute("quit")
+        with contextlib.suppress(EOFError):
+            await client.disconnect()
+        return answer
+
+    try:
+        assert asyncio.run(session()) == {}
+        assert console_line in q.console()
+        assert q.proc.wait(timeout=30) == 0
+    finally:
+        if q.proc.poll() is None:
+            q.proc.kill()
+            q.proc.wait()

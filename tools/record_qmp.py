@@ -43,6 +43,8 @@ INPUTS = [
     '{"execute": "human-monitor-command", "arguments": {"command-line": "info status"}}',
     '{"execute": "device_add"}',  # qmp_device_add's failure path (drain_call_rcu)
     '{"execute": "device_add", "arguments": {"driver": "no-such-device"}}',
+    '{"execute": "inject-nmi"}',  # spapr_nmi: a system reset queued on every CPU
+    '{"execute": "human-monitor-command", "arguments": {"command-line": "nmi"}}',
     '{"execute": "cont", "id": "c1"}',
     '{"execute": "human-monitor-command", "arguments": {"command-line": "info status"}}',
     '{"execute": "query-status"}',

@@ -13,7 +13,7 @@ from .engine import ENGINES as ENGINE_REGISTRY
 QEMU_VERSIONS = ("10.0", "10.2")
 FIXES = ("none", "quiesced", "quiesced+migration", "lpcr-sync", "quiesced+lpcr-sync")
 WORKLOADS = ("none", "ipi-check", "offline-online", "smt-off-on", "offline-kdump", "smt-off-kdump", "kdump",
-             "online-rest", "busy-loop", "hotplug-online", "hotplug-kdump", "sigp-cross")
+             "online-rest", "busy-loop", "hotplug-online", "hotplug-kdump", "idle", "sigp-cross")
 MACHINES = ("pseries", "powernv", "s390-ccw-virtio")
 TIMEBASE_RESETS = ("applied", "reverted")
 ACCELS = ("kvm", "tcg")
@@ -71,6 +71,7 @@ class RunSettings:
     crash_cpu: int = -1  # the kdump workload: the CPU that crashes (-1: drawn from the seed)
     sysreset_fix: bool = True  # a1c2dfee4f (2026): H_SIGNAL_SYS_RESET skips quiesced (RTAS-stopped) CPUs
     kdump_cpus: int = 1  # CPUs the kdump kernel brings up (its maxcpus=; 1 is RHEL's kdump default)
+    nmi_fix: bool = False  # what-if, not upstream: spapr_nmi skips quiesced CPUs too
     rtas_stopped_state: bool = True  # quiesced+migration: the CPU property (false for pseries-10.0 types)
     boot_cpus: int = 0  # CPUs the guest brings up at boot (0: all); the others stay RTAS-stopped
     offline_hold_ns: int = 0  # offline-online workload: how long the secondaries stay offline each loop

@@ -71,7 +71,8 @@ class Facts:
     rtas_args: dict[int, list[Any]] = field(default_factory=dict)  # cpu -> that call's arguments
     # (call, the CPU it names) -> t, rets
     rtas_answers: dict[tuple[str, int], tuple[int, list[Any]]] = field(default_factory=dict)
-    sysresets: dict[int, tuple[int, bool]] = field(default_factory=dict)  # cpu -> t, quiesced at its system reset
+    # cpu -> t, quiesced at its system reset, by what (H_SIGNAL_SYS_RESET, spapr_nmi)
+    sysresets: dict[int, tuple[int, bool, str]] = field(default_factory=dict)
     started: set[int] = field(default_factory=set)  # CPUs given an entry state (boot, start-cpu) since a reset
     never_started: set[int] = field(default_factory=set)  # CPUs system-reset before any entry state
     holder: Wait | None = None  # the BQL's holder, where and since when it took it
@@ -136,7 +137,7 @@ class Facts:
         self.started.add(f["cpu"])
 
     def _sysreset(self, t: int, f: dict[str, Any]) -> None:
-        self.sysresets[f["cpu"]] = (t, bool(f.get("quiesced")))
+        self.sysresets[f["cpu"]] = (t, bool(f.get("quiesced")), str(f.get("by", "H_SIGNAL_SYS_RESET")))
         if f["cpu"] not in self.started:
             self.never_started.add(f["cpu"])
 
@@ -467,14 +468,21 @@ def failure_chain(facts: Facts) -> list[str]:
                          "answers from quiesced, so the kernel calls start-cpu.")
         lines.append(f"start-cpu for CPU {cpu} answered -1 (RTAS_OUT_HW_ERROR) at {_s(t)}: rtas_start_cpu "
                      "refuses a CPU that is not halted.")
-        if sysreset is not None and sysreset[1]:
+        if sysreset is not None and sysreset[1] and sysreset[2] == "spapr_nmi":
+            lines.append("a1c2dfee4f checks quiesced in h_signal_sys_reset only: spapr_nmi resets a quiesced CPU "
+                         "all the same (nmi_fix, a what-if, adds the check there).")
+        elif sysreset is not None and sysreset[1]:
             lines.append("a1c2dfee4f (sysreset_fix) leaves quiesced CPUs out of H_SIGNAL_SYS_RESET: the CPU stays "
                          "halted and start-cpu starts it.")
     return lines
 
 
-def _reset_line(cpu: int, reset: tuple[int, bool]) -> str:
+_RESET_BY = {"H_SIGNAL_SYS_RESET": "from H_SIGNAL_SYS_RESET: the kernel's NMI IPI when it crashes",
+             "spapr_nmi": "from spapr_nmi: the monitor's nmi, QMP inject-nmi"}
+
+
+def _reset_line(cpu: int, reset: tuple[int, bool, str]) -> str:
     state = " while quiesced (RTAS-stopped)" if reset[1] else ""
-    return (f"CPU {cpu} took a system reset at {_s(reset[0])}{state} (spapr_do_system_reset_on_cpu, from "
-            "H_SIGNAL_SYS_RESET: the kernel's NMI IPI when it crashes): ppc_cpu_do_system_reset cleared halted"
+    return (f"CPU {cpu} took a system reset at {_s(reset[0])}{state} (spapr_do_system_reset_on_cpu, "
+            f"{_RESET_BY.get(reset[2], reset[2])}): ppc_cpu_do_system_reset cleared halted"
             + ("; nothing clears quiesced." if reset[1] else "."))

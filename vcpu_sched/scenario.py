@@ -147,6 +147,7 @@ SCHEMA: dict[str, Field] = {
     "crash_cpu": Field(int, -1, MAX_SMP - 1, doc="kdump workload: the CPU that crashes (-1: drawn from the seed)"),
     "sysreset_fix": Field(bool, doc="a1c2dfee4f applied: H_SIGNAL_SYS_RESET skips quiesced (RTAS-stopped) CPUs"),
     "kdump_cpus": Field(int, 1, MAX_SMP, doc="CPUs the kdump kernel brings up (its maxcpus=; 1: RHEL's default)"),
+    "nmi_fix": Field(bool, doc="what-if, not upstream: spapr_nmi (inject-nmi) skips quiesced CPUs too"),
     "rtas_stopped_state": Field(bool, doc="with quiesced+migration: the cpu/rtas_stopped subsection is sent "
                                           "(false: machine types pseries-10.0 and older, streams from < 10.0)"),
     "boot_cpus": Field(int, 0, MAX_SMP, doc="CPUs the guest brings up at boot (0: all; the rest stay stopped)"),
@@ -231,6 +232,8 @@ def apply(base: RunSettings, overrides: dict[str, Any], where: str) -> RunSettin
         raise BadInput(f"{where}: accel: the s390x model has KVM only (its TCG SIGP path is not modelled)")
     if merged.machine == "s390-ccw-virtio" and any(command == "migrate" for _, command in merged.monitor):
         raise BadInput(f"{where}: monitor: migrate is modelled for the POWER machines only")
+    if merged.machine != "pseries" and any(command == "nmi" for _, command in merged.monitor):
+        raise BadInput(f"{where}: monitor: nmi is modelled for pseries only")
     if merged.machine == "powernv":
         if merged.accel != "tcg":
             raise BadInput(f"{where}: accel: the powernv machine does not support the KVM accelerator")

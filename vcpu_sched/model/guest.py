@@ -62,6 +62,7 @@ CPU_DIE_WARN_NS = 120_000_000_000  # pseries_cpu_die warns "didn't die after 120
 IPI_TIMEOUT_NS = 1_000_000_000
 NMI_IPI_WAIT_NS = 1_000_000_000  # crash_send_ipi: smp_send_nmi_ipi's delay_us (1 s)
 CRASH_IPI_TIMEOUT_NS = 10_000_000_000  # crash_kexec_prepare_cpus: IPI_TIMEOUT (10 s)
+PRIMARY_TIMEOUT_NS = 500_000_000  # crash_kexec_prepare_cpus after a system reset: mdelay(PRIMARY_TIMEOUT)
 HOLD_SPIN_NS = 3_600_000_000_000  # a hold loop with no timeout (kexec_wait, the secondaries' cpu_start)
 WORKLOAD_DELAY_NS = 200_000_000  # from "smp: Brought up" to the scenario's workload
 BUSY_LOOP_NS = 10_000_000_000  # the busy-loop workload's while (1);
@@ -156,12 +157,13 @@ class Crash:
     cpu: int  # crashing_cpu
     dt_cpus: tuple[int, ...]  # the device tree kexec hands the kdump kernel: the old kernel's CPU nodes
     nmi_pending: set[int]  # nmi_ipi_pending_mask
+    via_system_reset: bool = False  # is_via_system_reset: the others were reset too, no IPI is sent
     cpus_in_crash: int = 0
     kexec_flag: bool = False  # the other CPUs may leave kexec_wait for the new kernel's 0x60
 
     def key(self, index: Callable[[int], int]) -> tuple[Any, ...]:
         return (index(self.cpu), tuple(map(index, self.dt_cpus)), sorted(map(index, self.nmi_pending)),
-                self.cpus_in_crash, self.kexec_flag)
+                self.via_system_reset, self.cpus_in_crash, self.kexec_flag)
 
 
 # Guest-visible failures, each a verdict of its own (the exit status is 1 for all of them).
@@ -359,19 +361,25 @@ def kdump(machine: Machine) -> GuestProgram:
         yield Hcall(H_CEDE)
 
 
-def crash_kexec(machine: Machine, cpu_index: int) -> GuestProgram:
+def crash_kexec(machine: Machine, cpu_index: int, via_system_reset: bool = False) -> GuestProgram:
     """The panic on `cpu_index`: default_machine_crash_shutdown -> crash_kexec_prepare_cpus sends every
-    other CPU an NMI IPI (pseries_cause_nmi_ipi: H_SIGNAL_SYS_RESET to all but itself), waits for the
-    pending mask to empty and for the online CPUs to enter crash_ipi_callback, then kexecs into the
-    kdump kernel here, releasing the others from kexec_wait."""
+    other CPU an NMI IPI (pseries_cause_nmi_ipi: H_SIGNAL_SYS_RESET to all but itself) - unless the crash
+    came from a system reset, which reached the others too: then it only waits PRIMARY_TIMEOUT - waits
+    for the online CPUs to enter crash_ipi_callback, then kexecs into the kdump kernel here, releasing
+    the others from kexec_wait."""
     mem, out = machine.guest_memory, machine.outcome
-    yield console("sysrq: Trigger a crash")
-    yield console(f"Kernel panic - not syncing: sysrq triggered crash (CPU: {cpu_index})")
+    if not via_system_reset:
+        yield console("sysrq: Trigger a crash")
+        yield console(f"Kernel panic - not syncing: sysrq triggered crash (CPU: {cpu_index})")
     ncpus = len(out.online - {cpu_index})
-    crash = mem.crash = Crash(cpu_index, tuple(mem.dt_cpus), set(out.online - {cpu_index}))
+    crash = mem.crash = Crash(cpu_index, tuple(mem.dt_cpus), set(), via_system_reset)
     yield console("Sending IPI to other CPUs")
-    yield Hcall(H_SIGNAL_SYS_RESET, (H_SIGNAL_SYS_RESET_ALLBUTSELF,))
-    yield SpinUntil(lambda: not crash.nmi_pending, NMI_IPI_WAIT_NS, "nmi_ipi_pending_mask")
+    if via_system_reset:
+        yield Compute(PRIMARY_TIMEOUT_NS, "mdelay(PRIMARY_TIMEOUT)")
+    else:
+        crash.nmi_pending |= out.online - {cpu_index}
+        yield Hcall(H_SIGNAL_SYS_RESET, (H_SIGNAL_SYS_RESET_ALLBUTSELF,))
+        yield SpinUntil(lambda: not crash.nmi_pending, NMI_IPI_WAIT_NS, "nmi_ipi_pending_mask")
     responded = yield SpinUntil(lambda: crash.cpus_in_crash >= ncpus, CRASH_IPI_TIMEOUT_NS, "cpus_in_crash")
     if responded:
         yield console("IPI complete")
@@ -389,16 +397,22 @@ def crash_kexec(machine: Machine, cpu_index: int) -> GuestProgram:
 def system_reset_program(machine: Machine, cpu_index: int) -> GuestProgram:
     """The kernel's FWNMI system-reset handler (system_reset_exception -> pseries_system_reset_exception
     -> smp_handle_nmi_ipi): a CPU with an NMI IPI pending runs its function, crash_ipi_callback; any
-    other, during a crash, ends there through die() -> crash_kexec_secondary. The handler's first step
+    other calls crash_kexec: the first CPU there crashes (the kdump path of a hypervisor NMI); the others,
+    whose kexec lock is taken, go through crash_kexec_secondary to crash_ipi_callback. The handler's first step
     loads the paca from SPRG_PACA, which a CPU holds only once the kernel has started it: a CPU that
     QEMU resets without the kernel ever starting it (a hotplugged one not yet onlined) runs on with
     SPRG_PACA = 0, in real mode, which the model does not follow - it stays in guest code, touching
     nothing the model holds."""
     mem = machine.guest_memory
-    crash = mem.crash
-    if crash is None or cpu_index not in mem.sprg_paca:
+    if cpu_index not in mem.sprg_paca:
         while True:
             yield Compute(BUSY_LOOP_NS, "system reset handler with no paca")
+    crash = mem.crash
+    if crash is None:  # a reset from the hypervisor (inject-nmi): crash_kexec, won by the first CPU here
+        yield from crash_kexec(machine, cpu_index, via_system_reset=True)
+        machine.guest_finished()
+        while True:
+            yield Hcall(H_CEDE)
     crash.nmi_pending.discard(cpu_index)
     crash.cpus_in_crash += 1
     mem.changed.broadcast()
@@ -503,6 +517,14 @@ def hotplug_kdump(machine: Machine) -> GuestProgram:
     yield from kdump(machine)
 
 
+def idle(machine: Machine) -> GuestProgram:
+    """The guest idles - a stand-in for a guest that no longer answers - until the hypervisor's NMI
+    (`nmi` on the monitor, QMP inject-nmi, `virsh inject-nmi`) sends it into its kdump kernel."""
+    yield console("idle: waiting for an NMI")
+    while True:
+        yield Hcall(H_CEDE)
+
+
 def busy_loop(machine: Machine) -> GuestProgram:
     """A task that spins in guest code on the boot CPU (`while (1);` in a kernel thread, QEMU issue 650's
     reproducer) for BUSY_LOOP_NS: no hcall, no exception, nothing that leaves the accelerator."""
@@ -528,6 +550,7 @@ WORKLOADS: dict[str, Callable[[Machine], GuestProgram]] = {
     "busy-loop": busy_loop,
     "hotplug-online": hotplug_online,
     "hotplug-kdump": hotplug_kdump,
+    "idle": idle,
 }
 
 
@@ -622,12 +645,16 @@ def program_at(machine: Machine, cpu_index: int, nip: int) -> GuestProgram | Non
         if nip == SECONDARY_IDLE_ENTRY:
             return idle_thread_program(machine, cpu_index)
         return None
+    kernel_runs = bool(machine.guest_memory.sprg_paca)
+    # 0x100 is both QEMU's entry point and the system-reset vector: once a kernel runs, a reset that finds
+    # no FWNMI handler lands in the kernel's own 0x100 handler; before, only the boot CPU has a program
+    # there (a reset of another CPU inside the firmware is not modelled).
+    if nip == machine.spapr.fwnmi_system_reset_addr or (nip == SPAPR_ENTRY_POINT and kernel_runs):
+        return system_reset_program(machine, cpu_index)
     if nip == SPAPR_ENTRY_POINT:
-        return boot_cpu_program(machine)
+        return boot_cpu_program(machine) if cpu_index == 0 else None
     if nip == GENERIC_SECONDARY_SMP_INIT:
         return secondary_program(machine, cpu_index)
-    if nip == machine.spapr.fwnmi_system_reset_addr:
-        return system_reset_program(machine, cpu_index)
     return None
 
 

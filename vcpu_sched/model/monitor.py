@@ -29,7 +29,7 @@ from .rcu import drain_call_rcu
 if TYPE_CHECKING:
     from .machine import Machine
 
-COMMANDS = ("system_reset", "stop", "cont", "migrate", "info registers", "device_add")
+COMMANDS = ("system_reset", "stop", "cont", "migrate", "info registers", "device_add", "nmi")
 
 # CPUPPCState fields in the migration stream (target/ppc/machine.c vmstate_ppc_cpu, the parts modelled).
 _MIGRATED_ENV = ("msr", "lpcr", "psscr", "nip", "gpr3", "entry_gen", "pending_interrupts", "decr", "tb_offset",
@@ -53,6 +53,8 @@ def monitor_command(machine: Machine, command: str) -> Generator[Effect, Any, No
         error = yield from qmp_device_add(machine, hmp_device_options(command))
         if error is not None:
             machine.trace("monitor_error", command=command, error=error)
+    elif command == "nmi":  # hmp_nmi -> qmp_inject_nmi -> nmi_monitor_handle -> spapr_nmi
+        machine.spapr.spapr_nmi()
     elif command == "info registers":
         # hmp_info_registers without -a: only the monitor's current CPU (the first) is synchronised (D12).
         yield from cpu_synchronize_state(machine.cpus[0])

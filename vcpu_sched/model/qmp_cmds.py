@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "stop": ({}, {}), "cont": ({}, {}), "system_reset": ({}, {}), "quit": ({}, {}),
     "human-monitor-command": ({"command-line": str}, {"cpu-index": int}),
     "query-version": ({}, {}), "query-name": ({}, {}), "query-kvm": ({}, {}), "query-yank": ({}, {}),
-    "query-commands": ({}, {}),
+    "query-commands": ({}, {}), "inject-nmi": ({}, {}),
     "device_add": ({}, {"driver": str, "id": str, "bus": str, "core-id": int}),
     "yank": ({"instances": list}, {}), "migrate-pause": ({}, {}), "migrate-recover": ({"uri": str}, {}),
 }
@@ -104,6 +104,9 @@ def hmp(machine: Machine, command_line: str) -> str:
     if words[:2] == ["info", "cpus"]:
         return "".join(f"{'*' if cpu.cpu_index == 0 else ' '} CPU #{cpu.cpu_index}: "
                        f"thread_id={machine.thread_ids.get(cpu.name, 0)}\r\n" for cpu in machine.cpus)
+    if words == ["nmi"] and machine.settings.machine == "pseries":
+        machine.spapr.spapr_nmi()  # hmp_nmi
+        return ""
     return f"unknown command: '{command_line}'\r\n"
 
 
@@ -145,6 +148,11 @@ def qmp_dispatch(machine: Machine, name: str, args: dict[str, Any]) -> Generator
     if name == "quit":
         machine.qmp_event("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
         machine.quit_requested = True
+        return {}
+    if name == "inject-nmi":
+        if machine.settings.machine != "pseries":
+            raise QmpError("GenericError", "This command is not currently supported")
+        yield from monitor_command(machine, "nmi")
         return {}
     if name == "device_add":  # 'gen': false in the schema: qmp_device_add checks the arguments itself
         error = yield from qmp_device_add(machine, args)

@@ -2,9 +2,8 @@
 
 Mirrors what Linux 6.12 does on pseries (arch/powerpc/kernel/prom_init.c, setup_64.c
 `configure_exceptions`, platforms/pseries/smp.c `smp_startup_cpu`, kernel/smp.c `__cpu_up`,
-kernel/smp.c `smp_init`; a crash: arch/powerpc/kexec/crash.c `crash_kexec_prepare_cpus`,
-`crash_ipi_callback`, kernel/traps.c `system_reset_exception`, kernel/misc_64.S `kexec_wait`) and the
-order seen in a real TCG boot (reference §12). A program is a
+kernel/smp.c `smp_init`) and the order seen in a real TCG boot (reference §12); a crash and the kdump
+kernel are kdump.py's. A program is a
 generator of guest operations; whoever executes the guest (FakeKvm's KVM_RUN or the TCG loop)
 interprets them, and an hcall that the kernel does not handle becomes an exit to QEMU.
 
@@ -31,8 +30,6 @@ from .spapr_abi import (
     H_SET_MODE,
     H_SET_MODE_RESOURCE_ADDR_TRANS_MODE,
     H_SET_MODE_RESOURCE_LE,
-    H_SIGNAL_SYS_RESET,
-    H_SIGNAL_SYS_RESET_ALLBUTSELF,
     KVMPPC_H_CAS,
     KVMPPC_H_RTAS,
     LINUX_CAS_PVRS,
@@ -50,6 +47,7 @@ from .spapr_abi import (
 )
 
 if TYPE_CHECKING:
+    from .kdump import Crash
     from .machine import Machine
 
 GENERIC_SECONDARY_SMP_INIT = 0xC000000000000080 & 0x0FFFFFFFFFFFFFFF  # __pa(generic_secondary_smp_init)
@@ -60,10 +58,6 @@ BOOT_SPIN_NS = 5_000_000_000  # __cpu_up's callin wait during boot (boot_spin_ms
 RUNTIME_SPIN_NS = 100_000_000_000  # at run time: 1 ms of spinning, then sleep-polling for up to 100 s
 CPU_DIE_WARN_NS = 120_000_000_000  # pseries_cpu_die warns "didn't die after 120 seconds"
 IPI_TIMEOUT_NS = 1_000_000_000
-NMI_IPI_WAIT_NS = 1_000_000_000  # crash_send_ipi: smp_send_nmi_ipi's delay_us (1 s)
-CRASH_IPI_TIMEOUT_NS = 10_000_000_000  # crash_kexec_prepare_cpus: IPI_TIMEOUT (10 s)
-PRIMARY_TIMEOUT_NS = 500_000_000  # crash_kexec_prepare_cpus after a system reset: mdelay(PRIMARY_TIMEOUT)
-HOLD_SPIN_NS = 3_600_000_000_000  # a hold loop with no timeout (kexec_wait, the secondaries' cpu_start)
 WORKLOAD_DELAY_NS = 200_000_000  # from "smp: Brought up" to the scenario's workload
 BUSY_LOOP_NS = 10_000_000_000  # the busy-loop workload's while (1);
 HOTPLUG_WAIT_NS = 60_000_000_000  # hotplug-online: how long the guest waits for a CPU to be added
@@ -148,22 +142,6 @@ class GuestMemory:
         self.sprg_paca.clear()
         self.cpu_start.clear()
         self.crash = None
-
-
-@dataclass(eq=False, repr=False)
-class Crash:
-    """What a crashing kernel shares with its other CPUs (arch/powerpc/kexec/crash.c, misc_64.S)."""
-
-    cpu: int  # crashing_cpu
-    dt_cpus: tuple[int, ...]  # the device tree kexec hands the kdump kernel: the old kernel's CPU nodes
-    nmi_pending: set[int]  # nmi_ipi_pending_mask
-    via_system_reset: bool = False  # is_via_system_reset: the others were reset too, no IPI is sent
-    cpus_in_crash: int = 0
-    kexec_flag: bool = False  # the other CPUs may leave kexec_wait for the new kernel's 0x60
-
-    def key(self, index: Callable[[int], int]) -> tuple[Any, ...]:
-        return (index(self.cpu), tuple(map(index, self.dt_cpus)), sorted(map(index, self.nmi_pending)),
-                self.via_system_reset, self.cpus_in_crash, self.kexec_flag)
 
 
 # Guest-visible failures, each a verdict of its own (the exit status is 1 for all of them).
@@ -352,6 +330,8 @@ def kdump(machine: Machine) -> GuestProgram:
     crash = machine.settings.crash_cpu
     if crash < 0 or crash not in out.online:
         crash = machine.rng.choice(sorted(out.online))
+    from .kdump import crash_kexec
+
     if crash == 0:
         yield from crash_kexec(machine, 0)
         return
@@ -359,109 +339,6 @@ def kdump(machine: Machine) -> GuestProgram:
     yield Hcall(H_IPI, (crash, 0xFF))
     while True:  # until the crashing CPU's NMI IPI reaches this one
         yield Hcall(H_CEDE)
-
-
-def crash_kexec(machine: Machine, cpu_index: int, via_system_reset: bool = False) -> GuestProgram:
-    """The panic on `cpu_index`: default_machine_crash_shutdown -> crash_kexec_prepare_cpus sends every
-    other CPU an NMI IPI (pseries_cause_nmi_ipi: H_SIGNAL_SYS_RESET to all but itself) - unless the crash
-    came from a system reset, which reached the others too: then it only waits PRIMARY_TIMEOUT - waits
-    for the online CPUs to enter crash_ipi_callback, then kexecs into the kdump kernel here, releasing
-    the others from kexec_wait."""
-    mem, out = machine.guest_memory, machine.outcome
-    if not via_system_reset:
-        yield console("sysrq: Trigger a crash")
-        yield console(f"Kernel panic - not syncing: sysrq triggered crash (CPU: {cpu_index})")
-    ncpus = len(out.online - {cpu_index})
-    crash = mem.crash = Crash(cpu_index, tuple(mem.dt_cpus), set(), via_system_reset)
-    yield console("Sending IPI to other CPUs")
-    if via_system_reset:
-        yield Compute(PRIMARY_TIMEOUT_NS, "mdelay(PRIMARY_TIMEOUT)")
-    else:
-        crash.nmi_pending |= out.online - {cpu_index}
-        yield Hcall(H_SIGNAL_SYS_RESET, (H_SIGNAL_SYS_RESET_ALLBUTSELF,))
-        yield SpinUntil(lambda: not crash.nmi_pending, NMI_IPI_WAIT_NS, "nmi_ipi_pending_mask")
-    responded = yield SpinUntil(lambda: crash.cpus_in_crash >= ncpus, CRASH_IPI_TIMEOUT_NS, "cpus_in_crash")
-    if responded:
-        yield console("IPI complete")
-    else:
-        yield console(f"ERROR: {ncpus - crash.cpus_in_crash} cpu(s) not responding")
-    yield console("kexec: Starting switchover sequence.")
-    yield Compute(30 * MS, "kexec_sequence: copy the kdump kernel's first 0x100 bytes to 0")
-    mem.cpu_start.clear()  # the new kernel's pacas and callin map
-    mem.callin_map.clear()
-    crash.kexec_flag = True
-    mem.changed.broadcast()
-    yield from kdump_kernel(machine, cpu_index)
-
-
-def system_reset_program(machine: Machine, cpu_index: int) -> GuestProgram:
-    """The kernel's FWNMI system-reset handler (system_reset_exception -> pseries_system_reset_exception
-    -> smp_handle_nmi_ipi): a CPU with an NMI IPI pending runs its function, crash_ipi_callback; any
-    other calls crash_kexec: the first CPU there crashes (the kdump path of a hypervisor NMI); the others,
-    whose kexec lock is taken, go through crash_kexec_secondary to crash_ipi_callback. The handler's first step
-    loads the paca from SPRG_PACA, which a CPU holds only once the kernel has started it: a CPU that
-    QEMU resets without the kernel ever starting it (a hotplugged one not yet onlined) runs on with
-    SPRG_PACA = 0, in real mode, which the model does not follow - it stays in guest code, touching
-    nothing the model holds."""
-    mem = machine.guest_memory
-    if cpu_index not in mem.sprg_paca:
-        while True:
-            yield Compute(BUSY_LOOP_NS, "system reset handler with no paca")
-    crash = mem.crash
-    if crash is None:  # a reset from the hypervisor (inject-nmi): crash_kexec, won by the first CPU here
-        yield from crash_kexec(machine, cpu_index, via_system_reset=True)
-        machine.guest_finished()
-        while True:
-            yield Hcall(H_CEDE)
-    crash.nmi_pending.discard(cpu_index)
-    crash.cpus_in_crash += 1
-    mem.changed.broadcast()
-    # crash_ipi_callback waits for time_to_dump, then kexec_smp_wait; the crashing CPU releases it at kexec.
-    while not (yield SpinUntil(lambda: crash.kexec_flag, HOLD_SPIN_NS, "kexec_wait")):
-        pass
-    # The new kernel's __secondary_hold, then generic_secondary_smp_init: a CPU whose hardware id is not
-    # in the kdump kernel's device tree finds no paca and goes back to kexec_wait.
-    if cpu_index not in crash.dt_cpus:
-        while True:
-            yield SpinUntil(lambda: False, HOLD_SPIN_NS, "kexec_wait")
-    while not (yield SpinUntil(lambda: cpu_index in mem.cpu_start, HOLD_SPIN_NS, "generic_secondary_smp_init")):
-        pass
-    yield from secondary_program(machine, cpu_index)
-
-
-def kdump_kernel(machine: Machine, cpu_index: int) -> GuestProgram:
-    """The kdump kernel's early boot on the crashing CPU up to its FWNMI registration (the lines
-    aef92d87c5 shows before the hang), its SMP bring-up (`maxcpus=` `kdump_cpus`: only itself by
-    default), then the rest of its boot."""
-    # early_setup -> configure_exceptions, as in every kernel: reloc-on exceptions (AIL=3), LE exceptions.
-    yield Hcall(H_SET_MODE, (3, H_SET_MODE_RESOURCE_ADDR_TRANS_MODE, 0, 0))
-    if machine.settings.guest_endian == "le":
-        yield Hcall(H_SET_MODE, (1, H_SET_MODE_RESOURCE_LE, 0, 0))
-    yield console("numa:   NODE_DATA [mem 0x47f33c80-0x47f3ffff]")
-    yield rtas(RTAS_IBM_NMI_REGISTER, 2, 1, SYSTEM_RESET_FWNMI, MACHINE_CHECK_FWNMI)  # pseries fwnmi_init
-    yield Compute(50 * MS, "the rest of the kdump kernel's boot up to smp_init")
-    yield from kdump_smp_init(machine, cpu_index)
-    yield console(f"kdump: kernel booted on CPU {cpu_index}, saving vmcore")
-
-
-def kdump_smp_init(machine: Machine, cpu_index: int) -> GuestProgram:
-    """smp_init in the kdump kernel: its logical CPU numbers follow the device tree it was given (early
-    prom.c early_init_dt_scan_cpus); it brings CPUs up in that order until `kdump_cpus` are online."""
-    mem, out = machine.guest_memory, machine.outcome
-    dt = list(mem.crash.dt_cpus) if mem.crash is not None else [cpu_index]
-    out.online = {cpu_index}
-    out.wanted = min(machine.settings.kdump_cpus, len(dt))
-    if out.wanted == 1:
-        return
-    yield console("smp: Bringing up secondary CPUs ...")
-    for n, hw in enumerate(dt):
-        if len(out.online) >= out.wanted:
-            break
-        if hw != cpu_index:
-            yield Compute(5 * MS, "cpu_up prepare, interrupt controller set-up")
-            yield from cpu_up(machine, n, BOOT_SPIN_NS, hw)
-    count = len(out.online)
-    yield console(f"smp: Brought up 1 node, {count} CPU{'s' if count != 1 else ''}")
 
 
 def online_rest(machine: Machine) -> GuestProgram:
@@ -624,6 +501,8 @@ def secondary_program(machine: Machine, cpu_index: int) -> GuestProgram:
             mem.ipi_acked[cpu_index] = mem.ipi_sent[cpu_index]
             mem.changed.broadcast()
         if mem.crash_request == cpu_index:
+            from .kdump import crash_kexec
+
             yield from crash_kexec(machine, cpu_index)
             machine.guest_finished()
             while True:
@@ -650,6 +529,8 @@ def program_at(machine: Machine, cpu_index: int, nip: int) -> GuestProgram | Non
     # no FWNMI handler lands in the kernel's own 0x100 handler; before, only the boot CPU has a program
     # there (a reset of another CPU inside the firmware is not modelled).
     if nip == machine.spapr.fwnmi_system_reset_addr or (nip == SPAPR_ENTRY_POINT and kernel_runs):
+        from .kdump import system_reset_program
+
         return system_reset_program(machine, cpu_index)
     if nip == SPAPR_ENTRY_POINT:
         return boot_cpu_program(machine) if cpu_index == 0 else None

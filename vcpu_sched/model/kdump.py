@@ -148,8 +148,8 @@ def kdump_kernel(machine: Machine, cpu_index: int) -> GuestProgram:
 
 
 def kdump_smp_init(machine: Machine, cpu_index: int) -> GuestProgram:
-    """smp_init in the kdump kernel: its logical CPU numbers follow the device tree it was given (early
-    prom.c early_init_dt_scan_cpus); it brings CPUs up in that order until `kdump_cpus` are online."""
+    """smp_init in the kdump kernel: its logical CPU numbers follow the device tree it was given
+    (kernel/prom.c early_init_dt_scan_cpus); it brings CPUs up in that order until `kdump_cpus` are online."""
     mem, out = machine.guest_memory, machine.outcome
     dt = list(mem.crash.dt_cpus) if mem.crash is not None else [cpu_index]
     out.online = {cpu_index}

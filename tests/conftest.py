@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,11 +36,17 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def logged_run(settings: RunSettings, tmp_path: Path, **changes: Any) -> tuple[str, list[dict[str, Any]]]:
-    """Run a variant of `settings` with a log under `tmp_path`: its verdict and its events."""
+def logged_result(settings: RunSettings, tmp_path: Path, **changes: Any) -> tuple[RunResult, list[dict[str, Any]]]:
+    """Run a variant of `settings` with a log under `tmp_path`: its result and its events."""
     log = tmp_path / "run.jsonl"
     result = runner.run(variant(settings, **changes), log)
-    return result.verdict, read_events(log)
+    return result, read_events(log)
+
+
+def logged_run(settings: RunSettings, tmp_path: Path, **changes: Any) -> tuple[str, list[dict[str, Any]]]:
+    """Run a variant of `settings` with a log under `tmp_path`: its verdict and its events."""
+    result, events = logged_result(settings, tmp_path, **changes)
+    return result.verdict, events
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float) -> None:
@@ -52,3 +60,24 @@ def wait_for(condition: Callable[[], object], timeout_s: float) -> None:
 async def run_in_test_clock(settings: RunSettings) -> RunResult:
     """Run inside the test's own Trio run, on its (autojump) clock."""
     return await TrioEngine(Machine(settings)).run_async()
+
+
+class Qemu:
+    """`vcpu-sched qemu ARGV -nographic` with a QMP socket and a log under `tmp`, started paused (-S) unless
+    `paused` is false; stdout and stderr go to files."""
+
+    def __init__(self, tmp: Path, *argv: str, paused: bool = True) -> None:
+        self.sock = tmp / "q.sock"
+        self.log = tmp / "run.jsonl"
+        self.out = tmp / "console.txt"
+        self.err = tmp / "stderr.txt"
+        with self.out.open("w") as out, self.err.open("w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "vcpu_sched", "qemu", "--log", str(self.log), *argv,
+                 *(["-S"] if paused else []), "-nographic", "-qmp", f"unix:{self.sock},server=on,wait=off"],
+                stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        wait_for(lambda: self.sock.exists() or self.proc.poll() is not None, 60)
+        assert self.proc.poll() is None, self.err.read_text()
+
+    def console(self) -> str:
+        return self.out.read_text()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import read_events, variant
+from tests.conftest import logged_result, read_events, variant
 from vcpu_sched import runner
 from vcpu_sched.analyze.logread import read_log
 from vcpu_sched.analyze.summary import summarise
@@ -17,9 +17,7 @@ from vcpu_sched.scenario import load
 
 
 def _run(tmp_path: Path, **changes: Any) -> tuple[RunResult, list[dict[str, Any]]]:
-    log = tmp_path / "run.jsonl"
-    result = runner.run(variant(load("spapr-hotplug-kdump").settings, **changes), log)
-    return result, read_events(log)
+    return logged_result(load("spapr-hotplug-kdump").settings, tmp_path, **changes)
 
 
 def _resets(events: list[dict[str, Any]]) -> dict[int, bool]:

@@ -22,29 +22,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import Qemu, wait_for
 
 qmp = pytest.importorskip("qemu.qmp")
 
 SEED_LINE = ["-M", "pseries,accel=kvm", "-smp", "32,sockets=1,cores=32,threads=1", "-cpu", "host", "-m", "32768"]
 TRANSCRIPT = Path(__file__).parent / "data" / "qmp-7.2" / "transcript.jsonl"
-
-
-class Qemu:
-    def __init__(self, tmp: Path, *argv: str) -> None:
-        self.sock = tmp / "q.sock"
-        self.log = tmp / "run.jsonl"
-        self.out = tmp / "console.txt"
-        self.err = tmp / "stderr.txt"
-        with self.out.open("w") as out, self.err.open("w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "vcpu_sched", "qemu", "--log", str(self.log), *argv, "-S", "-nographic",
-                 "-qmp", f"unix:{self.sock},server=on,wait=off"], stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        wait_for(lambda: self.sock.exists() or self.proc.poll() is not None, 60)
-        assert self.proc.poll() is None, self.err.read_text()
-
-    def console(self) -> str:
-        return self.out.read_text()
 
 
 @pytest.fixture

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.conftest import logged_run, run_in_test_clock, variant, wait_for
+from tests.conftest import Qemu, logged_run, run_in_test_clock, variant, wait_for
 from vcpu_sched.analyze.logread import read_log
 from vcpu_sched.analyze.summary import summarise
 from vcpu_sched.config import RunSettings
@@ -74,20 +72,15 @@ qmp = pytest.importorskip("qemu.qmp")
 def test_device_add_over_qmp(tmp_path: Path, force_rcu: bool) -> None:
     """A management tool's view: without the notifier device_add is never answered (out-of-band commands
     still are); with it, QEMU 7.2's own error comes back."""
-    sock, out = tmp_path / "q.sock", tmp_path / "console.txt"
-    with out.open("w") as console:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vcpu_sched", "qemu", "--scenario", "tcg-rcu-device-add", "--set",
-             f"force_rcu={str(force_rcu).lower()}", "--set", "monitor=[]", "-M", "pseries,accel=tcg", "-smp", "2",
-             "-nographic", "-qmp", f"unix:{sock},server=on,wait=off"],
-            stdout=console, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    q = Qemu(tmp_path, "--scenario", "tcg-rcu-device-add", "--set", f"force_rcu={str(force_rcu).lower()}",
+             "--set", "monitor=[]", "-M", "pseries,accel=tcg", "-smp", "2", paused=False)
     try:
-        wait_for(lambda: "busy-loop: CPU 0 spins" in out.read_text() or proc.poll() is not None, 60)
-        assert proc.poll() is None
+        wait_for(lambda: "busy-loop: CPU 0 spins" in q.console() or q.proc.poll() is not None, 60)
+        assert q.proc.poll() is None
 
         async def session() -> None:
             client = qmp.QMPClient("test")
-            await client.connect(str(sock))
+            await client.connect(str(q.sock))
             if force_rcu:
                 with pytest.raises(qmp.ExecuteError) as error:
                     await asyncio.wait_for(client.execute("device_add"), 5)
@@ -101,5 +94,5 @@ def test_device_add_over_qmp(tmp_path: Path, force_rcu: bool) -> None:
 
         asyncio.run(session())
     finally:
-        proc.kill()
-        proc.wait()
+        q.proc.kill()
+        q.proc.wait()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.conftest import logged_run, run_in_test_clock, variant, wait_for
+from tests.conftest import Qemu, logged_run, run_in_test_clock, variant, wait_for
 from vcpu_sched.analyze.logread import read_log
 from vcpu_sched.analyze.summary import summarise
 from vcpu_sched.config import RunSettings
@@ -104,22 +104,16 @@ def test_a_management_tool_sees_the_sigp_deadlock(tmp_path: Path) -> None:
     deadlock but the BQL is free, so QMP still answers - unlike the seed's hang - with s390x's shapes."""
     qmp = pytest.importorskip("qemu.qmp")
     import asyncio
-    import subprocess
-    import sys
 
-    sock, out = tmp_path / "q.sock", tmp_path / "console.txt"
-    with out.open("w") as console:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vcpu_sched", "qemu", "--watchdog", "1", "-M", "s390-ccw-virtio,accel=kvm",
-             "-smp", "2", "-cpu", "host", "-nographic", "-qmp", f"unix:{sock},server=on,wait=off"],
-            stdout=console, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    q = Qemu(tmp_path, "--watchdog", "1", "-M", "s390-ccw-virtio,accel=kvm", "-smp", "2", "-cpu", "host",
+             paused=False)
     try:
-        wait_for(lambda: "Brought up 1 node, 2 CPUs" in out.read_text() or proc.poll() is not None, 60)
-        assert proc.poll() is None
+        wait_for(lambda: "Brought up 1 node, 2 CPUs" in q.console() or q.proc.poll() is not None, 60)
+        assert q.proc.poll() is None
 
         async def session() -> None:
             client = qmp.QMPClient("test")
-            await client.connect(str(sock))
+            await client.connect(str(q.sock))
             cpus = await asyncio.wait_for(client.execute("query-cpus-fast"), 5)
             assert [(c["target"], c["cpu-state"]) for c in cpus] == [("s390x", "operating")] * 2
             hotpluggable = await asyncio.wait_for(client.execute("query-hotpluggable-cpus"), 5)
@@ -131,6 +125,6 @@ def test_a_management_tool_sees_the_sigp_deadlock(tmp_path: Path) -> None:
 
         asyncio.run(session())
     finally:
-        proc.kill()
-        _, err = proc.communicate()
-    assert "cross run_on_cpu deadlock" in err
+        q.proc.kill()
+        q.proc.wait()
+    assert "cross run_on_cpu deadlock" in q.err.read_text()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import logged_result, read_events, variant
+from tests.conftest import logged_result, variant
 from vcpu_sched import runner
 from vcpu_sched.analyze.logread import read_log
 from vcpu_sched.analyze.summary import summarise
@@ -77,10 +77,8 @@ def test_where_the_query_answers_from_halted_the_commits_own_lines_come_out(tmp_
 
 def test_an_injected_nmi_resets_quiesced_cpus_even_with_a1c2dfee4f(tmp_path: Path) -> None:
     """spapr-nmi-kdump: `nmi` (QMP inject-nmi) goes through spapr_nmi, which a1c2dfee4f left alone."""
-    log = tmp_path / "nmi.jsonl"
-    result = runner.run(load("spapr-nmi-kdump").settings, log)
+    result, events = logged_result(load("spapr-nmi-kdump").settings, tmp_path)
     assert result.settings.sysreset_fix and result.verdict == "bad-rtas-answer"
-    events = read_events(log)
     resets = {e["cpu"]: (e["quiesced"], e["by"]) for e in events if e["event"] == "spapr_do_system_reset_on_cpu"}
     assert resets == {0: (False, "spapr_nmi"), 1: (False, "spapr_nmi"), 2: (True, "spapr_nmi"),
                       3: (True, "spapr_nmi")}

@@ -48,7 +48,8 @@ def _add_variant_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fix", choices=FIXES)
     parser.add_argument("--timebase-reset", choices=TIMEBASE_RESETS)
     parser.add_argument("--qemu-version", choices=QEMU_VERSIONS,
-                        help="the vCPU loop of QEMU 10.0 (qemu_wait_io_event) or 10.2 (qemu_process_cpu_events)")
+                        help="the model at this QEMU release: its vCPU loop and each modelled fix it contains "
+                             "(--fix, --timebase-reset and --set still win)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                         help="any scenario setting (README: scenario files), e.g. --set loops=3")
 
@@ -208,6 +209,10 @@ def _settings(args: argparse.Namespace, extra: dict[str, Any]) -> tuple[RunSetti
                 raise BadInput(f"--{key} {given} contradicts --qemu, which gives {key}={overrides[key]}")
     if imported and imported.ignored:
         print(f"vcpu-sched: ignored (not modelled): {', '.join(imported.ignored)}", file=sys.stderr)
+    if args.qemu_version is not None:  # the model at that release; explicit options below still win
+        from .versions import profile
+
+        overrides |= profile(args.qemu_version)
     overrides |= {k: v for k, v in {
         "smp": args.smp, "accel": args.accel, "cpu": args.cpu, "fix": args.fix,
         "timebase_reset": args.timebase_reset, "qemu_version": args.qemu_version, **extra}.items() if v is not None}

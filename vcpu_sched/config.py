@@ -6,11 +6,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .engine import ENGINES as ENGINE_REGISTRY
+from .versions import RELEASES
 
-# "10.0": the seed's Tested-by (9.2.90 / 10.0), qemu_wait_io_event; "10.2": after 871de7078f (rename to
-# qemu_process_cpu_events, September 2025) and 9a191d3782 (it clears exit_request first; kvm_cpu_exec and
-# tcg_cpu_exec no longer do).
-QEMU_VERSIONS = ("10.0", "10.2")
+# The vCPU loop of a release (versions.py): before 10.2 (the seed's Tested-by is 9.2.90 / 10.0),
+# qemu_wait_io_event; from 10.2, after 871de7078f (rename to qemu_process_cpu_events, September 2025) and
+# 9a191d3782 (it clears exit_request first; kvm_cpu_exec and tcg_cpu_exec no longer do).
+QEMU_VERSIONS = RELEASES
 FIXES = ("none", "quiesced", "quiesced+migration", "lpcr-sync", "quiesced+lpcr-sync")
 WORKLOADS = ("none", "ipi-check", "offline-online", "smt-off-on", "offline-kdump", "smt-off-kdump", "kdump",
              "online-rest", "busy-loop", "hotplug-online", "hotplug-kdump", "idle", "sigp-cross")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .model.ppc import CPU_MODELS, decode_lpcr
+from .versions import RELEASES, cpu_events_function
 
 NS = 1_000_000_000
 
@@ -86,7 +87,7 @@ class Facts:
     def for_log(cls, settings: dict[str, Any]) -> Facts:
         """Facts for a log whose run_start carried `settings` (values checked, defaults for old logs)."""
         return cls(str(settings.get("cpu", "POWER10")), str(settings.get("accel", "kvm")),
-                   CPU_EVENTS.get(str(settings.get("qemu_version")), CPU_EVENTS["10.0"]))
+                   _cpu_events(settings.get("qemu_version")))
 
     def cpu(self, index: int) -> CpuFacts:
         facts = self.cpus.get(index)
@@ -283,7 +284,9 @@ _SYNC_CALLERS = {
 
 # The events the explanation reads live: the engine gives the BQL's waits and holder itself, so the
 # BQL's own events are read only from a log.
-CPU_EVENTS = {"10.0": "qemu_wait_io_event", "10.2": "qemu_process_cpu_events"}  # qemu_version -> function
+def _cpu_events(version: Any) -> str:
+    """The vCPU loop's function for a log's qemu_version (the old loop when it is missing or unknown)."""
+    return cpu_events_function(version) if version in RELEASES else cpu_events_function("10.0")
 LIVE_FACT_EVENTS = frozenset(name for name, (_, key, _) in _HANDLERS.items() if key != "thread")
 
 

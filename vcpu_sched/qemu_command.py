@@ -26,6 +26,7 @@ from .engine.core import QUIT_REASON
 from .errors import BadInput, RunKilled
 from .model.machine import Machine
 from .result import RunResult
+from .versions import profile
 
 OURS = {"--fix": True, "--seed": True, "--log": True, "--log-format": True, "--deadline": True,
         "--watchdog": True, "--scenario": True, "--timebase-reset": True, "--no-fast-forward": False,
@@ -67,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fast-forward", action="store_true")
     p.add_argument("--engine", choices=("trio", "threads"), default="trio",
                    help="threads: one OS thread per QEMU thread, so thread-id is each vCPU's own")
-    p.add_argument("--qemu-version", choices=QEMU_VERSIONS, help="the vCPU loop of QEMU 10.0 (default) or 10.2")
+    p.add_argument("--qemu-version", choices=QEMU_VERSIONS, help="the model at this QEMU release (its loop and fixes)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="any scenario setting, e.g. --set kernel_irqchip=false")
     return p
@@ -94,7 +95,10 @@ def qemu_main(argv: list[str]) -> int:
         print("vcpu-sched: warning: no -qmp: nothing can talk to this QEMU", file=sys.stderr)
     scenario = load(args.scenario or default_scenario(line.machine_type))
     check_machine(scenario, line.machine_type, "the command line")
-    overrides: dict[str, Any] = dict(line.overrides) | {
+    overrides: dict[str, Any] = dict(line.overrides)
+    if args.qemu_version is not None:  # the model at that release; --fix, --set below still win
+        overrides |= profile(args.qemu_version)
+    overrides |= {
         "clock": "real", "engine": args.engine, "time_scale": 1.0,
         "deadline_s": args.deadline, "wall_deadline_s": min(args.deadline, 3600.0),
         **{k: v for k, v in {"fix": args.fix, "seed": args.seed, "watchdog_s": args.watchdog,

@@ -35,11 +35,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from ..errors import ModelError
-from ..explain import CPU_EVENTS, LIVE_FACT_EVENTS, Facts, failure_chain
+from ..explain import LIVE_FACT_EVENTS, Facts, failure_chain
 from ..model.cpus import CPUState
 from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCond, Spend
 from ..result import Lockup, RunResult
 from ..verdicts import STUCK_CPU
+from ..versions import cpu_events_function
 from .bql import BqlBook
 from .watchdog import Watchdog
 
@@ -124,7 +125,7 @@ class EngineCore:
         self.book = BqlBook(self.machine.trace, self.now_ns, self.machine.traced)
         self.bql = self.book.stats
         self.rng = random.Random(f"engine:{settings.seed}")
-        self.facts = Facts(settings.cpu, settings.accel, CPU_EVENTS[settings.qemu_version])
+        self.facts = Facts(settings.cpu, settings.accel, cpu_events_function(settings.qemu_version))
         outer, feed = self.machine.tracer, self.facts.feed
 
         def tap(event: str, t_ns: int, fields: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..versions import new_loop
 from .effects import CondWait, Effect, QemuCond
 
 if TYPE_CHECKING:
@@ -243,7 +244,7 @@ def _sleep_while_idle(cpu: CPUState, function: str) -> Generator[Effect, Any, No
 
 def cpu_events(cpu: CPUState) -> Generator[Effect, Any, None]:
     """What a vCPU thread's loop calls after running guest code, in the chosen QEMU version."""
-    if cpu.machine.settings.qemu_version == "10.0":
+    if not new_loop(cpu.machine.settings.qemu_version):
         return qemu_wait_io_event(cpu)
     return qemu_process_cpu_events(cpu)
 

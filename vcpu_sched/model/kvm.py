@@ -24,6 +24,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ..versions import new_loop
 from .accel import execute_guest
 from .cpus import (
     EXCP_DEBUG,
@@ -378,7 +379,7 @@ def kvm_arch_handle_exit(cpu: CPUState, run: KvmExit) -> Generator[Effect, Any, 
 def kvm_cpu_exec(cpu: CPUState) -> Generator[Effect, Any, int]:
     """accel/kvm/kvm-all.c kvm_cpu_exec (called and returning with the BQL held)."""
     machine = cpu.machine
-    old_loop = machine.settings.qemu_version == "10.0"  # 9a191d3782 moved the clears below to cpu_events
+    old_loop = not new_loop(machine.settings.qemu_version)  # 9a191d3782 moved the clears below to cpu_events
     arch = machine.arch
     if arch.kvm_arch_process_async_events(cpu):
         if old_loop:

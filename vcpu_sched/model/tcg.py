@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
+from ..versions import new_loop
 from .accel import execute_guest
 from .cpus import (
     CPU_INTERRUPT_HARD,
@@ -91,7 +92,7 @@ def _cpu_exec_loop(cpu: CPUState) -> Generator[Effect, Any, int]:
     while True:
         op = yield from execute_guest(cpu, runner, lambda: cpu.exit_request)
         if op is None:
-            if machine.settings.qemu_version == "10.0":  # cpu_handle_interrupt's clear, gone in 9a191d3782
+            if not new_loop(machine.settings.qemu_version):  # cpu_handle_interrupt's clear, gone in 9a191d3782
                 cpu.exit_request = False
             return EXCP_INTERRUPT
         assert runner is not None
@@ -130,7 +131,7 @@ def mttcg_cpu_thread_fn(cpu: CPUState) -> Generator[Effect, Any, None]:
         if cpu_can_run(cpu):
             yield BqlUnlock("mttcg_cpu_thread_fn")
             yield from tcg_cpu_exec(cpu)
-            if machine.settings.qemu_version == "10.0":  # tcg_cpu_exec's clear, gone in 9a191d3782
+            if not new_loop(machine.settings.qemu_version):  # tcg_cpu_exec's clear, gone in 9a191d3782
                 cpu.exit_request = False
             yield BqlLock("mttcg_cpu_thread_fn")
         yield from cpu_events(cpu)

@@ -123,11 +123,30 @@ def _explore_options(explore: argparse.ArgumentParser) -> None:
     explore.add_argument("--json", action="store_true", help="print the counts, bounds and failure as JSON")
 
 
+def _real_options(real: argparse.ArgumentParser) -> None:
+    _add_variant_options(real)
+    real.add_argument("--qemu-binary", metavar="PATH",
+                      help="the QEMU to run (default: qemu-system-ppc64 on PATH; tools/dev.py real-qemu sets up more)")
+    real.add_argument("--seed", type=int, help="draws when the monitor acts and which CPU crashes")
+    real.add_argument("--deadline", type=float, default=600.0, metavar="SECONDS",
+                      help="wall seconds before the real run is cut short (600)")
+    real.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    real.add_argument("--expect", choices=VERDICTS, help="exit 0 exactly when the real verdict is this")
+    real.add_argument("--quiet", action="store_true", help="do not print the guest console")
+
+
 def _matrix_options(matrix: argparse.ArgumentParser) -> None:
     matrix.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every file in scenarios/")
     matrix.add_argument("--json", action="store_true", help="print the rows as one JSON object")
     matrix.add_argument("--jobs", type=int, help="worker processes (default: one per core)")
     matrix.add_argument("--engine", choices=ENGINES, default="trio", help="the engine every run uses")
+    matrix.add_argument("--against", choices=("real",),
+                        help="real: each row a TCG QEMU can run, on each --qemu-binary, beside the model at its "
+                             "release")
+    matrix.add_argument("--qemu-binary", action="append", default=[], metavar="PATH",
+                        help="with --against real: a QEMU to run the rows on (repeatable; default qemu-system-ppc64)")
+    matrix.add_argument("--deadline", type=float, default=600.0, metavar="SECONDS",
+                        help="with --against real: wall seconds before one real run is cut short (600)")
     _add_scenario_dirs(matrix)
 
 
@@ -170,6 +189,8 @@ COMMANDS = {
     "run": ("run a scenario to a verdict", _run_options),
     "explore": ("search the schedules of a scenario for a lockup or a failure", _explore_options),
     "matrix": ("every scenario x its variants: expected against actual verdicts", _matrix_options),
+    "real": ("run a scenario on a real qemu-system-ppc64 with a real Linux guest, beside the model",
+             _real_options),
     "sweep": ("run a range of seeds, count verdicts, keep the unexpected ones in a seed database", _sweep_options),
     "qemu": ("run a qemu-system-ppc64 command line as a process serving QMP (vcpu-sched qemu --help)",
              lambda parser: None),
@@ -227,6 +248,21 @@ _REPLAY_FIXES = (("scenario", "SCENARIO"), ("smp", "--smp"), ("accel", "--accel"
                  ("sets", "--set"), ("qemu", "--qemu"),
                  ("seed", "--seed"), ("watchdog", "--watchdog"), ("deadline", "--deadline"), ("clock", "--clock"),
                  ("engine", "--engine"), ("no_fast_forward", "--no-fast-forward"))
+
+
+def _explicit(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings this command line names itself (options and --set), as a scenario variant."""
+    out = {k: v for k, v in {"smp": args.smp, "accel": args.accel, "cpu": args.cpu, "fix": args.fix,
+                             "timebase_reset": args.timebase_reset}.items() if v is not None}
+    out.update(parse_set(item) for item in args.sets)
+    return out
+
+
+def _real(args: argparse.Namespace) -> int:
+    from .real.command import real_main
+
+    settings, _ = _settings(args, {"seed": args.seed})
+    return real_main(args, settings, _explicit(args))
 
 
 def _check_run_options(args: argparse.Namespace) -> None:
@@ -368,6 +404,14 @@ def _matrix(args: argparse.Namespace) -> int:
 
     if args.jobs is not None and args.jobs < 1:
         raise BadInput("--jobs: must be at least 1")
+    if args.against == "real":
+        if args.engine != "trio":
+            raise BadInput("--engine: a matrix against real runs the model on its default engine")
+        from .real.against import matrix_against_main
+
+        return matrix_against_main(args)
+    if args.qemu_binary:
+        raise BadInput("--qemu-binary: add --against real")
     start = time.perf_counter()
     results = run_matrix(args.scenarios, args.jobs, args.engine)
     wall = time.perf_counter() - start
@@ -451,6 +495,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return analyze_main(args)
     if args.command == "matrix":
         return _matrix(args)
+    if args.command == "real":
+        return _real(args)
     if args.command == "explore":
         return _explore(args)
     if args.command == "sweep":

@@ -1,0 +1,110 @@
+"""Real runs without a binary: which rows have a real counterpart, the QEMU command line, the guest's
+/init, the initramfs format and the console read as verdicts."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vcpu_sched.matrix import rows_for
+from vcpu_sched.real import guest
+from vcpu_sched.real.kit import Cpio
+from vcpu_sched.real.plan import NotRun, plan
+from vcpu_sched.real.verdict import Reading, failures, verdict
+from vcpu_sched.scenario import apply, load, scenario_names
+
+
+def _plan(name: str, release: str = "11.1", **variant: object):  # type: ignore[no-untyped-def]
+    scenario = load(name)
+    return plan(apply(scenario.settings, dict(variant), "test"), dict(variant), release)
+
+
+def test_the_migration_finding_runs_on_pseries_10_0_and_the_subsection_on_pseries() -> None:
+    finding = _plan("spapr-migrate-from-9.2")
+    assert finding.machine_type == "pseries-10.0"
+    assert "maxcpus=2" in finding.script.cmdline
+    assert finding.model.fix == "quiesced+migration" and finding.model.qemu_version == "11.1"
+    assert _plan("spapr-migrate-from-9.2", rtas_stopped_state=True).machine_type == "pseries"
+    # before 628bda1ab7 there is no subsection to leave out: the machine type stays the default
+    assert _plan("spapr-migrate-from-9.2", "7.2").machine_type == "pseries"
+
+
+@pytest.mark.parametrize(("name", "variant", "reason"), [
+    ("spapr-rtas-stopped", {}, "accel=kvm needs a POWER host"),
+    ("spapr-nmi-kdump", {"accel": "tcg", "nmi_fix": True}, "nmi_fix=true is a what-if"),
+    ("spapr-migrate-from-9.2", {"fix": "quiesced"}, r"needs fix=quiesced; QEMU 11.1 has fix=quiesced\+migration"),
+    ("powernv-core-stop-start", {}, "only pseries guests"),
+    ("spapr-rtas-stopped", {"accel": "tcg", "fix": "lpcr-sync"}, "needs fix=lpcr-sync"),
+])
+def test_rows_without_a_real_counterpart_say_why(name: str, variant: dict[str, object], reason: str) -> None:
+    with pytest.raises(NotRun, match=reason):
+        _plan(name, **variant)
+
+
+def test_every_tcg_pseries_row_either_plans_or_says_why() -> None:
+    planned = 0
+    for name in scenario_names():
+        for row in rows_for(load(name)):
+            try:
+                p = plan(row.settings, row.variant, "11.1")
+            except NotRun as e:
+                assert str(e)
+                continue
+            planned += 1
+            assert p.argv_tail[p.argv_tail.index("-machine") + 1].endswith("accel=tcg")
+    assert planned >= 20
+
+
+def test_each_monitor_pattern_waits_after_its_marker() -> None:
+    for name in scenario_names():
+        settings = load(name).settings
+        if settings.machine != "pseries" or not settings.monitor:
+            continue
+        lines = guest.workload_lines(dataclasses.replace(settings, accel="tcg"))
+        placed = guest.place_waits(lines, [pattern for pattern, _ in settings.monitor])
+        assert placed.count("wait_monitor") == len(settings.monitor)
+        for pattern, _ in settings.monitor:
+            marker = next((i for i, line in enumerate(placed) if pattern in line and line.startswith("echo")), None)
+            # a marker of the script waits right after it; a kernel line (before /init) waits at the start
+            assert placed[marker + 1 if marker is not None else 0] == "wait_monitor", (name, pattern)
+
+
+def test_the_script_onlines_what_the_boot_left_stopped() -> None:
+    script = _plan("spapr-migrate-from-9.2").script
+    assert "cpu_on 2\ncpu_on 3" in script.init
+    assert script.init.index("wait_monitor") < script.init.index("cpu_on 2")  # migrate before onlining
+    kdump = _plan("spapr-nmi-kdump", accel="tcg").script
+    assert kdump.kdump_cmdline is not None and "maxcpus=4" in kdump.kdump_cmdline
+    assert "crashkernel=" in kdump.cmdline and "kexec -p /vmlinux" in kdump.init
+
+
+@pytest.mark.skipif(shutil.which("cpio") is None, reason="needs cpio(1) to read the archive back")
+def test_the_initramfs_is_a_newc_archive_cpio_reads(tmp_path: Path) -> None:
+    archive = Cpio()
+    archive.file("bin/busybox", b"\x7fELF" + bytes(1000), 0o755)
+    archive.symlink("bin/sh", "/bin/busybox")
+    archive.file("init", b"#!/bin/sh\necho hi\n", 0o755)
+    (tmp_path / "a.cpio").write_bytes(archive.build() + archive.build())
+    listing = subprocess.run(["cpio", "-itv", "--quiet"], input=(tmp_path / "a.cpio").read_bytes(),
+                             capture_output=True, check=True).stdout.decode()
+    assert "bin/sh -> /bin/busybox" in listing and "init" in listing and "bin/busybox" in listing
+    subprocess.run(["cpio", "-id", "--quiet"], input=(tmp_path / "a.cpio").read_bytes(), cwd=tmp_path, check=True)
+    assert (tmp_path / "init").read_text() == "#!/bin/sh\necho hi\n"
+    assert (tmp_path / "init").stat().st_mode & 0o777 == 0o755
+
+
+def test_console_lines_become_the_models_verdicts() -> None:
+    def read(*lines: str, lockup: str | None = None) -> str:
+        return verdict(Reading(console=list(lines), lockup=lockup), plain_boot=False)[0]
+
+    assert read("[   12.3] Processor 2 is stuck.", guest.DONE) == "stuck-cpu"
+    assert read("[    3.1] start-cpu failed: -1", "[ 8.0] Processor 3 is stuck.", guest.DONE) == "bad-rtas-answer"
+    assert read("smp: 4 CPUs online", guest.DONE) == "completed"
+    assert read("smp: 2 CPUs online") == "deadline"
+    assert read(guest.DONE, lockup="the monitor did not answer device_add") == "lockup"
+    assert failures(["vcpu-sched: only 2 of 4 CPUs online"]) == [("stuck-cpu", "vcpu-sched: only 2 of 4 CPUs online")]
+    assert verdict(Reading(console=[guest.DONE]), plain_boot=True)[0] == "booted"

@@ -1,0 +1,175 @@
+"""The real guest's /init: a busybox shell script that does what the model's guest workload does.
+
+The script prints the model's own console lines as markers (`model/guest.py`), so a scenario's monitor
+patterns match the real console as they match the model's; the vCPU work is the kernel's, through sysfs
+(`/sys/devices/system/cpu/cpuN/online`), `/proc/sysrq-trigger` and `kexec -p`. Where a monitor command is
+to act, the script prints `vcpu-sched: waiting for the monitor` and reads a line from the console: the
+tool answers once the command is done (the model's guest goes on in guest time instead, which
+`offline_hold_ns` makes long enough). At the end it prints what the kernel's RTAS tracepoints recorded of
+the CPU start/stop calls and `vcpu-sched: done`, then powers off.
+"""
+
+from __future__ import annotations
+
+import random
+import shlex
+from dataclasses import dataclass
+
+from ..config import RunSettings
+
+DONE = "vcpu-sched: done"
+WAITING = "vcpu-sched: waiting for the monitor"
+HARNESS = "vcpu-sched: harness error:"
+RTAS_TRACE = "rtas-trace:"
+KDUMP_FLAG = "vcpu_sched_kdump"
+RTAS_EVENTS = "powerpc:rtas_input,powerpc:rtas_output"
+KDUMP_WORKLOADS = ("kdump", "offline-kdump", "smt-off-kdump", "hotplug-kdump", "idle")
+
+PRELUDE = r"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+cpus_online() { n=0; for c in /sys/devices/system/cpu/cpu[0-9]*; do
+  [ "$(cat $c/online 2>/dev/null || echo 1)" = 1 ] && n=$((n + 1)); done; echo $n; }
+cpu_on() { echo 1 > /sys/devices/system/cpu/cpu$1/online || echo "vcpu-sched: onlining CPU $1 failed"; }
+cpu_off() { echo 0 > /sys/devices/system/cpu/cpu$1/online || echo "vcpu-sched: offlining CPU $1 failed"; }
+wait_monitor() { echo "__WAITING__"; read -r _line; }
+rtas_trace() { grep -E 'start-cpu|stop-self|query-cpu-stopped-state' /sys/kernel/tracing/trace 2>/dev/null |
+  sed 's/^ */__RTAS__ /'; }
+finish() { rtas_trace; echo "__DONE__"; sync; poweroff -f; }
+""".replace("__WAITING__", WAITING).replace("__RTAS__", RTAS_TRACE).replace("__DONE__", DONE)
+
+
+@dataclass(frozen=True)
+class Script:
+    """The guest's /init, the kdump kernel's (or None), and the kernel command lines."""
+
+    init: str
+    kdump_init: str | None
+    cmdline: str
+    kdump_cmdline: str | None
+
+
+def _booted(settings: RunSettings) -> list[int]:
+    """The CPUs Linux brings up at boot: `boot_cpus` (maxcpus=) or all."""
+    return list(range(settings.boot_cpus or settings.smp))
+
+
+def _wanted_lines(count: str, wanted: int) -> list[str]:
+    return [f'[ "{count}" -ge {wanted} ] || echo "vcpu-sched: only {count} of {wanted} CPUs online"']
+
+
+def _offline(cpus: list[int], what: str, loop: int, hold_ns: int) -> list[str]:
+    lines = [f"cpu_off {n}" for n in cpus]
+    lines.append(f'echo "loop {loop}: {len(cpus)} {what} offline"')
+    if hold_ns:
+        lines.append(f"sleep {hold_ns / 1e9:.3f}")
+    return lines
+
+
+def _crash(cpu: int) -> list[str]:
+    return [f"taskset -c {cpu} sh -c 'echo c > /proc/sysrq-trigger'",
+            f'echo "{HARNESS} the crash on CPU {cpu} returned"']
+
+
+def _crash_cpu(settings: RunSettings, online: list[int]) -> int:
+    """The model's kdump workload: `crash_cpu`, else one drawn from the seed among the online CPUs."""
+    if settings.crash_cpu in online:
+        return settings.crash_cpu
+    return random.Random(f"real-crash:{settings.seed}").choice(online)
+
+
+def workload_lines(settings: RunSettings) -> list[str]:
+    """The workload, unrolled: each marker a literal line, so monitor patterns can be placed."""
+    booted = _booted(settings)
+    secondaries = [n for n in booted if n]
+    smt = [n for n in booted if n % settings.threads]
+    hold = settings.offline_hold_ns
+    work = settings.workload
+    lines: list[str] = []
+    if work in ("offline-online", "smt-off-on"):
+        cpus, what = (secondaries, "secondary CPUs") if work == "offline-online" else (smt, "SMT threads")
+        for loop in range(1, settings.loops + 1):
+            lines += _offline(cpus, what, loop, hold)
+            lines += [f"cpu_on {n}" for n in cpus]
+            lines.append(f'echo "loop {loop}: $(cpus_online) CPUs online"')
+        lines += _wanted_lines("$(cpus_online)", len(booted))
+    elif work in ("offline-kdump", "smt-off-kdump"):
+        cpus, what = (secondaries, "secondary CPUs") if work == "offline-kdump" else (smt, "SMT threads")
+        lines += _offline(cpus, what, 1, hold) + _crash(0)
+    elif work == "kdump":
+        lines += _crash(_crash_cpu(settings, booted))
+    elif work == "online-rest":
+        lines += [f"cpu_on {n}" for n in range(1, settings.smp) if n not in booted]
+        lines.append('echo "smp: $(cpus_online) CPUs online"')
+        lines += _wanted_lines("$(cpus_online)", settings.smp)
+    elif work == "ipi-check":
+        for n in secondaries:
+            lines.append(f"timeout 5 taskset -c {n} true || echo \"smp: CPU {n} did not answer an IPI within 1 s\"")
+        lines.append(f'echo "smp: {len(secondaries)} CPUs answered IPIs"')
+    elif work == "busy-loop":
+        lines += ['echo "busy-loop: CPU 0 spins in guest code"',
+                  "taskset -c 0 sh -c 'end=$(($(date +%s) + 10)); while [ $(date +%s) -lt $end ]; do :; done'",
+                  'echo "busy-loop: done"']
+    elif work in ("hotplug-online", "hotplug-kdump"):
+        wanted = len(booted) + settings.threads
+        lines += ['echo "dlpar: waiting for a CPU to be added"',
+                  f'i=0; while [ "$(cpus_online)" -lt {wanted} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done',
+                  'echo "smp: $(cpus_online) CPUs online after the hotplug"']
+        lines += _wanted_lines("$(cpus_online)", wanted)
+        if work == "hotplug-kdump":
+            lines += _crash(_crash_cpu(settings, booted))
+    elif work == "idle":
+        lines += ['echo "idle: waiting for an NMI"', "while :; do sleep 1; done"]
+    return lines
+
+
+def place_waits(lines: list[str], patterns: list[str]) -> list[str]:
+    """Insert a wait for the monitor after the marker each pattern matches, in order; a pattern no
+    marker of the script matches is a kernel line, which comes before /init: it waits at the start."""
+    out = list(lines)
+    start_waits = 0
+    at = 0
+    for pattern in patterns:
+        for i in range(at, len(out)):
+            if out[i].startswith("echo ") and pattern in out[i]:
+                out.insert(i + 1, "wait_monitor")
+                at = i + 2
+                break
+        else:
+            start_waits += 1
+    return ["wait_monitor"] * start_waits + out
+
+
+def build(settings: RunSettings) -> Script:
+    """The scripts and command lines of a run with `settings` (already checked to have a real counterpart)."""
+    kdump = settings.workload in KDUMP_WORKLOADS
+    cmdline = ["console=hvc0", f"trace_event={RTAS_EVENTS}"]
+    if settings.boot_cpus:
+        cmdline.append(f"maxcpus={settings.boot_cpus}")
+    if not settings.radix:
+        cmdline.append("disable_radix")
+    kdump_cmdline = None
+    lines = workload_lines(settings)
+    body = place_waits(lines, [pattern for pattern, _ in settings.monitor])
+    init = [PRELUDE]
+    if kdump:
+        cmdline.append("crashkernel=512M")
+        kdump_cmdline = " ".join(["console=hvc0", f"maxcpus={settings.kdump_cpus}", KDUMP_FLAG,
+                                  f"trace_event={RTAS_EVENTS}"])
+        init.append(f"kexec -p /vmlinux --initrd=/kdump.cpio --append={shlex.quote(kdump_cmdline)} "
+                    f'|| echo "{HARNESS} kexec -p failed"')
+    init += body
+    init.append("finish")
+    kdump_init = None
+    if kdump:
+        kdump_init = "\n".join([
+            PRELUDE,
+            'echo "kdump: kernel booted on CPU $(cut -d" " -f39 /proc/self/stat), saving vmcore"',
+            'echo "kdump: $(cpus_online) CPUs online"',
+            *_wanted_lines("$(cpus_online)", min(settings.kdump_cpus, settings.smp)),
+            "finish"]) + "\n"
+    return Script("\n".join(init) + "\n", kdump_init, " ".join(cmdline), kdump_cmdline)

@@ -1,0 +1,91 @@
+"""A scenario's settings as a real run: the QEMU command line, the guest's scripts and the monitor
+script, or the reason a row has no real counterpart on the binary at hand.
+
+Settings fall in four kinds. A release decides some (`versions.VERSION_SETTINGS`: which fixes the binary
+has); a row may only leave them to the binary or ask for exactly what it has. Some have a real
+counterpart (machine type, -smp, -cpu, the guest's maxcpus= and the kdump kernel's, the workload, the
+monitor script). Some are what-ifs no binary has (`nmi_fix`, `fix = lpcr-sync`, ...) or need KVM. The
+rest steer only the model (engine, clock, watchdog, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..config import RunSettings
+from ..versions import VERSION_SETTINGS, has, profile
+from . import guest
+
+MAX_SMP = 8  # more vCPUs than this take minutes to boot under TCG on a 2-core machine
+MEMORY_MB = 2048  # enough for a 512 MB crash kernel region; the model's -m does not change any mechanism
+# What-ifs: settings no real binary can be given, with the value every binary has.
+WHAT_IFS = {"nmi_fix": False, "psscr_ec_kvm": "dropped", "cas_pvrs": "logical", "guest_endian": "le",
+            "kvm_ail_filter": False, "main_loop_hold_ns": 0}
+KVM_ONLY = ("host_lpcr", "kernel_irqchip")
+REAL_WORKLOADS = ("none", "ipi-check", "offline-online", "smt-off-on", "offline-kdump", "smt-off-kdump", "kdump",
+                  "online-rest", "busy-loop", "hotplug-online", "idle")
+REAL_COMMANDS = ("system_reset", "stop", "cont", "migrate", "device_add", "nmi", "info registers")
+
+
+class NotRun(Exception):
+    """This row has no real counterpart on this binary; the message says why."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A real run: how to start QEMU, what the guest runs, what the monitor types, and the model's twin."""
+
+    machine_type: str
+    argv_tail: tuple[str, ...]  # everything after the binary but -kernel/-initrd/-append/-qmp/-incoming
+    script: guest.Script
+    monitor: tuple[tuple[str, str], ...]
+    model: RunSettings  # the model at the binary's release, with this row's settings
+    release: str
+
+
+def _check_version_settings(row: RunSettings, variant: dict[str, object], release: str) -> None:
+    """A row may leave what the release decides to the binary; what it asks for explicitly, the binary
+    must have."""
+    wanted = profile(release)
+    for key in VERSION_SETTINGS:
+        if key in variant and key != "qemu_version" and variant[key] != wanted[key]:
+            raise NotRun(f"needs {key}={_text(variant[key])}; QEMU {release} has {key}={_text(wanted[key])}")
+    if row.fix in ("lpcr-sync", "quiesced+lpcr-sync"):
+        raise NotRun(f"fix={row.fix} is a what-if no QEMU release has")
+
+
+def _text(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def plan(row: RunSettings, variant: dict[str, object], release: str) -> Plan:
+    """The real run of `row` (whose `variant` the scenario file lists) on QEMU `release`, or NotRun."""
+    if row.machine != "pseries":
+        raise NotRun(f"machine {row.machine}: only pseries guests are run for real")
+    for key, value in WHAT_IFS.items():
+        if getattr(row, key) != value:
+            raise NotRun(f"{key}={_text(getattr(row, key))} is a what-if no QEMU has")
+    _check_version_settings(row, variant, release)
+    if row.accel != "tcg":
+        raise NotRun("accel=kvm needs a POWER host with KVM (`vcpu-sched real --accel kvm` there)")
+    if row.smp > MAX_SMP or row.maxcpus > MAX_SMP:
+        raise NotRun(f"smp={max(row.smp, row.maxcpus)}: more than {MAX_SMP} vCPUs take minutes to boot under TCG")
+    if row.workload not in REAL_WORKLOADS:
+        raise NotRun(f"workload {row.workload}: a crash between DLPAR's node attach and its online (the kernel does "
+                     "both in one work item) cannot be placed from user space")
+    if row.boots > 1 and not any(cmd == "system_reset" for _, cmd in row.monitor):
+        raise NotRun("boots > 1 without a system_reset")
+    for _, command in row.monitor:
+        if command.split()[0] not in ("device_add", *REAL_COMMANDS):
+            raise NotRun(f"monitor command {command!r} has no QMP counterpart here")
+    model = dataclasses.replace(row, **profile(release))
+    machine_type = "pseries"
+    if has(release, "628bda1ab7") and not row.rtas_stopped_state:
+        machine_type = "pseries-10.0"  # 628bda1ab7: rtas-stopped-state is off for pseries-10.0 and older
+    smp = f"{row.smp},sockets={row.sockets},cores={row.cores},threads={row.threads}"
+    if row.maxcpus:
+        smp += f",maxcpus={row.maxcpus}"
+    tail = ("-machine", f"{machine_type},accel=tcg", "-smp", smp, "-cpu", row.cpu.lower(),
+            "-m", str(MEMORY_MB), "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot")
+    return Plan(machine_type, tail, guest.build(row), row.monitor, model, release)

@@ -59,18 +59,26 @@ def test_every_tcg_pseries_row_either_plans_or_says_why() -> None:
     assert planned >= 20
 
 
-def test_each_monitor_pattern_waits_after_its_marker() -> None:
+def test_the_guest_waits_where_the_model_holds_and_nowhere_else() -> None:
+    lines = ['echo "smp: up"', 'echo "loop 1: 3 secondary CPUs offline"', guest.HOLD, 'echo "busy-loop: CPU 0 spins"',
+             "spin"]
+    body, waits = guest.place_waits(lines, ["Brought up", "secondary CPUs offline", "busy-loop: CPU 0"], 0)
+    # a kernel line waits before the script, an offline hold waits in place, a busy loop goes on
+    assert waits == [True, True, False]
+    assert body == ["wait_monitor", 'echo "smp: up"', 'echo "loop 1: 3 secondary CPUs offline"', "wait_monitor",
+                    'echo "busy-loop: CPU 0 spins"', "spin"]
+    body, _ = guest.place_waits(lines, [], 250_000_000)
+    assert "sleep 0.250" in body and guest.HOLD not in body
+
+
+def test_every_scenario_monitor_pattern_is_placed() -> None:
     for name in scenario_names():
         settings = load(name).settings
         if settings.machine != "pseries" or not settings.monitor:
             continue
-        lines = guest.workload_lines(dataclasses.replace(settings, accel="tcg"))
-        placed = guest.place_waits(lines, [pattern for pattern, _ in settings.monitor])
-        assert placed.count("wait_monitor") == len(settings.monitor)
-        for pattern, _ in settings.monitor:
-            marker = next((i for i, line in enumerate(placed) if pattern in line and line.startswith("echo")), None)
-            # a marker of the script waits right after it; a kernel line (before /init) waits at the start
-            assert placed[marker + 1 if marker is not None else 0] == "wait_monitor", (name, pattern)
+        script = guest.build(dataclasses.replace(settings, accel="tcg"))
+        assert len(script.waits) == len(settings.monitor)
+        assert script.init.count("wait_monitor\n") == sum(script.waits), name
 
 
 def test_the_script_onlines_what_the_boot_left_stopped() -> None:

@@ -3,6 +3,9 @@
 
     python3 tools/dev.py demo   # the seed's guest without the fix (lockup), then with it (booted)
     python3 tools/dev.py test   # ruff, mypy, pytest
+    python3 tools/dev.py real-qemu [--with-5.2]  # set up (once, cached outside the repository) QEMU 7.2 and
+                                                 # 11.1 (and 5.2) and a ppc64le guest kit, then print where
+    python3 tools/dev.py test-real  # the tests against real QEMU (pytest -m real; they skip what is not set up)
 
 Only the standard library: it must work on a machine with nothing but Python 3.11 and pip.
 """
@@ -55,9 +58,21 @@ def test() -> int:
     return 0
 
 
+def test_real() -> int:
+    return run(str(BIN / "python"), "-m", "pytest", "-q", "-m", "real")
+
+
+def real_qemu() -> int:
+    sys.path.insert(0, str(ROOT / "tools"))
+    import real_qemu as setup
+
+    return setup.main(sys.argv[2:])
+
+
 def main() -> int:
-    commands = {"demo": demo, "test": test}
-    if len(sys.argv) != 2 or sys.argv[1] not in commands:
+    commands = {"demo": demo, "test": test, "test-real": test_real, "real-qemu": real_qemu}
+    extra_ok = sys.argv[1:2] == ["real-qemu"]
+    if len(sys.argv) < 2 or sys.argv[1] not in commands or (len(sys.argv) > 2 and not extra_ok):
         print(f"usage: {sys.argv[0]} {'|'.join(commands)}", file=sys.stderr)
         return 2
     ensure_venv()

@@ -76,11 +76,12 @@ def matrix_against_main(args: Any) -> int:
 
     from ..pool import Progress
     from .command import binary
-    from .kit import find_kit
+    from .kit import check_client, find_kit
 
     jobs = args.jobs or os.cpu_count() or 1
     if jobs < 1:
         raise BadInput("--jobs: must be at least 1")
+    check_client()
     kit = find_kit()
     binaries = [binary(path) for path in (args.qemu_binary or [None])]
     start = time.perf_counter()

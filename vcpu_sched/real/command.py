@@ -14,7 +14,7 @@ from ..config import RunSettings
 from ..errors import BadInput
 from ..verdicts import SUCCESS
 from . import plan as planning
-from .kit import Kit, check_binary, find_kit
+from .kit import Kit, check_binary, check_client, find_kit
 from .verdict import evidence, verdict
 
 DEFAULT_BINARY = "qemu-system-ppc64"
@@ -94,6 +94,7 @@ def real_main(args: argparse.Namespace, settings: RunSettings, variant: dict[str
         raise BadInput("--qemu-version: the binary's own version (query-version) sets the model")
     if not 1.0 <= args.deadline <= 86400:
         raise BadInput("--deadline: between 1 and 86400 wall seconds")
+    check_client()
     kit = find_kit()
     qemu = binary(args.qemu_binary)
 

@@ -5,8 +5,9 @@ patterns match the real console as they match the model's; the vCPU work is the 
 (`/sys/devices/system/cpu/cpuN/online`), `/proc/sysrq-trigger` and `kexec -p`. Where a monitor command is
 to act, the script prints `vcpu-sched: waiting for the monitor` and reads a line from the console: the
 tool answers once the command is done (the model's guest goes on in guest time instead, which
-`offline_hold_ns` makes long enough). At the end it prints what the kernel's RTAS tracepoints recorded of
-the CPU start/stop calls and `vcpu-sched: done`, then powers off.
+`offline_hold_ns` makes long enough). A reader of the kernel's RTAS tracepoints prints each CPU
+start/stop call and its answer as it happens. At the end the script prints `vcpu-sched: done`, then
+powers off.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ RTAS_TRACE = "rtas-trace:"
 KDUMP_FLAG = "vcpu_sched_kdump"
 RTAS_EVENTS = "powerpc:rtas_input,powerpc:rtas_output"
 KDUMP_WORKLOADS = ("kdump", "offline-kdump", "smt-off-kdump", "hotplug-kdump", "idle")
+HOLD = "# hold"  # where the model's guest spends offline_hold_ns: a monitor command may act there
 
 PRELUDE = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -37,20 +39,22 @@ cpus_online() { n=0; for c in /sys/devices/system/cpu/cpu[0-9]*; do
 cpu_on() { echo 1 > /sys/devices/system/cpu/cpu$1/online || echo "vcpu-sched: onlining CPU $1 failed"; }
 cpu_off() { echo 0 > /sys/devices/system/cpu/cpu$1/online || echo "vcpu-sched: offlining CPU $1 failed"; }
 wait_monitor() { echo "__WAITING__"; read -r _line; }
-rtas_trace() { grep -E 'start-cpu|stop-self|query-cpu-stopped-state' /sys/kernel/tracing/trace 2>/dev/null |
-  sed 's/^ */__RTAS__ /'; }
-finish() { rtas_trace; echo "__DONE__"; sync; poweroff -f; }
+while read -r line; do case "$line" in *start-cpu*|*stop-self*|*query-cpu-stopped-state*)
+  echo "__RTAS__ $line";; esac; done < /sys/kernel/tracing/trace_pipe &
+finish() { echo "__DONE__"; sync; poweroff -f; }
 """.replace("__WAITING__", WAITING).replace("__RTAS__", RTAS_TRACE).replace("__DONE__", DONE)
 
 
 @dataclass(frozen=True)
 class Script:
-    """The guest's /init, the kdump kernel's (or None), and the kernel command lines."""
+    """The guest's /init, the kdump kernel's (or None), the kernel command lines, and for each monitor
+    entry whether the guest waits for its command."""
 
     init: str
     kdump_init: str | None
     cmdline: str
     kdump_cmdline: str | None
+    waits: tuple[bool, ...] = ()
 
 
 def _booted(settings: RunSettings) -> list[int]:
@@ -62,12 +66,8 @@ def _wanted_lines(count: str, wanted: int) -> list[str]:
     return [f'[ "{count}" -ge {wanted} ] || echo "vcpu-sched: only {count} of {wanted} CPUs online"']
 
 
-def _offline(cpus: list[int], what: str, loop: int, hold_ns: int) -> list[str]:
-    lines = [f"cpu_off {n}" for n in cpus]
-    lines.append(f'echo "loop {loop}: {len(cpus)} {what} offline"')
-    if hold_ns:
-        lines.append(f"sleep {hold_ns / 1e9:.3f}")
-    return lines
+def _offline(cpus: list[int], what: str, loop: int) -> list[str]:
+    return [*(f"cpu_off {n}" for n in cpus), f'echo "loop {loop}: {len(cpus)} {what} offline"', HOLD]
 
 
 def _crash(cpu: int) -> list[str]:
@@ -87,19 +87,18 @@ def workload_lines(settings: RunSettings) -> list[str]:
     booted = _booted(settings)
     secondaries = [n for n in booted if n]
     smt = [n for n in booted if n % settings.threads]
-    hold = settings.offline_hold_ns
     work = settings.workload
     lines: list[str] = []
     if work in ("offline-online", "smt-off-on"):
         cpus, what = (secondaries, "secondary CPUs") if work == "offline-online" else (smt, "SMT threads")
         for loop in range(1, settings.loops + 1):
-            lines += _offline(cpus, what, loop, hold)
+            lines += _offline(cpus, what, loop)
             lines += [f"cpu_on {n}" for n in cpus]
             lines.append(f'echo "loop {loop}: $(cpus_online) CPUs online"')
         lines += _wanted_lines("$(cpus_online)", len(booted))
     elif work in ("offline-kdump", "smt-off-kdump"):
         cpus, what = (secondaries, "secondary CPUs") if work == "offline-kdump" else (smt, "SMT threads")
-        lines += _offline(cpus, what, 1, hold) + _crash(0)
+        lines += _offline(cpus, what, 1) + _crash(0)
     elif work == "kdump":
         lines += _crash(_crash_cpu(settings, booted))
     elif work == "online-rest":
@@ -127,21 +126,33 @@ def workload_lines(settings: RunSettings) -> list[str]:
     return lines
 
 
-def place_waits(lines: list[str], patterns: list[str]) -> list[str]:
-    """Insert a wait for the monitor after the marker each pattern matches, in order; a pattern no
-    marker of the script matches is a kernel line, which comes before /init: it waits at the start."""
+def place_waits(lines: list[str], patterns: list[str], hold_ns: int) -> tuple[list[str], list[bool]]:
+    """The script with the monitor's waits, and whether the guest waits for each pattern's command.
+
+    A pattern that matches a marker followed by a hold waits there (the hold is where the model's guest
+    stays for `offline_hold_ns`); one that matches another marker (a busy loop starting, a guest that
+    polls for a hotplugged CPU or idles until an NMI) does not wait: the guest goes on as the model's
+    does. A pattern no marker matches is a kernel line, printed before /init runs: it waits at the start.
+    """
     out = list(lines)
-    start_waits = 0
+    waits: list[bool] = []
     at = 0
     for pattern in patterns:
         for i in range(at, len(out)):
             if out[i].startswith("echo ") and pattern in out[i]:
-                out.insert(i + 1, "wait_monitor")
-                at = i + 2
+                holds = i + 1 < len(out) and out[i + 1] == HOLD
+                if holds:
+                    out[i + 1] = "wait_monitor"
+                waits.append(holds)
+                at = i + 1
                 break
         else:
-            start_waits += 1
-    return ["wait_monitor"] * start_waits + out
+            waits.append(True)
+    hold = [f"sleep {hold_ns / 1e9:.3f}"] if hold_ns else []
+    body = [x for line in out for x in (hold if line == HOLD else [line])]
+    starts = sum(1 for pattern, waited in zip(patterns, waits, strict=True)
+                 if waited and not any(line.startswith("echo ") and pattern in line for line in lines))
+    return ["wait_monitor"] * starts + body, waits
 
 
 def build(settings: RunSettings) -> Script:
@@ -154,7 +165,7 @@ def build(settings: RunSettings) -> Script:
         cmdline.append("disable_radix")
     kdump_cmdline = None
     lines = workload_lines(settings)
-    body = place_waits(lines, [pattern for pattern, _ in settings.monitor])
+    body, waits = place_waits(lines, [pattern for pattern, _ in settings.monitor], settings.offline_hold_ns)
     init = [PRELUDE]
     if kdump:
         cmdline.append("crashkernel=512M")
@@ -172,4 +183,4 @@ def build(settings: RunSettings) -> Script:
             'echo "kdump: $(cpus_online) CPUs online"',
             *_wanted_lines("$(cpus_online)", min(settings.kdump_cpus, settings.smp)),
             "finish"]) + "\n"
-    return Script("\n".join(init) + "\n", kdump_init, " ".join(cmdline), kdump_cmdline)
+    return Script("\n".join(init) + "\n", kdump_init, " ".join(cmdline), kdump_cmdline, tuple(waits))

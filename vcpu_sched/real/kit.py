@@ -162,6 +162,14 @@ def run_initramfs(kit: Kit, init: str, kdump_init: str | None, work: Path, dest:
         out.write(own.build())
 
 
+def check_client() -> None:
+    """qemu.qmp, the QEMU project's QMP client: the `real` extra."""
+    try:
+        import qemu.qmp  # noqa: F401
+    except ImportError:
+        raise BadInput("real QEMU runs need qemu.qmp: pip install 'vcpu_sched[real]'") from None
+
+
 def check_binary(path: str) -> str:
     """`--qemu-binary`: an executable file, or a name on PATH."""
     import shutil

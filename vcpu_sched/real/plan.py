@@ -87,5 +87,5 @@ def plan(row: RunSettings, variant: dict[str, object], release: str) -> Plan:
     if row.maxcpus:
         smp += f",maxcpus={row.maxcpus}"
     tail = ("-machine", f"{machine_type},accel=tcg", "-smp", smp, "-cpu", row.cpu.lower(),
-            "-m", str(MEMORY_MB), "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot")
+            "-m", str(MEMORY_MB), "-nodefaults", "-display", "none", "-serial", "stdio")
     return Plan(machine_type, tail, guest.build(row), row.monitor, model, release)

@@ -26,11 +26,14 @@ from typing import Any
 from .guest import WAITING
 from .kit import Kit, cache_dir, run_initramfs
 from .plan import Plan
-from .verdict import Reading, check_harness
+from .verdict import Reading, check_harness, failures
 
 QMP_TIMEOUT_S = 10.0
 MIGRATE_TIMEOUT_S = 120.0
 PROBE_EVERY_S = 5.0  # query-status while the guest works: a main loop that stops answering is a lockup
+# The first guest-visible failure decides the verdict, as in the model; the run goes on this long after it
+# for the lines that come with it (a second CPU's start-cpu), not for the minutes Linux waits per stuck CPU.
+AFTER_FAILURE_S = 5.0
 
 
 class QmpTimeout(Exception):
@@ -102,10 +105,9 @@ class Session:
     proc: asyncio.subprocess.Process | None = None
     qmp: Any = None
     reader: asyncio.Task[None] | None = None
-    pending: list[str] = field(default_factory=list)  # commands whose pattern showed, not yet sent
+    pending: list[int] = field(default_factory=list)  # monitor entries whose pattern showed, not yet sent
     next_entry: int = 0
     waits: int = 0  # waits the guest printed that no command has answered yet
-    credits: int = 0  # commands done before the guest printed the wait they answer
     busy: bool = False
     stopped: bool = False
 
@@ -144,35 +146,31 @@ class Session:
         if self.proc is not None and self.proc.stdin is not None:
             self.proc.stdin.write(b"go\n")
 
-    def _answered(self) -> None:
-        """A command is done: the guest waiting for it goes on (or will, when it gets to its wait)."""
-        if self.waits:
-            self.waits -= 1
-            self._go()
-        else:
-            self.credits += 1
-
     def _guest_waits(self) -> None:
-        if self.credits:
-            self.credits -= 1
-            self._go()
-        elif self.next_entry >= len(self.plan.monitor) and not self.pending and not self.busy:
+        later = any(self.plan.script.waits[self.next_entry:])
+        if not later and not self.pending and not self.busy:
             self._go()  # nothing left for it to wait for (a second boot runs the same script)
         else:
             self.waits += 1
 
-    async def _monitor_command(self, command: str) -> None:
-        await asyncio.sleep(random.Random(f"real-monitor:{self.seed}:{self.next_entry}").uniform(0.0, 0.5))
+    def _ready(self) -> bool:
+        """The next pending command may go: its guest is at its wait (a command the guest waits for is
+        sent once it waits, so it lands where the model's guest holds, not in the middle of a boot)."""
+        return bool(self.pending) and (not self.plan.script.waits[self.pending[0]] or self.waits > 0)
+
+    async def _monitor_command(self, entry: int) -> None:
+        command = self.plan.monitor[entry][1]
+        await asyncio.sleep(random.Random(f"real-monitor:{self.seed}:{entry}").uniform(0.0, 0.5))
         words = command.split(maxsplit=1)
         if command == "migrate":
             await self._migrate()
         elif command == "system_reset":
             await self.execute("system_reset")
-            self.waits = self.credits = 0  # the guest that waited is gone; the next boot waits afresh
+            self.waits = 0  # the guest that waited is gone; the next boot waits afresh
             return
         elif command == "nmi":
             await self.execute("inject-nmi")
-            self.waits = self.credits = 0
+            self.waits = 0
             return
         elif words[0] == "device_add":
             await self.execute("device_add", await self._device_args(words[1] if len(words) > 1 else ""))
@@ -180,11 +178,15 @@ class Session:
             await self.execute("human-monitor-command", {"command-line": "info registers"})
         else:
             await self.execute(command)
-        self._answered()
+        if self.plan.script.waits[entry] and self.waits:
+            self.waits -= 1
+            self._go()
 
     async def _device_args(self, options: str) -> dict[str, Any]:
         """HMP's `DRIVER,prop=value` as QMP arguments; the model's `host-spapr-cpu-core` (KVM's `-cpu host`)
         becomes the core type this machine's CPU model plugs, as query-hotpluggable-cpus names it."""
+        if not options:
+            return {}  # QEMU answers "Parameter 'driver' is missing", as to HMP's bare device_add
         driver, *props = options.split(",")
         args: dict[str, Any] = {"driver": driver}
         for prop in props:
@@ -247,15 +249,21 @@ class Session:
             if line.strip() == WAITING:
                 self._guest_waits()
             elif self.next_entry < len(self.plan.monitor) and self.plan.monitor[self.next_entry][0] in line:
-                self.pending.append(self.plan.monitor[self.next_entry][1])
+                self.pending.append(self.next_entry)
                 self.next_entry += 1
 
     async def _drive(self) -> None:
         await self._start()
         self.reader = asyncio.create_task(self._read_console())
         last_probe = time.monotonic()
+        failed_at: float | None = None
         while not self.stopped:
-            if self.pending:
+            if failed_at is None and failures(self.reading.console):
+                failed_at = time.monotonic()
+            if failed_at is not None and time.monotonic() - failed_at > AFTER_FAILURE_S and not self.busy:
+                self.reading.ended = f"stopped {AFTER_FAILURE_S:.0f} s after the first failure"
+                return
+            if self._ready():
                 self.busy = True
                 await self._monitor_command(self.pending.pop(0))
                 self.busy = False

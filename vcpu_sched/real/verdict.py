@@ -67,10 +67,31 @@ def verdict(reading: Reading, plain_boot: bool) -> tuple[str, str]:
     return "deadline", reading.ended or "the run ended before the guest finished"
 
 
+RTAS_CALL = re.compile(r"\[(?P<cpu>\d+)\].*?(?P<t>\d+\.\d+): rtas_(?P<dir>input|output): (?P<name>[\w-]+) "
+                       r"(?:arguments: (?P<args>\{[^}]*\})|"
+                       r"status: (?P<status>-?\d+), other outputs: (?P<outs>\{[^}]*\}))")
+
+
+def rtas_line(line: str) -> str | None:
+    """A traced RTAS call (rtas_input, rtas_output) in a few words; None for any other line."""
+    m = RTAS_CALL.search(line)
+    if m is None or RTAS_TRACE not in line:
+        return None
+    if m["dir"] == "input":
+        return f"rtas: [{float(m['t']):10.6f}] CPU {int(m['cpu'])} calls {m['name']} {m['args']}"
+    return f"rtas: [{float(m['t']):10.6f}] CPU {int(m['cpu'])}   {m['name']} answers status {m['status']} {m['outs']}"
+
+
 def evidence(reading: Reading) -> list[str]:
     """The console lines behind the verdict: failures, the workload's markers, RTAS calls traced."""
-    return [line.rstrip() for line in reading.console
-            if EVIDENCE.search(line) or any(p.search(line) for p, _ in FAILURES)]
+    out = []
+    for line in reading.console:
+        rtas = rtas_line(line)
+        if rtas is not None:
+            out.append(rtas)
+        elif EVIDENCE.search(line) or any(p.search(line) for p, _ in FAILURES):
+            out.append(line.rstrip())
+    return out
 
 
 def check_harness(line: str) -> str | None:

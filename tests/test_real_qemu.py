@@ -1,0 +1,115 @@
+"""The model's findings on a real QEMU with a real Linux guest (pytest -m real; tools/dev.py test-real).
+
+Each test skips, saying why, when its binary or the guest kit is not set up (`python3 tools/dev.py
+real-qemu`). The rows of one test run side by side: a TCG guest keeps about one core busy, and most of a
+stuck-CPU row is Linux waiting for the CPU to call in.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from vcpu_sched.errors import BadInput
+from vcpu_sched.real.command import Binary, binary, run_real
+from vcpu_sched.real.kit import Kit, find_kit, installed_qemus
+from vcpu_sched.scenario import apply, load
+
+pytestmark = pytest.mark.real
+DEADLINE_S = 400.0
+
+
+@pytest.fixture(scope="module")
+def kit() -> Kit:
+    try:
+        return find_kit()
+    except BadInput as e:
+        pytest.skip(str(e))
+
+
+def _qemu(release: str) -> Binary:
+    path = installed_qemus().get(release)
+    if path is None and release == "7.2":
+        path = shutil.which("qemu-system-ppc64")
+    if path is None:
+        pytest.skip(f"no QEMU {release}: run python3 tools/dev.py real-qemu")
+    found = binary(path)
+    if found.release != release:
+        pytest.skip(f"{path} is QEMU {found.version}, not {release}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def qemu_11_1() -> Binary:
+    return _qemu("11.1")
+
+
+def _rows(name: str, qemu: Binary, kit: Kit, variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    scenario = load(name)
+    with concurrent.futures.ThreadPoolExecutor(len(variants)) as pool:
+        futures = [pool.submit(run_real, apply(scenario.settings, v, "test"), v, qemu, kit, DEADLINE_S)
+                   for v in variants]
+        return [f.result() for f in futures]
+
+
+def _rtas_answers(row: dict[str, Any], call: str, cpu: int) -> list[str]:
+    """The traced answers to `call` for CPU `cpu` (the call's first argument), in order."""
+    out, asked = [], False
+    for line in row["evidence"]:
+        if f"calls {call} {{{hex(cpu)}" in line:
+            asked = True
+        elif asked and f"{call} answers" in line:
+            out.append(line.split("answers ", 1)[1])
+            asked = False
+    return out
+
+
+def test_628bda1ab7_leaves_a_never_started_cpu_stuck_after_a_pseries_10_0_migration(
+        qemu_11_1: Binary, kit: Kit) -> None:
+    finding, subsection, no_migration = _rows("spapr-migrate-from-9.2", qemu_11_1, kit, [
+        {}, {"rtas_stopped_state": True}, {"monitor": []}])
+    assert finding["qemu_args"][1] == "pseries-10.0,accel=tcg"
+    assert finding["verdict"] == "stuck-cpu", finding["reason"]
+    assert any("Processor 2 is stuck." in line for line in finding["evidence"])
+    # the RTAS answer that caused it: query-cpu-stopped-state says CPU 2 is not stopped (2), so Linux
+    # never calls start-cpu
+    assert _rtas_answers(finding, "query-cpu-stopped-state", 2) == ["status 0 {0x2}"]
+    assert _rtas_answers(finding, "start-cpu", 2) == []
+    assert subsection["qemu_args"][1] == "pseries,accel=tcg"
+    assert subsection["verdict"] == "completed", subsection["reason"]
+    assert _rtas_answers(subsection, "start-cpu", 2) == ["status 0 {}"]
+    assert no_migration["verdict"] == "completed", no_migration["reason"]
+    assert all(row["model"]["verdict"] == row["verdict"] for row in (finding, subsection, no_migration))
+
+
+def test_an_injected_nmi_resets_rtas_stopped_cpus_after_a1c2dfee4f(qemu_11_1: Binary, kit: Kit) -> None:
+    nmi, one_cpu = _rows("spapr-nmi-kdump", qemu_11_1, kit, [{"accel": "tcg"}, {"accel": "tcg", "kdump_cpus": 1}])
+    failed = [line for line in nmi["evidence"] if "start-cpu failed: -1" in line]
+    assert len(failed) == 2, nmi["evidence"]
+    assert _rtas_answers(nmi, "start-cpu", 2) == ["status -1 {}"]
+    assert one_cpu["verdict"] == "completed", one_cpu["reason"]
+    assert not any("start-cpu failed" in line for line in one_cpu["evidence"])
+
+
+def test_a_sysrq_crash_leaves_never_started_cpus_stopped(qemu_11_1: Binary, kit: Kit) -> None:
+    (crash,) = _rows("spapr-nmi-kdump", qemu_11_1, kit, [{"accel": "tcg", "workload": "kdump", "monitor": []}])
+    assert not any("start-cpu failed" in line for line in crash["evidence"])
+    assert _rtas_answers(crash, "start-cpu", 2) == ["status 0 {}"]
+
+
+def test_the_command_runs_a_boot_on_qemu_7_2_end_to_end(kit: Kit) -> None:
+    qemu = _qemu("7.2")
+    out = subprocess.run([sys.executable, "-m", "vcpu_sched", "real", "spapr-rtas-stopped", "--accel", "tcg",
+                          "--smp", "2", "--qemu-binary", qemu.path, "--json"], capture_output=True, text=True,
+                         check=False, timeout=DEADLINE_S)
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = json.loads(out.stdout)
+    assert (row["verdict"], row["model"]["verdict"], row["release"]) == ("booted", "booted", "7.2")
+    assert "Booting Linux via __start()" in out.stderr  # the console goes to stderr with --json
+    assert _rtas_answers(row, "start-cpu", 1) == ["status 0 {}"]

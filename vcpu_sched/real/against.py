@@ -46,7 +46,8 @@ def run_against(names: list[str], binaries: list[Binary], kit: Kit, jobs: int, d
 
 
 def against_text(results: list[dict[str, Any]], wall_s: float) -> str:
-    ran = [r for r in results if r["run"]]
+    broken = [r for r in results if r["run"] and r["harness_error"]]
+    ran = [r for r in results if r["run"] and not r["harness_error"]]
     width = max((len(r["label"]) for r in results), default=10)
     lines = [f"   {'scenario':<26} {'variant':<{width}}  {'QEMU':<7} {'model':<16} {'real':<16} wall s"]
     for r in ran:
@@ -61,9 +62,11 @@ def against_text(results: list[dict[str, Any]], wall_s: float) -> str:
         reasons[key] = reasons.get(key, 0) + 1
     lines.append("")
     lines.append(f"{len(ran)} real runs, {len(ran) - len(disagree)} agree, {len(disagree)} disagree; "
-                 f"{len(not_run)} not run; {wall_s:.0f} s wall")
+                 f"{len(not_run)} not run; {len(broken)} could not run; {wall_s:.0f} s wall")
     for key, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
         lines.append(f"   not run ({count}): {key}")
+    for r in broken:
+        lines.append(f"   could not run: {r['scenario']} {r['label']} on QEMU {r['version']}: {r['harness_error']}")
     for r in disagree:
         lines.append(f"!! {r['scenario']} {r['label']} on QEMU {r['version']}: model {r['model']['verdict']} "
                      f"({r['model']['reason']}), real {r['verdict']} ({r['reason']})")
@@ -88,7 +91,8 @@ def matrix_against_main(args: Any) -> int:
     total = sum(len(rows_for(load(name))) for name in (args.scenarios or scenario_names())) * len(binaries)
     results = run_against(args.scenarios, binaries, kit, jobs, args.deadline, Progress(total, "rows", "matrix"))
     wall = time.perf_counter() - start
-    disagree = sum(1 for r in results if r["run"] and not r["agree"])
+    disagree = sum(1 for r in results if r["run"] and not r["harness_error"] and not r["agree"])
+    broken = sum(1 for r in results if r["run"] and r["harness_error"])
     if args.json:
         for r in results:
             r.pop("console", None)
@@ -96,4 +100,4 @@ def matrix_against_main(args: Any) -> int:
                           "wall_time_s": wall}, sort_keys=True))
     else:
         print(against_text(results, wall))
-    return 1 if disagree else 0
+    return 1 if disagree or broken else 0

@@ -3,11 +3,12 @@
 The script prints the model's own console lines as markers (`model/guest.py`), so a scenario's monitor
 patterns match the real console as they match the model's; the vCPU work is the kernel's, through sysfs
 (`/sys/devices/system/cpu/cpuN/online`), `/proc/sysrq-trigger` and `kexec -p`. Where a monitor command is
-to act, the script prints `vcpu-sched: waiting for the monitor` and reads a line from the console: the
-tool answers once the command is done (the model's guest goes on in guest time instead, which
-`offline_hold_ns` makes long enough). A reader of the kernel's RTAS tracepoints prints each CPU
-start/stop call and its answer as it happens. At the end the script prints `vcpu-sched: done`, then
-powers off.
+to act, the script prints `vcpu-sched: waiting for the monitor` and spins on CPU 0 until a line comes
+on the console: the tool sends it once the command is done (the model's guest goes on computing in guest
+time instead, which `offline_hold_ns` makes long enough). It spins rather than sleeps because the model's
+guest computes there: a boot CPU idle in H_CEDE at a migration is another case (README: the idle boot
+CPU). A reader of the kernel's RTAS tracepoints prints each CPU start/stop call and its answer as it
+happens. At the end the script prints `vcpu-sched: done`, then powers off.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ cpus_online() { n=0; for c in /sys/devices/system/cpu/cpu[0-9]*; do
   [ "$(cat $c/online 2>/dev/null || echo 1)" = 1 ] && n=$((n + 1)); done; echo $n; }
 cpu_on() { echo 1 > /sys/devices/system/cpu/cpu$1/online || echo "vcpu-sched: onlining CPU $1 failed"; }
 cpu_off() { echo 0 > /sys/devices/system/cpu/cpu$1/online || echo "vcpu-sched: offlining CPU $1 failed"; }
-wait_monitor() { echo "__WAITING__"; read -r _line; }
+exec 3<&0  # the console: a background job's own stdin would be /dev/null
+wait_monitor() { echo "__WAITING__"; (read -r _line <&3; : > /tmp/go) &
+  taskset -c 0 sh -c 'until [ -e /tmp/go ]; do :; done'; rm -f /tmp/go; }
 while read -r line; do case "$line" in *start-cpu*|*stop-self*|*query-cpu-stopped-state*)
   echo "__RTAS__ $line";; esac; done < /sys/kernel/tracing/trace_pipe &
 finish() { echo "__DONE__"; sync; poweroff -f; }

@@ -77,9 +77,15 @@ async def _connect(sock: Path, proc: asyncio.subprocess.Process) -> Any:
             err = (await proc.stderr.read()).decode(errors="replace").strip() if proc.stderr else ""
             raise RuntimeError(f"QEMU exited before its QMP socket appeared: {err.splitlines()[-1:] or '?'}")
         await asyncio.sleep(0.05)
-    qmp = QMPClient("vcpu-sched")
-    await asyncio.wait_for(qmp.connect(str(sock)), QMP_TIMEOUT_S)
-    return qmp
+    while True:  # the socket file exists from bind(); QEMU listens a moment later
+        qmp = QMPClient("vcpu-sched")
+        try:
+            await asyncio.wait_for(qmp.connect(str(sock)), QMP_TIMEOUT_S)
+            return qmp
+        except Exception as e:  # qemu.qmp's ConnectError, or a timeout
+            if proc.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"cannot connect to QEMU's QMP socket: {e}") from None
+            await asyncio.sleep(0.1)
 
 
 async def _kill(proc: asyncio.subprocess.Process) -> None:
@@ -291,6 +297,8 @@ class Session:
                 self.reading.ended = f"the run's deadline ({self.deadline_s:.0f} s) passed"
             except QmpTimeout:
                 pass
+            except (RuntimeError, OSError) as e:  # QEMU would not start, or its QMP went away
+                self.reading.harness = str(e)
             finally:
                 if self.qmp is not None:
                     with contextlib.suppress(Exception):

@@ -447,6 +447,17 @@ def failure_chain(facts: Facts) -> list[str]:
     """Why the guest could not start a CPU that QEMU had reset: start-cpu refused it, or the kernel, told
     it was running, kicked it without start-cpu and it never called in."""
     lines: list[str] = []
+    scribblers = sorted(facts.never_started & set(facts.sysresets))
+    for (call, cpu), (t, rets) in sorted(facts.rtas_answers.items(), key=lambda item: item[1][0]):
+        if (call != "query-cpu-stopped-state" or len(rets) < 2 or rets[1] != 2 or not scribblers
+                or cpu in facts.never_started or cpu not in facts.sysresets or t < facts.sysresets[cpu][0]):
+            continue
+        lines.append(f"query-cpu-stopped-state for CPU {cpu} answered 2 (not stopped) at {_s(t)}: it was running in "
+                     "the crashed kernel, so the kdump kernel kicks it in kexec's hold loop. It never calls in: "
+                     f"CPU{'s' if len(scribblers) > 1 else ''} {', '.join(map(str, scribblers))}, reset though the "
+                     "kernel never started it, entered the "
+                     "system-reset handler with r13 = 0 and saves registers over low memory (exgen at 0x80), "
+                     "__secondary_hold's way out.")
     for cpu, reset in sorted(facts.sysresets.items()):
         query = facts.rtas_answers.get(("query-cpu-stopped-state", cpu))
         start = facts.rtas_answers.get(("start-cpu", cpu))

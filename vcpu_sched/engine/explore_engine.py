@@ -351,7 +351,7 @@ class ExploreEngine(Engine):
                             None if mem.crash_request is None else index(mem.crash_request),
                             sorted(mem.words.items()), _dt_order(mem.dt_cpus, index),
                             sorted(map(index, mem.sprg_paca)), sorted(map(index, mem.cpu_start)),
-                            mem.crash.key(index) if mem.crash is not None else None,
+                            mem.crash.key(index) if mem.crash is not None else None, mem.hold_loop_overwritten,
                             machine.spapr.fwnmi_system_reset_addr if machine.s390 is None else None,
                             machine.rcu.key(self._vcpu_names),
                             machine.s390.key() if machine.s390 is not None else None]

@@ -129,6 +129,9 @@ class GuestMemory:
     sprg_paca: set[int] = field(default_factory=set)  # CPUs that loaded their paca into SPRG_PACA
     cpu_start: set[int] = field(default_factory=set)  # paca->cpu_start, set by smp_pSeries_kick_cpu
     crash: Crash | None = None
+    # A CPU reset with SPRG_PACA = 0 saves registers at paca offsets from physical 0 (EX_* of exgen at
+    # 0x80): over __secondary_hold's exit path, which kexec copies to 0x60 (kdump.system_reset_program).
+    hold_loop_overwritten: bool = False
 
     def reset(self) -> None:
         """A system reset: the next boot starts from fresh memory."""
@@ -142,6 +145,7 @@ class GuestMemory:
         self.sprg_paca.clear()
         self.cpu_start.clear()
         self.crash = None
+        self.hold_loop_overwritten = False
 
 
 # Guest-visible failures, each a verdict of its own (the exit status is 1 for all of them).

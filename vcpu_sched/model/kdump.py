@@ -102,14 +102,22 @@ def system_reset_program(machine: Machine, cpu_index: int) -> GuestProgram:
     -> smp_handle_nmi_ipi): a CPU with an NMI IPI pending runs its function, crash_ipi_callback; any
     other calls crash_kexec: the first CPU there crashes (the kdump path of a hypervisor NMI); the others,
     whose kexec lock is taken, go through crash_kexec_secondary to crash_ipi_callback. The handler's first step
-    loads the paca from SPRG_PACA, which a CPU holds only once the kernel has started it: a CPU that
-    QEMU resets without the kernel ever starting it (a hotplugged one not yet onlined) runs on with
-    SPRG_PACA = 0, in real mode, which the model does not follow - it stays in guest code, touching
-    nothing the model holds."""
+    loads the paca from SPRG_PACA, which a CPU holds only once the kernel has started it. A CPU that
+    QEMU resets without the kernel ever starting it (never started, hotplugged and not yet onlined) runs
+    on with SPRG_PACA = 0 (r13 = 0) in real mode: exception-64s.h's GEN_INT_ENTRY saves registers at
+    paca offsets from physical 0 and LOAD_HANDLER jumps through the kernel base read from 0x18, so it
+    takes interrupt after interrupt, each saving r9-r13, CFAR, PPR and CTR into `exgen` at 0x80-0xcf:
+    the exit path of head_64.S `__secondary_hold`, which kexec_sequence copies to 0x60 from the kdump
+    kernel's first 0x100 bytes. The spin itself (before 0xb8) survives, so CPUs kexec_wait releases
+    there spin on and never reach generic_secondary_smp_init (`kdump_smp_init`: "Processor N is stuck.");
+    QEMU's query-cpu-stopped-state answers NOT_STOPPED for them. (Linux 6.12; confirmed on a real QEMU
+    11.1.3 and 7.2: after inject-nmi the kdump kernel finds the crashed kernel's other CPU stuck.)"""
     mem = machine.guest_memory
     if cpu_index not in mem.sprg_paca:
+        mem.hold_loop_overwritten = True
+        mem.changed.broadcast()
         while True:
-            yield Compute(BUSY_LOOP_NS, "system reset handler with no paca")
+            yield Compute(BUSY_LOOP_NS, "real-mode interrupts with r13 = 0, saving over low memory")
     crash = mem.crash
     if crash is None:  # a reset from the hypervisor (inject-nmi): crash_kexec, won by the first CPU here
         yield from crash_kexec(machine, cpu_index, via_system_reset=True)
@@ -123,7 +131,11 @@ def system_reset_program(machine: Machine, cpu_index: int) -> GuestProgram:
     while not (yield SpinUntil(lambda: crash.kexec_flag, HOLD_SPIN_NS, "kexec_wait")):
         pass
     # The new kernel's __secondary_hold, then generic_secondary_smp_init: a CPU whose hardware id is not
-    # in the kdump kernel's device tree finds no paca and goes back to kexec_wait.
+    # in the kdump kernel's device tree finds no paca and goes back to kexec_wait. A CPU reset without a
+    # paca has overwritten the hold loop's way out: it spins there for good.
+    if mem.hold_loop_overwritten:
+        while True:
+            yield SpinUntil(lambda: False, HOLD_SPIN_NS, "__secondary_hold, its exit path overwritten")
     if cpu_index not in crash.dt_cpus:
         while True:
             yield SpinUntil(lambda: False, HOLD_SPIN_NS, "kexec_wait")

@@ -21,7 +21,10 @@ Rows:
   about 250k lines): lines per second and peak RSS, against a bare Python loop that reads the same file
   and matches each line's `TID@time:name` prefix (`--only trace` runs this row alone);
 - `sweep spapr-rtas-stopped --fix quiesced --seeds 0:2000 --expect booted`: runs per second with 2 local
-  workers and on a 2-worker Dask `LocalCluster`, against 1 local worker (`--only sweep` runs these alone).
+  workers and on a 2-worker Dask `LocalCluster`, against 1 local worker (`--only sweep` runs these alone);
+- real QEMU (`--only real`, needs `tools/dev.py real-qemu`): wall time of `vcpu-sched real` on a 2-vCPU
+  boot, on each QEMU set up, against a bare boot of the same kernel on the same binary (an /init that only
+  powers off): what the harness adds; and the model's run of the same row against the real one.
 Ratios, not absolute times, are what carries from one machine to another.
 """
 
@@ -244,15 +247,42 @@ def sweep_rates(directory: Path, seeds: int = 2000) -> list[tuple[str, str, str,
     return rows
 
 
+def real_rows(directory: Path) -> list[tuple[str, str, str, str]]:
+    """`vcpu-sched real` against a bare boot of the kit's kernel on the same binary, and the model against it."""
+    from vcpu_sched.real.kit import Cpio, busybox_root, find_kit, installed_qemus
+
+    kit = find_kit()
+    archive = Cpio()
+    busybox_root(kit, archive)
+    archive.file("init", b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n", 0o755)
+    initrd = directory / "bare.cpio"
+    initrd.write_bytes(archive.build())
+    rows = []
+    for release, binary in sorted(installed_qemus().items(), key=lambda kv: [int(x) for x in kv[0].split(".")]):
+        bare = timed_process([binary, "-machine", "pseries,accel=tcg", "-smp", "2", "-cpu", "power10", "-m", "2048",
+                              "-nodefaults", "-display", "none", "-serial", "null", "-kernel", str(kit.vmlinux),
+                              "-initrd", str(initrd), "-append", "console=hvc0"])[0]
+        wall, _, out = timed_process([sys.executable, "-m", "vcpu_sched", "real", "spapr-rtas-stopped",
+                                      "--accel", "tcg", "--smp", "2", "--qemu-binary", binary, "--quiet", "--json"])
+        row = json.loads(out)
+        rows.append((f"QEMU {release}: `vcpu-sched real`, 2-vCPU TCG boot ({row['verdict']}), wall",
+                     f"{wall:.1f} s", f"{bare:.1f} s", f"{wall / bare:.2f}"))
+        model = row["model"]["wall_time_s"]
+        rows.append(("  the model's run of the same row against the real run",
+                     f"{model * 1000:.0f} ms", f"{row['wall_time_s']:.1f} s", f"{model / row['wall_time_s']:.4f}"))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--only", choices=("trace", "sweep"), help="run only these rows")
+    parser.add_argument("--only", choices=("trace", "sweep", "real"), help="run only these rows")
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []
     if args.only:
         with tempfile.TemporaryDirectory() as directory:
-            return _print(qemu_trace(Path(directory)) if args.only == "trace" else sweep_rates(Path(directory)))
+            rows_of = {"trace": qemu_trace, "sweep": sweep_rates, "real": real_rows}[args.only]
+            return _print(rows_of(Path(directory)))
     ours_cpu, bare_cpu = cli_cpu(args.repeat * 6)
     for label, pick in (("median", statistics.median), ("minimum", min)):
         cpu, cpu_base = pick(ours_cpu), pick(bare_cpu)

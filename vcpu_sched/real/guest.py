@@ -182,7 +182,7 @@ def build(settings: RunSettings) -> Script:
     if kdump:
         kdump_init = "\n".join([
             PRELUDE,
-            'echo "kdump: kernel booted on CPU $(cut -d" " -f39 /proc/self/stat), saving vmcore"',
+            'echo "kdump: kernel booted, saving vmcore"',
             'echo "kdump: $(cpus_online) CPUs online"',
             *_wanted_lines("$(cpus_online)", min(settings.kdump_cpus, settings.smp)),
             "finish"]) + "\n"

@@ -40,3 +40,25 @@ def test_with_the_subsection_quiesced_travels(tmp_path: Path) -> None:
     verdict, events = _run(tmp_path, rtas_stopped_state=True)
     assert verdict == "completed"
     assert not any(e["event"] == "cpu_post_load_infer_quiesced" for e in events)
+
+
+def _inferred(events: list[dict[str, Any]]) -> dict[int, bool]:
+    return {e["cpu"]: e["quiesced"] for e in events if e["event"] == "cpu_post_load_infer_quiesced"}
+
+
+def test_an_idle_boot_cpu_is_inferred_quiesced(tmp_path: Path) -> None:
+    """The boot CPU keeps the EC its reset set (only rtas_start_cpu clears it) and has the PM bits its entry
+    state set: idle in H_CEDE at the migration, it passes 628bda1ab7's test (seen on a real 11.1.3: CPU 0
+    stops for good after the load)."""
+    _, events = _run(tmp_path, workload="idle", monitor=(("idle: waiting", "migrate"),), deadline_s=30.0)
+    assert _inferred(events) == {0: True, 1: False, 2: False, 3: False}
+    _, events = _run(tmp_path, workload="idle", monitor=(("idle: waiting", "migrate"),), deadline_s=30.0,
+                     infer_fix=True)
+    assert _inferred(events) == {0: False, 1: False, 2: True, 3: True}
+
+
+def test_the_infer_fix_what_if_starts_the_stopped_cpus_under_tcg_only(tmp_path: Path) -> None:
+    verdict, _ = _run(tmp_path, infer_fix=True)
+    assert verdict == "completed"
+    verdict, _ = _run(tmp_path, infer_fix=True, accel="kvm")
+    assert verdict == "lockup"  # KVM's PSSCR has no EC: the saved registers cannot tell a stopped CPU

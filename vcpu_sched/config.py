@@ -73,6 +73,7 @@ class RunSettings:
     sysreset_fix: bool = True  # a1c2dfee4f (2026): H_SIGNAL_SYS_RESET skips quiesced (RTAS-stopped) CPUs
     kdump_cpus: int = 1  # CPUs the kdump kernel brings up (its maxcpus=; 1 is RHEL's kdump default)
     nmi_fix: bool = False  # what-if, not upstream: spapr_nmi skips quiesced CPUs too
+    infer_fix: bool = False  # what-if, not upstream: cpu_post_load infers quiesced with no LPCR PM bit set
     rtas_stopped_state: bool = True  # quiesced+migration: the CPU property (false for pseries-10.0 types)
     boot_cpus: int = 0  # CPUs the guest brings up at boot (0: all); the others stay RTAS-stopped
     offline_hold_ns: int = 0  # offline-online workload: how long the secondaries stay offline each loop

@@ -148,6 +148,8 @@ SCHEMA: dict[str, Field] = {
     "sysreset_fix": Field(bool, doc="a1c2dfee4f applied: H_SIGNAL_SYS_RESET skips quiesced (RTAS-stopped) CPUs"),
     "kdump_cpus": Field(int, 1, MAX_SMP, doc="CPUs the kdump kernel brings up (its maxcpus=; 1: RHEL's default)"),
     "nmi_fix": Field(bool, doc="what-if, not upstream: spapr_nmi (inject-nmi) skips quiesced CPUs too"),
+    "infer_fix": Field(bool, doc="what-if, not upstream: cpu_post_load takes a halted CPU for quiesced when PSSCR[EC] "
+                                 "is set and no LPCR PM bit is"),
     "rtas_stopped_state": Field(bool, doc="with quiesced+migration: the cpu/rtas_stopped subsection is sent "
                                           "(false: machine types pseries-10.0 and older, streams from < 10.0)"),
     "boot_cpus": Field(int, 0, MAX_SMP, doc="CPUs the guest brings up at boot (0: all; the rest stay stopped)"),

@@ -122,10 +122,13 @@ def cpu_post_load_infer_quiesced(cpu: CPUState) -> None:
     `rtas-stopped-state` property is false (machine types pseries-10.0 and older, and streams from QEMU
     < 10.0, which carry no quiesced): quiesced is inferred - a halted CPU is quiesced if PSSCR[EC] and
     any of the class's LPCR power-management bits are set, any other CPU is not. Modelled as upstream
-    writes it, whatever it concludes."""
+    writes it, whatever it concludes. `infer_fix` (a what-if, not upstream) asks for EC and *no* PM bit:
+    what spapr_reset_vcpu and rtas_stop_self leave (EC set, PM cleared), where spapr_cpu_set_entry_state
+    sets the PM bits of every CPU it starts - the boot CPU, whose EC nothing clears, included."""
     env = cpu.env
     if cpu.halted:
-        env.quiesced = bool(env.psscr & PSSCR_EC) and bool(env.lpcr & env.model.lpcr_pm)
+        pm = bool(env.lpcr & env.model.lpcr_pm)
+        env.quiesced = bool(env.psscr & PSSCR_EC) and (not pm if cpu.machine.settings.infer_fix else pm)
     else:
         env.quiesced = False
     cpu.machine.trace("cpu_post_load_infer_quiesced", cpu=cpu.cpu_index, halted=cpu.halted,

@@ -20,9 +20,8 @@ from . import guest
 MAX_SMP = 8  # more vCPUs than this take minutes to boot under TCG on a 2-core machine
 MEMORY_MB = 2048  # enough for a 512 MB crash kernel region; the model's -m does not change any mechanism
 # What-ifs: settings no real binary can be given, with the value every binary has.
-WHAT_IFS = {"nmi_fix": False, "psscr_ec_kvm": "dropped", "cas_pvrs": "logical", "guest_endian": "le",
-            "kvm_ail_filter": False, "main_loop_hold_ns": 0}
-KVM_ONLY = ("host_lpcr", "kernel_irqchip")
+WHAT_IFS = {"nmi_fix": False, "infer_fix": False, "psscr_ec_kvm": "dropped", "cas_pvrs": "logical",
+            "guest_endian": "le", "kvm_ail_filter": False, "main_loop_hold_ns": 0}
 REAL_WORKLOADS = ("none", "ipi-check", "offline-online", "smt-off-on", "offline-kdump", "smt-off-kdump", "kdump",
                   "online-rest", "busy-loop", "hotplug-online", "idle")
 REAL_COMMANDS = ("system_reset", "stop", "cont", "migrate", "device_add", "nmi", "info registers")

@@ -116,3 +116,18 @@ def test_console_lines_become_the_models_verdicts() -> None:
     assert read(guest.DONE, lockup="the monitor did not answer device_add") == "lockup"
     assert failures(["vcpu-sched: only 2 of 4 CPUs online"]) == [("stuck-cpu", "vcpu-sched: only 2 of 4 CPUs online")]
     assert verdict(Reading(console=[guest.DONE]), plain_boot=True)[0] == "booted"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--qemu-binary", "/nonexistent/qemu"], "--qemu-binary /nonexistent/qemu: no such executable"),
+    (["--qemu-version", "7.2"], "--qemu-version: the binary's own version"),
+    (["--deadline", "0"], "--deadline: between 1 and 86400"),
+    (["--qemu-binary", "/bin/true"], "cannot ask it its version"),
+])
+def test_bad_real_options_are_one_line_and_status_2(argv: list[str], message: str) -> None:
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "vcpu_sched", "real", "spapr-migrate-from-9.2", *argv],
+                         capture_output=True, text=True, check=False, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and message in out.stderr and "Traceback" not in out.stderr

@@ -95,8 +95,12 @@ def real_main(args: argparse.Namespace, settings: RunSettings, variant: dict[str
     if not 1.0 <= args.deadline <= 86400:
         raise BadInput("--deadline: between 1 and 86400 wall seconds")
     check_client()
-    kit = find_kit()
     qemu = binary(args.qemu_binary)
+    try:
+        planning.plan(settings, variant, qemu.release)
+    except planning.NotRun as e:
+        raise BadInput(f"not run on QEMU {qemu.version}: {e}") from None
+    kit = find_kit()
 
     def console(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)

@@ -263,9 +263,11 @@ class Session:
         self.reader = asyncio.create_task(self._read_console())
         last_probe = time.monotonic()
         failed_at: float | None = None
+        seen = 0
         while not self.stopped:
-            if failed_at is None and failures(self.reading.console):
+            if failed_at is None and failures(self.reading.console[seen:]):
                 failed_at = time.monotonic()
+            seen = len(self.reading.console)
             if failed_at is not None and time.monotonic() - failed_at > AFTER_FAILURE_S and not self.busy:
                 self.reading.ended = f"stopped {AFTER_FAILURE_S:.0f} s after the first failure"
                 return

@@ -113,3 +113,37 @@ def test_the_command_runs_a_boot_on_qemu_7_2_end_to_end(kit: Kit) -> None:
     assert (row["verdict"], row["model"]["verdict"], row["release"]) == ("booted", "booted", "7.2")
     assert "Booting Linux via __start()" in out.stderr  # the console goes to stderr with --json
     assert _rtas_answers(row, "start-cpu", 1) == ["status 0 {}"]
+
+
+def _ticks_after_migration(qemu: Binary, kit: Kit, rtas_stopped_state: bool) -> dict[int, int]:
+    """Boot spapr-migrate-from-9.2's guest, idle on both CPUs with a task on each printing a line a second,
+    migrate 0-500 ms after the first line; how many lines each CPU printed."""
+    import dataclasses
+
+    from vcpu_sched.real import guest, session
+    from vcpu_sched.real.plan import plan
+
+    settings = apply(load("spapr-migrate-from-9.2").settings,
+                     {"monitor": [["idle-test: ready", "migrate"]], "rtas_stopped_state": rtas_stopped_state}, "test")
+    base = plan(settings, {}, qemu.release)
+    ticks = 'i=0; while [ $i -lt 20 ]; do echo "tick cpu$0 $i"; i=$((i + 1)); sleep 1; done'
+    init = guest.PRELUDE + "\n".join([
+        "echo idle-test: ready",
+        f"taskset -c 1 sh -c '{ticks}' 1 &",
+        f"taskset -c 0 sh -c '{ticks}' 0",
+        "wait", "finish"]) + "\n"
+    run = dataclasses.replace(base, script=dataclasses.replace(base.script, init=init, waits=(False,)))
+    reading = session.run(qemu.path, run, kit, 0, 120.0)
+    assert any("migrated" in line for line in reading.console), reading.qmp
+    return {cpu: sum(line.startswith(f"tick cpu{cpu} ") for line in reading.console) for cpu in (0, 1)}
+
+
+def test_628bda1ab7_takes_an_idle_boot_cpu_for_a_stopped_one(qemu_11_1: Binary, kit: Kit) -> None:
+    """docs/findings/628bda1ab7-inference.md, consequence 2: after a pseries-10.0 migration of an idle guest,
+    CPU 0 (EC from its reset, PM bits from its entry state) is inferred quiesced and never runs again."""
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        inferred = pool.submit(_ticks_after_migration, qemu_11_1, kit, False)
+        carried = pool.submit(_ticks_after_migration, qemu_11_1, kit, True)
+        inferred_ticks, carried_ticks = inferred.result(), carried.result()
+    assert carried_ticks == {0: 20, 1: 20}
+    assert inferred_ticks[1] == 20 and inferred_ticks[0] < 5, inferred_ticks

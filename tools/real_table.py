@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Write the README's table of `vcpu-sched matrix --against real` from the matrix's JSON output.
+
+    vcpu-sched matrix --against real --qemu-binary QEMU --json > real-7.2.json   # one file per binary
+    python3 tools/real_table.py real-7.2.json real-11.1.json                      # rewrites README.md
+
+The table goes between the README's `<!-- real-matrix:start -->` and `<!-- real-matrix:end -->` markers:
+one line per real run (model and real verdict side by side), the counts, and the reasons rows were not
+run. Disagreements are listed with both reasons; the README explains each one next to the table.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+START, END = "<!-- real-matrix:start -->", "<!-- real-matrix:end -->"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    ran = [r for r in results if r["run"] and not r["harness_error"]]
+    broken = [r for r in results if r["run"] and r["harness_error"]]
+    not_run = [r for r in results if not r["run"]]
+    lines = ["| scenario | variant | QEMU | model | real | |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in ran:
+        label = r["label"].replace("|", "\\|")
+        lines.append(f"| `{r['scenario']}` | {label} | {r['version']} | `{r['model']['verdict']}` | "
+                     f"`{r['verdict']}` | {'agree' if r['agree'] else '**disagree**'} |")
+    versions = sorted({r["version"] for r in results})
+    agree = sum(r["agree"] for r in ran)
+    lines += ["", f"{len(ran)} real runs on QEMU {', '.join(versions)}: {agree} agree, {len(ran) - agree} disagree; "
+                  f"{len(broken)} could not run; {len(not_run)} rows not run:", ""]
+    reasons = Counter(f"QEMU {r['release']}: {r['reason_not_run']}" for r in not_run)
+    lines += [f"- {count} x {reason}" for reason, count in reasons.most_common()]
+    for r in broken:
+        lines.append(f"- could not run: `{r['scenario']}` {r['label']} on {r['version']}: {r['harness_error']}")
+    for r in ran:
+        if not r["agree"]:
+            lines.append(f"- disagree: `{r['scenario']}` {r['label']} on {r['version']}: model "
+                         f"`{r['model']['verdict']}` ({r['model']['reason']}), real `{r['verdict']}` ({r['reason']})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    results = [row for path in argv for row in json.loads(Path(path).read_text())["rows"]]
+    text = README.read_text()
+    if START not in text or END not in text:
+        print(f"{README}: no {START} ... {END} markers", file=sys.stderr)
+        return 2
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{table(results)}\n{END}{tail}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -70,6 +70,9 @@ def plan(row: RunSettings, variant: dict[str, object], release: str) -> Plan:
         raise NotRun("accel=kvm needs a POWER host with KVM (`vcpu-sched real --accel kvm` there)")
     if row.smp > MAX_SMP or row.maxcpus > MAX_SMP:
         raise NotRun(f"smp={max(row.smp, row.maxcpus)}: more than {MAX_SMP} vCPUs take minutes to boot under TCG")
+    if row.threads > 1 and not has(release, "dc5e072188"):
+        raise NotRun(f"threads={row.threads}: QEMU {release}'s TCG runs one thread per pseries core "
+                     "(SMT under TCG came with dc5e072188, 8.1)")
     if row.workload not in REAL_WORKLOADS:
         raise NotRun(f"workload {row.workload}: a crash between DLPAR's node attach and its online (the kernel does "
                      "both in one work item) cannot be placed from user space")
@@ -82,7 +85,9 @@ def plan(row: RunSettings, variant: dict[str, object], release: str) -> Plan:
     machine_type = "pseries"
     if has(release, "628bda1ab7") and not row.rtas_stopped_state:
         machine_type = "pseries-10.0"  # 628bda1ab7: rtas-stopped-state is off for pseries-10.0 and older
-    smp = f"{row.smp},sockets={row.sockets},cores={row.cores},threads={row.threads}"
+    # QEMU's topology multiplies out to maxcpus; the model's cores are the ones present at boot.
+    cores = row.maxcpus // (row.sockets * row.threads) if row.maxcpus > row.smp else row.cores
+    smp = f"{row.smp},sockets={row.sockets},cores={cores},threads={row.threads}"
     if row.maxcpus:
         smp += f",maxcpus={row.maxcpus}"
     tail = ("-machine", f"{machine_type},accel=tcg", "-smp", smp, "-cpu", row.cpu.lower(),

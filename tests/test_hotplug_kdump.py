@@ -47,9 +47,13 @@ def test_with_the_fix_the_quiesced_cpu_is_skipped_and_comes_up(tmp_path: Path) -
     assert [e["rets"] for e in started][-1] == [0]
 
 
-def test_a_kdump_kernel_with_maxcpus_1_never_meets_it(tmp_path: Path) -> None:
-    result, events = _run(tmp_path, sysreset_fix=False, kdump_cpus=1)
-    assert result.verdict == "completed" and _resets(events)[2] is True
+def test_a_kdump_kernel_with_maxcpus_1_meets_it_when_it_is_logical_cpu_0(tmp_path: Path) -> None:
+    """cpuhp_bringup_mask walks the first maxcpus CPUs in logical order: booted on CPU 1, it tries CPU 0."""
+    result, events = _run(tmp_path, sysreset_fix=False, kdump_cpus=1, crash_cpu=1)
+    assert result.verdict == "bad-rtas-answer" and _resets(events)[2] is True
+    assert "start-cpu failed: -1" in result.console
+    result, _ = _run(tmp_path, sysreset_fix=True, kdump_cpus=1, crash_cpu=1)
+    assert result.verdict == "completed" and result.cpus_online == 2  # the hotplugged CPU, started
 
 
 def test_offlined_cpus_are_reset_too_and_the_fix_covers_them(tmp_path: Path) -> None:

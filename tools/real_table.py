@@ -3,6 +3,7 @@
 
     vcpu-sched matrix --against real --qemu-binary QEMU --json > real-7.2.json   # one file per binary
     python3 tools/real_table.py real-7.2.json real-11.1.json                      # rewrites README.md
+    python3 tools/real_table.py --model-now real-*.json   # the model's side re-run with the code as it is now
 
 The table goes between the README's `<!-- real-matrix:start -->` and `<!-- real-matrix:end -->` markers:
 one line per real run (model and real verdict side by side), the counts, and the reasons rows were not
@@ -45,11 +46,30 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def model_now(results: list[dict[str, Any]]) -> None:
+    """Re-run the model's side of each real run with the model as it is now (the real side stays): a real
+    matrix takes half an hour, the model a second."""
+    from vcpu_sched import runner
+    from vcpu_sched.config import RunSettings
+
+    for r in results:
+        if r["run"]:
+            values = dict(r["model"]["settings"])
+            values["monitor"] = tuple(tuple(pair) for pair in values["monitor"])
+            result = runner.run(RunSettings(**values))
+            r["model"] = {**r["model"], "verdict": result.verdict, "reason": result.reason}
+            r["agree"] = result.verdict == r["verdict"]
+
+
 def main(argv: list[str]) -> int:
+    now = "--model-now" in argv
+    argv = [a for a in argv if a != "--model-now"]
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
     results = [row for path in argv for row in json.loads(Path(path).read_text())["rows"]]
+    if now:
+        model_now(results)
     text = README.read_text()
     if START not in text or END not in text:
         print(f"{README}: no {START} ... {END} markers", file=sys.stderr)

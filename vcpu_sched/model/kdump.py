@@ -161,17 +161,19 @@ def kdump_kernel(machine: Machine, cpu_index: int) -> GuestProgram:
 
 def kdump_smp_init(machine: Machine, cpu_index: int) -> GuestProgram:
     """smp_init in the kdump kernel: its logical CPU numbers follow the device tree it was given
-    (kernel/prom.c early_init_dt_scan_cpus); it brings CPUs up in that order until `kdump_cpus` are online."""
+    (kernel/prom.c early_init_dt_scan_cpus), and kernel/cpu.c `cpuhp_bringup_mask(cpu_present_mask,
+    setup_max_cpus)` walks the first `maxcpus=` (`kdump_cpus`) of them in that order, the booting one
+    counted where it stands: a kdump kernel with maxcpus=1 booted on logical CPU 1 still brings up CPU 0
+    (seen on a real QEMU: "Processor 0 is stuck." from a maxcpus=1 kdump kernel on CPU 1)."""
     mem, out = machine.guest_memory, machine.outcome
     dt = list(mem.crash.dt_cpus) if mem.crash is not None else [cpu_index]
     out.online = {cpu_index}
-    out.wanted = min(machine.settings.kdump_cpus, len(dt))
+    first = dt[:machine.settings.kdump_cpus]
+    out.wanted = len(set(first) | {cpu_index})
     if out.wanted == 1:
         return
     yield console("smp: Bringing up secondary CPUs ...")
-    for n, hw in enumerate(dt):
-        if len(out.online) >= out.wanted:
-            break
+    for n, hw in enumerate(first):
         if hw != cpu_index:
             yield Compute(5 * MS, "cpu_up prepare, interrupt controller set-up")
             yield from cpu_up(machine, n, BOOT_SPIN_NS, hw)

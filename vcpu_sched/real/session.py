@@ -31,9 +31,11 @@ from .verdict import Reading, check_harness, failures
 QMP_TIMEOUT_S = 10.0
 MIGRATE_TIMEOUT_S = 120.0
 PROBE_EVERY_S = 5.0  # query-status while the guest works: a main loop that stops answering is a lockup
-# The first guest-visible failure decides the verdict, as in the model; the run goes on this long after it
-# for the lines that come with it (a second CPU's start-cpu), not for the minutes Linux waits per stuck CPU.
-AFTER_FAILURE_S = 5.0
+# The first guest-visible failure decides the verdict, as in the model; after it the run goes on while the
+# console does (the lines that come with it: a second CPU's start-cpu, the rest of a kdump kernel's boot,
+# its traced RTAS calls), and ends once it has been quiet this long - Linux waits about 100 s of TCG time
+# per stuck CPU, saying nothing.
+AFTER_FAILURE_S = 10.0
 
 
 class QmpTimeout(Exception):
@@ -116,6 +118,7 @@ class Session:
     waits: int = 0  # waits the guest printed that no command has answered yet
     busy: bool = False
     stopped: bool = False
+    last_line_at: float = 0.0
 
     def _argv(self, incoming: str | None = None) -> list[str]:
         argv = [self.binary, *self.plan.argv_tail, "-kernel", str(self.kit.vmlinux),
@@ -246,6 +249,7 @@ class Session:
             if not raw:
                 return
             line = raw.decode(errors="replace").rstrip("\r\n")
+            self.last_line_at = time.monotonic()
             self.reading.console.append(line)
             if self.console_out is not None:
                 self.console_out(line)
@@ -268,8 +272,9 @@ class Session:
             if failed_at is None and failures(self.reading.console[seen:]):
                 failed_at = time.monotonic()
             seen = len(self.reading.console)
-            if failed_at is not None and time.monotonic() - failed_at > AFTER_FAILURE_S and not self.busy:
-                self.reading.ended = f"stopped {AFTER_FAILURE_S:.0f} s after the first failure"
+            quiet = time.monotonic() - max(failed_at or 0.0, self.last_line_at)
+            if failed_at is not None and quiet > AFTER_FAILURE_S and not self.busy:
+                self.reading.ended = f"stopped when the console fell quiet {AFTER_FAILURE_S:.0f} s after a failure"
                 return
             if self._ready():
                 self.busy = True

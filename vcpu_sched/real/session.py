@@ -316,8 +316,12 @@ class Session:
                     if stderr is not None:
                         with contextlib.suppress(Exception):
                             text = (await asyncio.wait_for(stderr.read(), 1.0)).decode(errors="replace")
-                            self.reading.qmp += [f"qemu stderr: {t}" for t in text.splitlines()[-5:]
-                                                 if t.strip() and "TCG doesn't support requested feature" not in t]
+                            said = [t for t in text.splitlines()
+                                    if t.strip() and "TCG doesn't support requested feature" not in t]
+                            # what QEMU said first (an abort's message comes before its register dump)
+                            self.reading.qmp += [f"qemu stderr: {t}" for t in said[:4]]
+                            if said and (self.reading.ended or "").startswith("QEMU exited"):
+                                self.reading.ended += f": {said[0].strip()}"
         return self.reading
 
 

@@ -320,8 +320,9 @@ class Session:
                                     if t.strip() and "TCG doesn't support requested feature" not in t]
                             # what QEMU said first (an abort's message comes before its register dump)
                             self.reading.qmp += [f"qemu stderr: {t}" for t in said[:4]]
-                            if said and (self.reading.ended or "").startswith("QEMU exited"):
-                                self.reading.ended += f": {said[0].strip()}"
+                            ended = self.reading.ended or ""
+                            if said and ended.startswith("QEMU exited"):
+                                self.reading.ended = f"{ended}: {said[0].strip()}"
         return self.reading
 
 

@@ -13,8 +13,9 @@ upstream history): a development version X.Y.50 or X.Y.9x first ships in the nex
 | 628bda1ab7 (Fix env->quiesced migration) | 10.2.50 | 11.0 | `fix = quiesced+migration` |
 | a1c2dfee4f (Skip system reset for quiesced CPUs) | 11.0.50 | 11.1 | `sysreset_fix` |
 
-Two more commits decide what a real binary can run or shows, though the model has no switch for them:
-dc5e072188 (spapr: TCG allow up to 8-thread SMT, 8.0.50, so 8.1): before it TCG pseries runs one thread
+Three more commits decide what a real binary can run or shows, though the model has no switch for them:
+99082815f1 (target/ppc: prefixed instructions, 6.0.50, so 6.1): before it TCG's POWER10 lacks ISA 3.1's
+prefixed instructions and Linux 6.12 stops after "Booting Linux via __start()"; dc5e072188 (spapr: TCG allow up to 8-thread SMT, 8.0.50, so 8.1): before it TCG pseries runs one thread
 per core; 578912ad73 (target/ppc: Migrate DECR SPR, 8.1.50, so 8.2): before it a TCG migration loses the
 decrementer timer ("lost decrementer interrupt on migration that can cause hangs").
 
@@ -34,6 +35,7 @@ FIRST_RELEASE = {
     "9a191d3782": "10.2",
     "628bda1ab7": "11.0",
     "a1c2dfee4f": "11.1",
+    "99082815f1": "6.1",
     "dc5e072188": "8.1",
     "578912ad73": "8.2",
 }

@@ -70,6 +70,9 @@ def plan(row: RunSettings, variant: dict[str, object], release: str) -> Plan:
         raise NotRun("accel=kvm needs a POWER host with KVM (`vcpu-sched real --accel kvm` there)")
     if row.smp > MAX_SMP or row.maxcpus > MAX_SMP:
         raise NotRun(f"smp={max(row.smp, row.maxcpus)}: more than {MAX_SMP} vCPUs take minutes to boot under TCG")
+    if row.cpu == "POWER10" and not has(release, "99082815f1"):
+        raise NotRun(f"cpu=POWER10: QEMU {release}'s TCG has no ISA 3.1 prefixed instructions (99082815f1, 6.1); "
+                     "Linux 6.12 stops after __start()")
     if row.threads > 1 and not has(release, "dc5e072188"):
         raise NotRun(f"threads={row.threads}: QEMU {release}'s TCG runs one thread per pseries core "
                      "(SMT under TCG came with dc5e072188, 8.1)")

@@ -15,9 +15,10 @@ upstream history): a development version X.Y.50 or X.Y.9x first ships in the nex
 
 Three more commits decide what a real binary can run or shows, though the model has no switch for them:
 99082815f1 (target/ppc: prefixed instructions, 6.0.50, so 6.1): before it TCG's POWER10 lacks ISA 3.1's
-prefixed instructions and Linux 6.12 stops after "Booting Linux via __start()"; dc5e072188 (spapr: TCG allow up to 8-thread SMT, 8.0.50, so 8.1): before it TCG pseries runs one thread
-per core; 578912ad73 (target/ppc: Migrate DECR SPR, 8.1.50, so 8.2): before it a TCG migration loses the
-decrementer timer ("lost decrementer interrupt on migration that can cause hangs").
+prefixed instructions and Linux 6.12 stops after "Booting Linux via __start()"; dc5e072188 (spapr: TCG
+allow up to 8-thread SMT, 8.0.50, so 8.1): before it TCG pseries runs one thread per core; 578912ad73
+(target/ppc: Migrate DECR SPR, 8.1.50, so 8.2): before it a TCG migration loses the decrementer timer
+("lost decrementer interrupt on migration that can cause hangs").
 
 Debian's builds (bookworm 7.2, bullseye 5.2, trixie-backports 11.1) carry none of these as patches.
 """

@@ -316,7 +316,7 @@ def main() -> int:
 
 def _print(rows: list[tuple[str, str, str, str]]) -> int:
     width = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{width}}  {'vcpu_sched':>12}  {'bare trio':>12}  {'ratio':>6}")
+    print(f"{'measure':<{width}}  {'vcpu_sched':>12}  {'baseline':>12}  {'ratio':>6}")
     for name, value, base, ratio in rows:
         print(f"{name:<{width}}  {value:>12}  {base:>12}  {ratio:>6}")
     return 0

@@ -113,8 +113,11 @@ def workload_lines(settings: RunSettings) -> list[str]:
             lines.append(f"timeout 5 taskset -c {n} true || echo \"smp: CPU {n} did not answer an IPI within 1 s\"")
         lines.append(f'echo "smp: {len(secondaries)} CPUs answered IPIs"')
     elif work == "busy-loop":
+        # 10 s on CPU 0 with no fork (a `date` per turn would let CPU 0 idle while its child runs): the
+        # uptime is read by the shell's own `read`, and `[` is a builtin
         lines += ['echo "busy-loop: CPU 0 spins in guest code"',
-                  "taskset -c 0 sh -c 'end=$(($(date +%s) + 10)); while [ $(date +%s) -lt $end ]; do :; done'",
+                  "taskset -c 0 sh -c 'read -r t _ < /proc/uptime; end=$((${t%.*} + 10)); "
+                  "while read -r t _ < /proc/uptime && [ ${t%.*} -lt $end ]; do :; done'",
                   'echo "busy-loop: done"']
     elif work in ("hotplug-online", "hotplug-kdump"):
         wanted = len(booted) + settings.threads

@@ -4,7 +4,8 @@ The monitor script is the scenario's (`monitor = [[pattern, command], ...]`): wh
 the next pattern, the command is sent a moment later drawn from the seed (0-500 ms, as a management tool
 would act, not at the pattern's instant), then the waiting guest is told to go on. `migrate` is a real
 migration: `migrate` to a file through `exec:`, `quit`, and a second QEMU started with `-incoming` on
-the same command line. A QMP command that gets no answer within `QMP_TIMEOUT_S` is a lockup. Every QEMU
+the same command line. A QMP command that gets no answer within the scenario's watchdog (`watchdog_s`, the
+time the model lets a watched thread stay blocked; at least `MIN_WATCHDOG_S`) is a lockup. Every QEMU
 this starts is killed (its whole process group) when the run ends, however it ends.
 """
 
@@ -28,7 +29,8 @@ from .kit import Kit, cache_dir, run_initramfs
 from .plan import Plan
 from .verdict import Reading, check_harness, failures
 
-QMP_TIMEOUT_S = 10.0
+QMP_TIMEOUT_S = 10.0  # connecting, and query-version
+MIN_WATCHDOG_S = 2.0
 MIGRATE_TIMEOUT_S = 120.0
 PROBE_EVERY_S = 5.0  # query-status while the guest works: a main loop that stops answering is a lockup
 # The first guest-visible failure decides the verdict, as in the model; after it the run goes on while the
@@ -134,9 +136,10 @@ class Session:
             stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=_pdeathsig)
         self.qmp = await _connect(self.work / ("qmp-in.sock" if incoming else "qmp.sock"), self.proc)
 
-    async def execute(self, command: str, args: dict[str, Any] | None = None,
-                      timeout: float = QMP_TIMEOUT_S) -> Any:
+    async def execute(self, command: str, args: dict[str, Any] | None = None) -> Any:
         shown = f"{command} {json.dumps(args, sort_keys=True)}" if args else command
+        timeout = max(self.plan.model.watchdog_s, MIN_WATCHDOG_S)
+        start = time.monotonic()
         try:
             answer = await asyncio.wait_for(self.qmp.execute(command, args), timeout)
         except TimeoutError:
@@ -145,10 +148,11 @@ class Session:
                                    "(QEMU's main loop is blocked)")
             raise QmpTimeout from None
         except Exception as e:  # a QMP error object (qemu.qmp's ExecuteError) or a closed connection
-            self.reading.qmp.append(f"-> {shown}: error: {e}")
+            self.reading.qmp.append(f"-> {shown}: error: {e} ({time.monotonic() - start:.2f} s)")
             return None
         if command != "query-status" and command != "query-migrate":
-            self.reading.qmp.append(f"-> {shown}: {json.dumps(answer, sort_keys=True)}")
+            self.reading.qmp.append(f"-> {shown}: {json.dumps(answer, sort_keys=True)} "
+                                    f"({time.monotonic() - start:.2f} s)")
         return answer
 
     def _go(self) -> None:

@@ -131,3 +131,12 @@ def test_bad_real_options_are_one_line_and_status_2(argv: list[str], message: st
                          capture_output=True, text=True, check=False, timeout=60)
     assert out.returncode == 2, out.stderr
     assert out.stderr.count("\n") == 1 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_kvm_rows_pass_through_on_a_power_kvm_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vcpu_sched.real import plan as planning
+
+    monkeypatch.setattr(planning, "kvm_host", lambda: True)
+    p = _plan("spapr-migrate-from-9.2", accel="kvm")
+    tail = list(p.argv_tail)
+    assert tail[tail.index("-machine") + 1] == "pseries-10.0,accel=kvm" and tail[tail.index("-cpu") + 1] == "host"

@@ -140,3 +140,9 @@ def test_kvm_rows_pass_through_on_a_power_kvm_host(monkeypatch: pytest.MonkeyPat
     p = _plan("spapr-migrate-from-9.2", accel="kvm")
     tail = list(p.argv_tail)
     assert tail[tail.index("-machine") + 1] == "pseries-10.0,accel=kvm" and tail[tail.index("-cpu") + 1] == "host"
+
+
+def test_every_monitor_command_a_scenario_may_use_has_a_qmp_counterpart() -> None:
+    for command in ("system_reset", "stop", "cont", "migrate", "nmi", "info registers",
+                    "device_add power10_v2.0-spapr-cpu-core,core-id=2"):
+        assert _plan("spapr-migrate-from-9.2", monitor=[["smp: Brought up", command]]).monitor[0][1] == command

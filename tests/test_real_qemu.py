@@ -93,8 +93,10 @@ def test_an_injected_nmi_resets_rtas_stopped_cpus_after_a1c2dfee4f(qemu_11_1: Bi
     failed = [line for line in nmi["evidence"] if "start-cpu failed: -1" in line]
     assert len(failed) == 2, nmi["evidence"]
     assert _rtas_answers(nmi, "start-cpu", 2) == ["status -1 {}"]
-    assert one_cpu["verdict"] == "completed", one_cpu["reason"]
+    # maxcpus=1: no start-cpu for the reset CPUs, so none fails. Which CPU wins the NMI's crash is a race;
+    # when CPU 1 does, the kdump kernel still tries CPU 0 (cpuhp_bringup_mask), kept in the hold loop
     assert not any("start-cpu failed" in line for line in one_cpu["evidence"])
+    assert one_cpu["verdict"] == "completed" or one_cpu["reason"].endswith("Processor 0 is stuck."), one_cpu["reason"]
 
 
 def test_a_sysrq_crash_leaves_never_started_cpus_stopped(qemu_11_1: Binary, kit: Kit) -> None:

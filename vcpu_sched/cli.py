@@ -234,12 +234,8 @@ def _settings(args: argparse.Namespace, extra: dict[str, Any]) -> tuple[RunSetti
         from .versions import profile
 
         overrides |= profile(args.qemu_version)
-    overrides |= {k: v for k, v in {
-        "smp": args.smp, "accel": args.accel, "cpu": args.cpu, "fix": args.fix,
-        "timebase_reset": args.timebase_reset, "qemu_version": args.qemu_version, **extra}.items() if v is not None}
-    for item in args.sets:
-        key, value = parse_set(item)
-        overrides[key] = value
+    overrides |= {k: v for k, v in {"qemu_version": args.qemu_version, **extra}.items() if v is not None}
+    overrides |= _explicit(args)  # the options, then --set, win
     return apply(scenario.settings, overrides, "command line"), scenario.settings
 
 

@@ -282,11 +282,13 @@ _SYNC_CALLERS = {
 }
 
 
-# The events the explanation reads live: the engine gives the BQL's waits and holder itself, so the
-# BQL's own events are read only from a log.
 def _cpu_events(version: Any) -> str:
     """The vCPU loop's function for a log's qemu_version (the old loop when it is missing or unknown)."""
     return cpu_events_function(version) if version in RELEASES else cpu_events_function("10.0")
+
+
+# The events the explanation reads live: the engine gives the BQL's waits and holder itself, so the
+# BQL's own events are read only from a log.
 LIVE_FACT_EVENTS = frozenset(name for name, (_, key, _) in _HANDLERS.items() if key != "thread")
 
 
@@ -455,9 +457,8 @@ def failure_chain(facts: Facts) -> list[str]:
         lines.append(f"query-cpu-stopped-state for CPU {cpu} answered 2 (not stopped) at {_s(t)}: it was running in "
                      "the crashed kernel, so the kdump kernel kicks it in kexec's hold loop. It never calls in: "
                      f"CPU{'s' if len(scribblers) > 1 else ''} {', '.join(map(str, scribblers))}, reset though the "
-                     "kernel never started it, entered the "
-                     "system-reset handler with r13 = 0 and saves registers over low memory (exgen at 0x80), "
-                     "__secondary_hold's way out.")
+                     "kernel never started it, entered the system-reset handler with r13 = 0 and saves registers "
+                     "over low memory (exgen at 0x80), __secondary_hold's way out.")
     for cpu, reset in sorted(facts.sysresets.items()):
         query = facts.rtas_answers.get(("query-cpu-stopped-state", cpu))
         start = facts.rtas_answers.get(("start-cpu", cpu))

@@ -14,18 +14,23 @@ import time
 from typing import Any
 
 from ..errors import BadInput
-from ..matrix import rows_for
+from ..matrix import Row, rows_for
 from ..scenario import load, scenario_names
 from .command import Binary, run_real
 from .kit import Kit
 
 
-def run_against(names: list[str], binaries: list[Binary], kit: Kit, jobs: int, deadline_s: float,
-                progress: Any = None) -> list[dict[str, Any]]:
-    """One entry per (row, binary): run (with both verdicts) or not run (with the reason)."""
+def work_for(names: list[str], binaries: list[Binary]) -> list[tuple[Row, Binary]]:
+    """Every (row, binary) of the scenarios named (default: all)."""
     work = [(row, qemu) for name in (names or scenario_names()) for row in rows_for(load(name)) for qemu in binaries]
     if not work:
         raise BadInput("matrix: the scenarios have no [[expect]] entries to check")
+    return work
+
+
+def run_against(work: list[tuple[Row, Binary]], kit: Kit, jobs: int, deadline_s: float,
+                progress: Any = None) -> list[dict[str, Any]]:
+    """One entry per (row, binary): run (with both verdicts) or not run (with the reason)."""
     results: list[dict[str, Any] | None] = [None] * len(work)
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(run_real, row.settings, row.variant, qemu, kit, deadline_s): i
@@ -78,18 +83,17 @@ def matrix_against_main(args: Any) -> int:
     import os
 
     from ..pool import Progress
-    from .command import binary
+    from .command import binary, check_deadline
     from .kit import check_client, find_kit
 
-    jobs = args.jobs or os.cpu_count() or 1
-    if jobs < 1:
-        raise BadInput("--jobs: must be at least 1")
+    jobs = args.jobs or os.cpu_count() or 1  # --jobs was checked (at least 1) with the other matrix options
+    check_deadline(args.deadline)
     check_client()
     kit = find_kit()
     binaries = [binary(path) for path in (args.qemu_binary or [None])]
     start = time.perf_counter()
-    total = sum(len(rows_for(load(name))) for name in (args.scenarios or scenario_names())) * len(binaries)
-    results = run_against(args.scenarios, binaries, kit, jobs, args.deadline, Progress(total, "rows", "matrix"))
+    work = work_for(args.scenarios, binaries)
+    results = run_against(work, kit, jobs, args.deadline, Progress(len(work), "rows", "matrix"))
     wall = time.perf_counter() - start
     disagree = sum(1 for r in results if r["run"] and not r["harness_error"] and not r["agree"])
     broken = sum(1 for r in results if r["run"] and r["harness_error"])

@@ -18,7 +18,6 @@ from .kit import Kit, check_binary, check_client, find_kit
 from .verdict import evidence, verdict
 
 DEFAULT_BINARY = "qemu-system-ppc64"
-DEADLINE_S = 600.0
 
 
 @dataclass
@@ -43,17 +42,28 @@ def binary(path: str | None) -> Binary:
         raise BadInput(f"--qemu-binary {path or DEFAULT_BINARY}: cannot ask it its version: {e}") from None
 
 
+def check_deadline(deadline_s: float) -> None:
+    if not 1.0 <= deadline_s <= 86400:
+        raise BadInput("--deadline: between 1 and 86400 wall seconds")
+
+
 def run_real(settings: RunSettings, variant: dict[str, Any], qemu: Binary, kit: Kit, deadline_s: float,
              console_out: Any = None) -> dict[str, Any]:
     """One row on `qemu` and in the model at its release: both verdicts, the evidence, the command line."""
-    from .. import runner
-    from . import session
-
-    start = time.perf_counter()
     try:
         plan = planning.plan(settings, variant, qemu.release)
     except planning.NotRun as e:
         return {"run": False, "reason_not_run": str(e), "release": qemu.release, "binary": qemu.path}
+    return run_plan(plan, settings, qemu, kit, deadline_s, console_out)
+
+
+def run_plan(plan: planning.Plan, settings: RunSettings, qemu: Binary, kit: Kit, deadline_s: float,
+             console_out: Any = None) -> dict[str, Any]:
+    """A planned row, real and modelled."""
+    from .. import runner
+    from . import session
+
+    start = time.perf_counter()
     model = runner.run(plan.model)
     model_wall = time.perf_counter() - start
     start = time.perf_counter()
@@ -92,12 +102,11 @@ def report_text(scenario: str, row: dict[str, Any]) -> str:
 def real_main(args: argparse.Namespace, settings: RunSettings, variant: dict[str, Any]) -> int:
     if args.qemu_version is not None:
         raise BadInput("--qemu-version: the binary's own version (query-version) sets the model")
-    if not 1.0 <= args.deadline <= 86400:
-        raise BadInput("--deadline: between 1 and 86400 wall seconds")
+    check_deadline(args.deadline)
     check_client()
     qemu = binary(args.qemu_binary)
     try:
-        planning.plan(settings, variant, qemu.release)
+        plan = planning.plan(settings, variant, qemu.release)
     except planning.NotRun as e:
         raise BadInput(f"not run on QEMU {qemu.version}: {e}") from None
     kit = find_kit()
@@ -105,9 +114,7 @@ def real_main(args: argparse.Namespace, settings: RunSettings, variant: dict[str
     def console(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    row = run_real(settings, variant, qemu, kit, args.deadline, None if args.quiet else console)
-    if not row["run"]:
-        raise BadInput(f"not run on QEMU {qemu.version}: {row['reason_not_run']}")
+    row = run_plan(plan, settings, qemu, kit, args.deadline, None if args.quiet else console)
     if args.json:
         print(json.dumps({"scenario": settings.scenario, **row}, sort_keys=True))
     else:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from vcpu_sched.matrix import rows_for
-from vcpu_sched.real import guest
+from vcpu_sched.real import boots, guest
 from vcpu_sched.real.kit import Cpio
 from vcpu_sched.real.plan import NotRun, plan
 from vcpu_sched.real.verdict import Reading, failures, verdict
@@ -78,16 +78,48 @@ def test_every_scenario_monitor_pattern_is_placed() -> None:
             continue
         script = guest.build(dataclasses.replace(settings, accel="tcg"))
         assert len(script.waits) == len(settings.monitor)
-        assert script.init.count("wait_monitor\n") == sum(script.waits), name
+        assert script.body.count("wait_monitor\n") == sum(script.waits), name
 
 
 def test_the_script_onlines_what_the_boot_left_stopped() -> None:
     script = _plan("spapr-migrate-from-9.2").script
-    assert "cpu_on 2\ncpu_on 3" in script.init
-    assert script.init.index("wait_monitor") < script.init.index("cpu_on 2")  # migrate before onlining
+    assert "cpu_on 2\ncpu_on 3" in script.body
+    assert script.body.index("wait_monitor") < script.body.index("cpu_on 2")  # migrate before onlining
     kdump = _plan("spapr-nmi-kdump", accel="tcg").script
     assert kdump.kdump_cmdline is not None and "maxcpus=4" in kdump.kdump_cmdline
-    assert "crashkernel=" in kdump.cmdline and "kexec -p /vmlinux" in kdump.init
+    assert "vcpu_sched_want=4" in kdump.kdump_cmdline  # the one kdump /init learns what to expect here
+    assert "crashkernel=" in kdump.cmdline and "kexec -p /vmlinux" in kdump.body
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX sh")
+def test_the_boot_init_runs_the_script_it_reads_from_the_console_as_typed() -> None:
+    """Everything after the prelude (which needs a guest's /sys) under the host's sh: the script comes
+    back byte for byte, leading blanks and backslashes included, and runs with the prelude's functions."""
+    rest = guest.BOOT_INIT[len(guest.PRELUDE):].replace("/sys/kernel/tracing", "/nonexistent")  # says it
+    typed = "\n".join(["  greet 'a\\b'", "printf '%s\\n' \"tab\there\"", guest.END_OF_SCRIPT,
+                       "echo not run"]) + "\n"
+    out = subprocess.run(["sh", "-c", "exec 3<&0\ngreet() { printf 'hello %s\\n' \"$1\"; }\n" + rest],
+                         input=typed, capture_output=True, text=True, check=True, timeout=30).stdout
+    assert out.splitlines() == [guest.READY, "hello a\\b", "tab\there"]
+
+
+@pytest.mark.parametrize(("release", "variant", "reason"), [
+    ("11.1", {}, None),  # pseries: env->quiesced is in the stream
+    ("11.1", {"rtas_stopped_state": False}, "pseries-10.0 infers env->quiesced"),
+    ("10.0", {}, "does not migrate env->quiesced"),
+    ("9.2", {}, None),  # no env->quiesced yet, and the DEC is in the stream
+    ("7.2", {}, "loses the decrementer"),
+])
+def test_a_saved_boot_is_restored_only_where_the_stream_carries_the_state(
+        release: str, variant: dict[str, object], reason: str | None) -> None:
+    found = _plan("spapr-cpu-offline-online", release, accel="tcg", **variant).fresh_boot
+    assert found == reason if reason is None else reason in (found or "")
+
+
+def test_a_system_reset_of_never_started_cpus_boots_afresh() -> None:
+    """Found on QEMU 11.1.3, not derived (plan.fresh_boot_reason): after a restore an NMI checkstops there."""
+    assert "never started" in (_plan("spapr-nmi-kdump", accel="tcg").fresh_boot or "")
+    assert _plan("spapr-nmi-kdump", accel="tcg", boot_cpus=0).fresh_boot is None  # every CPU started
 
 
 @pytest.mark.skipif(shutil.which("cpio") is None, reason="needs cpio(1) to read the archive back")
@@ -146,3 +178,59 @@ def test_every_monitor_command_a_scenario_may_use_has_a_qmp_counterpart() -> Non
     for command in ("system_reset", "stop", "cont", "migrate", "nmi", "info registers",
                     "device_add power10_v2.0-spapr-cpu-core,core-id=2"):
         assert _plan("spapr-migrate-from-9.2", monitor=[["smp: Brought up", command]]).monitor[0][1] == command
+
+
+def test_saved_boots_are_kept_found_and_the_least_recently_used_removed(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setattr(boots, "KEEP", 2)
+    store = boots.Store(tmp_path)
+
+    def save(name: str, made_at: int) -> None:
+        staged = store.staging(name)
+        staged.write_bytes(b"state " + name.encode())
+        store.keep(name, staged, ["Linux ppc64le", guest.READY])
+        os.utime(tmp_path / name, (made_at, made_at))
+
+    save("a", 1)
+    save("b", 2)
+    assert store.find("a") is not None  # a is used again: now b is the least recently used
+    save("c", 3)
+    assert store.find("b") is None
+    found = store.find("a")
+    assert found is not None and found.console == ["Linux ppc64le", guest.READY]
+    assert found.state.read_bytes() == b"state a"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["a", "c"]
+
+
+def test_a_saved_boot_depends_on_the_binary_its_command_line_and_its_files(tmp_path: Path) -> None:
+    binary, kernel = tmp_path / "qemu", tmp_path / "vmlinux"
+    binary.write_text("1")
+    kernel.write_text("k")
+    first = boots.key(str(binary), ["-smp", "4"], [kernel])
+    assert first == boots.key(str(binary), ["-smp", "4"], [kernel])
+    assert first != boots.key(str(binary), ["-smp", "2"], [kernel])
+    kernel.write_text("another kernel")
+    assert first != boots.key(str(binary), ["-smp", "4"], [kernel])
+
+
+def test_one_run_at_a_time_saves_a_boot(tmp_path: Path) -> None:
+    import asyncio
+
+    store = boots.Store(tmp_path)
+    inside: list[int] = []
+    overlap: list[bool] = []
+
+    async def one(n: int) -> None:
+        async with store.locked("k"):
+            overlap.append(bool(inside))
+            inside.append(n)
+            await asyncio.sleep(0)  # let the other try
+            inside.remove(n)
+
+    async def both() -> None:
+        await asyncio.gather(one(1), one(2))
+
+    asyncio.run(both())
+    assert overlap == [False, False]

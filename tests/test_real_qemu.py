@@ -8,7 +8,9 @@ stuck-CPU row is Linux waiting for the CPU to call in.
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -122,19 +124,19 @@ def _ticks_after_migration(qemu: Binary, kit: Kit, rtas_stopped_state: bool) -> 
     migrate 0-500 ms after the first line; how many lines each CPU printed."""
     import dataclasses
 
-    from vcpu_sched.real import guest, session
+    from vcpu_sched.real import session
     from vcpu_sched.real.plan import plan
 
     settings = apply(load("spapr-migrate-from-9.2").settings,
                      {"monitor": [["idle-test: ready", "migrate"]], "rtas_stopped_state": rtas_stopped_state}, "test")
     base = plan(settings, {}, qemu.release)
     ticks = 'i=0; while [ $i -lt 20 ]; do echo "tick cpu$0 $i"; i=$((i + 1)); sleep 1; done'
-    init = guest.PRELUDE + "\n".join([
+    body = "\n".join([
         "echo idle-test: ready",
         f"taskset -c 1 sh -c '{ticks}' 1 &",
         f"taskset -c 0 sh -c '{ticks}' 0",
         "wait", "finish"]) + "\n"
-    run = dataclasses.replace(base, script=dataclasses.replace(base.script, init=init, waits=(False,)))
+    run = dataclasses.replace(base, script=dataclasses.replace(base.script, body=body, waits=(False,)))
     reading = session.run(qemu.path, run, kit, 0, 120.0)
     assert any("migrated" in line for line in reading.console), reading.qmp
     return {cpu: sum(line.startswith(f"tick cpu{cpu} ") for line in reading.console) for cpu in (0, 1)}
@@ -149,3 +151,31 @@ def test_628bda1ab7_takes_an_idle_boot_cpu_for_a_stopped_one(qemu_11_1: Binary, 
         inferred_ticks, carried_ticks = inferred.result(), carried.result()
     assert carried_ticks == {0: 20, 1: 20}
     assert inferred_ticks[1] == 20 and inferred_ticks[0] < 5, inferred_ticks
+
+
+def test_a_restored_boot_runs_a_row_as_a_fresh_boot_does(qemu_11_1: Binary, kit: Kit) -> None:
+    """The saved boot (boots.py) against a boot: the same verdict, the same workload, the same RTAS answers."""
+    scenario = load("spapr-cpu-offline-online")
+    variant = {"accel": "tcg", "smp": 4, "loops": 1}
+    settings = apply(scenario.settings, variant, "test")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        fresh = pool.submit(run_real, settings, variant, qemu_11_1, kit, DEADLINE_S, None, False)
+        restored = pool.submit(run_real, settings, variant, qemu_11_1, kit, DEADLINE_S)
+        rows = fresh.result(), restored.result()
+    assert rows[0]["boot"].startswith("booted afresh") and rows[1]["boot"].startswith("restored a saved boot")
+    for row in rows:
+        assert row["verdict"] == row["model"]["verdict"] == "completed", row["reason"]
+
+    def work(row: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+        """The workload's markers in order, and the last answer RTAS gave to each call the script caused
+        (how often Linux polls query-cpu-stopped-state before a dying CPU is stopped, and which CPU runs
+        the shell, vary from run to run)."""
+        evidence = row["evidence"]
+        # from the script's start to its end (at the power-off the kernel's own stop-self calls race the console)
+        after = evidence[evidence.index("vcpu-sched: ready for the script") + 1:evidence.index("vcpu-sched: done")]
+        rtas = [re.sub(r"^rtas: \[[^]]*\] CPU \d+ +", "", line) for line in after if line.startswith("rtas:")]
+        answered = {call: answer for call, answer in itertools.pairwise(rtas)
+                    if call.startswith("calls ") and " answers " in answer}
+        return [line for line in after if not line.startswith("rtas:")], answered
+
+    assert work(rows[0]) == work(rows[1])

@@ -29,11 +29,11 @@ def work_for(names: list[str], binaries: list[Binary]) -> list[tuple[Row, Binary
 
 
 def run_against(work: list[tuple[Row, Binary]], kit: Kit, jobs: int, deadline_s: float,
-                progress: Any = None) -> list[dict[str, Any]]:
+                progress: Any = None, saved_boot: bool = True) -> list[dict[str, Any]]:
     """One entry per (row, binary): run (with both verdicts) or not run (with the reason)."""
     results: list[dict[str, Any] | None] = [None] * len(work)
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(run_real, row.settings, row.variant, qemu, kit, deadline_s): i
+        futures = {pool.submit(run_real, row.settings, row.variant, qemu, kit, deadline_s, None, saved_boot): i
                    for i, (row, qemu) in enumerate(work)}
         try:
             for future in concurrent.futures.as_completed(futures):
@@ -93,7 +93,7 @@ def matrix_against_main(args: Any) -> int:
     binaries = [binary(path) for path in (args.qemu_binary or [None])]
     start = time.perf_counter()
     work = work_for(args.scenarios, binaries)
-    results = run_against(work, kit, jobs, args.deadline, Progress(len(work), "rows", "matrix"))
+    results = run_against(work, kit, jobs, args.deadline, Progress(len(work), "rows", "matrix"), not args.fresh_boot)
     wall = time.perf_counter() - start
     disagree = sum(1 for r in results if r["run"] and not r["harness_error"] and not r["agree"])
     broken = sum(1 for r in results if r["run"] and r["harness_error"])

@@ -48,17 +48,17 @@ def check_deadline(deadline_s: float) -> None:
 
 
 def run_real(settings: RunSettings, variant: dict[str, Any], qemu: Binary, kit: Kit, deadline_s: float,
-             console_out: Any = None) -> dict[str, Any]:
+             console_out: Any = None, saved_boot: bool = True) -> dict[str, Any]:
     """One row on `qemu` and in the model at its release: both verdicts, the evidence, the command line."""
     try:
         plan = planning.plan(settings, variant, qemu.release)
     except planning.NotRun as e:
         return {"run": False, "reason_not_run": str(e), "release": qemu.release, "binary": qemu.path}
-    return run_plan(plan, settings, qemu, kit, deadline_s, console_out)
+    return run_plan(plan, settings, qemu, kit, deadline_s, console_out, saved_boot)
 
 
 def run_plan(plan: planning.Plan, settings: RunSettings, qemu: Binary, kit: Kit, deadline_s: float,
-             console_out: Any = None) -> dict[str, Any]:
+             console_out: Any = None, saved_boot: bool = True) -> dict[str, Any]:
     """A planned row, real and modelled."""
     from .. import runner
     from . import session
@@ -67,12 +67,13 @@ def run_plan(plan: planning.Plan, settings: RunSettings, qemu: Binary, kit: Kit,
     model = runner.run(plan.model)
     model_wall = time.perf_counter() - start
     start = time.perf_counter()
-    reading = session.run(qemu.path, plan, kit, settings.seed, deadline_s, console_out)
+    reading = session.run(qemu.path, plan, kit, settings.seed, deadline_s, console_out, saved_boot)
     real_verdict, reason = verdict(reading, settings.plain_boot)
     return {
         "run": True, "verdict": real_verdict, "reason": reason, "harness_error": reading.harness,
         "binary": qemu.path, "version": qemu.version, "release": qemu.release,
         "qemu_args": list(plan.argv_tail), "cmdline": plan.script.cmdline, "kdump_cmdline": plan.script.kdump_cmdline,
+        "boot": reading.boot,
         "evidence": evidence(reading), "qmp": reading.qmp, "console": reading.console,
         "model": {"verdict": model.verdict, "reason": model.reason, "settings": plan.model.to_dict(),
                   "wall_time_s": model_wall},
@@ -85,6 +86,7 @@ def report_text(scenario: str, row: dict[str, Any]) -> str:
     lines.append(f"qemu:    {row['binary']} {' '.join(row['qemu_args'])}")
     kdump = f"; kdump kernel: {row['kdump_cmdline']}" if row["kdump_cmdline"] else ""
     lines.append(f"guest:   {row['cmdline']}{kdump}")
+    lines.append(f"boot:    {row['boot']}")
     if row["harness_error"]:
         lines.append(f"harness: {row['harness_error']} (the guest script could not do its part)")
     lines.append("evidence:")
@@ -114,7 +116,7 @@ def real_main(args: argparse.Namespace, settings: RunSettings, variant: dict[str
     def console(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    row = run_plan(plan, settings, qemu, kit, args.deadline, None if args.quiet else console)
+    row = run_plan(plan, settings, qemu, kit, args.deadline, None if args.quiet else console, not args.fresh_boot)
     if args.json:
         print(json.dumps({"scenario": settings.scenario, **row}, sort_keys=True))
     else:

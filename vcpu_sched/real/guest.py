@@ -9,6 +9,12 @@ time instead, which `offline_hold_ns` makes long enough). It spins rather than s
 guest computes there: a boot CPU idle in H_CEDE at a migration is another case (README: the idle boot
 CPU). A reader of the kernel's RTAS tracepoints prints each CPU start/stop call and its answer as it
 happens. At the end the script prints `vcpu-sched: done`, then powers off.
+
+Every run boots the same /init (`BOOT_INIT`): it prints `vcpu-sched: ready for the script` and reads the
+row's script from the console, up to `vcpu-sched: end of script`. So everything before that line depends
+only on the QEMU command line and the kernel's, and a saved state of a guest waiting there serves every row
+that shares them (`boots.py`). The kdump kernel's /init is one for all rows too: the number of CPUs it
+expects comes on its command line (`vcpu_sched_want=`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ RTAS_TRACE = "rtas-trace:"
 KDUMP_FLAG = "vcpu_sched_kdump"
 RTAS_EVENTS = "powerpc:rtas_input,powerpc:rtas_output"
 KDUMP_WORKLOADS = ("kdump", "offline-kdump", "smt-off-kdump", "hotplug-kdump", "idle")
+READY = "vcpu-sched: ready for the script"
+END_OF_SCRIPT = "vcpu-sched: end of script"
+READY_MARK = "vcpu-sched-boot-traced"  # written to the trace buffer after the boot
 HOLD = "# hold"  # where the model's guest spends offline_hold_ns: a monitor command may act there
 
 PRELUDE = r"""#!/bin/busybox sh
@@ -43,18 +52,37 @@ exec 3<&0  # the console: a background job's own stdin would be /dev/null
 wait_monitor() { echo "__WAITING__"; (read -r _line <&3; : > /tmp/go) &
   taskset -c 0 sh -c 'until [ -e /tmp/go ]; do :; done'; rm -f /tmp/go; }
 while read -r line; do case "$line" in *start-cpu*|*stop-self*|*query-cpu-stopped-state*)
-  echo "__RTAS__ $line";; esac; done < /sys/kernel/tracing/trace_pipe &
+  echo "__RTAS__ $line";; *__MARK__*) echo "__READY__";; esac; done < /sys/kernel/tracing/trace_pipe &
 finish() { echo "__DONE__"; sync; poweroff -f; }
-""".replace("__WAITING__", WAITING).replace("__RTAS__", RTAS_TRACE).replace("__DONE__", DONE)
+""".replace("__WAITING__", WAITING).replace("__RTAS__", RTAS_TRACE).replace("__DONE__", DONE).replace(
+    "__MARK__", READY_MARK).replace("__READY__", READY)
+
+# The console does not echo what the tool types (the script's markers would show twice); the script is
+# sourced, so it calls the prelude's functions. READY comes from the trace reader once it reaches a mark
+# written after the boot: every RTAS call of the boot is on the console before it, so a saved boot has
+# them all (without tracefs, the script says it).
+BOOT_INIT = PRELUDE + r"""stty -echo 2>/dev/null
+echo __MARK__ 2>/dev/null > /sys/kernel/tracing/trace_marker || echo "__READY__"
+: > /tmp/row.sh
+while IFS= read -r line <&3; do [ "$line" = "__END__" ] && break; printf '%s\n' "$line" >> /tmp/row.sh; done
+. /tmp/row.sh
+""".replace("__MARK__", READY_MARK).replace("__READY__", READY).replace("__END__", END_OF_SCRIPT)
+
+KDUMP_INIT = PRELUDE + r"""for word in $(cat /proc/cmdline); do
+  case "$word" in vcpu_sched_want=*) want=${word#*=};; esac; done
+echo "kdump: kernel booted, saving vmcore"
+echo "kdump: $(cpus_online) CPUs online"
+[ "$(cpus_online)" -ge "$want" ] || echo "vcpu-sched: only $(cpus_online) of $want CPUs online"
+finish
+"""
 
 
 @dataclass(frozen=True)
 class Script:
-    """The guest's /init, the kdump kernel's (or None), the kernel command lines, and for each monitor
-    entry whether the guest waits for its command."""
+    """The row's script (sent to `BOOT_INIT` on the console), the kernel command lines (the kdump
+    kernel's, or None), and for each monitor entry whether the guest waits for its command."""
 
-    init: str
-    kdump_init: str | None
+    body: str
     cmdline: str
     kdump_cmdline: str | None
     waits: tuple[bool, ...] = ()
@@ -172,21 +200,12 @@ def build(settings: RunSettings) -> Script:
     kdump_cmdline = None
     lines = workload_lines(settings)
     body, waits = place_waits(lines, [pattern for pattern, _ in settings.monitor], settings.offline_hold_ns)
-    init = [PRELUDE]
     if kdump:
         cmdline.append("crashkernel=512M")
         kdump_cmdline = " ".join(["console=hvc0", f"maxcpus={settings.kdump_cpus}", KDUMP_FLAG,
+                                  f"vcpu_sched_want={min(settings.kdump_cpus, settings.smp)}",
                                   f"trace_event={RTAS_EVENTS}"])
-        init.append(f"kexec -p /vmlinux --initrd=/kdump.cpio --append={shlex.quote(kdump_cmdline)} "
+        body.insert(0, f"kexec -p /vmlinux --initrd=/kdump.cpio --append={shlex.quote(kdump_cmdline)} "
                     f'|| echo "{HARNESS} kexec -p failed"')
-    init += body
-    init.append("finish")
-    kdump_init = None
-    if kdump:
-        kdump_init = "\n".join([
-            PRELUDE,
-            'echo "kdump: kernel booted, saving vmcore"',
-            'echo "kdump: $(cpus_online) CPUs online"',
-            *_wanted_lines("$(cpus_online)", min(settings.kdump_cpus, settings.smp)),
-            "finish"]) + "\n"
-    return Script("\n".join(init) + "\n", kdump_init, " ".join(cmdline), kdump_cmdline, tuple(waits))
+    body.append("finish")
+    return Script("\n".join(body) + "\n", " ".join(cmdline), kdump_cmdline, tuple(waits))

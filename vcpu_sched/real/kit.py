@@ -6,7 +6,8 @@ The kit lives outside the repository (`$VCPU_SCHED_REAL_DIR`, else `$XDG_CACHE_H
 
 The initramfs is two newc cpio archives one after the other, which the kernel unpacks in turn: a base
 (busybox, kexec, and for a crash the kernel itself, to load as the kdump kernel), cached by content, and
-a small one of the run's own (`/init` and the kdump kernel's initramfs).
+a small one with `/init` and the kdump kernel's initramfs, the same for every run (the run's own script
+comes on the console).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,15 +143,20 @@ def base_initramfs(kit: Kit, with_kernel: bool, work: Path) -> Path:
     if with_kernel:
         archive.file("vmlinux", kit.vmlinux.read_bytes())
     work.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_bytes(archive.build())
     tmp.replace(path)
     return path
 
 
-def run_initramfs(kit: Kit, init: str, kdump_init: str | None, work: Path, dest: Path) -> None:
-    """The run's initramfs at `dest`: the base, then /init (and /kdump.cpio, the kdump kernel's own)."""
+def boot_initramfs(kit: Kit, init: str, kdump_init: str | None, work: Path) -> Path:
+    """The cached initramfs every run with (or without) a kdump kernel boots: the base, then /init (and
+    /kdump.cpio, the kdump kernel's own). A run's own work comes later, on the console."""
     base = base_initramfs(kit, kdump_init is not None, work)
+    key = hashlib.sha256(f"{base.name}\0{init}\0{kdump_init}".encode()).hexdigest()[:16]
+    path = work / f"boot-{key}.cpio"
+    if path.exists():
+        return path
     own = Cpio()
     own.file("init", init.encode(), 0o755)
     if kdump_init is not None:
@@ -157,9 +164,12 @@ def run_initramfs(kit: Kit, init: str, kdump_init: str | None, work: Path, dest:
         busybox_root(kit, kdump)
         kdump.file("init", kdump_init.encode(), 0o755)
         own.file("kdump.cpio", kdump.build())
-    with open(dest, "wb") as out:
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as out:
         out.write(base.read_bytes())
         out.write(own.build())
+    tmp.replace(path)
+    return path
 
 
 def check_client() -> None:

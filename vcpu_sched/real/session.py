@@ -7,6 +7,10 @@ migration: `migrate` to a file through `exec:`, `quit`, and a second QEMU starte
 the same command line. A QMP command that gets no answer within the scenario's watchdog (`watchdog_s`, the
 time the model lets a watched thread stay blocked; at least `MIN_WATCHDOG_S`) is a lockup. Every QEMU
 this starts is killed (its whole process group) when the run ends, however it ends.
+
+The guest gets the row's script on the console once its /init says it is ready. Where a restore is
+faithful (`plan.fresh_boot`), the run restores a saved boot of a guest at that point (`boots.py`, saving it
+first if there is none) instead of booting: the saved console is read as if the guest had just printed it.
 """
 
 from __future__ import annotations
@@ -24,14 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .guest import WAITING
-from .kit import Kit, cache_dir, run_initramfs
+from . import boots
+from .guest import BOOT_INIT, END_OF_SCRIPT, KDUMP_INIT, READY, WAITING
+from .kit import Kit, boot_initramfs, cache_dir
 from .plan import Plan
 from .verdict import Reading, check_harness, failures
 
 QMP_TIMEOUT_S = 10.0  # connecting, and query-version
 MIN_WATCHDOG_S = 2.0
 MIGRATE_TIMEOUT_S = 120.0
+BOOT_TIMEOUT_S = 300.0  # from QEMU's start to the guest's `ready for the script`, when saving a boot
 PROBE_EVERY_S = 5.0  # query-status while the guest works: a main loop that stops answering is a lockup
 # The first guest-visible failure decides the verdict, as in the model; after it the run goes on while the
 # console does (the lines that come with it: a second CPU's start-cpu, the rest of a kdump kernel's boot,
@@ -110,8 +116,11 @@ class Session:
     seed: int
     deadline_s: float
     console_out: Callable[[str], None] | None = None
+    saved_boot: bool = True  # restore a saved boot where that is faithful (`plan.fresh_boot` is None)
     reading: Reading = field(default_factory=Reading)
     work: Path = Path()
+    initrd: Path = Path()
+    starts: int = 0
     proc: asyncio.subprocess.Process | None = None
     qmp: Any = None
     reader: asyncio.Task[None] | None = None
@@ -122,19 +131,21 @@ class Session:
     stopped: bool = False
     last_line_at: float = 0.0
 
-    def _argv(self, incoming: str | None = None) -> list[str]:
-        argv = [self.binary, *self.plan.argv_tail, "-kernel", str(self.kit.vmlinux),
-                "-initrd", str(self.work / "initrd.cpio"), "-append", self.plan.script.cmdline,
-                "-qmp", f"unix:{self.work / ('qmp-in.sock' if incoming else 'qmp.sock')},server=on,wait=off"]
-        if incoming:
-            argv += ["-incoming", incoming]
-        return argv
+    def _machine_argv(self) -> list[str]:
+        """The command line a boot depends on (all but the monitor socket and -incoming)."""
+        return [*self.plan.argv_tail, "-kernel", str(self.kit.vmlinux), "-initrd", str(self.initrd),
+                "-append", self.plan.script.cmdline]
 
     async def _start(self, incoming: str | None = None) -> None:
+        self.starts += 1
+        sock = self.work / f"qmp-{self.starts}.sock"
+        argv = [self.binary, *self._machine_argv(), "-qmp", f"unix:{sock},server=on,wait=off"]
+        if incoming:
+            argv += ["-incoming", incoming]
         self.proc = await asyncio.create_subprocess_exec(
-            *self._argv(incoming), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=_pdeathsig)
-        self.qmp = await _connect(self.work / ("qmp-in.sock" if incoming else "qmp.sock"), self.proc)
+        self.qmp = await _connect(sock, self.proc)
 
     async def execute(self, command: str, args: dict[str, Any] | None = None) -> Any:
         shown = f"{command} {json.dumps(args, sort_keys=True)}" if args else command
@@ -155,9 +166,12 @@ class Session:
                                     f"({time.monotonic() - start:.2f} s)")
         return answer
 
-    def _go(self) -> None:
+    def _type(self, text: str) -> None:
         if self.proc is not None and self.proc.stdin is not None:
-            self.proc.stdin.write(b"go\n")
+            self.proc.stdin.write(text.encode())
+
+    def _go(self) -> None:
+        self._type("go\n")
 
     def _guest_waits(self) -> None:
         later = any(self.plan.script.waits[self.next_entry:])
@@ -211,22 +225,20 @@ class Session:
             args["driver"] = next(iter(sorted(t for t in types if t)), driver)
         return args
 
-    async def _migrate(self) -> None:
-        """Migrate to a file and restore into a second QEMU on the same command line."""
-        state = self.work / "migration.bin"
-        await self.execute("migrate", {"uri": f"exec:cat > {state}"})
+    async def _save_state(self, path: Path) -> bool:
+        """Migrate the running guest to `path`; whether the migration completed."""
+        await self.execute("migrate", {"uri": f"exec:cat > {path}"})
         deadline = time.monotonic() + MIGRATE_TIMEOUT_S
         while True:
             info = await self.execute("query-migrate") or {}
             status = info.get("status")
             if status in ("completed", "failed", "cancelled") or time.monotonic() > deadline:
                 self.reading.qmp.append(f"-> query-migrate: status {status}")
-                break
+                return status == "completed"
             await asyncio.sleep(0.2)
-        if status != "completed":
-            self.reading.harness = f"the migration ended {status}"
-            self.stopped = True
-            return
+
+    async def _quit(self) -> None:
+        """`quit` the QEMU at hand (once its state is saved) and wait for it to go."""
         old, old_qmp = self.proc, self.qmp
         await self.execute("quit")
         with contextlib.suppress(Exception):
@@ -235,15 +247,98 @@ class Session:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(old.wait(), 10.0)
         await _kill(old)
-        self.reading.console.append("vcpu-sched: migrated; the destination QEMU loads the state")
-        await self._start(f"exec:cat {state}")
-        self.reader = asyncio.create_task(self._read_console())
+        self.proc = self.qmp = None
+
+    async def _load_state(self, path: Path) -> None:
+        """A second QEMU on the same command line, loading `path`, until it runs the guest."""
+        await self._start(f"exec:cat {path}")
+        deadline = time.monotonic() + MIGRATE_TIMEOUT_S
         while True:
             status = (await self.execute("query-status") or {}).get("status")
             if status == "running" or time.monotonic() > deadline:
                 self.reading.qmp.append(f"-> query-status (destination): {status}")
-                break
+                return
             await asyncio.sleep(0.2)
+
+    async def _migrate(self) -> None:
+        """Migrate to a file and restore into a second QEMU on the same command line."""
+        state = self.work / "migration.bin"
+        if not await self._save_state(state):
+            self.reading.harness = "the migration did not complete"
+            self.stopped = True
+            return
+        await self._quit()
+        self.reading.console.append("vcpu-sched: migrated; the destination QEMU loads the state")
+        await self._load_state(state)
+        self.reader = asyncio.create_task(self._read_console())
+
+    async def _save_boot(self, store: boots.Store, name: str) -> boots.SavedBoot | None:
+        """Boot the guest up to its script, and save it; None (with the reason in `reading.boot`) if that
+        boot does not get there: the run then boots afresh and shows what happens."""
+        await self._start()
+        assert self.proc is not None and self.proc.stdout is not None
+        console: list[str] = []
+        staged = store.staging(name)
+        try:
+            while True:
+                raw = await asyncio.wait_for(self.proc.stdout.readline(), BOOT_TIMEOUT_S)
+                if not raw:
+                    self.reading.boot = "booted afresh: the boot to save ended before the guest was ready"
+                    return None
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                console.append(line)
+                if self.console_out is not None:
+                    self.console_out(line)
+                if line.strip() == READY:
+                    break
+            if not await self._save_state(staged):
+                self.reading.boot = "booted afresh: saving the boot did not complete"
+                return None
+            await self._quit()
+            return store.keep(name, staged, console)
+        except TimeoutError:
+            self.reading.boot = f"booted afresh: the boot to save was not ready within {BOOT_TIMEOUT_S:.0f} s"
+            return None
+        finally:
+            store.discard(name)
+            if self.proc is not None:
+                await _kill(self.proc)
+                self.proc = self.qmp = None
+
+    async def _boot(self) -> None:
+        """Get the guest to its script: restore a saved boot where that is faithful, else boot."""
+        if self.plan.fresh_boot is not None:
+            self.reading.boot = f"booted afresh: {self.plan.fresh_boot}"
+        elif not self.saved_boot:
+            self.reading.boot = "booted afresh, as asked (--fresh-boot)"
+        elif await self._restore():
+            return
+        await self._start()
+        self.reader = asyncio.create_task(self._read_console())
+
+    async def _restore(self) -> bool:
+        """Restore the saved boot of this command line (saving it first if there is none)."""
+        store = boots.Store(cache_dir() / "boots")
+        name = boots.key(self.binary, self._machine_argv(), [self.kit.vmlinux, self.initrd])
+        start = time.monotonic()
+        async with store.locked(name):
+            saved = store.find(name)
+            made = saved is None
+            if saved is None:
+                saved = await self._save_boot(store, name)
+        if saved is None:
+            return False
+        await self._load_state(saved.state)
+        took = time.monotonic() - start
+        self.reading.boot = f"restored a saved boot{' (saved first)' if made else ''} in {took:.1f} s"
+        note = f"vcpu-sched: {self.reading.boot}; its console up to the script follows"
+        self.reading.console.append(note)
+        if self.console_out is not None:
+            self.console_out(note)
+        for line in saved.console:  # as if the guest had just printed them: READY sends the script
+            self._line(line)
+        self.reader = asyncio.create_task(self._read_console())
+        return True
 
     async def _read_console(self) -> None:
         proc = self.proc
@@ -252,23 +347,26 @@ class Session:
             raw = await proc.stdout.readline()
             if not raw:
                 return
-            line = raw.decode(errors="replace").rstrip("\r\n")
-            self.last_line_at = time.monotonic()
-            self.reading.console.append(line)
-            if self.console_out is not None:
-                self.console_out(line)
-            harness = check_harness(line)
-            if harness is not None:
-                self.reading.harness = harness
-            if line.strip() == WAITING:
-                self._guest_waits()
-            elif self.next_entry < len(self.plan.monitor) and self.plan.monitor[self.next_entry][0] in line:
-                self.pending.append(self.next_entry)
-                self.next_entry += 1
+            self._line(raw.decode(errors="replace").rstrip("\r\n"))
+
+    def _line(self, line: str) -> None:
+        self.last_line_at = time.monotonic()
+        self.reading.console.append(line)
+        if self.console_out is not None:
+            self.console_out(line)
+        harness = check_harness(line)
+        if harness is not None:
+            self.reading.harness = harness
+        if line.strip() == READY:  # every boot's /init (a reset boots again): the row's script
+            self._type(self.plan.script.body + END_OF_SCRIPT + "\n")
+        elif line.strip() == WAITING:
+            self._guest_waits()
+        elif self.next_entry < len(self.plan.monitor) and self.plan.monitor[self.next_entry][0] in line:
+            self.pending.append(self.next_entry)
+            self.next_entry += 1
 
     async def _drive(self) -> None:
-        await self._start()
-        self.reader = asyncio.create_task(self._read_console())
+        await self._boot()
         last_probe = time.monotonic()
         failed_at: float | None = None
         seen = 0
@@ -300,8 +398,8 @@ class Session:
     async def run(self) -> Reading:
         with tempfile.TemporaryDirectory(prefix="vcpu-sched-real-") as tmp:
             self.work = Path(tmp)
-            run_initramfs(self.kit, self.plan.script.init, self.plan.script.kdump_init, cache_dir() / "initramfs",
-                          self.work / "initrd.cpio")
+            kdump = KDUMP_INIT if self.plan.script.kdump_cmdline is not None else None
+            self.initrd = boot_initramfs(self.kit, BOOT_INIT, kdump, cache_dir() / "initramfs")
             try:
                 await asyncio.wait_for(self._drive(), self.deadline_s)
             except TimeoutError:
@@ -331,9 +429,9 @@ class Session:
 
 
 def run(binary: str, plan: Plan, kit: Kit, seed: int, deadline_s: float,
-        console_out: Callable[[str], None] | None = None) -> Reading:
+        console_out: Callable[[str], None] | None = None, saved_boot: bool = True) -> Reading:
     """Run `plan` on `binary` to its end; the console, QMP answers and why it ended."""
-    return asyncio.run(Session(binary, plan, kit, seed, deadline_s, console_out).run())
+    return asyncio.run(Session(binary, plan, kit, seed, deadline_s, console_out, saved_boot).run())
 
 
 def binary_version(binary: str) -> str:

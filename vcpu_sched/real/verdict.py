@@ -37,6 +37,7 @@ class Reading:
     lockup: str | None = None  # the monitor command that never answered, and for how long
     harness: str | None = None  # the guest script could not do its part (not a verdict about QEMU)
     ended: str | None = None  # why the run ended before the guest's last line (deadline, QEMU exited)
+    boot: str = ""  # how the guest got to its script: a saved boot restored, or a fresh boot and why
 
     @property
     def done(self) -> bool:

@@ -10,12 +10,15 @@ keeps the BQL, in-band commands are never answered and events stop, as on the re
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import os
+import re
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
@@ -24,8 +27,25 @@ from .model.machine import Machine, MonitorRequest
 from .model.qmp_cmds import COMMANDS, MIGRATE_ERRORS, PACKAGE, QEMU_VERSION
 
 MAX_MESSAGE = 1 << 20
+MAX_NESTING = 1 << 10  # qobject/json-streamer.c: deeper messages are refused
 OOB = ("yank", "query-yank", "migrate-pause", "migrate-recover")
 _TYPE_NAMES = {str: "string", int: "int", list: "array", dict: "object"}
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},:]')  # in valid JSON text: strings and structure
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")  # in valid JSON text, only inside strings
+
+
+class RawId(str):
+    """A request's `id` as the client wrote it (its JSON text), echoed unchanged in the answer.
+
+    QEMU echoes the id it parsed, printed again (qobject/json-writer.c): an integer beyond 64 bits became a
+    double and comes back rounded, and `1e999` became infinity and comes back as `inf`, which is not JSON.
+    The QMP spec asks for the same id back, so it is kept as text: valid JSON, since the request parsed,
+    and equal to what the client sent under any JSON parser."""
+
+
+class ParseError(ValueError):
+    """A message QEMU's JSON parser would refuse although Python's accepts it."""
 
 
 def error(error_class: str, desc: str, msg_id: Any = None) -> dict[str, Any]:
@@ -33,6 +53,147 @@ def error(error_class: str, desc: str, msg_id: Any = None) -> dict[str, Any]:
     if msg_id is not None:
         out["id"] = msg_id
     return out
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One message as a line of JSON, never anything else: a RawId goes in as written, and a value JSON
+    cannot hold (NaN, infinity: a model bug) makes the line an error instead."""
+    raw = message.get("id")
+    body = {k: v for k, v in message.items() if k != "id" or not isinstance(raw, RawId)}
+    try:
+        text = json.dumps(body, allow_nan=False)
+    except (ValueError, RecursionError) as e:
+        text = json.dumps(error("GenericError", f"internal error: the answer is not JSON ({e})"))
+    if isinstance(raw, RawId):
+        text = f'{text[:-1]}, "id": {raw}}}'
+    return text.encode() + b"\r\n"
+
+
+# Parse errors and limits in QEMU's words, as its qobject/ has them (read in QEMU 10 trees): the "JSON
+# parse error, ..." of json-parser.c's parse_error (a lone surrogate, invalid UTF-8 in a string, a
+# duplicate key) and json-streamer.c's (a stray character, "JSON nesting depth limit exceeded"). A parse
+# error is answered as QEMU answers one (monitor/qmp.c handle_qmp_command: qmp_error_response, GenericError).
+def _integer(text: str) -> int | float:
+    """A JSON integer as QEMU's parser keeps it (json-parser.c parse_literal): an int64, else a uint64,
+    else the nearest double - never Python's unbounded int, which refuses to convert over 4300 digits."""
+    if len(text) <= 20:
+        value = int(text)
+        if -(1 << 63) <= value < 1 << 64:
+            return value
+    return float(text)
+
+
+def _constant(name: str) -> NoReturn:
+    """NaN, Infinity, -Infinity: Python's extension to JSON. QEMU's lexer stops at their first letter."""
+    raise ParseError(f"JSON parse error, stray '{name[:2] if name.startswith('-') else name[0]}'")
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ParseError("JSON parse error, duplicate key")
+    return out
+
+
+_DECODER = json.JSONDecoder(parse_int=_integer, parse_constant=_constant, object_pairs_hook=_object)
+
+
+def _refusal(value: Any) -> str | None:
+    """What QEMU refuses in a parsed message: nesting deeper than its limit, and a \\u escape that is half
+    of a surrogate pair (Python keeps it as a lone surrogate, which no UTF-8 output can hold)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            bad = _SURROGATE.search(item)
+            if bad:
+                return f"JSON parse error, \\u{ord(bad.group()):04x} is not a valid Unicode character"
+        elif isinstance(item, dict | list):
+            if depth > MAX_NESTING:
+                return "JSON nesting depth limit exceeded"
+            stack.extend((member, depth + 1) for member in ([*item, *item.values()] if isinstance(item, dict)
+                                                            else item))
+    return None
+
+
+def _escape(char: re.Match[str]) -> str:
+    """A character as a JSON escape: answers are ASCII, as QEMU's JSON writer makes them."""
+    return json.dumps(char.group())[1:-1]
+
+
+def member_text(text: str, name: str) -> str | None:
+    """The JSON text of member `name` of the object `text` (valid JSON, no repeated keys), as written."""
+    depth, key, start = 0, None, -1
+    for token in _TOKEN.finditer(text):
+        char = token.group()[0]
+        if depth == 1 and char in ",}":
+            if key == name:
+                return text[start:token.start()].strip(" \t\r\n")
+            start = -1
+        if char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif depth == 1 and char == ":":
+            start = token.end()
+        elif depth == 1 and char == '"' and start < 0:
+            key = json.loads(token.group())
+    return None
+
+
+class MessageReader:
+    """The client's bytes as requests, each `(message, id)`, or the error text of a message that cannot be
+    one. Decoded as a stream, so a UTF-8 character split between two reads survives; an invalid byte is
+    kept (as a surrogate escape) until its message is refused. A message that cannot be parsed is dropped
+    with the rest of its line, as the line is where a client starts again."""
+
+    def __init__(self) -> None:
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self._text = ""
+        self._skip_line = False
+
+    def feed(self, data: bytes | bytearray) -> list[tuple[Any, RawId | None] | str]:
+        self._text += self._utf8.decode(data)
+        out: list[tuple[Any, RawId | None] | str] = []
+        while True:
+            if self._skip_line:
+                line_end = self._text.find("\n")
+                self._text = "" if line_end < 0 else self._text[line_end + 1:]
+                self._skip_line = line_end < 0
+            self._text = self._text.lstrip(" \t\r\n")
+            if not self._text:
+                return out
+            try:
+                msg, end = _DECODER.raw_decode(self._text)
+            except RecursionError:  # deeper than MAX_NESTING, and more (Python's limit is raised above it)
+                out.append("JSON nesting depth limit exceeded")
+                self._skip_line = True
+                continue
+            except ParseError as e:  # wrong however the message ends
+                out.append(str(e))
+                self._skip_line = True
+                continue
+            except json.JSONDecodeError as e:
+                if self._text.find("\n", e.pos) >= 0:  # a wrong line, not a message still arriving
+                    out.append(f"JSON parse error, {e.msg}")
+                    self._skip_line = True
+                    continue
+                end = -1
+            if end < 0 or (end == len(self._text) and self._text[-1] not in '"]}'):  # a number may go on
+                if len(self._text) > MAX_MESSAGE:  # QEMU's JSON streamer has a limit too
+                    out.append("JSON parse error, message too large")
+                    self._text = ""
+                return out  # the rest of the message is still to come
+            text, self._text = self._text[:end], self._text[end:]
+            if _SURROGATE.search(text):  # bytes that are not UTF-8: outside a string they fail to parse
+                out.append("JSON parse error, invalid UTF-8 sequence in string")
+                continue
+            problem = _refusal(msg)
+            if problem is not None:
+                out.append(problem)
+                continue
+            raw = member_text(text, "id") if isinstance(msg, dict) and "id" in msg else None
+            out.append((msg, None if raw is None else RawId(_NON_ASCII.sub(_escape, raw))))
 
 
 def check_request(msg: Any, oob_enabled: bool) -> tuple[str, dict[str, Any], bool]:
@@ -83,6 +244,9 @@ class QmpServer:
         self._negotiated = False
         self._written = trio.Event()  # the current client's writer has sent everything and ended
         machine.qmp_event = self.event
+        # Python's json recurses once per level: let it go as deep as QEMU allows, and further, so that
+        # a message nested deeper than MAX_NESTING is found too deep rather than beyond the interpreter.
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), 2 * MAX_NESTING + 1000))
 
     def event(self, name: str, data: dict[str, Any] | None) -> None:
         """From the main loop (any thread): an event for the client in command mode."""
@@ -129,43 +293,28 @@ class QmpServer:
     async def _read(self, stream: trio.SocketStream) -> None:
         """Messages from the client until it hangs up, each handled as it is complete."""
         oob = False
-        decoder = json.JSONDecoder()
-        buffer = ""
+        reader = MessageReader()
         async for chunk in stream:
-            buffer += chunk.decode("utf-8", errors="replace")
-            if len(buffer) > MAX_MESSAGE and "\n" not in buffer:  # QEMU's JSON streamer has a limit too
-                self._send(error("GenericError", "JSON parse error, message too large"))
-                buffer = ""
-            while True:
-                buffer = buffer.lstrip()
-                if not buffer:
-                    break
-                try:
-                    msg, end = decoder.raw_decode(buffer)
-                except json.JSONDecodeError as e:
-                    if "\n" not in buffer:
-                        break  # the rest of the message is still to come
-                    self._send(error("GenericError", f"JSON parse error, {e.msg}"))
-                    buffer = buffer[buffer.index("\n") + 1:]
-                    continue
-                buffer = buffer[end:]
-                oob = self._handle(msg, oob)
+            for item in reader.feed(chunk):
+                if isinstance(item, str):  # a parse error, answered as QEMU answers one (monitor/qmp.c)
+                    self._send(error("GenericError", item))
+                else:
+                    oob = self._handle(*item, oob)
 
     async def _writer(self, stream: trio.SocketStream, receive: trio.MemoryReceiveChannel[dict[str, Any]],
                       scope: trio.CancelScope) -> None:
         async with receive:
             async for message in receive:
                 try:
-                    await stream.send_all(json.dumps(message).encode() + b"\r\n")
+                    await stream.send_all(encode(message))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     scope.cancel()
                     break
         self._written.set()
 
-    def _handle(self, msg: Any, oob_enabled: bool) -> bool:
+    def _handle(self, msg: Any, msg_id: RawId | None, oob_enabled: bool) -> bool:
         """One message: answered here (bad input, out-of-band) or queued for the main loop. Returns whether
         out-of-band is on for this session."""
-        msg_id = msg.get("id") if isinstance(msg, dict) else None
         try:
             name, args, oob = check_request(msg, oob_enabled)
         except ValueError as e:
@@ -195,6 +344,11 @@ class QmpServer:
                                  msg_id))
                 return oob_enabled
             enable = args.get("enable", [])
+            wrong = next((i for i, cap in enumerate(enable) if not isinstance(cap, str)), None)
+            if wrong is not None:  # the QAPI input visitor's words
+                self._send(error("GenericError", f"Invalid parameter type for 'enable[{wrong}]', expected: string",
+                                 msg_id))
+                return oob_enabled
             if any(cap != "oob" for cap in enable):
                 self._send(error("GenericError", f"Capability '{next(c for c in enable if c != 'oob')}' not available",
                                  msg_id))

@@ -6,6 +6,7 @@ polls (a socket appears, an answer line comes), never sleeps; each test ends wit
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Qemu
+from tests.conftest import Qemu, wait_for
 
 LINE = ["--fix", "quiesced", "-M", "pseries,accel=kvm", "-smp", "2", "-cpu", "host"]
 VCPU_SCHED = [sys.executable, "-m", "vcpu_sched"]
@@ -217,3 +218,108 @@ def test_any_message_gets_one_json_answer(served: Client, message: str | bytes) 
     assert ("error" in answer) != ("return" in answer) and set(answer) <= {"error", "return", "id"}, answer
     if "return" in answer and data.startswith(WITH_ID.encode()):  # its id back: the value sent
         assert answer["id"] == strict(data[len(WITH_ID):-1])
+
+
+# A failed start: one line, exit status 2, and an existing --log and -pidfile left as they were.
+def _taken_port() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    return sock
+
+
+@pytest.mark.parametrize("qmp,needle", [
+    ("unix:{tmp}/" + "s" * 120 + ".sock,server=on,wait=off", "is too long"),
+    ("tcp:127.0.0.1:99999,server=on,wait=off", "'99999' is not a port number"),
+    ("tcp:127.0.0.1:²,server=on,wait=off", "is not a port number"),
+    ("tcp:127.0.0.1:-1,server=on,wait=off", "is not a port number"),
+    ("tcp:127.0.0.1:{taken},server=on,wait=off", "cannot listen: Address already in use"),
+    ("tcp:no-such-host.invalid:4444,server=on,wait=off", "cannot listen"),
+    ("unix:{tmp}/no/such/dir/q.sock,server=on,wait=off", "no such directory"),
+    ("unix:{tmp}/run.jsonl,server=on,wait=off", "exists and is not a socket"),
+    ("unix:{tmp},server=on,wait=off", "exists and is not a socket"),
+    ("unix:{tmp}/q.sock,server=on,wait=on", "wait=on"),
+])
+def test_a_bad_qmp_socket_leaves_the_files_as_they_were(tmp_path: Path, qmp: str, needle: str) -> None:
+    log, pidfile = tmp_path / "run.jsonl", tmp_path / "q.pid"
+    log.write_bytes(b'{"event": "an earlier run"}\n')
+    pidfile.write_bytes(b"4242\n")
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    with _taken_port() as taken:
+        spec = qmp.format(tmp=tmp_path, taken=taken.getsockname()[1])
+        proc = subprocess.run([*VCPU_SCHED, "qemu", "--log", str(log), *LINE, "-S", "-pidfile", str(pidfile),
+                               "-qmp", spec], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("vcpu-sched: error: ") and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing changed, created or removed
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--log", "{tmp}/run.jsonl", "-pidfile", "{tmp}/no/such/dir/q.pid"], "no such directory"),
+    (["--log", "{tmp}/run.jsonl", "-pidfile", "{tmp}"], "is a directory"),
+    (["--log", "{tmp}/run.jsonl", "-pidfile", "{tmp}/run.jsonl"], "is also the --log file"),
+    (["--log", "{tmp}/run.jsonl", "-pidfile", "{tmp}/q.pid", "-qmp", "unix:{tmp}/q.pid,server=on,wait=off"],
+     "exists and is not a socket"),
+    (["--log", "{tmp}/run.jsonl", "-qmp", "unix:{tmp}/a.sock,server=on,wait=off",
+      "-qmp", "unix:{tmp}/a.sock,server=on,wait=off"], "is also the -qmp file"),
+    (["--log", "{tmp}/no/such/dir/run.jsonl", "-pidfile", "{tmp}/q.pid"], "no such directory"),
+    (["--log", "{tmp}/run.jsonl", "--fix", "bogus", "-pidfile", "{tmp}/q.pid"], "argument --fix: invalid choice"),
+    (["--log", "{tmp}/run.jsonl", "--deadline", "soon", "-pidfile", "{tmp}/q.pid"], "argument --deadline"),
+    (["--log", "{tmp}/run.jsonl", "-pidfile", "{tmp}/q.pid", "-mon", "chardev=nope,mode=control"],
+     "no -chardev socket with id=nope"),
+])
+def test_a_bad_output_or_option_leaves_the_files_as_they_were(tmp_path: Path, args: list[str], needle: str) -> None:
+    (tmp_path / "run.jsonl").write_bytes(b'{"event": "an earlier run"}\n')
+    (tmp_path / "q.pid").write_bytes(b"4242\n")
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    argv = [a.format(tmp=tmp_path) for a in args]
+    sock = f"unix:{tmp_path}/q.sock,server=on,wait=off"
+    proc = subprocess.run([*VCPU_SCHED, "qemu", *LINE, "-S", *argv, "-qmp", sock],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("vcpu-sched: error: ") and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_log_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run([*VCPU_SCHED, "qemu", "--log", "/dev/full", *LINE, "-S", "--deadline", "30",
+                           "--watchdog", "10", "-qmp", f"unix:{tmp_path}/q.sock,server=on,wait=off"],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == 2 and proc.stderr == "vcpu-sched: error: --log /dev/full: No space left on device\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_process_with_the_same_pidfile_is_refused(tmp_path: Path) -> None:
+    """As QEMU locks its pidfile (qemu_write_pidfile): the second start fails and leaves the first's
+    pidfile, which the first removes when it quits."""
+    pidfile = tmp_path / "q.pid"
+    first = Qemu(tmp_path, *LINE, "-pidfile", str(pidfile))
+    try:
+        wait_for(lambda: pidfile.exists() and pidfile.read_text() == f"{first.proc.pid}\n", 60)
+        second = subprocess.run([*VCPU_SCHED, "qemu", *LINE, "-S", "-pidfile", str(pidfile),
+                                 "-qmp", f"unix:{tmp_path}/second.sock,server=on,wait=off"],
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+        assert second.returncode == 2 and len(second.stderr.splitlines()) == 1
+        assert "Cannot lock pid file" in second.stderr
+        assert pidfile.read_text() == f"{first.proc.pid}\n" and not (tmp_path / "second.sock").exists()
+        client = Client(first.sock)
+        client.send(b'{"execute": "quit"}\n')
+        assert first.proc.wait(timeout=60) == 0
+        client.close()
+        assert not pidfile.exists()
+    finally:
+        _stop(first.proc)
+
+
+def test_an_unwritable_existing_output_is_refused_before_the_run(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root may write any file")
+    log = tmp_path / "run.jsonl"
+    log.write_bytes(b"kept\n")
+    log.chmod(0o444)
+    proc = subprocess.run([*VCPU_SCHED, "run", "--quiet", "--log", str(log)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr == f"vcpu-sched: error: --log {log}: is not writable\n"
+    assert log.read_bytes() == b"kept\n"

@@ -20,9 +20,16 @@ from .errors import BadInput
 
 def check_output(option: str, path: str | Path, inputs: tuple[str | Path, ...] = ()) -> Path:
     """`path` can be written: its directory exists, it is not a directory, and it is none of `inputs`."""
-    target = Path(path)
     if not str(path):
         raise BadInput(f"{option}: empty file name")
+    try:
+        return _check_output(option, path, inputs)
+    except OSError as e:  # a directory on the way that cannot be searched, a name too long
+        raise BadInput(f"{option} {path}: {e.strerror}") from None
+
+
+def _check_output(option: str, path: str | Path, inputs: tuple[str | Path, ...]) -> Path:
+    target = Path(path)
     if target.is_dir():
         raise BadInput(f"{option} {path}: is a directory")
     parent = target.parent if str(target.parent) else Path(".")
@@ -30,6 +37,8 @@ def check_output(option: str, path: str | Path, inputs: tuple[str | Path, ...] =
         raise BadInput(f"{option} {path}: no such directory {parent}")
     if not os.access(parent, os.W_OK):
         raise BadInput(f"{option} {path}: directory {parent} is not writable")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise BadInput(f"{option} {path}: is not writable")
     for source in inputs:
         with contextlib.suppress(OSError):
             if target.exists() and os.path.samefile(target, source):
@@ -69,3 +78,4 @@ def atomic_write(option: str, path: str | Path, write: Callable[[str], None]) ->
     """Let `write(temporary_path)` produce the file (a library that wants a path), then rename it."""
     with _beside(option, path) as tmp:
         write(tmp)
+

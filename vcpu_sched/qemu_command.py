@@ -12,12 +12,15 @@ hanging, as QEMU would.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
@@ -27,6 +30,9 @@ from .errors import BadInput, RunKilled
 from .model.machine import Machine
 from .result import RunResult
 from .versions import profile
+
+if TYPE_CHECKING:
+    from .qmp import Listen
 
 OURS = {"--fix": True, "--seed": True, "--log": True, "--log-format": True, "--deadline": True,
         "--watchdog": True, "--scenario": True, "--timebase-reset": True, "--no-fast-forward": False,
@@ -52,9 +58,16 @@ def _split(argv: list[str]) -> tuple[list[str], list[str]]:
     return ours, qemu
 
 
+class _Parser(argparse.ArgumentParser):
+    """Our options' errors as every other bad input: one line, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise BadInput(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vcpu-sched qemu", description=__doc__.splitlines()[0],
-                                usage="vcpu-sched qemu [--fix F] [--seed N] [--log FILE] ... QEMU-OPTIONS...")
+    p = _Parser(prog="vcpu-sched qemu", description=__doc__.splitlines()[0],
+                usage="vcpu-sched qemu [--fix F] [--seed N] [--log FILE] ... QEMU-OPTIONS...")
     p.add_argument("--fix", choices=FIXES)
     p.add_argument("--timebase-reset", choices=TIMEBASE_RESETS)
     p.add_argument("--seed", type=int)
@@ -75,8 +88,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def qemu_main(argv: list[str]) -> int:
+    """Every input and output is checked, and every TCP port bound, before the first file is written: a
+    start that fails leaves an existing --log and -pidfile as they were."""
+    from . import runner
     from .cli import parse_set
     from .qemu_cmdline import parse_words
+    from .qmp import parse_listen, reserve
     from .scenario import apply, check_machine, default_scenario, load
 
     ours, qemu_words = _split(argv)
@@ -87,12 +104,7 @@ def qemu_main(argv: list[str]) -> int:
         other.setdefault(option, []).append(value)
     if "-daemonize" in other:
         raise BadInput("-daemonize: not supported; run it in the background from the shell or a service manager")
-    qmp_specs = [v for v in other.get("-qmp", []) if v] + _mon_chardevs(other)
-    ignored = [f"{o} {v}" if v else o for o, v in line.other if o not in HANDLED]
-    if ignored:
-        print(f"vcpu-sched: ignored (not modelled): {', '.join(ignored)}", file=sys.stderr)
-    if not qmp_specs:
-        print("vcpu-sched: warning: no -qmp: nothing can talk to this QEMU", file=sys.stderr)
+    listens = [parse_listen(v) for v in other.get("-qmp", []) if v] + [parse_listen(s) for s in _mon_chardevs(other)]
     scenario = load(args.scenario or default_scenario(line.machine_type))
     check_machine(scenario, line.machine_type, "the command line")
     overrides: dict[str, Any] = dict(line.overrides)
@@ -108,32 +120,87 @@ def qemu_main(argv: list[str]) -> int:
     if args.no_fast_forward:
         overrides["fast_forward"] = False
     settings = apply(scenario.settings, overrides, "command line")
-    if args.log:
-        from .files import check_output
-
-        check_output("--log", args.log)
     pidfile = (other.get("-pidfile") or [None])[-1]
+    _check_outputs(args, pidfile, [w.path for w in listens if w.path is not None])
     names = [v for v in other.get("-name", []) if v]
     console = _console(other)
+    ignored = [f"{o} {v}" if v else o for o, v in line.other if o not in HANDLED]
+    if ignored:
+        print(f"vcpu-sched: ignored (not modelled): {', '.join(ignored)}", file=sys.stderr)
+    if not listens:
+        print("vcpu-sched: warning: no -qmp: nothing can talk to this QEMU", file=sys.stderr)
 
     def drive(machine: Machine) -> Any:
         machine.start_paused = "-S" in other
         machine.name = names[-1].split(",")[0].removeprefix("guest=") if names else ""
-        return _Served(machine, qmp_specs, args.engine)
+        return _Served(machine, list(zip(listens, socks, strict=True)), args.engine)
 
-    if pidfile:
-        Path(pidfile).write_text(f"{os.getpid()}\n")
-    from . import runner
-
+    socks: list[socket.socket | None] = []
+    pid_fd: int | None = None
     try:
-        result = runner.run(settings, args.log, (), console, args.log_format, drive=drive)
-    finally:
+        for where in listens:
+            socks.append(reserve(where))
         if pidfile:
+            pid_fd = _write_pidfile(pidfile)
+        result = runner.run(settings, args.log, (), console, args.log_format, drive=drive)
+    except BrokenPipeError:
+        raise
+    except OSError as e:  # the log cannot be written (/dev/full), as `run --log` says it
+        if args.log is None:
+            raise
+        raise BadInput(f"--log {args.log}: {e.strerror}") from None
+    finally:
+        for sock in socks:
+            if sock is not None:
+                sock.close()
+        if pidfile and pid_fd is not None:  # removed at exit, as QEMU's qemu_unlink_pidfile does
             Path(pidfile).unlink(missing_ok=True)
+            os.close(pid_fd)
     if result.verdict == "deadline" and result.reason != QUIT_REASON:  # a quit ends it as QEMU's would: 0
         print(f"vcpu-sched: {result.reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_outputs(args: argparse.Namespace, pidfile: str | None, sockets: list[str]) -> None:
+    """--log, -pidfile and the unix sockets can be written, and each is a file of its own."""
+    from .files import check_output
+
+    inputs = (args.scenario,) if args.scenario else ()
+    seen: dict[str, str] = {}
+    for option, path in [("--log", args.log), ("-pidfile", pidfile), *(("-qmp", p) for p in sockets)]:
+        if path is None:
+            continue
+        if option != "-qmp":
+            check_output(option, path, inputs)
+        where = os.path.realpath(path)
+        if where in seen:
+            raise BadInput(f"{option} {path}: is also the {seen[where]} file; choose another name")
+        seen[where] = option
+
+
+def _write_pidfile(path: str) -> int:
+    """QEMU's qemu_write_pidfile (util/oslib-posix.c): the file stays locked while the process runs, so
+    that a second process given the same -pidfile is refused and leaves it as it was. Returns the
+    descriptor that holds the lock."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise BadInput(f"-pidfile {path}: {e.strerror}") from None
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        raise BadInput(f"-pidfile {path}: Cannot lock pid file: {e.strerror}") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+        raise BadInput(f"-pidfile {path}: {e.strerror}") from None
+    return fd
 
 
 def _mon_chardevs(other: dict[str, list[str | None]]) -> list[str]:
@@ -176,12 +243,12 @@ class _Served:
     """An engine for runner.run that serves QMP beside the model, in one Trio run: the Trio engine in the
     same event loop, or the threads engine (one OS thread per QEMU thread) in a worker thread."""
 
-    def __init__(self, machine: Machine, qmp_specs: list[str], engine: str) -> None:
+    def __init__(self, machine: Machine, sockets: list[tuple[Listen, socket.socket | None]], engine: str) -> None:
         from .engine.threads_engine import ThreadsEngine
         from .engine.trio_engine import TrioEngine
 
         self.machine = machine
-        self.specs = qmp_specs
+        self.sockets = sockets
         self.engine: TrioEngine | ThreadsEngine
         if engine == "threads":
             self.engine = ThreadsEngine(machine, serve=self._verdict)  # fills machine.thread_ids as they start
@@ -208,10 +275,25 @@ class _Served:
         return result
 
     async def _main(self) -> RunResult:
-        from .engine.threads_engine import ThreadsEngine
-        from .qmp import QmpServer, open_listener
+        from .qmp import listen
 
-        listeners = [await open_listener(spec) for spec in self.specs]
+        made: list[str] = []  # unix sockets made here: removed at the end, as QEMU's socket_listen_cleanup does
+        try:
+            listeners = []
+            for where, sock in self.sockets:
+                listeners.append(listen(where, sock))
+                if where.path is not None:
+                    made.append(where.path)
+            return await self._serve(listeners)
+        finally:
+            for path in made:
+                with contextlib.suppress(OSError):
+                    Path(path).unlink()
+
+    async def _serve(self, listeners: list[trio.SocketListener]) -> RunResult:
+        from .engine.threads_engine import ThreadsEngine
+        from .qmp import QmpServer
+
         servers = [QmpServer(self.machine, f"compat_monitor{i}") for i in range(len(listeners))]
         error: BaseException | None = None
         async with trio.open_nursery() as nursery:

@@ -15,8 +15,10 @@ import contextlib
 import json
 import os
 import re
+import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -28,6 +30,7 @@ from .model.qmp_cmds import COMMANDS, MIGRATE_ERRORS, PACKAGE, QEMU_VERSION
 
 MAX_MESSAGE = 1 << 20
 MAX_NESTING = 1 << 10  # qobject/json-streamer.c: deeper messages are refused
+UNIX_PATH_MAX = 107  # sun_path holds 108 bytes; Python's bind wants room for the NUL that Linux does not need
 OOB = ("yank", "query-yank", "migrate-pause", "migrate-recover")
 _TYPE_NAMES = {str: "string", int: "int", list: "array", dict: "object"}
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -387,8 +390,19 @@ class QmpServer:
         self._send(answer)
 
 
-async def open_listener(spec: str) -> trio.SocketListener:
-    """`unix:PATH,server=on,wait=off` or `tcp:HOST:PORT,server=on,wait=off` (QEMU's -qmp/-chardev socket)."""
+@dataclass(frozen=True)
+class Listen:
+    """Where one QMP socket listens: a unix `path`, or a TCP `host` (None: every address) and `port`."""
+
+    spec: str
+    path: str | None = None
+    host: str | None = None
+    port: int = 0
+
+
+def parse_listen(spec: str) -> Listen:
+    """`unix:PATH,server=on,wait=off` or `tcp:HOST:PORT,server=on,wait=off` (QEMU's -qmp/-chardev socket),
+    checked without touching anything: BadInput saying why it cannot be a listening socket."""
     address, *props = spec.split(",")
     options = dict(p.partition("=")[::2] for p in props)
     kind, _, where = address.partition(":")
@@ -398,24 +412,62 @@ async def open_listener(spec: str) -> trio.SocketListener:
         raise BadInput(f"-qmp {spec}: only a listening socket is modelled (server=on)")
     if options.get("wait", "on") not in ("off", "no", "false"):
         raise BadInput(f"-qmp {spec}: wait=on would block start-up until a client connects; use wait=off")
-    if kind == "unix":
-        path = Path(where)
-        if path.exists() and not path.is_socket():
-            raise BadInput(f"-qmp {spec}: {where} exists and is not a socket")
-        path.unlink(missing_ok=True)
-        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-        try:
-            await sock.bind(os.fspath(path))
-        except OSError as e:
-            raise BadInput(f"-qmp {spec}: cannot listen: {e.strerror}") from None
-        sock.listen(1)
-        return trio.SocketListener(sock)
-    host, _, port = where.rpartition(":")
-    if not port.isdigit():
-        raise BadInput(f"-qmp {spec}: expected tcp:HOST:PORT")
+    if kind == "tcp":
+        host, _, port = where.rpartition(":")
+        if not re.fullmatch("[0-9]{1,5}", port) or int(port) > 65535:
+            raise BadInput(f"-qmp {spec}: port {port!r} is not a port number (0 to 65535)")
+        return Listen(spec, host=host.removeprefix("[").removesuffix("]") or None, port=int(port))
+    size = len(os.fsencode(where))
+    if size > UNIX_PATH_MAX:  # QEMU's words (util/qemu-sockets.c), with the limit here
+        raise BadInput(f"-qmp {spec}: UNIX socket path '{where}' is too long: {size} bytes, at most {UNIX_PATH_MAX}")
+    path = Path(where)
+    parent = path.parent
     try:
-        listeners = await trio.open_tcp_listeners(int(port), host=host or None)
+        if not parent.is_dir():
+            raise BadInput(f"-qmp {spec}: no such directory {parent}")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise BadInput(f"-qmp {spec}: directory {parent} is not writable")
+        if (path.exists() or path.is_symlink()) and not path.is_socket():
+            raise BadInput(f"-qmp {spec}: {where} exists and is not a socket")
     except OSError as e:
-        raise BadInput(f"-qmp {spec}: cannot listen: {e.strerror}") from None
-    return listeners[0]
+        raise BadInput(f"-qmp {spec}: {e.strerror}") from None
+    return Listen(spec, path=where)
 
+
+def reserve(where: Listen) -> socket.socket | None:
+    """A TCP port bound now, so that a port in use is refused before anything is written; it listens
+    from listen() on, when the process serves (a client is refused until then, as by a QEMU not up yet).
+    A unix socket was checked by parse_listen: its file appears when it listens, so that its appearing
+    still means the process is up."""
+    if where.path is not None:
+        return None
+    sock: socket.socket | None = None
+    try:
+        family, _, _, _, address = socket.getaddrinfo(where.host, where.port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        return sock
+    except (OSError, UnicodeError) as e:
+        if sock is not None:
+            sock.close()
+        raise BadInput(f"-qmp {where.spec}: cannot listen: {getattr(e, 'strerror', None) or e}") from None
+
+
+def listen(where: Listen, sock: socket.socket | None) -> trio.SocketListener:
+    """The listening socket, from inside the Trio run that serves it: the port reserve() bound, or the
+    unix socket, made now (a socket file left at its path is replaced, as QEMU's unix_listen_saddr does)."""
+    try:
+        if sock is None:
+            Path(str(where.path)).unlink(missing_ok=True)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(str(where.path))
+            sock.listen(1)
+        else:
+            sock.listen(socket.SOMAXCONN)
+    except OSError as e:
+        if sock is not None:
+            sock.close()
+        raise BadInput(f"-qmp {where.spec}: cannot listen: {e.strerror or e}") from None
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))

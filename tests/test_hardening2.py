@@ -313,6 +313,15 @@ def test_a_second_process_with_the_same_pidfile_is_refused(tmp_path: Path) -> No
         _stop(first.proc)
 
 
+def test_a_sweep_that_fails_creates_no_seed_database(tmp_path: Path) -> None:
+    """The same kind in `sweep --db`: the database was created before the cluster was reached."""
+    db = tmp_path / "seeds.jsonl"
+    proc = subprocess.run([*VCPU_SCHED, "sweep", "--seeds", "0:4", "--cluster", "tcp://127.0.0.1:1", "--db", str(db)],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not db.exists()
+
+
 def test_an_unwritable_existing_output_is_refused_before_the_run(tmp_path: Path) -> None:
     if os.geteuid() == 0:
         pytest.skip("root may write any file")

@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from .errors import BadInput
 
@@ -79,3 +79,30 @@ def atomic_write(option: str, path: str | Path, write: Callable[[str], None]) ->
     with _beside(option, path) as tmp:
         write(tmp)
 
+
+class Appendable(Protocol):
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+class AppendLater:
+    """A text file opened for appending at its first write: a command that fails before it has anything
+    to write, or finds nothing, creates no file (`sweep --db`)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        self._file: TextIO | None = None
+
+    def write(self, text: str) -> int:
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        return self._file.write(text)
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()

@@ -26,11 +26,12 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from . import __version__
 from .config import RunSettings
 from .errors import BadInput, WorkerLost
+from .files import Appendable
 from .pool import Progress, local_pool, raise_killed, stop
 from .verdicts import SUCCESS
 
@@ -133,7 +134,7 @@ def dask_results(settings: RunSettings, work: list[list[int]], address: str) -> 
 
 
 def sweep(scenario: str, settings: RunSettings, base: RunSettings, seeds: range, expect: str | None,
-          db: TextIO | None, jobs: int | None = None, cluster: str | None = None,
+          db: Appendable | None, jobs: int | None = None, cluster: str | None = None,
           batch: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Run every seed; append the unexpected ones to `db`; return the counts."""
     workers = jobs or (2 if cluster else None) or os.cpu_count() or 1

@@ -266,6 +266,7 @@ def test_a_bad_qmp_socket_leaves_the_files_as_they_were(tmp_path: Path, qmp: str
     (["--log", "{tmp}/no/such/dir/run.jsonl", "-pidfile", "{tmp}/q.pid"], "no such directory"),
     (["--log", "{tmp}/run.jsonl", "--fix", "bogus", "-pidfile", "{tmp}/q.pid"], "argument --fix: invalid choice"),
     (["--log", "{tmp}/run.jsonl", "--deadline", "soon", "-pidfile", "{tmp}/q.pid"], "argument --deadline"),
+    (["--log", "{tmp}/run.jsonl", "--deadline", "3", "-pidfile", "{tmp}/q.pid"], "add --watchdog SECONDS"),
     (["--log", "{tmp}/run.jsonl", "-pidfile", "{tmp}/q.pid", "-mon", "chardev=nope,mode=control"],
      "no -chardev socket with id=nope"),
 ])

@@ -119,6 +119,10 @@ def qemu_main(argv: list[str]) -> int:
     overrides |= dict(parse_set(item) for item in args.sets)
     if args.no_fast_forward:
         overrides["fast_forward"] = False
+    watchdog = scenario.settings.watchdog_s
+    if "watchdog_s" not in overrides and watchdog >= args.deadline:  # one the user did not give: say whose
+        raise BadInput(f"--deadline {args.deadline:g}: the scenario's watchdog ({scenario.settings.scenario}: "
+                       f"{watchdog:g} s) could not report a lockup before it; add --watchdog SECONDS below that")
     settings = apply(scenario.settings, overrides, "command line")
     pidfile = (other.get("-pidfile") or [None])[-1]
     _check_outputs(args, pidfile, [w.path for w in listens if w.path is not None])

@@ -133,6 +133,8 @@ def _real_options(real: argparse.ArgumentParser) -> None:
     real.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     real.add_argument("--expect", choices=VERDICTS, help="exit 0 exactly when the real verdict is this")
     real.add_argument("--quiet", action="store_true", help="do not print the guest console")
+    real.add_argument("--fresh-boot", action="store_true",
+                      help="boot the guest even where restoring a saved boot would be faithful")
 
 
 def _matrix_options(matrix: argparse.ArgumentParser) -> None:
@@ -147,6 +149,8 @@ def _matrix_options(matrix: argparse.ArgumentParser) -> None:
                         help="with --against real: a QEMU to run the rows on (repeatable; default qemu-system-ppc64)")
     matrix.add_argument("--deadline", type=float, default=600.0, metavar="SECONDS",
                         help="with --against real: wall seconds before one real run is cut short (600)")
+    matrix.add_argument("--fresh-boot", action="store_true",
+                        help="with --against real: boot each row's guest, restoring no saved boot")
     _add_scenario_dirs(matrix)
 
 
@@ -406,8 +410,8 @@ def _matrix(args: argparse.Namespace) -> int:
         from .real.against import matrix_against_main
 
         return matrix_against_main(args)
-    if args.qemu_binary:
-        raise BadInput("--qemu-binary: add --against real")
+    if args.qemu_binary or args.fresh_boot:
+        raise BadInput(f"{'--qemu-binary' if args.qemu_binary else '--fresh-boot'}: add --against real")
     start = time.perf_counter()
     results = run_matrix(args.scenarios, args.jobs, args.engine)
     wall = time.perf_counter() - start

@@ -62,3 +62,24 @@ def test_the_infer_fix_what_if_starts_the_stopped_cpus_under_tcg_only(tmp_path: 
     assert verdict == "completed"
     verdict, _ = _run(tmp_path, infer_fix=True, accel="kvm")
     assert verdict == "lockup"  # KVM's PSSCR has no EC: the saved registers cannot tell a stopped CPU
+
+
+def _dec_after_load(events: list[dict[str, Any]]) -> dict[int, bool]:
+    return {e["cpu"]: e["dec_pending"] for e in events if e["event"] == "cpu_post_load"}
+
+
+def test_the_stream_carries_no_pending_interrupts_tcg_re_arms_the_dec_from_decr(tmp_path: Path) -> None:
+    """vmstate_ppc_cpu has no pending_interrupts: the destination's own reset raised a DEC on every CPU.
+    Since 578912ad73 (8.2) TCG's cpu_post_load stores the saved DECR again, which lowers it where the
+    guest had programmed the DEC (CPUs 0 and 1) and keeps it where the reset's -1 stands (2 and 3)."""
+    from vcpu_sched.versions import profile
+
+    verdict, events = _run(tmp_path, rtas_stopped_state=True)
+    assert verdict == "completed"
+    assert _dec_after_load(events) == {0: False, 1: False, 2: True, 3: True}
+    # QEMU 7.2: no re-arm, the reset's DEC stays on the running CPUs; their handler (timer_interrupt)
+    # takes it and sets DEC again, so the guest goes on
+    verdict, events = _run(tmp_path, **profile("7.2"))
+    assert _dec_after_load(events) == {0: True, 1: True, 2: True, 3: True}
+    assert any(e["event"] == "ppc_cpu_do_interrupt" and e["interrupt"] == "DECR" for e in events)
+    assert verdict == "completed"

@@ -8,8 +8,8 @@ A scenario lists (console pattern, command) pairs, like QEMU's functional tests:
 the guest console, then type the command.
 
 Migration is modelled as savevm + loadvm of the same machine: the CPU state saved is what
-target/ppc/machine.c migrates (registers, pending interrupts, halted); `quiesced` is saved and
-restored only with the follow-up fix (`quiesced+migration`, the "cpu/rtas_stopped" subsection of
+target/ppc/machine.c migrates (registers, DECR, halted, interrupt_request; not pending_interrupts);
+`quiesced` is saved and restored only with the follow-up fix (`quiesced+migration`, the "cpu/rtas_stopped" subsection of
 QEMU issue 3079). Without it the destination keeps the value its own reset gave, as QEMU did.
 """
 
@@ -19,12 +19,14 @@ import dataclasses
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
+from ..versions import has
 from .cpus import CPUState, pause_all_vcpus, resume_all_vcpus, run_on_cpu
 from .effects import Effect
 from .interrupts import hreg_store_msr
 from .kvm import cpu_synchronize_state, do_kvm_cpu_synchronize_post_init, do_kvm_cpu_synchronize_pre_loadvm
-from .ppc import LPCR_HR, LPCR_UPRT, PSSCR_EC
+from .ppc import LPCR_HR, LPCR_UPRT, PSSCR_EC, Interrupt
 from .rcu import drain_call_rcu
+from .timebase import cpu_ppc_store_decr
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -32,8 +34,9 @@ if TYPE_CHECKING:
 COMMANDS = ("system_reset", "stop", "cont", "migrate", "info registers", "device_add", "nmi")
 
 # CPUPPCState fields in the migration stream (target/ppc/machine.c vmstate_ppc_cpu, the parts modelled).
-_MIGRATED_ENV = ("msr", "lpcr", "psscr", "nip", "gpr3", "entry_gen", "pending_interrupts", "decr", "tb_offset",
-                 "resume_as_sreset")
+# Not `pending_interrupts`: no version modelled carries it (its last reader, the pre-2.x loader, went
+# with 8f91aca7ff, 6.2.50), so the destination has what its own reset raised (cpu_ppc_tb_reset).
+_MIGRATED_ENV = ("msr", "lpcr", "psscr", "nip", "gpr3", "entry_gen", "decr", "tb_offset", "resume_as_sreset")
 
 
 def monitor_command(machine: Machine, command: str) -> Generator[Effect, Any, None]:
@@ -168,7 +171,12 @@ def migrate(machine: Machine) -> Generator[Effect, Any, None]:
             else:
                 cpu_post_load_infer_quiesced(cpu)
         hreg_store_msr(cpu, cpu.env.msr)  # cpu_post_load -> post_load_update_msr -> ppc_store_msr
-        machine.trace("cpu_post_load", cpu=cpu.cpu_index, halted=halted, quiesced=cpu.env.quiesced)
+        if machine.settings.accel == "tcg" and has(machine.settings.qemu_version, "578912ad73"):
+            # cpu_post_load since 578912ad73 (8.2): TCG re-arms the level-triggered DEC from the saved DECR,
+            # raising or lowering it; before it, the destination's reset left it as it was.
+            cpu_ppc_store_decr(cpu, cpu.env.decr)
+        machine.trace("cpu_post_load", cpu=cpu.cpu_index, halted=halted, quiesced=cpu.env.quiesced,
+                      dec_pending=cpu.env.pending(Interrupt.DECR))
     if machine.kvm is not None and machine.kvm.radix:  # spapr_post_load
         yield from machine.spapr.spapr_set_all_lpcrs(LPCR_HR | LPCR_UPRT, LPCR_HR | LPCR_UPRT, "spapr_post_load")
     if machine.kvm is not None:  # cpu_synchronize_all_post_init

@@ -34,7 +34,7 @@ from .effects import BqlLock, BqlUnlock, Effect, Spend
 from .excp import ppc_next_unmasked_interrupt
 from .guest import GuestRunner, Hcall, StoreDecr, program_at
 from .interrupts import ppc_maybe_interrupt
-from .ppc import MSR_EE
+from .ppc import MSR_EE, Interrupt
 from .rcu import rcu_read_lock, rcu_read_unlock, rcu_register_thread
 from .timebase import cpu_ppc_store_decr
 
@@ -53,7 +53,9 @@ def ppc_cpu_exec_interrupt(cpu: CPUState) -> None:
 
     Taking an asynchronous interrupt clears MSR[EE] (the guest's handler runs with it off), after
     which nothing else is deliverable and HARD is recomputed. The guest's handler is the code that
-    follows the operation the CPU was in (typically H_CEDE returning).
+    follows the operation the CPU was in (typically H_CEDE returning); a DEC's handler, Linux's
+    `timer_interrupt` (arch/powerpc/kernel/time.c), first sets DEC to its maximum, which under TCG
+    reaches cpu_ppc_store_decr and lowers the level-triggered DEC.
     """
     decision = ppc_next_unmasked_interrupt(cpu.env, cpu.halted, quiesced_guard=cpu.machine.fix_quiesced)
     if decision.interrupt is not None:
@@ -61,6 +63,8 @@ def ppc_cpu_exec_interrupt(cpu: CPUState) -> None:
                           as_sreset=cpu.env.resume_as_sreset)
         cpu.env.msr &= ~MSR_EE
         cpu.env.resume_as_sreset = False
+        if decision.interrupt is Interrupt.DECR:
+            cpu_ppc_store_decr(cpu, 0x7FFFFFFF)
     ppc_maybe_interrupt(cpu)
 
 

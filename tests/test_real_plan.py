@@ -105,7 +105,7 @@ def test_the_boot_init_runs_the_script_it_reads_from_the_console_as_typed() -> N
 
 @pytest.mark.parametrize(("release", "variant", "reason"), [
     ("11.1", {}, None),  # pseries: env->quiesced is in the stream
-    ("11.1", {"rtas_stopped_state": False}, "pseries-10.0 infers env->quiesced"),
+    ("11.1", {"rtas_stopped_state": False}, "pseries-10.0 and older infer env->quiesced"),
     ("10.0", {}, "does not migrate env->quiesced"),
     ("9.2", {}, None),  # no env->quiesced yet, and the DEC is in the stream
     ("7.2", {}, "loses the decrementer"),
@@ -234,3 +234,24 @@ def test_one_run_at_a_time_saves_a_boot(tmp_path: Path) -> None:
 
     asyncio.run(both())
     assert overlap == [False, False]
+
+
+def test_a_migration_into_a_newer_binary_runs_the_sources_machine_type_and_its_stream() -> None:
+    across = _plan_across("7.2", "11.1")
+    assert across.machine_type == "pseries-7.2" and across.argv_tail[1] == "pseries-7.2,accel=tcg"
+    assert across.destination == "11.1"
+    # the model at the destination's release, loading a stream with no cpu/rtas_stopped subsection
+    assert across.model.qemu_version == "11.1" and across.model.rtas_stopped_state is False
+    assert across.model.fix == "quiesced+migration"
+    assert _plan_across("11.0", "11.1").model.rtas_stopped_state is True  # 628bda1ab7 sends it
+    with pytest.raises(NotRun, match="only forward migration"):
+        _plan_across("11.1", "7.2")
+    with pytest.raises(NotRun, match="has no migrate"):
+        _plan_across("7.2", "11.1", monitor=[])
+    with pytest.raises(NotRun, match="has no cpu/rtas_stopped subsection"):
+        _plan_across("7.2", "11.1", rtas_stopped_state=True)
+
+
+def _plan_across(source: str, destination: str, **variant: object):  # type: ignore[no-untyped-def]
+    scenario = load("spapr-migrate-from-9.2")
+    return plan(apply(scenario.settings, dict(variant), "test"), dict(variant), source, destination)

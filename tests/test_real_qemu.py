@@ -179,3 +179,19 @@ def test_a_restored_boot_runs_a_row_as_a_fresh_boot_does(qemu_11_1: Binary, kit:
         return [line for line in after if not line.startswith("rtas:")], answered
 
     assert work(rows[0]) == work(rows[1])
+
+
+def test_a_stream_from_qemu_7_2_leaves_a_never_started_cpu_stuck_on_11_1(qemu_11_1: Binary, kit: Kit) -> None:
+    """628bda1ab7's inference with a real pre-10.0 source: QEMU 7.2 boots the guest (pseries-7.2, maxcpus=2
+    of 4) and migrates it into QEMU 11.1.3, which infers CPUs 2 and 3 not quiesced; Linux never calls start-cpu."""
+    source = _qemu("7.2")
+    out = subprocess.run([sys.executable, "-m", "vcpu_sched", "real", "spapr-migrate-from-9.2", "--qemu-binary",
+                          source.path, "--migrate-to", qemu_11_1.path, "--quiet", "--json"], capture_output=True,
+                         text=True, check=False, timeout=DEADLINE_S)
+    row = json.loads(out.stdout)
+    assert row["qemu_args"][1] == "pseries-7.2,accel=tcg" and row["migrate_to"]["version"] == qemu_11_1.version
+    assert row["verdict"] == row["model"]["verdict"] == "stuck-cpu", row["reason"]
+    assert out.returncode == 1  # a failure found, as `real` says it
+    assert any("Processor 2 is stuck." in line for line in row["evidence"])
+    assert _rtas_answers(row, "query-cpu-stopped-state", 2) == ["status 0 {0x2}"]
+    assert _rtas_answers(row, "start-cpu", 2) == []

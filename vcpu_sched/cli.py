@@ -135,6 +135,8 @@ def _real_options(real: argparse.ArgumentParser) -> None:
     real.add_argument("--quiet", action="store_true", help="do not print the guest console")
     real.add_argument("--fresh-boot", action="store_true",
                       help="boot the guest even where restoring a saved boot would be faithful")
+    real.add_argument("--migrate-to", metavar="PATH",
+                      help="the QEMU each migrate loads into (a newer release: cross-version; default the same)")
 
 
 def _matrix_options(matrix: argparse.ArgumentParser) -> None:

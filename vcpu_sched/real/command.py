@@ -29,17 +29,17 @@ class Binary:
     release: str
 
 
-def binary(path: str | None) -> Binary:
+def binary(path: str | None, option: str = "--qemu-binary") -> Binary:
     """`--qemu-binary` (default: qemu-system-ppc64 on PATH), asked for its version over QMP."""
     from ..versions import release_of
     from .session import binary_version
 
-    found = check_binary(path or DEFAULT_BINARY)
+    found = check_binary(path or DEFAULT_BINARY, option)
     try:
         version = binary_version(found)
         return Binary(found, version, release_of(version))
     except (RuntimeError, OSError, ValueError, TimeoutError) as e:
-        raise BadInput(f"--qemu-binary {path or DEFAULT_BINARY}: cannot ask it its version: {e}") from None
+        raise BadInput(f"{option} {path or DEFAULT_BINARY}: cannot ask it its version: {e}") from None
 
 
 def check_deadline(deadline_s: float) -> None:
@@ -58,8 +58,8 @@ def run_real(settings: RunSettings, variant: dict[str, Any], qemu: Binary, kit: 
 
 
 def run_plan(plan: planning.Plan, settings: RunSettings, qemu: Binary, kit: Kit, deadline_s: float,
-             console_out: Any = None, saved_boot: bool = True) -> dict[str, Any]:
-    """A planned row, real and modelled."""
+             console_out: Any = None, saved_boot: bool = True, destination: Binary | None = None) -> dict[str, Any]:
+    """A planned row, real and modelled (migrating into `destination` when the plan has one)."""
     from .. import runner
     from . import session
 
@@ -67,13 +67,15 @@ def run_plan(plan: planning.Plan, settings: RunSettings, qemu: Binary, kit: Kit,
     model = runner.run(plan.model)
     model_wall = time.perf_counter() - start
     start = time.perf_counter()
-    reading = session.run(qemu.path, plan, kit, settings.seed, deadline_s, console_out, saved_boot)
+    into = destination.path if destination is not None and plan.destination is not None else None
+    reading = session.run(qemu.path, plan, kit, settings.seed, deadline_s, console_out, saved_boot, into)
     real_verdict, reason = verdict(reading, settings.plain_boot)
     return {
         "run": True, "verdict": real_verdict, "reason": reason, "harness_error": reading.harness,
         "binary": qemu.path, "version": qemu.version, "release": qemu.release,
         "qemu_args": list(plan.argv_tail), "cmdline": plan.script.cmdline, "kdump_cmdline": plan.script.kdump_cmdline,
         "boot": reading.boot,
+        "migrate_to": {"binary": destination.path, "version": destination.version} if into and destination else None,
         "evidence": evidence(reading), "qmp": reading.qmp, "console": reading.console,
         "model": {"verdict": model.verdict, "reason": model.reason, "settings": plan.model.to_dict(),
                   "wall_time_s": model_wall},
@@ -84,6 +86,9 @@ def run_plan(plan: planning.Plan, settings: RunSettings, qemu: Binary, kit: Kit,
 def report_text(scenario: str, row: dict[str, Any]) -> str:
     lines = [f"== {row['verdict'].upper()}: {row['reason']} [real QEMU {row['version']}: {scenario}] =="]
     lines.append(f"qemu:    {row['binary']} {' '.join(row['qemu_args'])}")
+    if row["migrate_to"]:
+        lines.append(f"migrate: into {row['migrate_to']['binary']} (QEMU {row['migrate_to']['version']}), "
+                     "same command line")
     kdump = f"; kdump kernel: {row['kdump_cmdline']}" if row["kdump_cmdline"] else ""
     lines.append(f"guest:   {row['cmdline']}{kdump}")
     lines.append(f"boot:    {row['boot']}")
@@ -95,7 +100,8 @@ def report_text(scenario: str, row: dict[str, Any]) -> str:
         lines.append("monitor (QMP):")
         lines += [f"  {line}" for line in row["qmp"]]
     model = row["model"]
-    lines.append(f"model at QEMU {row['release']}: {model['verdict']} ({model['reason']}) - "
+    at = row["migrate_to"]["version"].rsplit(".", 1)[0] if row["migrate_to"] else row["release"]
+    lines.append(f"model at QEMU {at}: {model['verdict']} ({model['reason']}) - "
                  f"{'agrees' if row['agree'] else 'DISAGREES'}")
     lines.append(f"real run: {row['wall_time_s']:.1f} s wall; model: {model['wall_time_s']:.2f} s")
     return "\n".join(lines)
@@ -107,16 +113,19 @@ def real_main(args: argparse.Namespace, settings: RunSettings, variant: dict[str
     check_deadline(args.deadline)
     check_client()
     qemu = binary(args.qemu_binary)
+    destination = binary(args.migrate_to, "--migrate-to") if args.migrate_to is not None else None
     try:
-        plan = planning.plan(settings, variant, qemu.release)
+        plan = planning.plan(settings, variant, qemu.release, destination.release if destination else None)
     except planning.NotRun as e:
-        raise BadInput(f"not run on QEMU {qemu.version}: {e}") from None
+        into = f" into {destination.version}" if destination else ""
+        raise BadInput(f"not run on QEMU {qemu.version}{into}: {e}") from None
     kit = find_kit()
 
     def console(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    row = run_plan(plan, settings, qemu, kit, args.deadline, None if args.quiet else console, not args.fresh_boot)
+    row = run_plan(plan, settings, qemu, kit, args.deadline, None if args.quiet else console, not args.fresh_boot,
+                   destination)
     if args.json:
         print(json.dumps({"scenario": settings.scenario, **row}, sort_keys=True))
     else:

@@ -180,11 +180,11 @@ def check_client() -> None:
         raise BadInput("real QEMU runs need qemu.qmp: pip install 'vcpu_sched[real]'") from None
 
 
-def check_binary(path: str) -> str:
+def check_binary(path: str, option: str = "--qemu-binary") -> str:
     """`--qemu-binary`: an executable file, or a name on PATH."""
     import shutil
 
     found = shutil.which(path)
     if found is None:
-        raise BadInput(f"--qemu-binary {path}: no such executable ({SETUP_HINT}, or install qemu-system-ppc)")
+        raise BadInput(f"{option} {path}: no such executable ({SETUP_HINT}, or install qemu-system-ppc)")
     return found

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..config import RunSettings
-from ..versions import VERSION_SETTINGS, has, profile
+from ..versions import VERSION_SETTINGS, has, profile, release_key
 from . import guest
 
 MAX_SMP = 8  # more vCPUs than this take minutes to boot under TCG on a 2-core machine
@@ -47,9 +47,10 @@ class Plan:
     argv_tail: tuple[str, ...]  # everything after the binary but -kernel/-initrd/-append/-qmp/-incoming
     script: guest.Script
     monitor: tuple[tuple[str, str], ...]
-    model: RunSettings  # the model at the binary's release, with this row's settings
+    model: RunSettings  # the model at the binary's release (the destination's, across versions)
     release: str
     fresh_boot: str | None  # why a saved boot would not be faithful here (None: a restore is)
+    destination: str | None = None  # the release a `migrate` loads into, when another binary's
 
 
 def _check_version_settings(row: RunSettings, variant: dict[str, object], release: str) -> None:
@@ -63,7 +64,7 @@ def _check_version_settings(row: RunSettings, variant: dict[str, object], releas
         raise NotRun(f"fix={row.fix} is a what-if no QEMU release has")
 
 
-def fresh_boot_reason(row: RunSettings, release: str, machine_type: str) -> str | None:
+def fresh_boot_reason(row: RunSettings, release: str, carries_quiesced: bool) -> str | None:
     """Why this row must boot afresh instead of restoring a saved boot (`boots.py`), or None.
 
     A restore is an incoming migration of a guest that has booted and waits in its /init, so it is faithful
@@ -90,8 +91,8 @@ def fresh_boot_reason(row: RunSettings, release: str, machine_type: str) -> str 
         return f"QEMU {release}'s TCG migration loses the decrementer (578912ad73, 8.2)"
     if has(release, "fb802acdc8b") and not has(release, "628bda1ab7"):
         return f"QEMU {release} does not migrate env->quiesced (628bda1ab7, 11.0)"
-    if has(release, "628bda1ab7") and machine_type != "pseries":
-        return f"{machine_type} infers env->quiesced at the load (628bda1ab7), not what the boot left"
+    if has(release, "628bda1ab7") and not carries_quiesced:
+        return "pseries-10.0 and older infer env->quiesced at the load (628bda1ab7), not what the boot left"
     return None
 
 
@@ -99,8 +100,11 @@ def _text(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def plan(row: RunSettings, variant: dict[str, object], release: str) -> Plan:
-    """The real run of `row` (whose `variant` the scenario file lists) on QEMU `release`, or NotRun."""
+def plan(row: RunSettings, variant: dict[str, object], release: str, destination: str | None = None) -> Plan:
+    """The real run of `row` (whose `variant` the scenario file lists) on QEMU `release`, or NotRun. With
+    `destination`, another release, each `migrate` loads into that binary: both run the source's machine
+    type (`pseries-X.Y`, forward migration), and the model is at the destination's release with the
+    stream the source sends (the cpu/rtas_stopped subsection only from a source with 628bda1ab7)."""
     if row.machine != "pseries":
         raise NotRun(f"machine {row.machine}: only pseries guests are run for real")
     for key, value in WHAT_IFS.items():
@@ -125,10 +129,15 @@ def plan(row: RunSettings, variant: dict[str, object], release: str) -> Plan:
     for _, command in row.monitor:
         if command not in REAL_COMMANDS and command.split()[0] != "device_add":
             raise NotRun(f"monitor command {command!r} has no QMP counterpart here")
-    model = dataclasses.replace(row, **profile(release))
-    machine_type = "pseries"
-    if has(release, "628bda1ab7") and not row.rtas_stopped_state:
-        machine_type = "pseries-10.0"  # 628bda1ab7: rtas-stopped-state is off for pseries-10.0 and older
+    if destination is not None and destination != release:
+        machine_type, carries = _across(row, variant, release, destination)
+        model = dataclasses.replace(row, **profile(destination), rtas_stopped_state=carries)
+    else:
+        destination = None
+        model = dataclasses.replace(row, **profile(release))
+        machine_type, carries = "pseries", row.rtas_stopped_state or not has(release, "628bda1ab7")
+        if not carries:
+            machine_type = "pseries-10.0"  # 628bda1ab7: rtas-stopped-state is off for pseries-10.0 and older
     # QEMU's topology multiplies out to maxcpus; the model's cores are the ones present at boot.
     cores = row.maxcpus // (row.sockets * row.threads) if row.maxcpus > row.smp else row.cores
     smp = f"{row.smp},sockets={row.sockets},cores={cores},threads={row.threads}"
@@ -138,4 +147,20 @@ def plan(row: RunSettings, variant: dict[str, object], release: str) -> Plan:
     tail = ("-machine", f"{machine_type},accel={row.accel}", "-smp", smp, "-cpu", cpu,
             "-m", str(MEMORY_MB), "-nodefaults", "-display", "none", "-serial", "stdio")
     return Plan(machine_type, tail, guest.build(row), row.monitor, model, release,
-                fresh_boot_reason(row, release, machine_type))
+                fresh_boot_reason(row, release, carries), destination)
+
+
+def _across(row: RunSettings, variant: dict[str, object], release: str, destination: str) -> tuple[str, bool]:
+    """A migration from QEMU `release` into `destination`: the machine type both run, and whether the
+    stream carries env->quiesced."""
+    if release_key(destination) < release_key(release):
+        raise NotRun(f"a migration from QEMU {release} into the older {destination}: only forward migration "
+                     "is supported upstream")
+    if not any(cmd == "migrate" for _, cmd in row.monitor):
+        raise NotRun("a second binary only loads a migration, and this row's monitor has no migrate")
+    # The source's own machine type; from 11.0 on it has rtas-stopped-state, and 628bda1ab7 sends quiesced.
+    carries = has(release, "628bda1ab7")
+    if "rtas_stopped_state" in variant and variant["rtas_stopped_state"] != carries:
+        raise NotRun(f"rtas_stopped_state={_text(variant['rtas_stopped_state'])}: a stream from QEMU {release} "
+                     f"{'carries' if carries else 'has no'} cpu/rtas_stopped subsection")
+    return f"pseries-{release}", carries

@@ -117,6 +117,7 @@ class Session:
     deadline_s: float
     console_out: Callable[[str], None] | None = None
     saved_boot: bool = True  # restore a saved boot where that is faithful (`plan.fresh_boot` is None)
+    destination: str | None = None  # the binary a `migrate` loads into (default: `binary`)
     reading: Reading = field(default_factory=Reading)
     work: Path = Path()
     initrd: Path = Path()
@@ -136,10 +137,10 @@ class Session:
         return [*self.plan.argv_tail, "-kernel", str(self.kit.vmlinux), "-initrd", str(self.initrd),
                 "-append", self.plan.script.cmdline]
 
-    async def _start(self, incoming: str | None = None) -> None:
+    async def _start(self, incoming: str | None = None, binary: str | None = None) -> None:
         self.starts += 1
         sock = self.work / f"qmp-{self.starts}.sock"
-        argv = [self.binary, *self._machine_argv(), "-qmp", f"unix:{sock},server=on,wait=off"]
+        argv = [binary or self.binary, *self._machine_argv(), "-qmp", f"unix:{sock},server=on,wait=off"]
         if incoming:
             argv += ["-incoming", incoming]
         self.proc = await asyncio.create_subprocess_exec(
@@ -249,9 +250,9 @@ class Session:
         await _kill(old)
         self.proc = self.qmp = None
 
-    async def _load_state(self, path: Path) -> None:
+    async def _load_state(self, path: Path, binary: str | None = None) -> None:
         """A second QEMU on the same command line, loading `path`, until it runs the guest."""
-        await self._start(f"exec:cat {path}")
+        await self._start(f"exec:cat {path}", binary)
         deadline = time.monotonic() + MIGRATE_TIMEOUT_S
         while True:
             status = (await self.execute("query-status") or {}).get("status")
@@ -268,8 +269,9 @@ class Session:
             self.stopped = True
             return
         await self._quit()
-        self.reading.console.append("vcpu-sched: migrated; the destination QEMU loads the state")
-        await self._load_state(state)
+        into = f" ({self.destination})" if self.destination else ""
+        self.reading.console.append(f"vcpu-sched: migrated; the destination QEMU{into} loads the state")
+        await self._load_state(state, self.destination)
         self.reader = asyncio.create_task(self._read_console())
 
     async def _save_boot(self, store: boots.Store, name: str) -> boots.SavedBoot | None:
@@ -429,9 +431,11 @@ class Session:
 
 
 def run(binary: str, plan: Plan, kit: Kit, seed: int, deadline_s: float,
-        console_out: Callable[[str], None] | None = None, saved_boot: bool = True) -> Reading:
-    """Run `plan` on `binary` to its end; the console, QMP answers and why it ended."""
-    return asyncio.run(Session(binary, plan, kit, seed, deadline_s, console_out, saved_boot).run())
+        console_out: Callable[[str], None] | None = None, saved_boot: bool = True,
+        destination: str | None = None) -> Reading:
+    """Run `plan` on `binary` (migrating into `destination`, if given) to its end; the console, QMP answers
+    and why it ended."""
+    return asyncio.run(Session(binary, plan, kit, seed, deadline_s, console_out, saved_boot, destination).run())
 
 
 def binary_version(binary: str) -> str:

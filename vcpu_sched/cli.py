@@ -22,16 +22,27 @@ from .config import (
     RunSettings,
 )
 from .errors import BadInput, RunKilled, WorkerLost
+from .numbers import ascii_numbers
 from .verdicts import SUCCESS, VERDICTS
+
+# Worker processes a command may start (--jobs): each is a Python process of ~50 MB that runs one seed or
+# row at a time, so more than this is never faster on any host this runs on, only a fork storm. A pool
+# is also never larger than its work (sweep: the batches).
+MAX_JOBS = 256
 
 # Each command imports what it needs when it runs (a verdict costs little more than starting Trio).
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad input as one line and exit status 2, without the usage block."""
+    """argparse that reports bad input as one line and exit status 2, without the usage block; its numeric
+    options read ASCII digits only (numbers.py)."""
 
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        ascii_numbers(self)
+
+    def error(self, message: str) -> NoReturn:  # as every other bad input: "vcpu-sched: error: ..."
+        self.exit(2, f"vcpu-sched: error: {message}\n")
 
 
 def _add_scenario_dirs(parser: argparse.ArgumentParser) -> None:
@@ -55,11 +66,12 @@ def _add_variant_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _hex(text: str) -> int:
-    """A 64-bit register value in hexadecimal (0x optional)."""
-    try:
-        value = int(text, 16)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a hexadecimal number") from None
+    """A 64-bit register value in hexadecimal (0x optional), in ASCII digits."""
+    import re
+
+    if not re.fullmatch(r"[-+]?(0[xX])?[0-9a-fA-F]{1,400}", text):  # a sign: refused below, by range
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a hexadecimal number")
+    value = int(text, 16)
     if not 0 <= value < 1 << 64:
         raise argparse.ArgumentTypeError(f"{text!r} does not fit a 64-bit register (0 to 0xffffffffffffffff)")
     return value
@@ -76,6 +88,10 @@ def parse_set(item: str) -> tuple[str, Any]:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text
+    except ValueError:  # an integer beyond Python's int-string limit
+        raise BadInput(f"--set {key.strip()}: a number too long") from None
+    except RecursionError:
+        raise BadInput(f"--set {key.strip()}: arrays or tables nested too deep") from None
     return key.strip(), value
 
 
@@ -273,10 +289,6 @@ def _check_run_options(args: argparse.Namespace) -> None:
         given = [flag for key, flag in _REPLAY_FIXES if getattr(args, key) not in (None, False, [])]
         if given:
             raise BadInput(f"--replay: the schedule file holds the run's settings; drop {', '.join(given)}")
-    if args.engine == "threads" and args.clock == "virtual":
-        raise BadInput("--clock virtual: the threads engine runs in real time (guest time = wall time x time_scale)")
-    if args.engine == "explore" and args.clock is not None:
-        raise BadInput("--clock: the explore engine has no clock; its steps take no time")
     for pattern in args.trace:
         if not pattern.strip("-"):
             raise BadInput(f"--trace {pattern!r}: empty pattern")
@@ -331,9 +343,15 @@ def _replay(args: argparse.Namespace) -> int:
 
     from .events import EventLog
     from .explore import load_schedule, replay, trace_text
-    from .files import atomic_output, check_output
+    from .files import atomic_output, check_output, open_input
 
-    settings, choices, saved = load_schedule(args.replay)
+    open_input(f"--replay {args.replay}", args.replay).close()  # a regular file: load_schedule would wait on a FIFO
+    try:
+        settings, choices, saved = load_schedule(args.replay)
+    except RecursionError:
+        raise BadInput(f"--replay {args.replay}: not a schedule file (JSON nested too deep)") from None
+    except OSError as e:
+        raise BadInput(f"--replay {args.replay}: cannot read: {e.strerror}") from None
     max_steps = int(saved.get("steps", 0)) + 1
     if args.log is None:
         outcome = replay(settings, choices, max_steps)
@@ -404,8 +422,8 @@ def _matrix(args: argparse.Namespace) -> int:
 
     from .matrix import matrix_text, run_matrix
 
-    if args.jobs is not None and args.jobs < 1:
-        raise BadInput("--jobs: must be at least 1")
+    if args.jobs is not None and not 1 <= args.jobs <= MAX_JOBS:
+        raise BadInput(f"--jobs: must be 1 to {MAX_JOBS}")
     if args.against == "real":
         if args.engine != "trio":
             raise BadInput("--engine: a matrix against real runs the model on its default engine")
@@ -434,15 +452,15 @@ def _sweep(args: argparse.Namespace) -> int:
     from .sweep import parse_seeds, sweep, sweep_text
 
     seeds = parse_seeds(args.seeds)
-    if args.jobs is not None and args.jobs < 1:
-        raise BadInput(f"--jobs {args.jobs}: at least 1")
+    if args.jobs is not None and not 1 <= args.jobs <= MAX_JOBS:
+        raise BadInput(f"--jobs {args.jobs}: must be 1 to {MAX_JOBS}")
     if args.batch is not None and args.batch < 1:
         raise BadInput(f"--batch {args.batch}: at least 1")
     settings, base = _settings(args, {"seed": seeds.start})
     scenario = args.scenario or settings.scenario
     db_path = None if args.no_db else args.db
     if db_path is not None:
-        check_output("--db", db_path, inputs=(args.scenario,) if args.scenario else ())
+        check_output("--db", db_path, inputs=(args.scenario,) if args.scenario else (), regular=True)
     try:
         with contextlib.ExitStack() as stack:
             # Appended, never truncated: a database collects what every sweep found. Opened at the first
@@ -475,6 +493,12 @@ def _trace_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .files import begin_command
+
+    begin_command()
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed, never a traceback
+        if hasattr(stream, "reconfigure") and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
     words = _trace_values(sys.argv[1:] if argv is None else argv)
     if words[:1] == ["qemu"]:  # QEMU's own single-dash options: not for argparse
         from .qemu_command import qemu_main
@@ -512,8 +536,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _guarded(command: Callable[[], int]) -> int:
     try:
         return command()
-    except BadInput as e:
-        print(f"vcpu-sched: error: {e}", file=sys.stderr)
+    except BadInput as e:  # one line, whatever the message quotes (a file name with a newline)
+        message = str(e).replace("\n", "\\n").replace("\r", "\\r")
+        print(f"vcpu-sched: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vcpu-sched: interrupted", file=sys.stderr)

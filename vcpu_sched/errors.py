@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import reprlib
+
 
 class BadInput(Exception):
     """Input the user must fix: a one-line message, exit status 2."""
@@ -18,3 +20,25 @@ class WorkerLost(Exception):
 
 class RunKilled(Exception):
     """The process got SIGTERM: the run was stopped before a verdict."""
+
+
+class _Shown(reprlib.Repr):
+    """repr for a message: bounded in depth and length, and safe for integers Python will not print
+    (beyond 4300 digits) and for values nested deeper than the recursion limit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother, self.maxlong = 3, 80, 80, 40
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:
+            return f"<an integer of {x.bit_length()} bits>"
+        return repr(x)
+
+
+def shown(value: object) -> str:
+    """`value` as a one-line message shows it: at most a few levels deep and a few dozen characters."""
+    try:
+        return _Shown().repr(value)
+    except (RecursionError, ValueError):
+        return f"<a {type(value).__name__}>"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import BadInput
+from .numbers import is_digits
 
 _NO_ARGUMENT = {"-nographic", "-enable-kvm", "-S", "-no-reboot", "-no-shutdown", "-snapshot", "-daemonize",
                 "-no-user-config", "-nodefaults", "-full-screen", "-no-hpet"}
@@ -53,8 +54,8 @@ def _cpu(value: str) -> str:
 
 
 def _int(text: str, what: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise BadInput(f"--qemu: -smp: {what}={text!r} is not a positive number")
+    if not is_digits(text) or len(text) > 9 or int(text) < 1:  # ASCII digits: "²".isdigit() is true
+        raise BadInput(f"--qemu: -smp: {what}={text[:40]!r} is not a positive number")
     return int(text)
 
 

@@ -28,6 +28,7 @@ from .config import FIXES, LOG_FORMATS, QEMU_VERSIONS, TIMEBASE_RESETS
 from .engine.core import QUIT_REASON
 from .errors import BadInput, RunKilled
 from .model.machine import Machine
+from .numbers import ascii_numbers
 from .result import RunResult
 from .versions import profile
 
@@ -60,6 +61,10 @@ def _split(argv: list[str]) -> tuple[list[str], list[str]]:
 
 class _Parser(argparse.ArgumentParser):
     """Our options' errors as every other bad input: one line, exit status 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        ascii_numbers(self)
 
     def error(self, message: str) -> NoReturn:
         raise BadInput(message)

@@ -36,7 +36,8 @@ from .config import (
     WORKLOADS,
     RunSettings,
 )
-from .errors import BadInput
+from .errors import BadInput, shown
+from .files import note_input, open_input
 from .model.monitor import COMMANDS
 from .verdicts import VERDICTS
 
@@ -91,21 +92,27 @@ class Field(NamedTuple):
     doc: str = ""
 
     def check(self, where: str, key: str, value: Any) -> Any:
+        out_of_range = f"{where}: {key}: {shown(value)} is out of range [{_num(self.low)}, {_num(self.high)}]"
         if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an integer beyond any float: out of every range
+                raise BadInput(out_of_range) from None
         if (self.kind is not bool and isinstance(value, bool)) or type(value) is not self.kind:
-            raise BadInput(f"{where}: {key}: expected {self.kind.__name__}, got {type(value).__name__} {value!r}")
+            raise BadInput(f"{where}: {key}: expected {self.kind.__name__}, got {type(value).__name__} {shown(value)}")
         if self.choices and value not in self.choices:
-            raise BadInput(f"{where}: {key}: {value!r} is not one of {', '.join(self.choices)}")
+            raise BadInput(f"{where}: {key}: {shown(value)} is not one of {', '.join(self.choices)}")
         number: float = value if isinstance(value, int | float) else 0.0
         if isinstance(value, list):
             return value
         if self.low is not None and self.high is not None and not self.low <= number <= self.high:
-            raise BadInput(f"{where}: {key}: {value!r} is out of range [{_num(self.low)}, {_num(self.high)}]")
+            raise BadInput(out_of_range)
         return value
 
 
-def _num(x: float) -> str:
+def _num(x: float | None) -> str:
+    if x is None:
+        return ""
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
@@ -168,9 +175,9 @@ def _monitor(where: str, value: list[Any]) -> tuple[tuple[str, str], ...]:
     pairs = []
     for i, item in enumerate(value):
         if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)):
-            raise BadInput(f"{where}: monitor[{i}]: expected [\"console pattern\", \"command\"], got {item!r}")
+            raise BadInput(f"{where}: monitor[{i}]: expected [\"console pattern\", \"command\"], got {shown(item)}")
         if item[1] not in COMMANDS and (item[1].split() or [""])[0] != "device_add":
-            raise BadInput(f"{where}: monitor[{i}]: unknown command {item[1]!r} (known: {', '.join(COMMANDS)})")
+            raise BadInput(f"{where}: monitor[{i}]: unknown command {shown(item[1])} (known: {', '.join(COMMANDS)})")
         pairs.append((item[0], item[1]))
     return tuple(pairs)
 
@@ -217,6 +224,8 @@ def apply(base: RunSettings, overrides: dict[str, Any], where: str) -> RunSettin
     if merged.sockets * merged.cores * merged.threads != merged.smp:
         raise BadInput(f"{where}: smp={merged.smp} does not match sockets={merged.sockets} x "
                        f"cores={merged.cores} x threads={merged.threads}")
+    _check_engine(where, values, merged)
+    _check_cpu_numbers(where, merged)
     if merged.watchdog_s >= merged.deadline_s:
         raise BadInput(f"{where}: watchdog_s={merged.watchdog_s:g} must be shorter than deadline_s="
                        f"{merged.deadline_s:g}, or the run meets its deadline before the watchdog can fire")
@@ -246,6 +255,30 @@ def apply(base: RunSettings, overrides: dict[str, Any], where: str) -> RunSettin
     return merged
 
 
+def _check_engine(where: str, values: dict[str, Any], merged: RunSettings) -> None:
+    """A clock given with (or after) an engine that has none of that kind: refused from a scenario file,
+    --set or --clock alike."""
+    if "clock" not in values:
+        return
+    if merged.engine == "threads" and merged.clock == "virtual":
+        raise BadInput(f"{where}: clock: virtual: the threads engine runs in real time "
+                       "(guest time = wall time x time_scale)")
+    if merged.engine == "explore":
+        raise BadInput(f"{where}: clock: {merged.clock}: the explore engine has no clock; its steps take no time")
+
+
+def _check_cpu_numbers(where: str, merged: RunSettings) -> None:
+    """Settings that name a CPU, or count CPUs, within the machine's CPUs (smp, or maxcpus with hotplug)."""
+    slots = max(merged.smp, merged.maxcpus)
+    if merged.crash_cpu >= slots:
+        raise BadInput(f"{where}: crash_cpu={merged.crash_cpu} is not a CPU of this machine (CPUs 0 to {slots - 1}; "
+                       "-1: drawn from the seed)")
+    if merged.boot_cpus > merged.smp:
+        raise BadInput(f"{where}: boot_cpus={merged.boot_cpus} is more than smp={merged.smp}")
+    if merged.kdump_cpus > slots:
+        raise BadInput(f"{where}: kdump_cpus={merged.kdump_cpus} is more than the machine's {slots} CPUs")
+
+
 DEFAULT_SCENARIO = "spapr-rtas-stopped"  # the seed's guest
 _MACHINE_SCENARIOS = {"powernv": "powernv-core-stop-start", "s390-ccw-virtio": "s390x-sigp-cross"}
 
@@ -265,26 +298,46 @@ def check_machine(scenario: Scenario, machine_type: str, where: str) -> None:
 def resolve(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
+        if not path.exists():
             raise BadInput(f"{name_or_path}: no such scenario file")
-        return path
+        return path  # load refuses what is not a regular file (a FIFO is never waited on)
     for directory in scenario_dirs():
         candidate = directory / f"{name_or_path}.toml"
-        if candidate.is_file():
+        if candidate.exists():
             return candidate
     known = ", ".join(scenario_names()) or "none"
     raise BadInput(f"unknown scenario {name_or_path!r} (known: {known})")
 
 
+def parse_toml(where: str, text: str) -> dict[str, Any]:
+    """TOML text, with every way tomllib fails as bad input: a syntax error, a number beyond Python's
+    int-string limit (a ValueError), arrays or tables nested deeper than the recursion limit."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise BadInput(f"{where}: not valid TOML: {e}") from None
+    except ValueError as e:
+        raise BadInput(f"{where}: not valid TOML: a number too long ({str(e).split(';')[0]})") from None
+    except RecursionError:
+        raise BadInput(f"{where}: not valid TOML: arrays or tables nested too deep") from None
+
+
+def read_input(where: str, path: Path) -> str:
+    """A text input file: a regular file, read without blocking on a FIFO, as UTF-8."""
+    try:
+        with open_input(where, path) as stream:
+            return stream.read().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{where}: not UTF-8 text: {e.reason} at byte {e.start}") from None
+    except OSError as e:
+        raise BadInput(f"{where}: cannot read: {e.strerror}") from None
+
+
 def load(name_or_path: str) -> Scenario:
     path = resolve(name_or_path)
     where = str(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise BadInput(f"{where}: not valid TOML: {e}") from None
-    except OSError as e:
-        raise BadInput(f"{where}: cannot read: {e.strerror}") from None
+    note_input(path)
+    data = parse_toml(where, read_input(where, path))
     unknown = data.keys() - TOP_KEYS
     if unknown:
         raise BadInput(f"{where}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(TOP_KEYS))})")

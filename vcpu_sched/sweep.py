@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,8 @@ from typing import Any
 from . import __version__
 from .config import RunSettings
 from .errors import BadInput, WorkerLost
-from .files import Appendable
+from .files import MAX_LINE, Appendable, bounded_lines, cut, open_text_input
+from .numbers import is_digits
 from .pool import Progress, local_pool, raise_killed, stop
 from .verdicts import SUCCESS
 
@@ -40,19 +41,26 @@ RETRIES = 2
 Outcome = tuple[int, str, str]  # seed, verdict, reason
 
 
+MAX_SEED = 2**63 - 1  # a seed is a setting (scenario.SCHEMA)
+MAX_SEEDS = 10**9  # seeds per sweep: days of work on a large host; the batches are ranges, so memory stays small
+
+
 def parse_seeds(text: str) -> range:
-    """`A:B` (B excluded) or a single seed."""
+    """`A:B` (B excluded) or a single seed, in ASCII digits."""
     start, sep, stop_ = text.partition(":")
-    try:
-        seeds = range(int(start), int(stop_)) if sep else range(int(start), int(start) + 1)
-    except ValueError:
-        raise BadInput(f"--seeds {text!r}: expected A:B (seeds A to B-1) or one seed") from None
-    if not seeds or seeds.start < 0:
-        raise BadInput(f"--seeds {text!r}: an empty or negative range")
+    if not (is_digits(start) and (is_digits(stop_) or not sep)) or len(text) > 60:
+        raise BadInput(f"--seeds {text[:60]!r}: expected A:B (seeds A to B-1) or one seed, in digits 0-9")
+    seeds = range(int(start), int(stop_)) if sep else range(int(start), int(start) + 1)
+    if seeds.stop <= seeds.start:
+        raise BadInput(f"--seeds {text!r}: an empty range")
+    if seeds.stop - 1 > MAX_SEED:
+        raise BadInput(f"--seeds {text!r}: a seed is at most {MAX_SEED}")
+    if seeds.stop - seeds.start > MAX_SEEDS:
+        raise BadInput(f"--seeds {text!r}: more than {MAX_SEEDS:,} seeds in one sweep; split the range")
     return seeds
 
 
-def run_batch(settings: RunSettings, seeds: list[int]) -> list[Outcome]:
+def run_batch(settings: RunSettings, seeds: Sequence[int]) -> list[Outcome]:
     """One task: every seed of the batch, in this process (a pool worker or a Dask worker)."""
     from .engine import make_engine
     from .model.machine import Machine
@@ -64,8 +72,8 @@ def run_batch(settings: RunSettings, seeds: list[int]) -> list[Outcome]:
     return out
 
 
-def batches(seeds: range, size: int) -> list[list[int]]:
-    return [list(seeds[i:i + size]) for i in range(0, len(seeds), size)]
+def batches(seeds: range, size: int) -> list[range]:
+    return [seeds[i:i + size] for i in range(0, len(seeds), size)]
 
 
 def code_version() -> str:
@@ -85,14 +93,14 @@ def replay_command(scenario: str, settings: RunSettings, base: RunSettings, seed
     return f"vcpu-sched run {scenario} --seed {seed}{sets}"
 
 
-def local_results(settings: RunSettings, work: list[list[int]], jobs: int | None) -> Iterator[list[Outcome]]:
+def local_results(settings: RunSettings, work: list[range], jobs: int | None) -> Iterator[list[Outcome]]:
     """Each batch's outcomes as it completes, from worker processes on this machine."""
     pending = {i: 0 for i in range(len(work))}  # batch -> times it was lost
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, raise_killed) if main else None
     try:
         while pending:
-            executor = local_pool(jobs)
+            executor = local_pool(min(jobs or os.cpu_count() or 1, len(pending)))  # no idle workers
             try:
                 futures = {executor.submit(run_batch, settings, work[i]): i for i in pending}
                 for future in concurrent.futures.as_completed(futures):
@@ -115,7 +123,7 @@ def local_results(settings: RunSettings, work: list[list[int]], jobs: int | None
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
-def dask_results(settings: RunSettings, work: list[list[int]], address: str) -> Iterator[list[Outcome]]:
+def dask_results(settings: RunSettings, work: list[range], address: str) -> Iterator[list[Outcome]]:
     """The same on a Dask cluster: one task per batch, retried by Dask if its worker is lost."""
     try:
         from dask.distributed import Client, as_completed
@@ -184,10 +192,12 @@ def sweep_text(s: dict[str, Any], db: str | None) -> str:
 def read_db(path: str | Path) -> list[dict[str, Any]]:
     """The entries of a seed database (for the pytest plugin); damaged lines are skipped."""
     entries = []
-    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+    with open_text_input(str(path), path) as stream:
+        lines = [line for line in bounded_lines(stream) if not cut(line, MAX_LINE)]
+    for line in lines:
         try:
             entry = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(entry, dict) and isinstance(entry.get("scenario"), str) and isinstance(entry.get("seed"), int):
             entries.append(entry)

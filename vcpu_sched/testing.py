@@ -29,6 +29,7 @@ import trio
 import trio.testing
 
 from .engine.trio_engine import TrioEngine
+from .errors import BadInput
 from .model.machine import Machine
 from .report import result_text
 from .result import RunResult
@@ -110,7 +111,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             path = Path(metafunc.config.rootpath) / path
         if not path.exists():
             raise pytest.UsageError(f"seed_db: {path} does not exist (write it with vcpu-sched sweep --db)")
-        entries = read_db(path)[:db.kwargs.get("limit")]
+        try:
+            entries = read_db(path)[:db.kwargs.get("limit")]
+        except BadInput as e:  # a FIFO, a directory: not a database
+            raise pytest.UsageError(f"seed_db: {e}") from None
         metafunc.parametrize("seed_entry", entries, ids=[f"{e['scenario']}:seed={e['seed']}" for e in entries])
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
-from ..files import atomic_output, atomic_write, check_output
+from ..files import atomic_output, atomic_write, check_output, note_input, open_input
 
 PLOT_FORMATS = (".png", ".svg", ".pdf")
 
@@ -21,7 +21,7 @@ PLOT_FORMATS = (".png", ".svg", ".pdf")
 def _format_of(path: str) -> str:
     """`vcpu-sched` when the first non-blank character is `{` (a JSON line), else `qemu-trace`."""
     try:
-        with open(path, "rb") as stream:
+        with open_input(path, path) as stream:
             head = stream.read(4096)
     except OSError as e:
         raise BadInput(f"{path}: cannot read: {e.strerror}") from None
@@ -30,6 +30,8 @@ def _format_of(path: str) -> str:
 
 def analyze_main(args: argparse.Namespace) -> int:
     # Outputs are checked before the log is read: a bad name costs nothing, and never the log itself.
+    for path in args.logs:
+        note_input(path)
     if args.perfetto:
         check_output("--perfetto", args.perfetto, inputs=tuple(args.logs))
     if args.plot:
@@ -37,6 +39,9 @@ def analyze_main(args: argparse.Namespace) -> int:
         if Path(args.plot).suffix.lower() not in PLOT_FORMATS:
             raise BadInput(f"--plot {args.plot}: name the picture's format with its suffix "
                            f"({', '.join(PLOT_FORMATS)})")
+        from .plot import import_pyplot
+
+        import_pyplot()  # no matplotlib: say so before the analysis, not after it
     if not (math.isfinite(args.threshold) and args.threshold > 0):
         raise BadInput(f"--threshold {args.threshold}: must be a positive number of seconds")
     fmt = args.format if args.format != "auto" else _format_of(args.logs[0])

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInput
+from ..errors import BadInput, shown
+from ..files import MAX_LINE, bounded_lines, cut, open_input, open_text_input
 from ..trace_events import undeclared
 from ..verdicts import VERDICTS
 
@@ -79,23 +80,23 @@ def _value_problem(event: dict[str, Any], smp: int) -> str | None:
     cpu = event.get("cpu")
     if "cpu" in event and cpu != "main" and not (isinstance(cpu, int) and not isinstance(cpu, bool)
                                                   and 0 <= cpu < max(smp, 1)):
-        return f"cpu {cpu!r} is neither 'main' nor a vCPU index below {smp} (smp, or maxcpus)"
+        return f"cpu {shown(cpu)} is neither 'main' nor a vCPU index below {smp} (smp, or maxcpus)"
     for key in _NON_NEGATIVE_INTS:
         value = event.get(key)
         if key in event and value is not None and not (isinstance(value, int) and not isinstance(value, bool)
                                                         and value >= 0):
-            return f"{key} {value!r} is not a count or a duration"
+            return f"{key} {shown(value)} is not a count or a duration"
     for key in _NON_NEGATIVE_NUMBERS:
         value = event.get(key)
         if key in event and value is not None and not (isinstance(value, int | float) and not isinstance(value, bool)
                                                         and value >= 0):
-            return f"{key} {value!r} is not a non-negative number"
+            return f"{key} {shown(value)} is not a non-negative number"
     if event["event"] in ("run_verdict", "run_end") and "verdict" in event:
         verdict = event["verdict"]
         if verdict is not None and verdict not in VERDICTS and verdict not in EXPLORE_VERDICTS:
-            return f"verdict {verdict!r} is not a verdict"
+            return f"verdict {shown(verdict)} is not a verdict"
     if "thread" in event and not isinstance(event["thread"], str):
-        return f"thread {event['thread']!r} is not a thread name"
+        return f"thread {shown(event['thread'])} is not a thread name"
     return None
 
 
@@ -108,10 +109,16 @@ def _scan(lines: Iterable[str], settings: dict[str, Any] | None) -> Iterator[tup
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        if cut(line, MAX_LINE):
+            yield number, None, f"longer than {MAX_LINE} characters"
+            continue
         try:
             event = json.loads(line)
-        except ValueError:
+        except ValueError:  # numbers beyond Python's int-string limit too
             yield number, None, "not JSON"
+            continue
+        except RecursionError:
+            yield number, None, "not JSON (arrays or objects nested too deep)"
             continue
         if not (isinstance(event, dict) and isinstance(event.get("event"), str)
                 and isinstance(event.get("t_ns"), int) and not isinstance(event.get("t_ns"), bool)):
@@ -175,13 +182,13 @@ def parse_lines(lines: list[str], path: str = "<log>") -> Log:
 def read_log(path: str | Path) -> Log:
     name = str(path)
     try:
-        with open(path, "rb") as probe:
+        with open_input(name, path) as probe:
             probe.read(1)
     except OSError as e:
         raise BadInput(f"{path}: cannot read: {e.strerror}") from None
 
     def lines() -> Iterator[str]:
-        with open(path, encoding="utf-8", errors="replace") as stream:
-            yield from stream
+        with open_text_input(name, path) as stream:
+            yield from bounded_lines(stream)
 
     return open_log(name, lines)

@@ -19,7 +19,7 @@ NS = 1e9
 MAX_HEIGHT_IN = 40.0
 
 
-def _import_pyplot() -> Any:
+def import_pyplot() -> Any:
     try:
         import matplotlib
 
@@ -61,7 +61,7 @@ def _bars(timeline: Timeline, rows: dict[str, int], right_s: float) -> dict[str,
 
 
 def plot(timeline: Timeline, out: str | Path, title: str) -> None:
-    plt = _import_pyplot()
+    plt = import_pyplot()
     from matplotlib.collections import LineCollection, PolyCollection
 
     rows = {thread: i for i, thread in enumerate(timeline.threads)}

@@ -24,18 +24,21 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import BadInput
+from ..files import MAX_LINE, bounded_lines, cut, open_text_input
 
 REORDER_LINES = 4096
 SNIFF_LINES = 64
 SNIFF_BYTES = 1 << 16
 
-_TID = re.compile(r"(\d+)@(\d+)\.(\d+):([A-Za-z_]\w*) ?(.*)")
-_ISO = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z ([A-Za-z_]\w*)(?: (.*))?")
+# ASCII digits ([0-9], not \d: any Unicode digit), as many as a 64-bit TID or seconds count has.
+_TID = re.compile(r"([0-9]{1,19})@([0-9]{1,12})\.([0-9]{1,9}):([A-Za-z_]\w*) ?(.*)")
+_ISO = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,9}))?Z "
+                  r"([A-Za-z_]\w*)(?: (.*))?")
 _PLAIN = re.compile(r"([a-z][a-z0-9]*_[a-z0-9_]+)(?: (.*))?")
 # A message of error_report/warn_report in the same file: "<stamp> qemu-system-ppc64: warning: ...".
 _OTHER = re.compile(r"(?:\d+@\d+\.\d+:|\d{4}-\d\d-\d\dT[\d:.]+Z )?[\w./-]+: ")
 _MUTEX = re.compile(r"(?:waiting on|taken|released) mutex (0x[0-9a-fA-F]+|\(nil\)) \((.*):(\d+)\)")
-_CPU_INDEX = re.compile(r"cpu_index (\d+)")
+_CPU_INDEX = re.compile(r"cpu_index ([0-9]{1,9})")
 
 FORMATS = ("tid", "iso", "plain")
 MUTEX_EVENTS = ("qemu_mutex_lock", "qemu_mutex_locked", "qemu_mutex_unlock")
@@ -96,7 +99,10 @@ def parse(text: str, fmt: str, order: int, file_tid: int | None) -> Parsed:
         m = _ISO.fullmatch(text)
         if m:
             whole, frac, name, args = m.groups()
-            return Parsed(TraceLine(_iso_seconds(whole) * 1_000_000_000 + int((frac or "0").ljust(9, "0")),
+            seconds = _iso_seconds(whole)
+            if seconds is None:
+                return Parsed(None, f"{whole}: no such date or time")
+            return Parsed(TraceLine(seconds * 1_000_000_000 + int((frac or "0").ljust(9, "0")),
                                     file_tid, name, (args or "").rstrip(), f"{whole}.{frac or '0'}Z"), None)
     else:
         m = _PLAIN.fullmatch(text)
@@ -108,15 +114,22 @@ def parse(text: str, fmt: str, order: int, file_tid: int | None) -> Parsed:
     return Parsed(None, f"not a {fmt!r} trace line")
 
 
-_iso_cache: dict[str, int] = {}
+_iso_cache: dict[str, int | None] = {}
 
 
-def _iso_seconds(whole: str) -> int:
-    seconds = _iso_cache.get(whole)
-    if seconds is None:
-        if len(_iso_cache) > 4096:
-            _iso_cache.clear()
-        seconds = _iso_cache[whole] = int(datetime.fromisoformat(whole + "+00:00").timestamp())
+def _iso_seconds(whole: str) -> int | None:
+    """Seconds since the epoch, or None for a time that does not exist (February 30, year 0, hour 25)."""
+    try:
+        return _iso_cache[whole]
+    except KeyError:
+        pass
+    if len(_iso_cache) > 4096:
+        _iso_cache.clear()
+    try:
+        seconds: int | None = int(datetime.fromisoformat(whole + "+00:00").timestamp())
+    except (ValueError, OverflowError):
+        seconds = None
+    _iso_cache[whole] = seconds
     return seconds
 
 
@@ -142,8 +155,8 @@ def sniff(lines: Iterable[str]) -> str | None:
 
 def file_tid(path: str) -> int | None:
     """The thread id in a per-thread file's name (`-D trace-%d.log`), if any."""
-    digits = re.findall(r"\d+", Path(path).name)
-    return int(digits[-1]) if digits else None
+    digits = re.findall(r"[0-9]+", Path(path).name)
+    return int(digits[-1]) if digits and len(digits[-1]) <= 19 else None
 
 
 class Stats:
@@ -171,7 +184,7 @@ class TraceFiles:
         formats = []
         for path in paths:
             try:
-                with open(path, encoding="utf-8", errors="replace") as stream:
+                with open_text_input(path, path) as stream:
                     fmt = sniff(stream.read(SNIFF_BYTES).splitlines())  # bounded: a file may have no newline
             except OSError as e:
                 raise BadInput(f"{path}: cannot read: {e.strerror}") from None
@@ -211,9 +224,12 @@ class TraceFiles:
         path, tid, stats = self.paths[index], self.tids[index], self.stats
         window: list[tuple[int, int, TraceLine]] = []
         emitted = -1
-        with open(path, encoding="utf-8", errors="replace") as stream:
-            for number, text in enumerate(stream, 1):
+        with open_text_input(path, path) as stream:
+            for number, text in enumerate(bounded_lines(stream), 1):
                 stats.lines += 1
+                if cut(text, MAX_LINE):
+                    stats.bad(path, number, f"longer than {MAX_LINE} characters")
+                    continue
                 if "\x00" in text or "\ufffd" in text:
                     stats.bad(path, number, "binary data")
                     continue

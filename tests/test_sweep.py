@@ -44,8 +44,10 @@ def test_the_executor_changes_nothing_but_the_speed(tmp_path: Path) -> None:
     assert one["verdicts"] == two["verdicts"] and _key(db_one) == _key(db_two)
     assert one["runs"] == len(SEEDS)
     distributed = pytest.importorskip("dask.distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
+    # The scheduler's HTTP server binds 8787 even without a dashboard: a port of its own, so that another
+    # process on 8787 does not turn distributed's warning into this test's failure.
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster:
         dask, db_dask = _sweep(tmp_path, "dask", cluster=cluster.scheduler_address, batch=13)
     assert dask["verdicts"] == one["verdicts"] and _key(db_dask) == _key(db_one)
 

@@ -125,7 +125,9 @@ def _explore_options(explore: argparse.ArgumentParser) -> None:
     explore.add_argument("--preempt", type=float, default=0.1, help="random: probability of a preemption")
     explore.add_argument("--depth", type=int, default=3, help="pct: the bug depth d (d-1 priority changes)")
     explore.add_argument("--jobs", type=int, default=1, help="random, pct: worker processes (0: one per core)")
-    explore.add_argument("--max-steps", type=int, default=2000, help="steps per schedule (default 2000)")
+    explore.add_argument("--max-steps", type=int,
+                         help="steps per schedule (default: twice the steps of a plain run of the scenario - the "
+                              "explore engine's non-preemptive schedule - and at least 2000)")
     explore.add_argument("--preemption-bound", type=int, default=2,
                          help="exhaustive: preemptions; delay: delays (default 2)")
     explore.add_argument("--no-prune", action="store_true", help="exhaustive: do not prune visited states")
@@ -135,8 +137,12 @@ def _explore_options(explore: argparse.ArgumentParser) -> None:
                          help="exhaustive, delay: partial-order reduction - skip reorderings of independent steps")
     explore.add_argument("--save", metavar="FILE", help="where to save the shortest failing schedule")
     explore.add_argument("--wall-limit", type=float, default=300.0, metavar="SECONDS",
-                         help="stop the search after this many wall seconds, keeping what it found (300)")
+                         help="stop the search (and the plain run that sizes the default --max-steps) after this "
+                              "many wall seconds, keeping what it found (300)")
     explore.add_argument("--json", action="store_true", help="print the counts, bounds and failure as JSON")
+    explore.epilog = ("Exit status: 0 no failure, and every schedule ran to its end; 1 a failure was found; "
+                      "2 bad input; 3 inconclusive - no failure, but some schedule stopped at the step bound "
+                      "or the wall-clock limit cut the search short, so what it did not reach was not searched.")
 
 
 def _real_options(real: argparse.ArgumentParser) -> None:
@@ -380,13 +386,22 @@ def _replay(args: argparse.Namespace) -> int:
 def _explore(args: argparse.Namespace) -> int:
     import json
 
-    from .explore import ExploreProgress, explore_exhaustive, explore_random, explore_text, save_schedule
+    from .explore import (
+        EXIT_INCONCLUSIVE,
+        ExploreProgress,
+        StepBound,
+        explore_exhaustive,
+        explore_random,
+        explore_text,
+        plain_run_bound,
+        save_schedule,
+    )
     from .files import check_output
 
     for name, value, low in (("--seeds", args.seeds, 1), ("--max-steps", args.max_steps, 1),
                              ("--preemption-bound", args.preemption_bound, 0), ("--depth", args.depth, 1),
                              ("--jobs", args.jobs, 0)):
-        if value < low:
+        if value is not None and value < low:
             raise BadInput(f"{name}: must be at least {low}")
     if not 0.0 <= args.preempt <= 1.0:
         raise BadInput("--preempt: must be between 0 and 1")
@@ -395,14 +410,23 @@ def _explore(args: argparse.Namespace) -> int:
     settings, _ = _settings(args, {"seed": args.seed})
     if args.save is not None:
         check_output("--save", args.save)  # before the search, not after it
+    # The wall-clock limit covers the plain run that sizes the default step bound too; the search gets at
+    # least a moment, so that it reports one schedule, cut short, rather than none.
+    deadline = time.monotonic() + args.wall_limit
+    bound = StepBound(args.max_steps, "--max-steps") if args.max_steps is not None else \
+        plain_run_bound(settings, deadline)
+    deadline = max(deadline, time.monotonic() + 0.1)
     progress = ExploreProgress()
     if args.strategy in ("random", "pct"):
-        report = explore_random(settings, args.seeds, args.preempt, args.max_steps, progress.step, args.wall_limit,
-                                args.strategy, args.depth, args.jobs or None)
+        report = explore_random(settings, args.seeds, args.preempt, bound.max_steps, progress.step, args.wall_limit,
+                                args.strategy, args.depth, args.jobs or None, plain_steps=bound.plain_steps,
+                                wall_deadline=deadline)
     else:
-        report = explore_exhaustive(settings, args.max_steps, args.preemption_bound, not args.no_prune,
+        report = explore_exhaustive(settings, bound.max_steps, args.preemption_bound, not args.no_prune,
                                     progress.step, wall_limit_s=args.wall_limit, symmetry=args.symmetry,
-                                    delays=args.strategy == "delay", sleep_sets=args.sleep_sets)
+                                    delays=args.strategy == "delay", sleep_sets=args.sleep_sets,
+                                    wall_deadline=deadline)
+    report.step_bound = bound
     progress.done()
     saved = None
     if report.shortest is not None:
@@ -414,7 +438,9 @@ def _explore(args: argparse.Namespace) -> int:
         print(explore_text(report, saved))
     if report.incomplete and report.incomplete.startswith("interrupted"):
         raise KeyboardInterrupt
-    return 1 if report.shortest is not None else 0
+    if report.shortest is not None:
+        return 1
+    return EXIT_INCONCLUSIVE if report.inconclusive else 0
 
 
 def _matrix(args: argparse.Namespace) -> int:

@@ -11,6 +11,10 @@ Strategies over the explore engine (engine/explore_engine.py):
 
 Failures are `lockup` (livelock of the BQL holder), `deadlock` and the guest-visible failures; the
 shortest failing schedule is kept and can be saved as a schedule file for `vcpu-sched run --replay`.
+
+A search without a failure is a pass only when every schedule ran to its end: one that stopped at the
+step bound (or the wall-clock limit) was not searched, so the search is `inconclusive`. The default step
+bound is sized from the scenario: twice the steps of its plain run (`plain_run_bound`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 from .config import RunSettings
 from .engine.explore_engine import (
+    DEFAULT_MAX_STEPS,
     Choose,
     ExploreEngine,
     Prune,
@@ -45,6 +50,42 @@ from .scenario import apply
 
 NOT_FAILURES = ("booted", "completed", "bound", "pruned")
 SCHEDULE_FORMAT = "vcpu_sched schedule 1"
+WALL_CUT = "wall-clock limit reached"  # the reason of a schedule cut short at the wall-clock limit
+EXIT_INCONCLUSIVE = 3  # `vcpu-sched explore`: no failure, but some schedule was not searched to its end
+MIN_MAX_STEPS = 2000  # the default step bound is never below this ...
+STEP_MARGIN = 2  # ... and otherwise this many times the steps of the scenario's plain run
+
+
+@dataclass(frozen=True)
+class StepBound:
+    """The step bound of a search and where it came from."""
+
+    max_steps: int
+    source: str  # "--max-steps" (given) or "plain run"
+    plain_steps: int | None = None  # the plain run's steps, when the bound was sized from it
+    plain_note: str | None = None  # why the plain run ended early (its own cap, the wall-clock limit)
+
+    def describe(self) -> str:
+        if self.plain_steps is None:
+            return f"{self.max_steps} steps ({self.source})"
+        note = f"; the plain run stopped early: {self.plain_note}" if self.plain_note else ""
+        return (f"{self.max_steps} steps ({STEP_MARGIN} x the {self.plain_steps} steps of a plain run, at least "
+                f"{MIN_MAX_STEPS}{note})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_steps": self.max_steps, "source": self.source, "plain_run_steps": self.plain_steps,
+                "plain_run_note": self.plain_note}
+
+
+def plain_run_bound(settings: RunSettings, wall_deadline: float | None = None) -> StepBound:
+    """The default step bound: run the scenario once on the explore engine's non-preemptive schedule (the
+    running thread goes on; the first schedule of an exhaustive search) and allow twice its steps, at
+    least MIN_MAX_STEPS. Sampled schedules measured within 12 % of the plain run's length on every
+    scenario; the margin covers what preemptions add."""
+    plain = run_schedule(settings, first_enabled, DEFAULT_MAX_STEPS, wall_deadline=wall_deadline)
+    steps = len(plain.steps)
+    note = plain.reason if plain.verdict == "bound" else None
+    return StepBound(max(MIN_MAX_STEPS, STEP_MARGIN * steps), "plain run", steps, note)
 
 
 @dataclass
@@ -55,7 +96,9 @@ class Exploration:
     schedules: int = 0
     states: set[str] = field(default_factory=set)
     pruned: int = 0
-    bound_hits: int = 0
+    bound_hits: int = 0  # schedules that stopped at the step bound
+    wall_hits: int = 0  # schedules cut short at the wall-clock limit
+    step_bound: StepBound | None = None  # where max_steps came from (set by the caller; None: given)
     outcomes: dict[str, int] = field(default_factory=dict)
     shortest: Schedule | None = None
     wall_s: float = 0.0
@@ -72,12 +115,25 @@ class Exploration:
         self.states |= outcome.states
         self.outcomes[outcome.verdict] = self.outcomes.get(outcome.verdict, 0) + 1
         self.pruned += outcome.verdict == "pruned"
-        self.bound_hits += outcome.verdict == "bound"
+        self.wall_hits += outcome.verdict == "bound" and outcome.reason == WALL_CUT
+        self.bound_hits += outcome.verdict == "bound" and outcome.reason != WALL_CUT
         if outcome.verdict not in NOT_FAILURES:
             if self.first_failure_at is None:
                 self.first_failure_at = self.schedules
             if self.shortest is None or len(outcome.steps) < len(self.shortest.steps):
                 self.shortest = outcome
+
+    @property
+    def inconclusive(self) -> bool:
+        """No failure, but not every schedule within the bounds was searched to its end."""
+        return self.shortest is None and (self.bound_hits > 0 or self.wall_hits > 0 or self.incomplete is not None)
+
+    @property
+    def result(self) -> str:
+        return "failure" if self.shortest is not None else "inconclusive" if self.inconclusive else "pass"
+
+    def bound(self) -> StepBound:
+        return self.step_bound or StepBound(int(self.bounds["max_steps"]), "given")
 
     def to_dict(self) -> dict[str, Any]:
         failure = None
@@ -93,7 +149,9 @@ class Exploration:
                                               for i in cycle]}
         return {"strategy": self.strategy, "bounds": self.bounds, "settings": self.settings.to_dict(),
                 "schedules": self.schedules, "states": len(self.states), "pruned": self.pruned,
-                "bound_hits": self.bound_hits, "outcomes": self.outcomes, "failure": failure,
+                "bound_hits": self.bound_hits, "wall_hits": self.wall_hits, "step_bound": self.bound().to_dict(),
+                "result": self.result, "inconclusive": self.inconclusive,
+                "outcomes": self.outcomes, "failure": failure,
                 "first_failure_at": self.first_failure_at,
                 "wall_time_s": self.wall_s, "complete": self.incomplete is None, "incomplete": self.incomplete}
 
@@ -125,17 +183,23 @@ def sampled_schedules(settings: RunSettings, strategy: str, seeds: list[int], pr
 def explore_random(settings: RunSettings, seeds: int, preempt: float, max_steps: int,
                    progress: Callable[[int, int], None] | None = None,
                    wall_limit_s: float | None = None, strategy: str = "random", depth: int = 3,
-                   jobs: int | None = 1) -> Exploration:
+                   jobs: int | None = 1, plain_steps: int | None = None,
+                   wall_deadline: float | None = None) -> Exploration:
     """`seeds` schedules from seeds settings.seed onwards, randomly preempted (`random`) or by PCT with
     `depth`; in batches on `jobs` worker processes when more than one. The report does not depend on
-    `jobs`: the schedules are added in seed order."""
+    `jobs`: the schedules are added in seed order. `plain_steps`: the length of the default schedule, when
+    already known (within `max_steps`); `wall_deadline`: when the `wall_limit_s` counted from earlier ends
+    (time.monotonic)."""
     bounds: dict[str, Any] = {"seeds": seeds, "max_steps": max_steps}
     bounds |= {"preempt": preempt} if strategy == "random" else {"depth": depth}
     report = Exploration(strategy, bounds, settings)
     start = time.perf_counter()
-    deadline = None if wall_limit_s is None else time.monotonic() + wall_limit_s
+    deadline = _deadline(wall_limit_s, wall_deadline)
     # PCT spreads its change points over a schedule's length: that of the default (non-preemptive) one.
-    steps = len(run_schedule(settings, first_enabled, max_steps).steps) if strategy == "pct" else 0
+    steps = 0
+    if strategy == "pct":
+        steps = min(plain_steps, max_steps) if plain_steps is not None else \
+            len(run_schedule(settings, first_enabled, max_steps).steps)
     all_seeds = list(range(settings.seed, settings.seed + seeds))
     workers = jobs or os.cpu_count() or 1
     size = max(1, min(200, seeds // (workers * 4) or 1)) if workers > 1 else max(1, seeds)
@@ -171,7 +235,7 @@ def explore_random(settings: RunSettings, seeds: int, preempt: float, max_steps:
     for batch_result in results:
         for outcome in batch_result or []:
             report.add(outcome)
-    if report.incomplete is None and report.schedules < seeds:
+    if report.incomplete is None and (report.schedules < seeds or report.wall_hits):
         report.incomplete = f"wall-clock limit of {wall_limit_s:g} s reached"
     report.wall_s = time.perf_counter() - start
     return report
@@ -180,9 +244,11 @@ def explore_random(settings: RunSettings, seeds: int, preempt: float, max_steps:
 def explore_exhaustive(settings: RunSettings, max_steps: int, preemption_bound: int, prune: bool = True,
                        progress: Callable[[int, int], None] | None = None,
                        max_schedules: int = 1_000_000, wall_limit_s: float | None = None,
-                       symmetry: bool = False, delays: bool = False, sleep_sets: bool = False) -> Exploration:
+                       symmetry: bool = False, delays: bool = False, sleep_sets: bool = False,
+                       wall_deadline: float | None = None) -> Exploration:
     """Every schedule within `max_steps` and `preemption_bound` preemptions (or, with `delays`, that many
-    delays of a round-robin scheduler), depth-first, replayed from the start with a prefix of choices."""
+    delays of a round-robin scheduler), depth-first, replayed from the start with a prefix of choices.
+    `wall_deadline`: when the `wall_limit_s` counted from earlier ends (time.monotonic)."""
     bound_name = "delay_bound" if delays else "preemption_bound"
     report = Exploration("delay" if delays else "exhaustive", {"max_steps": max_steps, bound_name: preemption_bound,
                                                                "prune": prune, "symmetry": symmetry,
@@ -205,7 +271,7 @@ def explore_exhaustive(settings: RunSettings, max_steps: int, preemption_bound: 
         return False
 
     start = time.perf_counter()
-    deadline = None if wall_limit_s is None else time.monotonic() + wall_limit_s
+    deadline = _deadline(wall_limit_s, wall_deadline)
     prefix: list[int] | None = []
     try:
         while prefix is not None and report.schedules < max_schedules:
@@ -219,12 +285,22 @@ def explore_exhaustive(settings: RunSettings, max_steps: int, preemption_bound: 
             if progress:
                 progress(report.schedules, 0)
             prefix = _next_prefix(chooser.record, preemption_bound, delays)
+            if (prefix is not None or outcome.reason == WALL_CUT) and report.out_of_time(deadline, wall_limit_s):
+                break  # the time is up: more schedules to go, or this one was cut short
         if prefix is not None and report.incomplete is None:
             report.incomplete = f"stopped at {max_schedules:,} schedules"
     except KeyboardInterrupt:
         report.incomplete = "interrupted (Ctrl-C)"
     report.wall_s = time.perf_counter() - start
     return report
+
+
+def _deadline(wall_limit_s: float | None, wall_deadline: float | None) -> float | None:
+    """When a search stops: at `wall_deadline` if given (a limit that began before the search: the plain
+    run that sized its step bound counts too), else `wall_limit_s` from now."""
+    if wall_deadline is not None:
+        return wall_deadline
+    return None if wall_limit_s is None else time.monotonic() + wall_limit_s
 
 
 class _PrefixChooser:
@@ -370,16 +446,30 @@ class ExploreProgress:
 def explore_text(report: Exploration, saved: str | None) -> str:
     s = report.settings
     bounds = ", ".join(f"{k}={v}" for k, v in report.bounds.items())
+    wall_cut = f", {report.wall_hits} cut at the wall-clock limit" if report.wall_hits else ""
     lines = [f"explore {s.scenario}: smp={s.smp} accel={s.accel} cpu={s.cpu} fix={s.fix} "
              f"timebase_reset={s.timebase_reset}; {report.strategy} ({bounds})",
+             f"step bound: {report.bound().describe()}",
              f"{report.schedules} schedules, {len(report.states)} distinct states, {report.pruned} cut at a "
-             f"visited state, {report.bound_hits} at the step bound, {report.wall_s:.1f} s",
+             f"visited state, {report.bound_hits} at the step bound{wall_cut}, {report.wall_s:.1f} s",
              "outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items()))]
     if report.incomplete:
         lines.append(f"INCOMPLETE: {report.incomplete}; the schedules above are all that was searched")
     failure = report.shortest
     if failure is None:
-        lines.append("no failure within the bounds" + (" searched" if report.incomplete else ""))
+        if not report.inconclusive:
+            lines.append("no failure within the bounds: every schedule ran to its end")
+            return "\n".join(lines)
+        why = []
+        if report.bound_hits:
+            why.append(f"{report.bound_hits} of {report.schedules} schedules stopped at the step bound of "
+                       f"{report.bound().max_steps} (raise --max-steps)")
+        if report.incomplete:
+            why.append(f"the search stopped early ({report.incomplete})")
+        elif report.wall_hits:
+            why.append(f"{report.wall_hits} schedules were cut at the wall-clock limit (raise --wall-limit)")
+        lines.append("INCONCLUSIVE: no failure found, but " + "; ".join(why) + ": what they did not reach was "
+                     "not searched")
         return "\n".join(lines)
     lines += ["", f"first failure: schedule {report.first_failure_at} of {report.schedules}",
               f"shortest failing schedule: {failure.verdict} after {len(failure.steps)} steps "

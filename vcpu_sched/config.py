@@ -72,6 +72,9 @@ class RunSettings:
     crash_cpu: int = -1  # the kdump workload: the CPU that crashes (-1: drawn from the seed)
     sysreset_fix: bool = True  # a1c2dfee4f (2026): H_SIGNAL_SYS_RESET skips quiesced (RTAS-stopped) CPUs
     kdump_cpus: int = 1  # CPUs the kdump kernel brings up (its maxcpus=; 1 is RHEL's kdump default)
+    # How `kexec -p` loads the kdump kernel, which decides the CPU order of its device tree (kdump.kdump_fdt_cpus):
+    # kexec_load (kexec-tools fs2dt, by unit address; bookworm's 2.0.25 default) or kexec_file_load.
+    kexec_syscall: str = "kexec_load"
     nmi_fix: bool = False  # what-if, not upstream: spapr_nmi skips quiesced CPUs too
     infer_fix: bool = False  # what-if, not upstream: cpu_post_load infers quiesced with no LPCR PM bit set
     rtas_stopped_state: bool = True  # quiesced+migration: the CPU property (false for pseries-10.0 types)

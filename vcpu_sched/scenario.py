@@ -154,6 +154,9 @@ SCHEMA: dict[str, Field] = {
     "crash_cpu": Field(int, -1, MAX_SMP - 1, doc="kdump workload: the CPU that crashes (-1: drawn from the seed)"),
     "sysreset_fix": Field(bool, doc="a1c2dfee4f applied: H_SIGNAL_SYS_RESET skips quiesced (RTAS-stopped) CPUs"),
     "kdump_cpus": Field(int, 1, MAX_SMP, doc="CPUs the kdump kernel brings up (its maxcpus=; 1: RHEL's default)"),
+    "kexec_syscall": Field(str, choices=("kexec_load", "kexec_file_load"),
+                           doc="how kexec -p loads the kdump kernel, which orders its CPUs: kexec_load (fs2dt: by "
+                               "address) or kexec_file_load (update_cpus_node: the live order reversed)"),
     "nmi_fix": Field(bool, doc="what-if, not upstream: spapr_nmi (inject-nmi) skips quiesced CPUs too"),
     "infer_fix": Field(bool, doc="what-if, not upstream: cpu_post_load takes a halted CPU for quiesced when PSSCR[EC] "
                                  "is set and no LPCR PM bit is"),

@@ -124,7 +124,8 @@ class GuestMemory:
     ipi_acked: dict[int, int] = field(default_factory=dict)
     crash_request: int | None = None  # the CPU asked to crash (sysrq-trigger run there)
     words: dict[str, int] = field(default_factory=dict)  # other shared variables, by name
-    # The kernel's device tree CPU nodes in its order (of_attach_node puts a hotplugged node first).
+    # The kernel's live device tree CPUs in its order (of_attach_node puts a hotplugged node first); the
+    # kdump kernel gets its loader's order of them (kdump.kdump_fdt_cpus).
     dt_cpus: list[int] = field(default_factory=list)
     sprg_paca: set[int] = field(default_factory=set)  # CPUs that loaded their paca into SPRG_PACA
     cpu_start: set[int] = field(default_factory=set)  # paca->cpu_start, set by smp_pSeries_kick_cpu
@@ -373,7 +374,9 @@ def hotplug_online(machine: Machine) -> GuestProgram:
 
 def dlpar_cpu_add(machine: Machine) -> Generator[GuestOp, Any, list[int]]:
     """platforms/pseries/hotplug-cpu.c dlpar_cpu_add, first half: the core's node is attached to the
-    device tree (of_attach_node makes it /cpus' first child); its threads are not started yet."""
+    live device tree (drivers/of/dynamic.c `__of_attach_node` links it as /cpus' first child); its
+    threads are not started yet. A kdump kernel loaded after this does not keep that order: its loader
+    sorts or reverses the nodes (kdump.kdump_fdt_cpus), and the new core comes last either way."""
     from .hotplug import DLPAR_WORD
 
     mem = machine.guest_memory

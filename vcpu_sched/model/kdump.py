@@ -5,7 +5,9 @@ Mirrors Linux 6.12's arch/powerpc/kexec/crash.c (`crash_kexec_prepare_cpus`, `cr
 `pseries_system_reset_exception` -> `smp_handle_nmi_ipi`, platforms/pseries/smp.c
 `pseries_cause_nmi_ipi` (H_SIGNAL_SYS_RESET), kernel/misc_64.S `kexec_wait` and head_64.S's hold loop
 (`__secondary_hold`, `generic_secondary_smp_init` waiting for `paca->cpu_start`), and the kdump kernel's
-own boot: kernel/prom.c numbers CPUs in device-tree order, `smp_init` starts up to `maxcpus=`.
+own boot: kernel/prom.c numbers CPUs in device-tree order, `smp_init` starts up to `maxcpus=`. The
+device tree the kdump kernel gets is the loader's (`kdump_fdt_cpus`): kexec-tools' fs2dt for kexec_load,
+the kernel's own update_cpus_node for kexec_file_load.
 """
 
 from __future__ import annotations
@@ -48,12 +50,33 @@ PRIMARY_TIMEOUT_NS = 500_000_000  # crash_kexec_prepare_cpus after a system rese
 HOLD_SPIN_NS = 3_600_000_000_000  # a hold loop with no timeout (kexec_wait, the secondaries' cpu_start)
 
 
+def kdump_fdt_cpus(live: list[int], threads: int, syscall: str) -> tuple[int, ...]:
+    """The CPUs of the kdump kernel's device tree in its order, from the old kernel's live /cpus (`live`:
+    hardware thread ids, node by node). A node is a core: QEMU's hw/ppc/spapr.c `spapr_dt_one_cpu` (at
+    77251365ec) writes one per core, its unit address the vCPU id of thread 0, its threads listed in
+    ibm,ppc-interrupt-server#s, and Linux numbers a node's threads together (setup-common.c `assign_threads`).
+
+    - kexec_load: kexec-tools kexec/fs2dt.c `putnode` (at 29898e1, unchanged since bd2cfb7, 2014) reads
+      /proc/device-tree with scandir and `comparefunc`, which orders nodes of one base name by the length
+      of the name, then by strcmp: by unit address. A hotplugged core comes where its address puts it.
+    - kexec_file_load: Linux arch/powerpc/kexec/core_64.c `update_cpus_node` (torvalds/linux 0857beff9c;
+      called by file_load_64.c `setup_new_fdt_ppc64` at every load, and by crash.c `update_crash_fdt` on
+      crash hotplug) deletes /cpus and re-adds each cpu node in live order with libfdt `fdt_add_subnode`,
+      which places a new node right after its parent's properties (fdt_rw.c `fdt_add_subnode_namelen`),
+      ahead of the ones added before it: the live order reversed."""
+    cores: dict[int, list[int]] = {}
+    for hw in live:
+        cores.setdefault(hw // threads, []).append(hw)
+    nodes = sorted(cores.values()) if syscall == "kexec_load" else list(reversed(cores.values()))
+    return tuple(hw for node in nodes for hw in node)
+
+
 @dataclass(eq=False, repr=False)
 class Crash:
     """What a crashing kernel shares with its other CPUs (arch/powerpc/kexec/crash.c, misc_64.S)."""
 
     cpu: int  # crashing_cpu
-    dt_cpus: tuple[int, ...]  # the device tree kexec hands the kdump kernel: the old kernel's CPU nodes
+    dt_cpus: tuple[int, ...]  # the CPUs of the device tree the kdump kernel was loaded with (kdump_fdt_cpus)
     nmi_pending: set[int]  # nmi_ipi_pending_mask
     via_system_reset: bool = False  # is_via_system_reset: the others were reset too, no IPI is sent
     cpus_in_crash: int = 0
@@ -75,7 +98,9 @@ def crash_kexec(machine: Machine, cpu_index: int, via_system_reset: bool = False
         yield console("sysrq: Trigger a crash")
         yield console(f"Kernel panic - not syncing: sysrq triggered crash (CPU: {cpu_index})")
     ncpus = len(out.online - {cpu_index})
-    crash = mem.crash = Crash(cpu_index, tuple(mem.dt_cpus), set(), via_system_reset)
+    settings = machine.settings
+    dt = kdump_fdt_cpus(mem.dt_cpus, settings.threads, settings.kexec_syscall)
+    crash = mem.crash = Crash(cpu_index, dt, set(), via_system_reset)
     yield console("Sending IPI to other CPUs")
     if via_system_reset:
         yield Compute(PRIMARY_TIMEOUT_NS, "mdelay(PRIMARY_TIMEOUT)")
@@ -161,10 +186,14 @@ def kdump_kernel(machine: Machine, cpu_index: int) -> GuestProgram:
 
 def kdump_smp_init(machine: Machine, cpu_index: int) -> GuestProgram:
     """smp_init in the kdump kernel: its logical CPU numbers follow the device tree it was given
-    (kernel/prom.c early_init_dt_scan_cpus), and kernel/cpu.c `cpuhp_bringup_mask(cpu_present_mask,
-    setup_max_cpus)` walks the first `maxcpus=` (`kdump_cpus`) of them in that order, the booting one
-    counted where it stands: a kdump kernel with maxcpus=1 booted on logical CPU 1 still brings up CPU 0
-    (seen on a real QEMU: "Processor 0 is stuck." from a maxcpus=1 kdump kernel on CPU 1)."""
+    (`kdump_fdt_cpus`): kernel/prom.c `early_init_dt_scan_cpus` makes the booting CPU the logical number of
+    its place in the tree (`boot_cpuid = found`), and setup-common.c `smp_setup_cpu_maps` numbers the
+    nodes in tree order. The boot core is renumbered to 0 only when its place is at or past nr_cpu_ids
+    (`boot_core_hwid`, 0875f1ceba97, v6.8), which `maxcpus=` does not lower (only nr_cpus= would): not
+    here. kernel/cpu.c `cpuhp_bringup_mask(cpu_present_mask, setup_max_cpus)` then walks the first
+    `maxcpus=` (`kdump_cpus`) of them in that order, the booting one counted where it stands: a kdump
+    kernel with maxcpus=1 booted on logical CPU 1 still brings up CPU 0 (seen on a real QEMU, whose kit
+    loads with kexec_load: "Processor 0 is stuck." from a maxcpus=1 kdump kernel on CPU 1)."""
     mem, out = machine.guest_memory, machine.outcome
     dt = list(mem.crash.dt_cpus) if mem.crash is not None else [cpu_index]
     out.online = {cpu_index}

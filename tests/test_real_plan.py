@@ -89,6 +89,7 @@ def test_the_script_onlines_what_the_boot_left_stopped() -> None:
     assert kdump.kdump_cmdline is not None and "maxcpus=4" in kdump.kdump_cmdline
     assert "vcpu_sched_want=4" in kdump.kdump_cmdline  # the one kdump /init learns what to expect here
     assert "crashkernel=" in kdump.cmdline and "kexec -p /vmlinux" in kdump.body
+    assert "kexec -s -p /vmlinux" in _plan("spapr-nmi-kdump", accel="tcg", kexec_syscall="kexec_file_load").script.body
 
 
 @pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX sh")

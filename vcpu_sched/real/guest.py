@@ -205,7 +205,10 @@ def build(settings: RunSettings) -> Script:
         kdump_cmdline = " ".join(["console=hvc0", f"maxcpus={settings.kdump_cpus}", KDUMP_FLAG,
                                   f"vcpu_sched_want={min(settings.kdump_cpus, settings.smp)}",
                                   f"trace_event={RTAS_EVENTS}"])
-        body.insert(0, f"kexec -p /vmlinux --initrd=/kdump.cpio --append={shlex.quote(kdump_cmdline)} "
+        # kexec-tools' -s loads with kexec_file_load (the kernel builds the device tree); without it, the
+        # kit's kexec-tools 2.0.25 uses kexec_load (fs2dt builds it)
+        syscall = "-s " if settings.kexec_syscall == "kexec_file_load" else ""
+        body.insert(0, f"kexec {syscall}-p /vmlinux --initrd=/kdump.cpio --append={shlex.quote(kdump_cmdline)} "
                     f'|| echo "{HARNESS} kexec -p failed"')
     body.append("finish")
     return Script("\n".join(body) + "\n", " ".join(cmdline), kdump_cmdline, tuple(waits))

@@ -93,15 +93,18 @@ def test_the_script_onlines_what_the_boot_left_stopped() -> None:
 
 
 @pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX sh")
-def test_the_boot_init_runs_the_script_it_reads_from_the_console_as_typed() -> None:
-    """Everything after the prelude (which needs a guest's /sys) under the host's sh: the script comes
-    back byte for byte, leading blanks and backslashes included, and runs with the prelude's functions."""
+def test_the_boot_init_runs_the_script_it_reads_from_the_console_as_typed(tmp_path: Path) -> None:
+    """Everything after the prelude (which needs a guest's /sys) under the host's sh, with the prelude's
+    `ready`: it says it is ready once, then the script comes back byte for byte, leading blanks and
+    backslashes included, and runs with the prelude's functions."""
+    ready = next(line for line in guest.PRELUDE.splitlines() if line.startswith("ready()"))
     rest = guest.BOOT_INIT[len(guest.PRELUDE):].replace("/sys/kernel/tracing", "/nonexistent")  # says it
-    typed = "\n".join(["  greet 'a\\b'", "printf '%s\\n' \"tab\there\"", guest.END_OF_SCRIPT,
+    typed = "\n".join(["  greet 'a\\b'", "ready", "printf '%s\\n' \"tab\there\"", guest.END_OF_SCRIPT,
                        "echo not run"]) + "\n"
-    out = subprocess.run(["sh", "-c", "exec 3<&0\ngreet() { printf 'hello %s\\n' \"$1\"; }\n" + rest],
-                         input=typed, capture_output=True, text=True, check=True, timeout=30).stdout
-    assert out.splitlines() == [guest.READY, "hello a\\b", "tab\there"]
+    script = "\n".join(["exec 3<&0", ready, "greet() { printf 'hello %s\\n' \"$1\"; }", rest])
+    out = subprocess.run(["sh", "-c", script.replace("/tmp/", f"{tmp_path}/")], input=typed, capture_output=True,
+                         text=True, check=True, timeout=30).stdout
+    assert out.splitlines() == [guest.READY, "hello a\\b", "tab\there"]  # a second `ready` says nothing
 
 
 @pytest.mark.parametrize(("release", "variant", "reason"), [

@@ -49,10 +49,11 @@ cpus_online() { n=0; for c in /sys/devices/system/cpu/cpu[0-9]*; do
 cpu_on() { echo 1 > /sys/devices/system/cpu/cpu$1/online || echo "vcpu-sched: onlining CPU $1 failed"; }
 cpu_off() { echo 0 > /sys/devices/system/cpu/cpu$1/online || echo "vcpu-sched: offlining CPU $1 failed"; }
 exec 3<&0  # the console: a background job's own stdin would be /dev/null
+ready() { mkdir /tmp/ready 2>/dev/null && echo "__READY__"; }  # once, whoever comes first
 wait_monitor() { echo "__WAITING__"; (read -r _line <&3; : > /tmp/go) &
   taskset -c 0 sh -c 'until [ -e /tmp/go ]; do :; done'; rm -f /tmp/go; }
 while read -r line; do case "$line" in *start-cpu*|*stop-self*|*query-cpu-stopped-state*)
-  echo "__RTAS__ $line";; *__MARK__*) echo "__READY__";; esac; done < /sys/kernel/tracing/trace_pipe &
+  echo "__RTAS__ $line";; *__MARK__*) ready;; esac; done < /sys/kernel/tracing/trace_pipe &
 finish() { echo "__DONE__"; sync; poweroff -f; }
 """.replace("__WAITING__", WAITING).replace("__RTAS__", RTAS_TRACE).replace("__DONE__", DONE).replace(
     "__MARK__", READY_MARK).replace("__READY__", READY)
@@ -60,9 +61,14 @@ finish() { echo "__DONE__"; sync; poweroff -f; }
 # The console does not echo what the tool types (the script's markers would show twice); the script is
 # sourced, so it calls the prelude's functions. READY comes from the trace reader once it reaches a mark
 # written after the boot: every RTAS call of the boot is on the console before it, so a saved boot has
-# them all (without tracefs, the script says it).
+# them all. /init spins meanwhile: with every CPU idle, QEMU 11.1's TCG guest woke the reader only some
+# 30 s later. Without tracefs, or if the reader never gets there, /init says it itself.
 BOOT_INIT = PRELUDE + r"""stty -echo 2>/dev/null
-echo __MARK__ 2>/dev/null > /sys/kernel/tracing/trace_marker || echo "__READY__"
+i=0
+if echo __MARK__ 2>/dev/null > /sys/kernel/tracing/trace_marker; then
+  while [ ! -d /tmp/ready ] && [ $i -lt 100000 ]; do i=$((i + 1)); done
+fi
+ready
 : > /tmp/row.sh
 while IFS= read -r line <&3; do [ "$line" = "__END__" ] && break; printf '%s\n' "$line" >> /tmp/row.sh; done
 . /tmp/row.sh

@@ -45,7 +45,7 @@ def a_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def a_schedule(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("schedules") / "hang.schedule.json"
-    main(["explore", "--smp", "2", "--json", "--save", str(path)])
+    main(["explore", "--smp", "2", "--preemption-bound", "1", "--json", "--save", str(path)])
     return path
 
 

@@ -14,14 +14,18 @@ from vcpu_sched.cli import main
 from vcpu_sched.config import RunSettings
 from vcpu_sched.explore import explore_exhaustive, explore_random
 
+# The default suite searches with one preemption; two (explore's default) is slow (pytest -m slow).
+BOUNDS = [1, pytest.param(2, marks=pytest.mark.slow)]
+
 
 @pytest.fixture
 def smp2(seed_settings: RunSettings) -> RunSettings:
     return variant(seed_settings, smp=2, cores=2)
 
 
-def test_exhaustive_finds_the_livelock_without_the_fix(smp2: RunSettings) -> None:
-    report = explore_exhaustive(smp2, max_steps=2000, preemption_bound=2)
+@pytest.mark.parametrize("bound", BOUNDS)
+def test_exhaustive_finds_the_livelock_without_the_fix(smp2: RunSettings, bound: int) -> None:
+    report = explore_exhaustive(smp2, max_steps=2000, preemption_bound=bound)
     failure = report.shortest
     assert failure is not None and failure.verdict == "lockup" and failure.holder == "CPU 1/KVM"
     assert "spins with the BQL held" in failure.reason
@@ -30,15 +34,17 @@ def test_exhaustive_finds_the_livelock_without_the_fix(smp2: RunSettings) -> Non
     assert whats[-1].startswith("spins"), "the schedule ends with the secondary spinning"
 
 
-def test_no_failure_with_the_fix_within_the_bounds(smp2: RunSettings) -> None:
-    report = explore_exhaustive(variant(smp2, fix="quiesced"), max_steps=2000, preemption_bound=2)
+@pytest.mark.parametrize("bound", BOUNDS)
+def test_no_failure_with_the_fix_within_the_bounds(smp2: RunSettings, bound: int) -> None:
+    report = explore_exhaustive(variant(smp2, fix="quiesced"), max_steps=2000, preemption_bound=bound)
     assert report.shortest is None
     assert report.outcomes.get("booted", 0) >= 1 and report.bound_hits == 0, "every schedule ran to its end"
 
 
-def test_pruning_does_not_hide_a_failure(smp2: RunSettings) -> None:
-    pruned = explore_exhaustive(smp2, max_steps=100, preemption_bound=1, prune=True)
-    full = explore_exhaustive(smp2, max_steps=100, preemption_bound=1, prune=False)
+@pytest.mark.parametrize("bound", [0, pytest.param(1, marks=pytest.mark.slow)])
+def test_pruning_does_not_hide_a_failure(smp2: RunSettings, bound: int) -> None:
+    pruned = explore_exhaustive(smp2, max_steps=100, preemption_bound=bound, prune=True)
+    full = explore_exhaustive(smp2, max_steps=100, preemption_bound=bound, prune=False)
     assert full.pruned == 0 and pruned.pruned > 0
     assert pruned.shortest is not None and full.shortest is not None
     assert len(pruned.shortest.steps) == len(full.shortest.steps)
@@ -51,10 +57,12 @@ def test_random_schedules_find_it_too(seed_settings: RunSettings) -> None:
     assert report.outcomes == {"lockup": 20}
 
 
+@pytest.mark.parametrize("bound", BOUNDS)
 def test_cli_explore_saves_a_schedule_that_replays_exactly(smp2: RunSettings, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+                                                          capsys: pytest.CaptureFixture[str], bound: int) -> None:
     schedule = tmp_path / "hang.schedule.json"
-    assert main(["explore", "spapr-rtas-stopped", "--smp", "2", "--json", "--save", str(schedule)]) == 1
+    assert main(["explore", "spapr-rtas-stopped", "--smp", "2", "--preemption-bound", str(bound), "--json",
+                 "--save", str(schedule)]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["failure"]["kind"] == "lockup" and data["schedules"] > 1 and data["states"] > 1
     assert data["saved"] == str(schedule)
@@ -68,8 +76,9 @@ def test_cli_explore_saves_a_schedule_that_replays_exactly(smp2: RunSettings, tm
     assert summary["lockup_signature"]["stuck"] == "CPU 0/KVM"
 
 
-def test_cli_explore_with_the_fix_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["explore", "--smp", "2", "--fix", "quiesced"]) == 0
+@pytest.mark.parametrize("bound", BOUNDS)
+def test_cli_explore_with_the_fix_exits_0(capsys: pytest.CaptureFixture[str], bound: int) -> None:
+    assert main(["explore", "--smp", "2", "--fix", "quiesced", "--preemption-bound", str(bound)]) == 0
     assert "no failure within the bounds" in capsys.readouterr().out
 
 
@@ -93,9 +102,10 @@ def test_replay_of_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert needle in err and len(err.strip().splitlines()) == 1
 
 
-def test_sleep_sets_skip_reorderings_and_keep_the_failure(smp2: RunSettings) -> None:
-    plain = explore_exhaustive(smp2, max_steps=2000, preemption_bound=2)
-    reduced = explore_exhaustive(smp2, max_steps=2000, preemption_bound=2, sleep_sets=True)
+@pytest.mark.parametrize("bound", BOUNDS)
+def test_sleep_sets_skip_reorderings_and_keep_the_failure(smp2: RunSettings, bound: int) -> None:
+    plain = explore_exhaustive(smp2, max_steps=2000, preemption_bound=bound)
+    reduced = explore_exhaustive(smp2, max_steps=2000, preemption_bound=bound, sleep_sets=True)
     assert plain.shortest is not None and reduced.shortest is not None
     assert (reduced.shortest.verdict, len(reduced.shortest.steps)) == (plain.shortest.verdict,
                                                                        len(plain.shortest.steps))
@@ -103,13 +113,14 @@ def test_sleep_sets_skip_reorderings_and_keep_the_failure(smp2: RunSettings) -> 
     assert reduced.outcomes.get("booted", 0) == plain.outcomes.get("booted", 0) == 0
 
 
-def test_sleep_sets_find_the_s390x_race_and_nothing_with_the_fix() -> None:
+@pytest.mark.parametrize("bound", BOUNDS)
+def test_sleep_sets_find_the_s390x_race_and_nothing_with_the_fix(bound: int) -> None:
     from vcpu_sched.scenario import load
 
     settings = variant(load("s390x-sigp-cross").settings, sigp_jitter_us=8)
-    found = explore_exhaustive(settings, max_steps=2000, preemption_bound=2, sleep_sets=True)
+    found = explore_exhaustive(settings, max_steps=2000, preemption_bound=bound, sleep_sets=True)
     assert found.shortest is not None and found.shortest.verdict == "lockup"
     assert found.outcomes.get("completed", 0) >= 1, "a race: some schedules get through"
-    fixed = explore_exhaustive(variant(settings, sigp_lock=True), max_steps=2000, preemption_bound=2,
+    fixed = explore_exhaustive(variant(settings, sigp_lock=True), max_steps=2000, preemption_bound=bound,
                                sleep_sets=True)
     assert fixed.shortest is None and fixed.bound_hits == 0

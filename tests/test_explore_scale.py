@@ -10,6 +10,9 @@ from vcpu_sched.config import RunSettings
 from vcpu_sched.engine.explore_engine import pct_chooser
 from vcpu_sched.explore import explore_exhaustive, explore_random
 
+# The default suite searches with one preemption (or delay); two is slow (pytest -m slow).
+BOUNDS = [1, pytest.param(2, marks=pytest.mark.slow)]
+
 
 def test_parallel_random_search_reports_the_same(seed_settings: RunSettings) -> None:
     settings = variant(seed_settings, smp=2, cores=2, timebase_reset="reverted", seed=5)
@@ -56,18 +59,22 @@ def test_symmetry_reduction_visits_fewer_states_and_finds_the_same_failure(seed_
     assert len(reduced.states) < len(plain.states)
 
 
-def test_symmetry_changes_nothing_below_three_vcpus(seed_settings: RunSettings) -> None:
+@pytest.mark.parametrize("bound", BOUNDS)
+def test_symmetry_changes_nothing_below_three_vcpus(seed_settings: RunSettings, bound: int) -> None:
     settings = variant(seed_settings, smp=2, cores=2)
-    plain, reduced = explore_exhaustive(settings, 2000, 2), explore_exhaustive(settings, 2000, 2, symmetry=True)
+    plain = explore_exhaustive(settings, 2000, bound)
+    reduced = explore_exhaustive(settings, 2000, bound, symmetry=True)
     assert len(plain.states) == len(reduced.states) and plain.schedules == reduced.schedules
 
 
-def test_delay_bounding_finds_the_same_shortest_failure_in_fewer_schedules(seed_settings: RunSettings) -> None:
+@pytest.mark.parametrize("bound", BOUNDS)
+def test_delay_bounding_finds_the_same_shortest_failure_in_fewer_schedules(seed_settings: RunSettings,
+                                                                           bound: int) -> None:
     settings = variant(seed_settings, smp=2, cores=2)
-    preemptions = explore_exhaustive(settings, 2000, 2)
-    delays = explore_exhaustive(settings, 2000, 2, delays=True)
+    preemptions = explore_exhaustive(settings, 2000, bound)
+    delays = explore_exhaustive(settings, 2000, bound, delays=True)
     assert delays.shortest is not None and preemptions.shortest is not None
     assert (delays.shortest.verdict, len(delays.shortest.steps)) == ("lockup", len(preemptions.shortest.steps))
     assert delays.schedules < preemptions.schedules and delays.incomplete is None
-    fixed = explore_exhaustive(variant(settings, fix="quiesced"), 2000, 2, delays=True)
+    fixed = explore_exhaustive(variant(settings, fix="quiesced"), 2000, bound, delays=True)
     assert fixed.shortest is None and fixed.incomplete is None

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import logged_run, variant
 from vcpu_sched.explore import explore_exhaustive
 from vcpu_sched.scenario import apply, load
@@ -46,10 +48,12 @@ def test_the_odds_are_those_of_the_commit() -> None:
     assert 0.6 < counts["lockup"] / 120 < 0.9
 
 
-def test_the_explorer_finds_it_at_smp_2() -> None:
+@pytest.mark.parametrize("bound", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_the_explorer_finds_it_at_smp_2(bound: int) -> None:
     """A lockup, not a deadlock: CPU 0 spins in kexec_wait inside KVM_RUN, so something always runs. The
     last step before the watchdog is CPU 1 waiting for CPU 0's vCPU mutex, the BQL held."""
-    report = explore_exhaustive(variant(load("spapr-fwnmi-kdump").settings, smp=2, cores=2), 2000, 2, delays=True)
+    report = explore_exhaustive(variant(load("spapr-fwnmi-kdump").settings, smp=2, cores=2), 2000, bound,
+                                delays=True)
     assert report.shortest is not None and report.shortest.verdict == "lockup"
     mutex_waits = [s for s in report.shortest.steps if "kvm_vcpu_mutex_wait" in s.events]
     assert mutex_waits and mutex_waits[-1].thread == "CPU 1/KVM"

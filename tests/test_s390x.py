@@ -72,13 +72,14 @@ def test_analyze_gives_the_same_explanation_from_the_log(cross: RunSettings, tmp
     assert signature["chain"] == summary["watchdog"]["chain"]
 
 
-def test_the_explorer_finds_the_deadlock_at_smp_2(cross: RunSettings) -> None:
-    report = explore_exhaustive(cross, max_steps=2000, preemption_bound=2)
+@pytest.mark.parametrize("bound", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_the_explorer_finds_the_deadlock_at_smp_2(cross: RunSettings, bound: int) -> None:
+    report = explore_exhaustive(cross, max_steps=2000, preemption_bound=bound)
     assert report.shortest is not None and report.shortest.verdict == "lockup"
     assert report.first_failure_at is not None and 1 <= report.first_failure_at <= report.schedules
     assert report.to_dict()["first_failure_at"] == report.first_failure_at
     # With jitter the two exits coincide in some schedules only: the search finds both outcomes.
-    jittered = explore_exhaustive(variant(cross, sigp_jitter_us=8), max_steps=2000, preemption_bound=2)
+    jittered = explore_exhaustive(variant(cross, sigp_jitter_us=8), max_steps=2000, preemption_bound=bound)
     assert jittered.shortest is not None and jittered.outcomes.get("completed", 0) >= 1
 
 

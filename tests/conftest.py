@@ -18,7 +18,7 @@ from vcpu_sched.config import RunSettings
 from vcpu_sched.engine.trio_engine import TrioEngine
 from vcpu_sched.model.machine import Machine
 from vcpu_sched.result import RunResult
-from vcpu_sched.scenario import load
+from vcpu_sched.scenario import SCENARIO_DIR, load
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +29,22 @@ def seed_settings() -> RunSettings:
 
 def variant(base: RunSettings, **overrides: Any) -> RunSettings:
     return dataclasses.replace(base, **overrides)
+
+
+def expectation_rows(one_hang: bool = False) -> list[Any]:
+    """Every scenario's [[expect]] rows as pytest parameters (name, index), with ids "name-index". The
+    first row of each verdict of a scenario is in the default suite; the rest are slow (pytest -m slow).
+    With `one_hang` a lockup and a stuck CPU count as one verdict (a run that waits out its hang in real
+    time)."""
+    rows = []
+    for name in sorted(p.stem for p in SCENARIO_DIR.glob("*.toml")):
+        seen: set[str] = set()
+        for index, expect in enumerate(load(name).expect):
+            kind = "hang" if one_hang and expect.verdict in ("lockup", "stuck-cpu") else expect.verdict
+            marks = [pytest.mark.slow] if kind in seen else []
+            seen.add(kind)
+            rows.append(pytest.param(name, index, id=f"{name}-{index}", marks=marks))
+    return rows
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:

@@ -13,14 +13,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import variant
+from tests.conftest import expectation_rows, variant
 from vcpu_sched import runner
 from vcpu_sched.analyze.logread import read_log
 from vcpu_sched.analyze.summary import summarise
 from vcpu_sched.config import RunSettings
 from vcpu_sched.engine.threads_engine import ThreadsEngine
 from vcpu_sched.model.machine import Machine
-from vcpu_sched.scenario import SCENARIO_DIR, apply, load
+from vcpu_sched.scenario import apply, load
 
 BOUND_S = 20.0
 
@@ -62,11 +62,7 @@ def test_fix_boots_on_threads(seed_settings: RunSettings) -> None:
     assert engine.leftover_threads == []
 
 
-SCENARIOS = sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
-CASES = [(name, i) for name in SCENARIOS for i in range(len(load(name).expect))]
-
-
-@pytest.mark.parametrize("name,index", CASES, ids=[f"{n}-{i}" for n, i in CASES])
+@pytest.mark.parametrize("name,index", expectation_rows(one_hang=True))
 def test_both_engines_agree(name: str, index: int) -> None:
     scenario = load(name)
     expect = scenario.expect[index]

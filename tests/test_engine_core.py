@@ -195,12 +195,14 @@ def test_different_seeds_give_different_interleavings(seed_settings: RunSettings
     assert len(times) == 5
 
 
-def test_a_matrix_worker_gives_the_same_run_as_this_process() -> None:
+# A scenario of few quick rows (and four verdicts) in the default suite; the seed scenario's many rows are slow.
+@pytest.mark.parametrize("name", ["spapr-hotplug-kdump", pytest.param("spapr-rtas-stopped", marks=pytest.mark.slow)])
+def test_a_matrix_worker_gives_the_same_run_as_this_process(name: str) -> None:
     from vcpu_sched.matrix import rows_for, run_matrix
     from vcpu_sched.scenario import load
 
-    rows = rows_for(load("spapr-rtas-stopped"))
-    results = run_matrix(["spapr-rtas-stopped"], jobs=2)
+    rows = rows_for(load(name))
+    results = run_matrix([name], jobs=2)
     assert len(results) == len(rows)
     for row, result in zip(rows, results, strict=True):
         here = runner.run(row.settings)

@@ -1,7 +1,8 @@
 """Installed with pip, outside the repository: the command, its scenarios, the matrix and the pytest plugin.
 
 The package is built as a wheel and installed with pip into a fresh venv whose dependencies come from the
-test environment (a path entry, so no index is needed); everything then runs from another directory."""
+test environment (a path entry, so no index is needed); everything then runs from another directory.
+Building the wheel and the venv takes ~10 s: slow (pytest -m slow, tools/dev.py test-slow)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

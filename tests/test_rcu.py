@@ -68,7 +68,9 @@ def test_analyze_agrees(device_add: RunSettings, tmp_path: Path) -> None:
 qmp = pytest.importorskip("qemu.qmp")
 
 
-@pytest.mark.parametrize("force_rcu", [False, True])
+# Without the notifier the test waits 3 s to see device_add go unanswered: slow. The default suite keeps
+# device_add over QMP (with it), the seed hang's unanswered commands (test_qmp) and the verdicts (test_scenarios).
+@pytest.mark.parametrize("force_rcu", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_device_add_over_qmp(tmp_path: Path, force_rcu: bool) -> None:
     """A management tool's view: without the notifier device_add is never answered (out-of-band commands
     still are); with it, QEMU 7.2's own error comes back."""

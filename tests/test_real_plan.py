@@ -97,13 +97,17 @@ def test_the_boot_init_runs_the_script_it_reads_from_the_console_as_typed(tmp_pa
     """Everything after the prelude (which needs a guest's /sys) under the host's sh, with the prelude's
     `ready`: it says it is ready once, then the script comes back byte for byte, leading blanks and
     backslashes included, and runs with the prelude's functions."""
-    ready = next(line for line in guest.PRELUDE.splitlines() if line.startswith("ready()"))
-    rest = guest.BOOT_INIT[len(guest.PRELUDE):].replace("/sys/kernel/tracing", "/nonexistent")  # says it
+    prelude = guest.PRELUDE.splitlines()
+    traced = prelude.index(next(line for line in prelude if line.startswith("traced()")))
+    ready = "\n".join([next(line for line in prelude if line.startswith("ready()")), *prelude[traced:traced + 3]])
+    rest = guest.BOOT_INIT[len(guest.PRELUDE):]
     typed = "\n".join(["  greet 'a\\b'", "ready", "printf '%s\\n' \"tab\there\"", guest.END_OF_SCRIPT,
                        "echo not run"]) + "\n"
     script = "\n".join(["exec 3<&0", ready, "greet() { printf 'hello %s\\n' \"$1\"; }", rest])
-    out = subprocess.run(["sh", "-c", script.replace("/tmp/", f"{tmp_path}/")], input=typed, capture_output=True,
-                         text=True, check=True, timeout=30).stdout
+    script = script.replace("/tmp/", f"{tmp_path}/").replace("/sys/kernel/tracing", "/nonexistent")  # says it
+    done = subprocess.run(["sh", "-c", script], input=typed, capture_output=True, text=True, check=True, timeout=30)
+    assert done.stderr == ""
+    out = done.stdout
     assert out.splitlines() == [guest.READY, "hello a\\b", "tab\there"]  # a second `ready` says nothing
 
 

@@ -35,6 +35,7 @@ KDUMP_WORKLOADS = ("kdump", "offline-kdump", "smt-off-kdump", "hotplug-kdump", "
 READY = "vcpu-sched: ready for the script"
 END_OF_SCRIPT = "vcpu-sched: end of script"
 READY_MARK = "vcpu-sched-boot-traced"  # written to the trace buffer after the boot
+DRAINED_MARK = "vcpu-sched-run-traced"  # and at the end, before the power-off
 HOLD = "# hold"  # where the model's guest spends offline_hold_ns: a monitor command may act there
 
 PRELUDE = r"""#!/bin/busybox sh
@@ -53,21 +54,23 @@ ready() { mkdir /tmp/ready 2>/dev/null && echo "__READY__"; }  # once, whoever c
 wait_monitor() { echo "__WAITING__"; (read -r _line <&3; : > /tmp/go) &
   taskset -c 0 sh -c 'until [ -e /tmp/go ]; do :; done'; rm -f /tmp/go; }
 while read -r line; do case "$line" in *start-cpu*|*stop-self*|*query-cpu-stopped-state*)
-  echo "__RTAS__ $line";; *__MARK__*) ready;; esac; done < /sys/kernel/tracing/trace_pipe &
-finish() { echo "__DONE__"; sync; poweroff -f; }
+  echo "__RTAS__ $line";; *__MARK__*) ready;; *__DRAINED__*) : > /tmp/drained;;
+  esac; done < /sys/kernel/tracing/trace_pipe &
+traced() {  # spin (bounded) until the trace reader has printed everything traced before the mark $1
+  i=0; if echo "$1" 2>/dev/null > /sys/kernel/tracing/trace_marker; then
+    while [ ! -e "$2" ] && [ $i -lt 100000 ]; do i=$((i + 1)); done; fi; }
+finish() { traced __DRAINED__ /tmp/drained; echo "__DONE__"; sync; poweroff -f; }
 """.replace("__WAITING__", WAITING).replace("__RTAS__", RTAS_TRACE).replace("__DONE__", DONE).replace(
-    "__MARK__", READY_MARK).replace("__READY__", READY)
+    "__MARK__", READY_MARK).replace("__READY__", READY).replace("__DRAINED__", DRAINED_MARK)
 
 # The console does not echo what the tool types (the script's markers would show twice); the script is
 # sourced, so it calls the prelude's functions. READY comes from the trace reader once it reaches a mark
 # written after the boot: every RTAS call of the boot is on the console before it, so a saved boot has
 # them all. /init spins meanwhile: with every CPU idle, QEMU 11.1's TCG guest woke the reader only some
-# 30 s later. Without tracefs, or if the reader never gets there, /init says it itself.
+# 30 s later. Without tracefs, or if the reader never gets there, /init says it itself. `finish` waits the
+# same way, so the run's last RTAS calls are not lost at the power-off.
 BOOT_INIT = PRELUDE + r"""stty -echo 2>/dev/null
-i=0
-if echo __MARK__ 2>/dev/null > /sys/kernel/tracing/trace_marker; then
-  while [ ! -d /tmp/ready ] && [ $i -lt 100000 ]; do i=$((i + 1)); done
-fi
+traced __MARK__ /tmp/ready
 ready
 : > /tmp/row.sh
 while IFS= read -r line <&3; do [ "$line" = "__END__" ] && break; printf '%s\n' "$line" >> /tmp/row.sh; done

@@ -2,7 +2,8 @@
 """Set up `.venv` when it is missing or stale, then run the demo or the tests.
 
     python3 tools/dev.py demo   # the seed's guest without the fix (lockup), then with it (booted)
-    python3 tools/dev.py test   # ruff, mypy, pytest
+    python3 tools/dev.py test   # ruff, mypy, pytest (the default suite: not slow, not real)
+    python3 tools/dev.py test-slow  # the slow tests (pytest -m slow): bigger searches, every scenario row
     python3 tools/dev.py real-qemu [--with-5.2]  # set up (once, cached outside the repository) QEMU 7.2 and
                                                  # 11.1 (and 5.2) and a ppc64le guest kit, then print where
     python3 tools/dev.py test-real  # the tests against real QEMU (pytest -m real; they skip what is not set up)
@@ -58,6 +59,10 @@ def test() -> int:
     return 0
 
 
+def test_slow() -> int:
+    return run(str(BIN / "python"), "-m", "pytest", "-q", "-m", "slow")
+
+
 def test_real() -> int:
     return run(str(BIN / "python"), "-m", "pytest", "-q", "-m", "real")
 
@@ -70,7 +75,7 @@ def real_qemu() -> int:
 
 
 def main() -> int:
-    commands = {"demo": demo, "test": test, "test-real": test_real, "real-qemu": real_qemu}
+    commands = {"demo": demo, "test": test, "test-slow": test_slow, "test-real": test_real, "real-qemu": real_qemu}
     extra_ok = sys.argv[1:2] == ["real-qemu"]
     if len(sys.argv) < 2 or sys.argv[1] not in commands or (len(sys.argv) > 2 and not extra_ok):
         print(f"usage: {sys.argv[0]} {'|'.join(commands)}", file=sys.stderr)

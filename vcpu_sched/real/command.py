@@ -78,7 +78,7 @@ def run_plan(plan: planning.Plan, settings: RunSettings, qemu: Binary, kit: Kit,
         "migrate_to": {"binary": destination.path, "version": destination.version} if into and destination else None,
         "evidence": evidence(reading), "qmp": reading.qmp, "console": reading.console,
         "model": {"verdict": model.verdict, "reason": model.reason, "settings": plan.model.to_dict(),
-                  "wall_time_s": model_wall},
+                  "release": plan.destination or plan.release, "wall_time_s": model_wall},
         "agree": model.verdict == real_verdict, "wall_time_s": time.perf_counter() - start,
     }
 
@@ -100,8 +100,7 @@ def report_text(scenario: str, row: dict[str, Any]) -> str:
         lines.append("monitor (QMP):")
         lines += [f"  {line}" for line in row["qmp"]]
     model = row["model"]
-    at = row["migrate_to"]["version"].rsplit(".", 1)[0] if row["migrate_to"] else row["release"]
-    lines.append(f"model at QEMU {at}: {model['verdict']} ({model['reason']}) - "
+    lines.append(f"model at QEMU {model['release']}: {model['verdict']} ({model['reason']}) - "
                  f"{'agrees' if row['agree'] else 'DISAGREES'}")
     lines.append(f"real run: {row['wall_time_s']:.1f} s wall; model: {model['wall_time_s']:.2f} s")
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from .config import (
     QEMU_VERSIONS,
     TIMEBASE_RESETS,
     RunSettings,
+    parse_set,
 )
 from .errors import BadInput, RunKilled, WorkerLost
 from .numbers import ascii_numbers
@@ -75,24 +76,6 @@ def _hex(text: str) -> int:
     if not 0 <= value < 1 << 64:
         raise argparse.ArgumentTypeError(f"{text!r} does not fit a 64-bit register (0 to 0xffffffffffffffff)")
     return value
-
-
-def parse_set(item: str) -> tuple[str, Any]:
-    """`KEY=VALUE` with VALUE in TOML syntax (42, 2.5, true, 0x8); anything else is taken as text."""
-    import tomllib
-
-    key, sep, text = item.partition("=")
-    if not sep or not key:
-        raise BadInput(f"--set {item!r}: expected KEY=VALUE")
-    try:
-        value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text
-    except ValueError:  # an integer beyond Python's int-string limit
-        raise BadInput(f"--set {key.strip()}: a number too long") from None
-    except RecursionError:
-        raise BadInput(f"--set {key.strip()}: arrays or tables nested too deep") from None
-    return key.strip(), value
 
 
 def _run_options(run: argparse.ArgumentParser) -> None:

@@ -96,7 +96,7 @@ def qemu_main(argv: list[str]) -> int:
     """Every input and output is checked, and every TCP port bound, before the first file is written: a
     start that fails leaves an existing --log and -pidfile as they were."""
     from . import runner
-    from .cli import parse_set
+    from .config import parse_set
     from .qemu_cmdline import parse_words
     from .qmp import parse_listen, reserve
     from .scenario import apply, check_machine, default_scenario, load

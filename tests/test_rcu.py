@@ -65,6 +65,41 @@ def test_analyze_agrees(device_add: RunSettings, tmp_path: Path) -> None:
     assert waits and waits[-1]["readers"] == ["CPU 0/TCG"] and not waits[-1]["forced"]
 
 
+def _drain_latency_ms(settings: RunSettings, tmp_path: Path) -> float:
+    """Guest milliseconds from `device_add` to its error: the drain_call_rcu it waits in."""
+    _, events = logged_run(settings, tmp_path)
+    start = next(e["t_ns"] for e in events if e["event"] == "monitor_command")
+    return (next(e["t_ns"] for e in events if e["event"] == "monitor_error") - start) / 1e6
+
+
+@pytest.mark.parametrize(("version", "naps"), [("10.1", True), ("10.2", False), ("11.1", False)])
+def test_the_call_rcu_thread_naps_before_a_grace_period_only_before_55d98e3ede(
+        device_add: RunSettings, tmp_path: Path, version: str, naps: bool) -> None:
+    # Before it, call_rcu_thread waited five 10 ms naps for callbacks to pile up; since, the grace period
+    # starts at once and the drain forces it.
+    latency = _drain_latency_ms(variant(device_add, force_rcu=True, qemu_version=version), tmp_path)
+    assert (latency >= 50) == naps, latency
+
+
+def test_since_55d98e3ede_a_grace_period_forces_itself_after_five_naps(device_add: RunSettings) -> None:
+    # No drain waits: the old RCU never calls a notifier then; the new one does after 50 ms of polling.
+    for version, forced in (("10.1", False), ("11.1", True)):
+        machine = Machine(variant(device_add, qemu_version=version))
+        reader = rcu_register_thread(machine, "busy reader")
+        kicks: list[bool] = []
+        reader.force_rcu.append(lambda kicks=kicks: kicks.append(True))
+        rcu_read_lock(machine, reader)
+        sync = synchronize_rcu(machine)
+        waits = [next(sync) for _ in range(6)]
+        assert bool(kicks) == forced, version
+        assert all(isinstance(w, Block) for w in waits)
+        if forced:
+            assert [w.timeout_ns for w in waits] == [10_000_000] * 5 + [None]
+            assert machine.rcu.gp_event in waits[-1].wake and len(kicks) == 1
+        else:
+            assert all(w.timeout_ns is None for w in waits)
+
+
 qmp = pytest.importorskip("qemu.qmp")
 
 

@@ -59,6 +59,7 @@ class CPUState:
     kvm_mutex_cond: QemuCond  # the kernel's vcpu->mutex let go: KVM_RUN returned to userspace
     start_powered_off: bool = True  # spapr_create_vcpu sets it on every spapr vCPU, CPU0 included
     halted: bool = True
+    created: bool = False  # cpu_thread_signal_created: the vCPU thread is up (qemu_init_vcpu waits for it)
     stop: bool = False
     stopped: bool = False
     unplug: bool = False
@@ -275,6 +276,19 @@ def run_on_cpu(cpu: CPUState, func: Callable[[CPUState], None], name: str) -> Ge
 def async_run_on_cpu(cpu: CPUState, func: Callable[[CPUState], None], name: str) -> None:
     """cpu-common.c async_run_on_cpu."""
     queue_work_on_cpu(cpu, WorkItem(func, name))  # nobody waits for it
+
+
+def cpu_thread_signal_created(cpu: CPUState) -> None:
+    """system/cpus.c cpu_thread_signal_created, on the new vCPU thread with the BQL held."""
+    cpu.created = True
+    cpu.machine.cpu_cond.broadcast()
+
+
+def qemu_init_vcpu_wait(cpu: CPUState) -> Generator[Effect, Any, None]:
+    """system/cpus.c qemu_init_vcpu, its end: once the accelerator has started the thread, the caller waits
+    on qemu_cpu_cond (the BQL dropped) until the thread says it is created."""
+    while not cpu.created:
+        yield CondWait(cpu.machine.cpu_cond, f"qemu_init_vcpu -> CPU {cpu.cpu_index}")
 
 
 def pause_all_vcpus(machine: Machine) -> Generator[Effect, Any, None]:

@@ -1,14 +1,25 @@
 """CPU hotplug on pseries: `device_add <cpu>-spapr-cpu-core,core-id=N` (DLPAR).
 
-Mirrors hw/ppc/spapr.c `spapr_core_pre_plug` (the checks, in QEMU 7.2's words) and `spapr_core_plug`
-(the DRC is attached and the guest hears of it: `spapr_hotplug_req_add_by_index`), hw/ppc/spapr_cpu_core.c
-`spapr_cpu_core_realize` -> `spapr_realize_vcpu` (`qemu_init_vcpu` starts the vCPU's thread), and
-hw/core/cpu-common.c `cpu_common_realizefn`, which for a hotplugged CPU puts its state into KVM
-(`cpu_synchronize_post_init`) and resumes it; the hotplugged device's reset is `spapr_cpu_core_reset`
-(-> `spapr_reset_vcpu`): the new CPU is RTAS-stopped, as every secondary after a reset.
+Mirrors, in upstream's order (read at 77251365ec), hw/core/qdev.c `device_set_realized` for the core:
+hw/ppc/spapr.c `spapr_core_pre_plug` (the checks, in QEMU 7.2's words), then the core's realize,
+hw/ppc/spapr_cpu_core.c `spapr_cpu_core_realize`, which for each thread in turn runs `spapr_realize_vcpu`
+-> `qdev_realize` of the CPU -> target/ppc/cpu_init.c `ppc_cpu_realize` -> system/cpus.c `qemu_init_vcpu`
+(the vCPU thread starts; the caller waits, BQL dropped, until it is created) -> hw/core/cpu-common.c
+`cpu_common_realizefn`, which for a hotplugged CPU (every device created after machine-ready is:
+qdev.c `device_initfn`) puts QEMU's registers into KVM (`cpu_synchronize_post_init`) and resumes it
+(`cpu_resume`) - then `device_set_realized` resets the hotplugged CPU itself (`ppc_cpu_reset_hold`).
+Once every thread is realized, the hotplugged core is reset: `spapr_cpu_core_reset` -> `spapr_reset_vcpu`
+(RTAS-stopped, as every secondary after a reset). Nothing puts that state into KVM. Last,
+`hotplug_handler_plug` -> hw/ppc/spapr.c `spapr_core_plug`: the DRC is attached, the guest hears of the
+core (`spapr_hotplug_req_add_by_index`), then each new thread gets the boot CPU's compatibility mode with
+`ppc_set_compat` - a `cpu_synchronize_state` from the main thread, a run_on_cpu register get, after which
+QEMU's env holds KVM's LPCR (the host's PECE bits) and PSSCR (no EC), not the reset's, with no
+`ppc_maybe_interrupt` (review of 2026-12, item 7a).
 
 Departures: cores are plugged in core-id order (the model indexes CPUs by position); the guest hears of
-the new core through a word of guest memory instead of the hotplug interrupt and RTAS event log.
+the new core through a word of guest memory instead of the hotplug interrupt and RTAS event log; what
+realize does besides the above (vhyp, `cpu_ppc_tb_init`'s timers, the interrupt presenter) holds no
+state the model keeps.
 """
 
 from __future__ import annotations
@@ -17,8 +28,9 @@ import functools
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from .cpus import cpu_resume, run_on_cpu
+from .cpus import cpu_resume, qemu_init_vcpu_wait, run_on_cpu
 from .effects import Effect
+from .interrupts import ppc_cpu_reset_hold
 from .kvm import KvmVcpu, Vcore, do_kvm_cpu_synchronize_post_init, kvm_vcpu_thread_fn, kvmppc_core_init_vm_hv
 from .ppc import CPU_MODELS, CPUPPCState
 from .qmp_cmds import QmpError, core_type
@@ -53,18 +65,23 @@ def device_add_cpu_core(machine: Machine, args: dict[str, Any]) -> Generator[Eff
     vcore = Vcore(kvmppc_core_init_vm_hv(settings.host_lpcr, model, kvm.radix)) if kvm is not None else None
     vcpu_fn = kvm_vcpu_thread_fn if kvm is not None else mttcg_cpu_thread_fn
     added = []
-    for index in range(core_id, core_id + threads):
+    for index in range(core_id, core_id + threads):  # spapr_cpu_core_realize: one thread after the other
         cpu = machine.add_cpu(index, CPUPPCState(model))
         if kvm is not None and vcore is not None:
             kvm.vcpus.append(KvmVcpu(vcore))
-        machine.trace("spapr_core_plug", cpu=index, core_id=core_id)
-        machine.spapr.spapr_reset_vcpu(cpu)  # the hotplugged device's reset: RTAS-stopped
-        machine.start_thread(cpu.name, functools.partial(vcpu_fn, cpu))  # qemu_init_vcpu
-        added.append(cpu)
-    for cpu in added:  # cpu_common_realizefn, hotplugged
-        if kvm is not None:
+        machine.start_thread(cpu.name, functools.partial(vcpu_fn, cpu))  # ppc_cpu_realize -> qemu_init_vcpu
+        yield from qemu_init_vcpu_wait(cpu)
+        if kvm is not None:  # cpu_common_realizefn, hotplugged: cpu_synchronize_post_init, then cpu_resume
             yield from run_on_cpu(cpu, do_kvm_cpu_synchronize_post_init, "do_kvm_cpu_synchronize_post_init")
         cpu_resume(cpu)
-    mem = machine.guest_memory  # spapr_hotplug_req_add_by_index
+        ppc_cpu_reset_hold(cpu)  # device_set_realized, hotplugged: the CPU's own reset
+        added.append(cpu)
+    for cpu in added:  # device_set_realized of the core, hotplugged: spapr_cpu_core_reset
+        machine.spapr.spapr_reset_vcpu(cpu)
+    mem = machine.guest_memory  # spapr_core_plug: spapr_hotplug_req_add_by_index
     mem.words[DLPAR_WORD] = core_id
     mem.changed.broadcast()
+    boot_mode = machine.cpus[0].env.compat_pvr  # POWERPC_CPU(first_cpu)->compat_pvr
+    for cpu in added:
+        machine.trace("spapr_core_plug", cpu=cpu.cpu_index, core_id=core_id)
+        yield from machine.spapr.ppc_set_compat(cpu, boot_mode)

@@ -33,6 +33,7 @@ from .cpus import (
     CPUState,
     cpu_can_run,
     cpu_events,
+    cpu_thread_signal_created,
     current_cpu,
     run_on_cpu,
 )
@@ -423,6 +424,7 @@ def kvm_vcpu_thread_fn(cpu: CPUState) -> Generator[Effect, Any, None]:
     rcu_register_thread(machine, cpu.name)
     yield BqlLock("kvm_vcpu_thread_fn")
     machine.trace("kvm_vcpu_thread_start", cpu=cpu.cpu_index, thread=cpu.name)
+    cpu_thread_signal_created(cpu)
     while True:
         # One turn of this loop costs host CPU time; the engine may fast-forward identical turns.
         yield Spend(machine.settings.loop_cost_ns, spin=cpu, wake=(cpu.halt_cond, cpu.kick_cond))

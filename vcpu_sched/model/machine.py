@@ -70,6 +70,7 @@ class Machine:
         self._console_out = console_out
         self.work_cond = QemuCond("qemu_work_cond")
         self.pause_cond = QemuCond("qemu_pause_cond")
+        self.cpu_cond = QemuCond("qemu_cpu_cond")
         self.main_loop_cond = QemuCond("main_loop")
         self.finished_cond = QemuCond("guest_finished")
         self.guest_memory = GuestMemory(QemuCond("guest_memory"))
@@ -141,7 +142,7 @@ class Machine:
             cond.hub = hub
 
     def all_conds(self) -> list[QemuCond]:
-        conds = [self.work_cond, self.pause_cond, self.main_loop_cond, self.finished_cond,
+        conds = [self.work_cond, self.pause_cond, self.cpu_cond, self.main_loop_cond, self.finished_cond,
                  self.guest_memory.changed, *self.rcu.conds()]
         for cpu in self.cpus:
             conds += cpu.conds()

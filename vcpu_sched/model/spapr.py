@@ -187,6 +187,15 @@ class Spapr:
         for target in self.machine.cpus:
             yield from run_on_cpu(target, lambda c: self.do_set_compat(c, compat_pvr), "do_set_compat")
 
+    def ppc_set_compat(self, cpu: CPUState, compat_pvr: int) -> Generator[Effect, Any, None]:
+        """target/ppc/compat.c ppc_set_compat called off the target's thread (77251365ec: hw/ppc/spapr.c
+        `spapr_core_plug` calls it from the main thread for each hotplugged thread, with the boot CPU's
+        mode): `cpu_synchronize_state` is then a run_on_cpu register get (the BQL dropped while the main
+        thread waits), unless the vCPU is already dirty. The get *assigns* KVM's LPCR and PSSCR into env
+        and nothing calls ppc_maybe_interrupt afterwards."""
+        yield from cpu_synchronize_state(cpu)
+        cpu.env.compat_pvr = compat_pvr
+
     def do_set_compat(self, cpu: CPUState, compat_pvr: int) -> None:
         """target/ppc/compat.c ppc_set_compat (QF :172), on the target's thread: cpu_synchronize_state - a
         KVM register get, LPCR and PSSCR included, with no ppc_maybe_interrupt - then the new mode (the

@@ -28,6 +28,7 @@ from .cpus import (
     cpu_can_run,
     cpu_events,
     cpu_has_work,
+    cpu_thread_signal_created,
     current_cpu,
 )
 from .effects import BqlLock, BqlUnlock, Effect, Spend
@@ -128,6 +129,7 @@ def mttcg_cpu_thread_fn(cpu: CPUState) -> Generator[Effect, Any, None]:
         reader.force_rcu.append(lambda: async_run_on_cpu(cpu, do_nothing, "do_nothing"))
     yield BqlLock("mttcg_cpu_thread_fn")
     machine.trace("tcg_vcpu_thread_start", cpu=cpu.cpu_index, thread=cpu.name)
+    cpu_thread_signal_created(cpu)
     cpu.exit_request = True  # "process any pending work" before the first cpu_exec (review D16)
     while True:
         yield Spend(machine.settings.loop_cost_ns, spin=cpu, wake=(cpu.halt_cond, cpu.kick_cond))

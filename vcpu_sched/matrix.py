@@ -3,7 +3,8 @@
 Rows: each documented variant of a scenario file ([[expect]]: the verdict and the reason from the
 reference), and, for pseries scenarios, each of those again with the other CPU models and with 2 and
 256 CPUs, expected to give the same verdict (neither changes the mechanism). Expectations tagged as
-`claim` in a scenario file are the seed's own claims, listed first. Runs go to a process pool (one
+`claim` in a scenario file are claims of a commit: the seed patch's first, under "Claims of the patch",
+then each other commit's under its own header. Runs go to a process pool (one
 worker per core); a progress bar goes to stderr. Exit status 1 on any mismatch.
 """
 
@@ -103,15 +104,47 @@ def run_matrix(names: list[str], jobs: int | None = None, engine: str = "trio") 
     return [r for r in results if r is not None]
 
 
-def matrix_text(results: list[dict[str, Any]], wall_s: float) -> str:
-    lines = ["Claims of the patch (\"ppc/spapr: Fix RTAS stopped state\"):"]
+SEED_PATCH = "spapr-rtas-stopped"
+# Whose claims a scenario's `claim` rows check: the seed patch's, or another commit's (a scenario of a user's
+# own is headed by its name).
+CLAIMS_OF = {
+    SEED_PATCH: "the patch (\"ppc/spapr: Fix RTAS stopped state\")",
+    "spapr-hotplug": "the patch, for DLPAR CPU hotplug",
+    "spapr-migrate": "the patch after a migration (QEMU issue 3079) and its follow-up 628bda1ab7",
+    "spapr-migrate-from-9.2": "628bda1ab7 (\"target/ppc: Fix env->quiesced migration\"), its inference",
+    "spapr-fwnmi-kdump": "aef92d87c5 (\"pseries: fix kvmppc_set_fwnmi()\")",
+    "spapr-hotplug-kdump": "a1c2dfee4f (\"ppc/spapr: Skip system reset for quiesced CPUs\")",
+    "spapr-nmi-kdump": "findings beside a1c2dfee4f: spapr_nmi and the other system resets",
+    "s390x-sigp-cross": "f9530c3242 (\"s390x/kvm: Fix potential deadlock in sigp handling\")",
+    "tcg-rcu-device-add": "ef149763a8 + dd47a8f654 (the force_rcu notifier, QEMU issue 650)",
+}
+
+
+def claims_text(results: list[dict[str, Any]]) -> list[str]:
+    """The claims rows, the seed patch's first under "Claims of the patch", then each other scenario's under
+    a header naming the commit it checks; a blank line between groups."""
+    groups: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         if r["claim"]:
+            groups.setdefault(r["scenario"], []).append(r)
+    order = sorted(groups, key=lambda name: (name != SEED_PATCH, name))
+    lines: list[str] = []
+    for name in order:
+        lines += [""] if lines else []
+        lines.append(f"Claims of {CLAIMS_OF.get(name, name)}:")
+        for r in groups[name]:
             mark = "ok " if r["match"] else "!! "
             lines.append(f"  {mark}{r['claim']}: {r['scenario']} {r['label']} -> {r['actual']} "
                          f"(expected {r['expected']})")
+    return lines
+
+
+def matrix_text(results: list[dict[str, Any]], wall_s: float) -> str:
+    lines = claims_text(results)
+    if lines:
+        lines.append("")
     width = max(len(r["label"]) for r in results)
-    lines += ["", f"   {'scenario':<26} {'variant':<{width}}  {'expected':<18} {'actual':<18} {'guest s':>9}  spun"]
+    lines += [f"   {'scenario':<26} {'variant':<{width}}  {'expected':<18} {'actual':<18} {'guest s':>9}  spun"]
     for r in results:
         mark = "   " if r["match"] else "!! "
         lines.append(f"{mark}{r['scenario']:<26} {r['label']:<{width}}  {r['expected']:<18} {r['actual']:<18} "

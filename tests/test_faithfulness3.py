@@ -40,3 +40,60 @@ def test_dlpar_puts_before_the_resets_and_gets_in_spapr_core_plug(tmp_path: Path
                  and e["args"][0] == 2)
     assert get < start
     assert not [e for e in events[get:start] if e["event"] == "ppc_maybe_interrupt" and e["cpu"] == 2]
+
+
+def _resets(events: list[dict[str, Any]]) -> dict[int, tuple[bool, str]]:
+    """Each CPU's last system reset: (quiesced then, by what)."""
+    return {e["cpu"]: (e["quiesced"], e["by"]) for e in events if e["event"] == "spapr_do_system_reset_on_cpu"}
+
+
+def test_the_watchdogs_dump_restart_resets_quiesced_cpus_unless_nmi_fix(tmp_path: Path) -> None:
+    """hw/watchdog/spapr_watchdog.c watchdog_expired (77251365ec): dump-restart is spapr_nmi's loop, with no
+    quiesced check. The guest arms it (H_WATCHDOG start, 60 s) and stops feeding it; QEMU's timer fires 60 s
+    of virtual time later, on the main loop."""
+    settings = load("spapr-nmi-kdump").settings
+    changes: dict[str, Any] = {"workload": "watchdog-dump", "monitor": (), "deadline_s": 120.0}
+    result, events = logged_result(settings, tmp_path, **changes)
+    assert result.verdict == "stuck-cpu"
+    armed = next(e for e in events if e["event"] == "spapr_hypercall" and e["hcall"] == "H_WATCHDOG")
+    assert armed["args"] == ["0x103", "0x1", "0xea60"]  # start | dump-restart, watchdog 1, 60000 ms
+    fired = min(e["t_ns"] for e in events if e["event"] == "spapr_do_system_reset_on_cpu")
+    assert 60_000_000_000 <= fired - armed["t_ns"] <= 60_010_000_000  # up to one main-loop poll late
+    assert _resets(events) == {0: (False, "spapr_watchdog"), 1: (False, "spapr_watchdog"),
+                               2: (True, "spapr_watchdog"), 3: (True, "spapr_watchdog")}
+    assert any("the spapr watchdog's dump-restart" in step and "a1c2dfee4f" in step for step in result.why)
+    fixed, events = logged_result(settings, tmp_path, nmi_fix=True, **changes)
+    assert fixed.verdict == "completed" and fixed.cpus_online == 4
+    assert set(_resets(events)) == {0, 1}
+
+
+def test_a_unicast_sys_reset_resets_the_quiesced_cpu_it_names_unless_nmi_fix(tmp_path: Path) -> None:
+    """hw/ppc/spapr_hcall.c h_signal_sys_reset (77251365ec): a1c2dfee4f's check is in the broadcast branch only."""
+    settings = load("spapr-nmi-kdump").settings
+    changes: dict[str, Any] = {"workload": "sysreset-kdump", "monitor": (), "crash_cpu": 0}
+    result, events = logged_result(settings, tmp_path, **changes)
+    assert result.settings.sysreset_fix and result.verdict == "stuck-cpu"
+    resets = _resets(events)
+    assert resets[2] == (True, "H_SIGNAL_SYS_RESET unicast"), "the CPU it names, quiesced"
+    assert 3 not in resets, "the crash's broadcast skips the quiesced CPU 3 (a1c2dfee4f)"
+    assert resets[1] == (False, "H_SIGNAL_SYS_RESET")
+    assert "start-cpu of CPU 2 failed: -1" in result.reason and "Processor 1 is stuck." in result.reason
+    fixed, events = logged_result(settings, tmp_path, nmi_fix=True, **changes)
+    assert fixed.verdict == "completed" and fixed.cpus_online == 4
+    assert 2 not in _resets(events)
+
+
+def test_h_watchdog_answers_as_spapr_watchdog_does() -> None:
+    """The start and stop operations' checks and answers (hw/watchdog/spapr_watchdog.c h_watchdog)."""
+    from vcpu_sched.model.machine import Machine
+    from vcpu_sched.model.spapr_abi import H_NOOP, H_P2, H_P3, H_PARAMETER, H_SUCCESS
+
+    machine = Machine(load("spapr-nmi-kdump").settings)
+    spapr = machine.spapr
+    assert spapr.h_watchdog(0x103, 5, 1000) == H_P2  # only 4 watchdogs
+    assert spapr.h_watchdog(0x103, 1, 1) == H_P3  # at or below the 1 ms minimum
+    assert spapr.h_watchdog(0x104, 1, 1000) == H_PARAMETER  # no action 4
+    assert spapr.h_watchdog(1 << 20 | 0x103, 1, 1000) == H_PARAMETER  # a reserved bit
+    assert spapr.h_watchdog(0x200, 1) == H_NOOP and not machine.timers  # stopping a stopped one
+    assert spapr.h_watchdog(0x103, 1, 1000) == H_SUCCESS and machine.timers["wdt1"][0] == 1_000_000_000
+    assert spapr.h_watchdog(0x200, 1) == H_SUCCESS and not machine.timers

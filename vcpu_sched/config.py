@@ -14,7 +14,8 @@ from .versions import RELEASES
 QEMU_VERSIONS = RELEASES
 FIXES = ("none", "quiesced", "quiesced+migration", "lpcr-sync", "quiesced+lpcr-sync")
 WORKLOADS = ("none", "ipi-check", "offline-online", "smt-off-on", "offline-kdump", "smt-off-kdump", "kdump",
-             "online-rest", "busy-loop", "hotplug-online", "hotplug-kdump", "idle", "sigp-cross")
+             "online-rest", "busy-loop", "hotplug-online", "hotplug-kdump", "idle", "sigp-cross", "watchdog-dump",
+             "sysreset-kdump")
 MACHINES = ("pseries", "powernv", "s390-ccw-virtio")
 TIMEBASE_RESETS = ("applied", "reverted")
 ACCELS = ("kvm", "tcg")
@@ -77,7 +78,7 @@ class RunSettings:
     # How `kexec -p` loads the kdump kernel, which decides the CPU order of its device tree (kdump.kdump_fdt_cpus):
     # kexec_load (kexec-tools fs2dt, by unit address; bookworm's 2.0.25 default) or kexec_file_load.
     kexec_syscall: str = "kexec_load"
-    nmi_fix: bool = False  # what-if, not upstream: spapr_nmi skips quiesced CPUs too
+    nmi_fix: bool = False  # what-if: spapr_nmi, watchdog dump-restart, unicast H_SIGNAL_SYS_RESET skip quiesced CPUs
     infer_fix: bool = False  # what-if, not upstream: cpu_post_load infers quiesced with no LPCR PM bit set
     rtas_stopped_state: bool = True  # quiesced+migration: the CPU property (false for pseries-10.0 types)
     boot_cpus: int = 0  # CPUs the guest brings up at boot (0: all); the others stay RTAS-stopped

@@ -30,6 +30,8 @@ from .spapr_abi import (
     H_SET_MODE,
     H_SET_MODE_RESOURCE_ADDR_TRANS_MODE,
     H_SET_MODE_RESOURCE_LE,
+    H_SIGNAL_SYS_RESET,
+    H_WATCHDOG,
     KVMPPC_H_CAS,
     KVMPPC_H_RTAS,
     LINUX_CAS_PVRS,
@@ -37,6 +39,8 @@ from .spapr_abi import (
     PROC_TBL_MODIFY,
     PROC_TBL_RADIX,
     PROC_TBL_REGISTER,
+    PSERIES_WDTF_ACTION_DUMP_RESTART,
+    PSERIES_WDTF_OP_START,
     QCSS_NOT_STOPPED,
     QCSS_STOPPED,
     RTAS_IBM_NMI_REGISTER,
@@ -61,6 +65,8 @@ IPI_TIMEOUT_NS = 1_000_000_000
 WORKLOAD_DELAY_NS = 200_000_000  # from "smp: Brought up" to the scenario's workload
 BUSY_LOOP_NS = 10_000_000_000  # the busy-loop workload's while (1);
 HOTPLUG_WAIT_NS = 60_000_000_000  # hotplug-online: how long the guest waits for a CPU to be added
+PSERIES_WDT_TIMEOUT_S = 60  # drivers/watchdog/pseries-wdt.c: the driver's default timeout
+NMI_IPI_DELAY_NS = 1_000_000_000  # smp_send_nmi_ipi's delay_us as its callers pass it (1 s)
 MS = 1_000_000
 
 
@@ -409,6 +415,36 @@ def idle(machine: Machine) -> GuestProgram:
         yield Hcall(H_CEDE)
 
 
+def watchdog_dump(machine: Machine) -> GuestProgram:
+    """Linux's PAPR watchdog driver (drivers/watchdog/pseries-wdt.c, Linux 6.12) loaded with `action=2`, its
+    dump-and-restart action (PSERIES_WDTF_ACTION_DUMP_RESTART; the driver's default is a hard restart), and
+    opened by a userspace feeder (watchdog(8), systemd's RuntimeWatchdogSec=): `pseries_wdt_start` is
+    H_WATCHDOG with the start operation and the action, watchdog 1, the driver's default 60 s; each ping
+    starts it again. Then the guest stops feeding it - a stand-in, like `idle`, for a guest that no
+    longer answers - and idles until QEMU's timer expires and its action sends it into its kdump kernel."""
+    yield Hcall(H_WATCHDOG, (PSERIES_WDTF_OP_START | PSERIES_WDTF_ACTION_DUMP_RESTART, 1,
+                             PSERIES_WDT_TIMEOUT_S * 1000))
+    yield console(f"watchdog: pseries-wdt started (dump and restart, {PSERIES_WDT_TIMEOUT_S} s); nobody feeds it")
+    while True:
+        yield Hcall(H_CEDE)
+
+
+def sysreset_kdump(machine: Machine) -> GuestProgram:
+    """A system reset sent to one CPU the kernel left RTAS-stopped - H_SIGNAL_SYS_RESET naming it, the
+    hcall's unicast branch - then a crash into the kdump kernel (sysrq, as `kdump`). Linux's
+    `smp_send_nmi_ipi(cpu, ...)` makes that call on pseries (platforms/pseries/smp.c
+    `pseries_cause_nmi_ipi`: the CPU's hardware id), but Linux 6.12 names only CPUs it has online (the
+    hard-lockup detector's `wd_lockup_ipi`, kernel/watchdog.c): this stands for a guest that names a stopped
+    one (another kernel, a test module). The sender waits smp_send_nmi_ipi's 1 s for the target to take
+    it, which a CPU without a paca never does. With no stopped CPU the crash comes alone."""
+    out = machine.outcome
+    stopped = [n for n in range(len(machine.cpus)) if n not in out.online]
+    if stopped:
+        yield Hcall(H_SIGNAL_SYS_RESET, (stopped[0],))
+        yield Compute(NMI_IPI_DELAY_NS, "smp_send_nmi_ipi: wait for the target to take the NMI")
+    yield from kdump(machine)
+
+
 def busy_loop(machine: Machine) -> GuestProgram:
     """A task that spins in guest code on the boot CPU (`while (1);` in a kernel thread, QEMU issue 650's
     reproducer) for BUSY_LOOP_NS: no hcall, no exception, nothing that leaves the accelerator."""
@@ -435,6 +471,8 @@ WORKLOADS: dict[str, Callable[[Machine], GuestProgram]] = {
     "hotplug-online": hotplug_online,
     "hotplug-kdump": hotplug_kdump,
     "idle": idle,
+    "watchdog-dump": watchdog_dump,
+    "sysreset-kdump": sysreset_kdump,
 }
 
 

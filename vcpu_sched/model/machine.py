@@ -84,6 +84,8 @@ class Machine:
         self.qmp_event: Callable[[str, dict[str, Any] | None], None] = lambda name, data: None
         self.quit_requested = False
         self.thread_ids: dict[str, int] = {}  # thread name -> OS thread id, filled by the engine
+        # QEMU_CLOCK_VIRTUAL timers the main loop runs (util/qemu-timer.c): name -> (expiry, callback)
+        self.timers: dict[str, tuple[int, Callable[[], None]]] = {}
         self.rcu = Rcu()
         self.tcg_runners: dict[int, GuestRunner] = {}
         self.kvm: FakeKvm | None = None
@@ -128,6 +130,26 @@ class Machine:
         assert self.hub is not None, "no engine runs this machine"
         self.thread_ids.setdefault(name, self.thread_ids.get("main", 0))  # the threads engine sets its own
         self.hub.spawn(name, factory)
+
+    # --- timers (util/qemu-timer.c) -----------------------------------------------------------------
+
+    def timer_mod(self, name: str, expire_ns: int, callback: Callable[[], None]) -> None:
+        """timer_mod: (re)arm timer `name` to run `callback` on the main loop at `expire_ns`."""
+        self.timers[name] = (expire_ns, callback)
+
+    def timer_del(self, name: str) -> bool:
+        """timer_del; True when the timer was pending (what timer_pending said before it)."""
+        return self.timers.pop(name, None) is not None
+
+    def qemu_clock_run_timers(self) -> None:
+        """qemu_clock_run_all_timers, from main_loop_wait with the BQL held: each expired timer, earliest
+        first, disarmed before its callback runs. Departure: main_loop_wait does not shorten its poll for a
+        timer's deadline, so a timer runs up to one poll period (10 ms) late."""
+        now = self.now_ns()
+        for name, (expire, callback) in sorted(self.timers.items(), key=lambda item: item[1][0]):
+            if expire <= now and self.timers.get(name) == (expire, callback):
+                del self.timers[name]
+                callback()
 
     def _cpu(self, i: int, env: Any) -> CPUState:
         return CPUState(self, i, env, QemuCond(f"halt_cond[{i}]"), QemuCond(f"kick[{i}]"),
@@ -234,4 +256,5 @@ class Machine:
                 except QmpError as e:
                     answer = {"error": {"class": e.error_class, "desc": e.desc}}
                 request.reply(answer)
+            self.qemu_clock_run_timers()
             yield BqlUnlock("main_loop_wait")

@@ -13,8 +13,8 @@ query-cpu-stopped-state answers from `quiesced` instead of `halted`.
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import dataclass
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .cpus import EXCP_HLT, CPUState, async_run_on_cpu, cpu_has_work, current_cpu, qemu_cpu_kick, run_on_cpu
@@ -53,6 +53,7 @@ from .spapr_abi import (
     H_EOI,
     H_FUNCTION,
     H_IPI,
+    H_NOOP,
     H_P2,
     H_P3,
     H_P4,
@@ -67,18 +68,26 @@ from .spapr_abi import (
     H_SIGNAL_SYS_RESET_ALLBUTSELF,
     H_SUCCESS,
     H_UNSUPPORTED_FLAG,
+    H_WATCHDOG,
     HCALL_NAMES,
     KVMPPC_H_CAS,
     KVMPPC_H_RTAS,
     PROC_TBL_GTSE,
     PROC_TBL_RADIX,
     PROC_TBL_REGISTER,
+    PSERIES_WDTF_ACTION_DUMP_RESTART,
+    PSERIES_WDTF_ACTION_HARD_POWER_OFF,
+    PSERIES_WDTF_ACTION_HARD_RESTART,
+    PSERIES_WDTF_LEAVE_OTHER,
+    PSERIES_WDTF_OP_START,
+    PSERIES_WDTF_OP_STOP,
     RTAS_IBM_NMI_REGISTER,
     RTAS_NAMES,
     RTAS_QUERY_CPU_STOPPED_STATE,
     RTAS_START_CPU,
     RTAS_STOP_SELF,
     SPAPR_ENTRY_POINT,
+    WDT_MAX_WATCHDOGS,
 )
 from .timebase import cpu_ppc_tb_reset
 
@@ -86,6 +95,16 @@ if TYPE_CHECKING:
     from .machine import Machine
 
 RTAS_OUT_SUCCESS, RTAS_OUT_HW_ERROR, RTAS_OUT_PARAM_ERROR = 0, -1, -3
+WDT_MIN_TIMEOUT_MS = 1  # hw/watchdog/spapr_watchdog.c
+
+
+@dataclass(eq=False, repr=False)
+class SpaprWatchdog:
+    """hw/watchdog/spapr_watchdog.c SpaprWatchdog: the timeout action and whether the others keep running
+    (its QEMU_CLOCK_VIRTUAL timer is the machine's timer `wdt<N>`)."""
+
+    action: int = 0
+    leave_others: bool = False
 
 
 @dataclass(eq=False, repr=False)
@@ -94,6 +113,7 @@ class Spapr:
 
     machine: Machine
     fwnmi_system_reset_addr: int = -1  # set by ibm,nmi-register; -1: none (deliver to 0x100)
+    wds: list[SpaprWatchdog] = field(default_factory=lambda: [SpaprWatchdog() for _ in range(WDT_MAX_WATCHDOGS)])
 
     # --- reset and entry (spapr_cpu_core.c) -------------------------------------------------------
 
@@ -256,17 +276,23 @@ class Spapr:
             return (yield from self.h_register_process_table(hc.args[0]))
         if hc.nr == H_SIGNAL_SYS_RESET:
             return (yield from self.h_signal_sys_reset(cpu, hc.args[0]))
+        if hc.nr == H_WATCHDOG:
+            return self.h_watchdog(*hc.args)
         return H_FUNCTION
 
     def h_signal_sys_reset(self, cpu: CPUState, target: int) -> Generator[Effect, Any, int]:
         """hw/ppc/spapr_hcall.c h_signal_sys_reset: a system reset on one CPU, on all, or on all but the
         caller (Linux's NMI IPI), each by run_on_cpu. a1c2dfee4f ("ppc/spapr: Skip system reset for
-        quiesced CPUs", May 2026; `sysreset_fix`) leaves RTAS-stopped CPUs out of the broadcast."""
+        quiesced CPUs", May 2026; `sysreset_fix`) leaves RTAS-stopped CPUs out of the broadcast only: the
+        unicast branch still resets the CPU it names, quiesced or not (77251365ec, spapr_hcall.c). There
+        `nmi_fix` - a what-if, not upstream code - skips a quiesced target and answers H_SUCCESS, as the
+        broadcast skips one."""
         if target >= 0:
             found = self.spapr_find_cpu(target)
             if found is None:
                 return H_PARAMETER
-            yield from run_on_cpu(found, self._sysreset_by_hcall, "spapr_do_system_reset_on_cpu")
+            if not (self.machine.settings.nmi_fix and found.env.quiesced):
+                yield from run_on_cpu(found, self._sysreset_by_unicast, "spapr_do_system_reset_on_cpu")
             return H_SUCCESS
         if target < H_SIGNAL_SYS_RESET_ALLBUTSELF:
             return H_PARAMETER
@@ -281,17 +307,29 @@ class Spapr:
     def _sysreset_by_hcall(self, cpu: CPUState) -> None:
         self.spapr_do_system_reset_on_cpu(cpu, "H_SIGNAL_SYS_RESET")
 
+    def _sysreset_by_unicast(self, cpu: CPUState) -> None:
+        self.spapr_do_system_reset_on_cpu(cpu, "H_SIGNAL_SYS_RESET unicast")
+
     def _sysreset_by_nmi(self, cpu: CPUState) -> None:
         self.spapr_do_system_reset_on_cpu(cpu, "spapr_nmi")
+
+    def _sysreset_by_watchdog(self, cpu: CPUState) -> None:
+        self.spapr_do_system_reset_on_cpu(cpu, "spapr_watchdog")
 
     def spapr_nmi(self) -> None:
         """hw/ppc/spapr.c spapr_nmi (the NMI interface behind HMP `nmi`, QMP `inject-nmi`, `virsh
         inject-nmi`): a system reset queued on every CPU, nobody waiting. a1c2dfee4f left it as it was;
         `nmi_fix` is a what-if, not upstream code: the same quiesced check here."""
+        self._system_reset_all_async(self._sysreset_by_nmi)
+
+    def _system_reset_all_async(self, func: Callable[[CPUState], None]) -> None:
+        """CPU_FOREACH async_run_on_cpu(spapr_do_system_reset_on_cpu): spapr_nmi's loop, and the spapr
+        watchdog's dump-restart loop, which is the same (77251365ec). Neither checks quiesced upstream;
+        `nmi_fix` (what-if) skips RTAS-stopped CPUs in both."""
         for cpu in self.machine.cpus:
             if self.machine.settings.nmi_fix and cpu.env.quiesced:
                 continue
-            async_run_on_cpu(cpu, self._sysreset_by_nmi, "spapr_do_system_reset_on_cpu")
+            async_run_on_cpu(cpu, func, "spapr_do_system_reset_on_cpu")
 
     def spapr_do_system_reset_on_cpu(self, cpu: CPUState, by: str) -> None:
         """hw/ppc/spapr.c spapr_do_system_reset_on_cpu, on the target's thread: sync the registers, take
@@ -306,6 +344,63 @@ class Spapr:
         cpu.env.entry_gen += 1
         self.machine.trace("spapr_do_system_reset_on_cpu", cpu=cpu.cpu_index, nip=hex(cpu.env.nip),
                            quiesced=cpu.env.quiesced, by=by)
+
+    # --- the PAPR watchdog (hw/watchdog/spapr_watchdog.c) -------------------------------------------
+
+    def h_watchdog(self, flags: int, number: int = 0, timeout_ms: int = 0, *_: int) -> int:
+        """hw/watchdog/spapr_watchdog.c h_watchdog, the start and stop operations (the two queries answer
+        H_SUCCESS with no capability word: the model's guest does not read one). Start arms watchdog
+        `number` (1-based) to expire `timeout_ms` of virtual time from now, with its action; a start on
+        an armed watchdog re-arms it, which is how Linux's pseries-wdt pings it. Departure: watchdog
+        number 0 is refused with H_P2 (upstream indexes wds[-1])."""
+        if flags >> 17:  # the reserved bits 0-46
+            return H_PARAMETER
+        operation, action = (flags >> 8) & 0xFF, flags & 0xFF
+        if operation == PSERIES_WDTF_OP_START >> 8:
+            if not 1 <= number <= WDT_MAX_WATCHDOGS:
+                return H_P2
+            if timeout_ms <= WDT_MIN_TIMEOUT_MS:
+                return H_P3
+            if action not in (PSERIES_WDTF_ACTION_HARD_POWER_OFF, PSERIES_WDTF_ACTION_HARD_RESTART,
+                              PSERIES_WDTF_ACTION_DUMP_RESTART):
+                return H_PARAMETER
+            w = self.wds[number - 1]
+            w.action, w.leave_others = action, bool(flags & PSERIES_WDTF_LEAVE_OTHER)
+            machine = self.machine
+            machine.timer_mod(f"wdt{number}", machine.now_ns() + timeout_ms * 1_000_000,
+                              lambda: self.watchdog_expired(number))
+            return H_SUCCESS
+        if operation == PSERIES_WDTF_OP_STOP >> 8:
+            if number == (1 << 64) - 1 or number == -1:  # PSERIES_WDT_STOP_ALL
+                return self.watchdog_stop_all()
+            if not 1 <= number <= WDT_MAX_WATCHDOGS:
+                return H_P2
+            return self.watchdog_stop(number)
+        if operation in (3, 4):  # the two queries
+            return H_SUCCESS
+        return H_PARAMETER
+
+    def watchdog_stop(self, number: int) -> int:
+        """spapr_watchdog.c watchdog_stop: H_SUCCESS if it was armed, else H_NOOP."""
+        return H_SUCCESS if self.machine.timer_del(f"wdt{number}") else H_NOOP
+
+    def watchdog_stop_all(self) -> int:
+        """spapr_watchdog.c watchdog_stop_all."""
+        for number in range(1, WDT_MAX_WATCHDOGS + 1):
+            self.watchdog_stop(number)
+        return H_NOOP  # upstream keeps H_NOOP unless a stop answers something else than H_NOOP/H_SUCCESS
+
+    def watchdog_expired(self, number: int) -> None:
+        """spapr_watchdog.c watchdog_expired, a timer callback on the main loop with the BQL held. The
+        dump-restart action resets every CPU as spapr_nmi does - quiesced ones too (77251365ec: no check;
+        a1c2dfee4f did not touch it); `nmi_fix` (what-if) skips them. Departure: power-off and hard
+        restart (qemu_system_vmstop_request, qemu_system_reset_request) are traced only: nothing in the
+        model's guests asks for them."""
+        w = self.wds[number - 1]
+        if w.action == PSERIES_WDTF_ACTION_DUMP_RESTART:
+            self._system_reset_all_async(self._sysreset_by_watchdog)
+        if not w.leave_others:
+            self.watchdog_stop_all()
 
     def h_register_process_table(self, flags: int) -> Generator[Effect, Any, int]:
         """hw/ppc/spapr_hcall.c h_register_process_table (review D8): for a radix guest, the LPCR's radix

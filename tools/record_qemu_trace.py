@@ -3,6 +3,7 @@
 
     tools/record_qemu_trace.py healthy OUT.log [--seconds 3]
     tools/record_qemu_trace.py stall OUT.log [--stall 3]
+    tools/record_qemu_trace.py nested OUT.log [--stall 5]
 
 Both boot a pseries guest with no kernel (SLOF idles) under TCG with
 `-msg timestamp=on -trace 'qemu_mutex_*' -trace 'kvm_*'` and a QMP socket. `stall` makes a real BQL stall:
@@ -13,6 +14,17 @@ monitor's I/O thread handles them, with mutex events, so the trace goes on; the 
 the in-band ones), then kills QEMU (whose main loop cannot
 quit without the BQL). QEMU flushes its log after every line (util/log.c), so
 the file is complete at the moment of the stop. The output is then cut to the lines the tests need.
+
+`nested` makes a BQL holder wait for a second mutex: it traces the syscalls of the QMP monitor's I/O thread
+(PTRACE_SYSCALL) and keeps it stopped at the entry of the sendmsg() that writes the answer to an
+out-of-band `migrate-pause`. There the thread holds its monitor's `mon_lock` (monitor_puts,
+monitor/monitor.c:217 in 7.2) and the chardev's `chr_write_lock` (chardev/char.c:118), and not the log
+file's lock (QEMU's log write ends, fflush and unlock, before the chardev write). Then `system_powerdown` on
+the HMP socket makes the main loop emit the POWERDOWN event with the BQL held: qemu_system_powerdown ->
+qapi_event_send_powerdown -> monitor_qapi_event_emit -> qmp_send_response -> monitor_puts, which waits for
+that `mon_lock` (7.2: softmmu/runstate.c:638, monitor/monitor.c:340, monitor/qmp.c:118). The vCPU running
+SLOF then waits for the BQL. After --stall seconds the I/O thread is let go: the main loop gets `mon_lock`,
+releases it and the BQL, and the run goes on for 0.1 s before QEMU is killed.
 """
 
 from __future__ import annotations
@@ -31,9 +43,14 @@ import tempfile
 import time
 from pathlib import Path
 
+PTRACE_SYSCALL = 24
 PTRACE_DETACH = 17
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
+PTRACE_GET_SYSCALL_INFO = 0x420E
+PTRACE_O_TRACESYSGOOD = 1
+SYSCALL_INFO_ENTRY = 1
+SYS_SENDMSG = {"x86_64": 46, "aarch64": 211, "ppc64le": 341, "s390x": 370}
 WALL = 0x40000000
 LINE = re.compile(r"(\d+)@([\d.]+):(qemu_mutex_locked|qemu_mutex_unlock) \S+ mutex (0x[0-9a-f]+)")
 
@@ -41,29 +58,50 @@ libc = ctypes.CDLL(None, use_errno=True)
 libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
 
 
-def ptrace(request: int, tid: int) -> None:
-    if libc.ptrace(request, tid, None, None) != 0:
+def ptrace(request: int, tid: int, data: int = 0) -> None:
+    if libc.ptrace(request, tid, None, ctypes.c_void_p(data)) != 0:
         raise OSError(ctypes.get_errno(), f"ptrace({request:#x}, {tid})")
 
 
-def start(log: Path, smp: int, qmp: Path) -> subprocess.Popen[bytes]:
+class SyscallInfo(ctypes.Structure):
+    """struct ptrace_syscall_info (linux/ptrace.h), as far as the entry's number."""
+
+    _fields_ = [("op", ctypes.c_uint8), ("pad", ctypes.c_uint8 * 3), ("arch", ctypes.c_uint32),
+                ("ip", ctypes.c_uint64), ("sp", ctypes.c_uint64), ("nr", ctypes.c_uint64),
+                ("args", ctypes.c_uint64 * 6), ("ret_data", ctypes.c_uint32)]
+
+
+def syscall_entered(tid: int) -> int | None:
+    """At a syscall stop: the number of the syscall being entered, None at an exit."""
+    info = SyscallInfo()
+    if libc.ptrace(PTRACE_GET_SYSCALL_INFO, tid, ctypes.c_void_p(ctypes.sizeof(info)), ctypes.byref(info)) <= 0:
+        raise OSError(ctypes.get_errno(), f"PTRACE_GET_SYSCALL_INFO {tid}")
+    return int(info.nr) if info.op == SYSCALL_INFO_ENTRY else None
+
+
+def start(log: Path, smp: int, qmp: Path, hmp: Path | None = None) -> subprocess.Popen[bytes]:
     qemu = shutil.which("qemu-system-ppc64")
     if qemu is None:
         sys.exit("qemu-system-ppc64 is not installed (apt-get install qemu-system-ppc)")
+    monitor = f"unix:{hmp},server=on,wait=off" if hmp else "none"
     return subprocess.Popen([qemu, "-M", "pseries", "-smp", str(smp), "-m", "1G", "-nographic",
                              "-msg", "timestamp=on", "-trace", "qemu_mutex_*", "-trace", "kvm_*", "-D", str(log),
-                             "-monitor", "none", "-name", "pseries,debug-threads=on",
+                             "-monitor", monitor, "-name", "pseries,debug-threads=on",
                              "-chardev", f"socket,id=qmp,path={qmp},server=on,wait=off",
                              "-mon", "chardev=qmp,mode=control", "-serial", "null"], stdin=subprocess.DEVNULL)
 
 
-def vcpu_threads(pid: int) -> dict[int, str]:
+def threads_named(pid: int, prefix: str) -> dict[int, str]:
     out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         name = (task / "comm").read_text().strip()
-        if name.startswith("CPU "):
+        if name.startswith(prefix):
             out[int(task.name)] = name
     return out
+
+
+def vcpu_threads(pid: int) -> dict[int, str]:
+    return threads_named(pid, "CPU ")
 
 
 def bql_of(log: Path) -> str:
@@ -144,6 +182,101 @@ def stall(log: Path, seconds: float, qmp: Path) -> float:
         proc.wait()
 
 
+def held_by(log: Path, tid: int) -> dict[str, str]:
+    """The mutexes the thread's trace shows it holding now: address -> the site that took it."""
+    held: dict[str, str] = {}
+    mutex = re.compile(r"(\d+)@[\d.]+:qemu_mutex_(locked|unlock) \S+ mutex (\S+) \((.*)\)")
+    for text in log.read_text(errors="replace").splitlines():
+        m = mutex.match(text)
+        if m and int(m.group(1)) == tid:
+            if m.group(2) == "locked":
+                held[m.group(3)] = m.group(4)
+            else:
+                held.pop(m.group(3), None)
+    return held
+
+
+def last_line(log: Path, tid: int) -> str:
+    mine = [t for t in log.read_text(errors="replace").splitlines() if t.startswith(f"{tid}@")]
+    return mine[-1] if mine else ""
+
+
+def wait_stop(tid: int, seconds: float) -> int:
+    """The next stop's status, or SystemExit after `seconds` with no stop."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        pid, status = os.waitpid(tid, WALL | os.WNOHANG)
+        if pid:
+            return status
+        time.sleep(0.0005)
+    raise SystemExit(f"thread {tid} did not stop within {seconds} s")
+
+
+def nested(log: Path, seconds: float, qmp: Path, hmp: Path) -> float:
+    """Returns the time the I/O thread was stopped (the trace's cut is made from there)."""
+    proc = start(log, 4, qmp, hmp)
+    traced = None
+    try:
+        client = qmp_client(qmp)
+        for _ in range(100):
+            if hmp.exists():
+                break
+            time.sleep(0.05)
+        human = socket.socket(socket.AF_UNIX)
+        human.connect(str(hmp))
+        time.sleep(1.5)  # SLOF running; not a test, a recording
+        bql = bql_of(log)
+        iothread = min(threads_named(proc.pid, "IO mon_iothread"), default=None)
+        if iothread is None:
+            raise SystemExit("no thread named 'IO mon_iothread' (the QMP monitor's I/O thread)")
+        ptrace(PTRACE_SEIZE, iothread, PTRACE_O_TRACESYSGOOD)
+        traced = iothread
+        ptrace(PTRACE_INTERRUPT, iothread)
+        wait_stop(iothread, 5)
+        ptrace(PTRACE_SYSCALL, iothread)
+        client.sendall(b'{"exec-oob": "migrate-pause"}\n')  # its answer is written by the I/O thread
+        sendmsg = SYS_SENDMSG[os.uname().machine]
+        while True:
+            status = wait_stop(iothread, 5)
+            if not os.WIFSTOPPED(status):
+                raise SystemExit(f"the I/O thread ended (status {status:#x})")
+            sig = os.WSTOPSIG(status)
+            if sig == signal.SIGTRAP | 0x80:
+                if syscall_entered(iothread) == sendmsg:
+                    break
+                sig = 0
+            elif sig == signal.SIGTRAP or status >> 16:
+                sig = 0  # a ptrace event stop, not a signal to deliver
+            ptrace(PTRACE_SYSCALL, iothread, sig)
+        stopped_at = time.time()
+        time.sleep(0.2)
+        held = held_by(log, iothread)
+        print(f"I/O thread {iothread} stopped entering sendmsg, holding {held}", file=sys.stderr)
+        if not held:
+            raise SystemExit("the I/O thread holds no mutex at its stop")
+        human.sendall(b"system_powerdown\n")  # the main loop emits POWERDOWN with the BQL held
+        main_tid = proc.pid
+        until = time.monotonic() + 5
+        while not any(f"waiting on mutex {m} " in last_line(log, main_tid) for m in held):
+            if time.monotonic() > until:
+                raise SystemExit(f"the main loop did not wait for {held}: its last line is "
+                                 f"{last_line(log, main_tid)!r}")
+            time.sleep(0.05)
+        if bql not in held_by(log, main_tid):
+            raise SystemExit("the main loop waits without holding the BQL")
+        print(f"main loop waits: {last_line(log, main_tid)}", file=sys.stderr)
+        time.sleep(seconds)
+        ptrace(PTRACE_DETACH, iothread)
+        traced = None
+        time.sleep(0.1)
+        return stopped_at
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        if traced is not None:
+            os.waitpid(traced, WALL)
+        proc.wait()
+
+
 def healthy(log: Path, seconds: float, qmp: Path) -> None:
     proc = start(log, 4, qmp)
     time.sleep(seconds)
@@ -171,12 +304,14 @@ def cut(raw: Path, out: Path, keep_s: float, since: float | None = None) -> None
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("kind", choices=("healthy", "stall"))
+    p.add_argument("kind", choices=("healthy", "stall", "nested"))
     p.add_argument("out", type=Path)
     p.add_argument("--seconds", type=float, default=3.0, help="healthy: how long to run")
-    p.add_argument("--stall", type=float, default=3.0, help="stall: how long the vCPU stays stopped")
+    p.add_argument("--stall", type=float, default=3.0,
+                   help="stall: how long the vCPU stays stopped; nested: how long the main loop waits")
     p.add_argument("--keep", type=float, default=0.25,
-                   help="seconds of trace kept before the end (stall: before the stopped thread took the BQL)")
+                   help="seconds of trace kept before the end (stall: before the stopped thread took the BQL; "
+                        "nested: before the I/O thread's stop)")
     p.add_argument("--raw", type=Path, help="also keep the whole trace here")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,9 +319,12 @@ def main() -> None:
         if args.kind == "healthy":
             healthy(raw, args.seconds, Path(tmp) / "qmp.sock")
             cut(raw, args.out, args.keep)
-        else:
+        elif args.kind == "stall":
             took = stall(raw, args.stall, Path(tmp) / "qmp.sock")
             cut(raw, args.out, args.keep, took)
+        else:
+            stopped = nested(raw, args.stall, Path(tmp) / "qmp.sock", Path(tmp) / "hmp.sock")
+            cut(raw, args.out, args.keep, stopped)
         if args.raw:
             shutil.copyfile(raw, args.raw)
     print(f"{args.out}: {args.out.stat().st_size:,} bytes", file=sys.stderr)

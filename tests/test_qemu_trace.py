@@ -18,6 +18,7 @@ from vcpu_sched.cli import main
 
 DATA = Path(__file__).parent / "data" / "qemu-7.2"
 STALL = DATA / "stall-vcpu0-ptrace.trace"
+NESTED = DATA / "nested-mutex-ptrace.trace"
 HEALTHY = DATA / "healthy.trace"
 LINE = re.compile(r"(\d+)@(\d+)\.(\d+):(\w+) ?(.*)")
 
@@ -47,7 +48,12 @@ def test_real_stall_is_found_with_its_holder_hold_time_and_waiters(capsys: pytes
     lock = s["lockup"]
     assert lock["holder"] == holder and lock["holder_role"] == "vcpu 0"
     assert lock["held_for_s"] == pytest.approx((max(ns for _, ns, _, _ in events) - took) / 1e9, abs=1e-6)
-    assert lock["holder_state"] == "blocked" and "taken mutex " + bql in lock["holder_last_event"]
+    # Stopped by ptrace right after taking the BQL: not one line of its own since, and no mutex asked for.
+    assert not [1 for tid, ns, _, _ in events if tid == holder and ns > took]
+    assert lock["holder_state"] == "silent" and "taken mutex " + bql in lock["holder_last_event"]
+    during = lock["holder_during_hold"]
+    assert during["events"] == 0 and during["longest_wait"] is None
+    assert during["silent_s"] == pytest.approx(lock["held_for_s"]) and lock["holder_waiting_for"] is None
     waiters = {w["role"]: w for w in lock["waiters"]}
     assert waiters["main"]["site"].endswith("util/main-loop.c:318")
     assert waiters["rcu"]["site"].endswith("util/rcu.c:269")
@@ -68,7 +74,7 @@ def test_real_healthy_trace_has_no_lockup(capsys: pytest.CaptureFixture[str]) ->
 def test_text_report_names_the_lockup(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["analyze", str(STALL)]) == 0
     out = capsys.readouterr().out
-    assert "LOCKUP: thread" in out and "BLOCKED" in out and "util/main-loop.c:318" in out
+    assert "LOCKUP: thread" in out and "holder SILENT" in out and "util/main-loop.c:318" in out
 
 
 def _iso(ns: int) -> str:
@@ -220,3 +226,133 @@ def test_a_holder_waiting_for_another_mutex_is_blocked_on_it(tmp_path: Path,
     assert lock["holder_waiting_for"] == {"mutex": other, "site": "../../cpus-common.c:134"}
     assert lock["held_for_s"] == pytest.approx(2.999979)
     assert [(w["tid"], w["role"]) for w in lock["waiters"]] == [(10, "main")]
+
+
+def test_real_holder_blocked_on_a_second_mutex_is_blocked_on_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """A real QEMU 7.2 trace (tools/record_qemu_trace.py nested): the main loop, holding the BQL, waits 5 s for
+    the QMP monitor's mon_lock, which the monitor's I/O thread (stopped by ptrace in sendmsg) holds; it gets
+    it and releases both. Its last event before the release is microseconds old: that is not spinning."""
+    events = lines_of(NESTED)
+    bql = next(args.split()[3] for _, _, _, args in events if "util/main-loop.c" in args)
+    # The facts, read here from the lines: the longest wait for a mutex other than the BQL.
+    asked: dict[int, tuple[int, str, str]] = {}
+    waits = []
+    for tid, ns, name, args in events:
+        m = re.search(r"mutex (\S+) \((.*)\)", args)
+        if m is None:
+            continue
+        mutex, site = m.groups()
+        if name == "qemu_mutex_lock" and mutex != bql:
+            asked[tid] = (ns, mutex, site)
+        elif name == "qemu_mutex_locked" and tid in asked and asked[tid][1] == mutex:
+            since, _, where = asked.pop(tid)
+            waits.append((ns - since, tid, mutex, where, ns))
+    waited, waiter, mutex, site, got = max(waits)
+    owner = next(tid for tid, ns, name, args in reversed(events)
+                 if ns <= got and name == "qemu_mutex_unlock" and mutex in args and tid != waiter)
+    took_it = max(ns for tid, ns, name, args in events if tid == owner and name == "qemu_mutex_locked"
+                  and mutex in args and ns < got)
+    assert waited > 4e9 and site.endswith("monitor/monitor.c:217")
+
+    lock = analyse(capsys, str(NESTED))["lockup"]
+    assert lock["holder"] == waiter and lock["holder_role"] == "main" and not lock["ongoing"]
+    assert lock["holder_silent_s"] < 0.001  # the old reading: a recent last event, "spinning"
+    assert lock["holder_state"] == "blocked" and lock["holder_waiting_for"] is None  # got it before the end
+    during = lock["holder_during_hold"]
+    wait = during["longest_wait"]
+    assert (wait["mutex"], wait["site"], wait["got_it"]) == (mutex, site, True)
+    assert wait["waited_s"] == pytest.approx(waited / 1e9, abs=1e-6)
+    assert during["blocked_s"] >= wait["waited_s"] and during["blocked_s"] > lock["held_for_s"] / 2
+    assert during["blocked_s"] + during["silent_s"] + during["busy_s"] == pytest.approx(lock["held_for_s"])
+    # The chain: who held that mutex meanwhile, and what it did - nothing the trace shows, for 5 s.
+    held_by = wait["held_by"]
+    assert (wait["held_by_tid"], wait["held_by_role"]) == (owner, "monitor")
+    assert held_by["site"].endswith("monitor/monitor.c:217") and held_by["released"]
+    assert held_by["since_s"] == pytest.approx((took_it - events[0][1]) / 1e9, abs=1e-6)
+    assert held_by["state"] == "silent" and held_by["longest_silence_s"] > 4.0
+    assert [w["role"] for w in lock["waiters"]] == ["vcpu 0"]
+    assert main(["analyze", str(NESTED)]) == 0
+    out = capsys.readouterr().out
+    assert f"holder BLOCKED: {wait['waited_s']:.6f} s waiting for mutex {mutex} (asked at {site}" in out
+    assert f"mutex {mutex} was held by thread {owner} (monitor)" in out and "SILENT" in out
+
+
+BQL, OTHER = "0x55d0000005a0", "0x55d000000f80"
+
+
+def _synthetic(tmp_path: Path, capsys: pytest.CaptureFixture[str], during: list[str], end: list[str]) -> dict:
+    """Thread 11 (a vCPU) takes the BQL at 100 s; `during` is what it does next; the main loop (10) waits
+    for the BQL from 100.5 s; thread 12 took OTHER at 99.9 s (cpus-common.c:329)."""
+    lines = [
+        f"10@99.000000:qemu_mutex_lock waiting on mutex {BQL} (../../util/main-loop.c:318)",
+        f"10@99.000001:qemu_mutex_locked taken mutex {BQL} (../../util/main-loop.c:318)",
+        f"10@99.000002:qemu_mutex_unlock released mutex {BQL} (../../util/main-loop.c:322)",
+        f"12@99.900000:qemu_mutex_lock waiting on mutex {OTHER} (../../cpus-common.c:329)",
+        f"12@99.900001:qemu_mutex_locked taken mutex {OTHER} (../../cpus-common.c:329)",
+        f"11@100.000000:qemu_mutex_lock waiting on mutex {BQL} (../../accel/tcg/cpu-exec.c:700)",
+        f"11@100.000001:qemu_mutex_locked taken mutex {BQL} (../../accel/tcg/cpu-exec.c:700)",
+        f"10@100.500000:qemu_mutex_lock waiting on mutex {BQL} (../../util/main-loop.c:318)",
+        *during, *end]
+    lines.sort(key=lambda text: float(text.split("@")[1].split(":")[0]))
+    trace = tmp_path / "t.trace"
+    trace.write_text("\n".join(lines) + "\n")
+    lock = analyse(capsys, str(trace))["lockup"]
+    assert lock["holder"] == 11 and lock["holder_role"] == "vcpu 0"
+    d = lock["holder_during_hold"]
+    assert d["blocked_s"] + d["silent_s"] + d["busy_s"] == pytest.approx(lock["held_for_s"])
+    return lock
+
+
+@pytest.mark.parametrize("ends", [True, False])
+def test_issue_25_holder_blocked_5_s_on_cpus_common_134(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        ends: bool) -> None:
+    """Issue 25 item 8 as written: the vCPU holding the BQL waits 5 s for a mutex at cpus-common.c:134, gets
+    it and releases both 14 us later (or the trace ends while it still waits): blocked on that mutex."""
+    during = [f"11@100.000010:qemu_mutex_lock waiting on mutex {OTHER} (../../cpus-common.c:134)"]
+    end = [f"12@105.000000:qemu_mutex_unlock released mutex {OTHER} (../../cpus-common.c:337)",
+           f"11@105.000002:qemu_mutex_locked taken mutex {OTHER} (../../cpus-common.c:134)",
+           f"11@105.000004:qemu_mutex_unlock released mutex {OTHER} (../../cpus-common.c:137)",
+           f"11@105.000018:qemu_mutex_unlock released mutex {BQL} (../../softmmu/cpus.c:511)",
+           f"10@105.000020:qemu_mutex_locked taken mutex {BQL} (../../util/main-loop.c:318)"] if ends else [
+           "13@105.000000:qemu_mutex_lock waiting on mutex 0x55d000000aa0 (../../monitor/monitor.c:99)"]
+    lock = _synthetic(tmp_path, capsys, during, end)
+    assert lock["holder_state"] == "blocked" and lock["ongoing"] is not ends
+    wait = lock["holder_during_hold"]["longest_wait"]
+    assert (wait["mutex"], wait["site"], wait["got_it"]) == (OTHER, "../../cpus-common.c:134", ends)
+    assert wait["waited_s"] == pytest.approx(4.999992 if ends else 4.99999, abs=1e-6)
+    assert lock["holder_waiting_for"] == (None if ends else {"mutex": OTHER, "site": "../../cpus-common.c:134"})
+    assert (wait["held_by_tid"], wait["held_by"]["site"]) == (12, "../../cpus-common.c:329")
+    assert wait["held_by"]["released"] is ends and not wait["deadlock"]
+    if ends:
+        assert lock["holder_silent_s"] == pytest.approx(14e-6)
+        assert wait["got_it_before_end_s"] == pytest.approx(16e-6)
+
+
+def test_deadlock_chain_comes_back_to_the_holder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Thread 11 holds the BQL and waits for OTHER; 12 holds OTHER and waits for the BQL: an ABBA deadlock."""
+    lock = _synthetic(tmp_path, capsys, [
+        f"11@100.000010:qemu_mutex_lock waiting on mutex {OTHER} (../../cpus-common.c:134)",
+        f"12@100.000020:qemu_mutex_lock waiting on mutex {BQL} (../../softmmu/cpus.c:423)"],
+        ["13@103.000000:qemu_mutex_lock waiting on mutex 0x55d000000aa0 (../../monitor/monitor.c:99)"])
+    wait = lock["holder_during_hold"]["longest_wait"]
+    assert lock["holder_state"] == "blocked" and wait["held_by_tid"] == 12
+    back = wait["held_by"]["longest_wait"]
+    assert (back["mutex"], back["held_by_tid"], back["deadlock"]) == (BQL, 11, True)
+    assert wait["held_by"]["state"] == "blocked"
+
+
+@pytest.mark.parametrize("period_us, state", [(500, "spinning"), (200_000, "silent")])
+def test_busy_and_silent_holders(tmp_path: Path, capsys: pytest.CaptureFixture[str], period_us: int,
+                                 state: str) -> None:
+    """A holder logging every 0.5 ms is busy (spinning); every 0.2 s it is mostly silent (the silence
+    threshold is 1% of --threshold: 10 ms). The event count is the holder's lines after taking the BQL."""
+    n = 3_000_000 // period_us
+    during = [f"11@{100 + (i + 1) * period_us / 1e6:.6f}:kvm_cpu_exec " for i in range(n)]
+    lock = _synthetic(tmp_path, capsys, during, [f"13@{100 + (n + 1) * period_us / 1e6:.6f}:kvm_cpu_exec "])
+    d = lock["holder_during_hold"]
+    assert lock["holder_state"] == state and d["events"] == n and d["longest_wait"] is None
+    if state == "silent":
+        assert d["longest_silence_s"] == pytest.approx(0.2, abs=1e-6)
+        assert d["silent_s"] > lock["held_for_s"] / 2
+    else:
+        assert d["silent_s"] == 0 and d["busy_s"] == pytest.approx(lock["held_for_s"])

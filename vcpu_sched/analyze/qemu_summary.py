@@ -143,18 +143,78 @@ def _roles(threads: dict[int | None, ThreadFacts]) -> dict[int | None, tuple[str
     return roles
 
 
+@dataclass(slots=True)
+class Wait:
+    """A thread's wait for a mutex: from `waiting on` to `taken` (end_ns None: not taken when its window ended)."""
+
+    mutex: str
+    site: str
+    start_ns: int
+    end_ns: int | None = None
+    owner: Activity | None = None  # who held the mutex meanwhile: the last to release it during the wait
+
+
+@dataclass(slots=True)
+class Activity:
+    """What a thread did while it held one mutex, from its `taken` to its `released` (or the end of the trace):
+    its events, the time it spent waiting for other mutexes, and its silences (no event for at least the
+    silence threshold while not waiting)."""
+
+    tid: int | None
+    mutex: str
+    site: str
+    start_ns: int
+    stamp: str
+    end_ns: int | None = None
+    events: int = 0
+    blocked_ns: int = 0
+    waits: int = 0
+    longest_wait: Wait | None = None
+    silent_ns: int = 0
+    silences: int = 0
+    longest_silence_ns: int = 0
+    last_event_ns: int = 0
+    last_event: TraceLine | None = None
+
+    def add_wait(self, wait: Wait, end_ns: int) -> None:
+        self.blocked_ns += end_ns - max(wait.start_ns, self.start_ns)
+        self.waits += 1
+        if self.longest_wait is None or _span(wait, end_ns) > _span(self.longest_wait, end_ns):
+            self.longest_wait = wait
+
+    def add_silence(self, gap_ns: int) -> None:
+        self.silent_ns += gap_ns
+        self.silences += 1
+        self.longest_silence_ns = max(self.longest_silence_ns, gap_ns)
+
+
+def _span(wait: Wait, end_ns: int) -> int:
+    return (wait.end_ns if wait.end_ns is not None else end_ns) - wait.start_ns
+
+
+def _trim(act: Activity) -> None:
+    """Keep the chain behind a mutex's owner to CHAIN_DEPTH links: finished activities refer to older ones,
+    and an unbounded history must not stay in memory through them."""
+    for _ in range(CHAIN_DEPTH):
+        wait = act.longest_wait
+        if wait is None or wait.owner is None:
+            return
+        act = wait.owner
+    if act.longest_wait is not None:
+        act.longest_wait.owner = None
+
+
 @dataclass
 class Hold:
     tid: int | None
     start_ns: int
     site: str
     stamp: str
+    activity: Activity
     end_ns: int | None = None
     # Who waited for the BQL during the hold: tid -> (site, since); each waits at least until the hold ends.
     waiters: dict[int | None, tuple[str, int]] = field(default_factory=dict)
-    last_event_ns: int = 0  # of the holder, after taking the BQL
-    last_event: str = ""
-    waiting_for: tuple[str, str] | None = None  # another mutex the holder asked for and never got
+    waiting_for: Wait | None = None  # another mutex the holder asked for and had not got when the hold ended
 
 
 @dataclass
@@ -163,7 +223,14 @@ class PerThread:
     waits: Durations = field(default_factory=Durations)
     waiting: tuple[int, str] | None = None
     last_event: str = ""
-    asked: tuple[str, str] | None = None  # a non-BQL mutex asked for and not yet taken
+    asked: Wait | None = None  # a mutex asked for and not yet taken
+    held: dict[str, Activity] = field(default_factory=dict)  # the mutexes it holds now
+    prev_ns: int = 0  # its previous event
+
+
+# A gap in a holder's events counts as silence from this share of --threshold (10 ms at the default 1 s).
+SILENCE_SHARE = 100
+CHAIN_DEPTH = 8
 
 
 def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False) -> dict[str, Any]:
@@ -176,7 +243,10 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
     longest: Hold | None = None
     lockup: Hold | None = None
     threshold_ns = round(threshold_s * NS)
+    silence_ns = max(threshold_ns // SILENCE_SHARE, 1)
     origin = found.first_ns
+    owners: dict[str, Activity] = {}  # mutex -> the activity of the thread holding it now
+    released: dict[str, Activity] = {}  # mutex -> the last finished activity of a thread that held it
 
     def name(tid: int | None) -> str:
         return f"{tid if tid is not None else '?'} {found.roles[tid][0]}"
@@ -185,6 +255,9 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
         nonlocal longest, lockup
         hold.end_ns = end_ns
         held = end_ns - hold.start_ns
+        if ongoing or hold.activity.end_ns is None:  # still held, or its release was never traced (a cut file)
+            asked = per[hold.tid].asked
+            hold.waiting_for = asked
         if not ongoing:
             per[hold.tid].holds.add(held)
         if timeline:
@@ -200,40 +273,67 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
             lockup = hold
 
     for line in files.events():
+        t = line.t_ns
         state = per[line.tid]
         mutex = mutex_of(line)
+        # What this thread did since its previous event, for each mutex it holds: waited (counted when the
+        # wait ends), or was silent, or was busy. A mutex's release ends its activity and is not one of its events.
+        if state.held:
+            quiet = state.asked is None
+            ending = mutex.address if mutex is not None and line.name == "qemu_mutex_unlock" else None
+            for act in state.held.values():
+                if quiet:
+                    gap = t - max(state.prev_ns, act.start_ns)
+                    if gap >= silence_ns:
+                        act.add_silence(gap)
+                if act.mutex != ending:
+                    act.events += 1
+                    act.last_event_ns, act.last_event = t, line
+        state.prev_ns = t
+        if mutex is not None:
+            address = mutex.address
+            if line.name == "qemu_mutex_lock":
+                state.asked = Wait(address, mutex.site, t)
+            elif line.name == "qemu_mutex_locked":
+                wait, state.asked = state.asked, None
+                if wait is not None and wait.mutex == address:
+                    wait.end_ns = t
+                    last = released.get(address)
+                    if last is not None and last.end_ns is not None and last.end_ns >= wait.start_ns and \
+                            last.tid != line.tid:
+                        wait.owner = last
+                        _trim(last)
+                    for act in state.held.values():
+                        act.add_wait(wait, t)
+                act = state.held[address] = owners[address] = Activity(line.tid, address, mutex.site, t, line.stamp,
+                                                                      last_event_ns=t, last_event=line)
+            else:
+                act_or_none = state.held.pop(address, None)
+                if act_or_none is not None:
+                    act_or_none.end_ns = t
+                    released[address] = act_or_none
+                    if owners.get(address) is act_or_none:
+                        del owners[address]
         if mutex is not None and mutex.address == found.bql:
             if line.name == "qemu_mutex_lock":
-                state.waiting = (line.t_ns, mutex.site)
+                state.waiting = (t, mutex.site)
                 if holder is not None and holder.tid != line.tid:
-                    holder.waiters.setdefault(line.tid, (mutex.site, line.t_ns))
+                    holder.waiters.setdefault(line.tid, (mutex.site, t))
             elif line.name == "qemu_mutex_locked":
                 if holder is not None:  # a missing unlock (a cut file): the previous hold ends here
-                    close(holder, line.t_ns, False)
+                    close(holder, t, False)
                 if state.waiting is not None:
                     since, site = state.waiting
-                    state.waits.add(line.t_ns - since)
-                    if timeline and line.t_ns > since:
-                        intervals.append(Interval(name(line.tid), "BQL wait", since - origin, line.t_ns - origin,
-                                                  site))
+                    state.waits.add(t - since)
+                    if timeline and t > since:
+                        intervals.append(Interval(name(line.tid), "BQL wait", since - origin, t - origin, site))
                     state.waiting = None
-                holder = Hold(line.tid, line.t_ns, mutex.site, line.stamp, last_event_ns=line.t_ns,
-                              last_event=f"{line.name} {line.args}")
+                holder = Hold(line.tid, t, mutex.site, line.stamp, state.held[mutex.address])
                 holder.waiters = {tid: (p.waiting[1], p.waiting[0]) for tid, p in per.items()
                                   if p.waiting is not None and tid != line.tid}
             elif line.name == "qemu_mutex_unlock" and holder is not None and holder.tid == line.tid:
-                close(holder, line.t_ns, False)
+                close(holder, t, False)
                 holder = None
-        else:
-            if mutex is not None:
-                if line.name == "qemu_mutex_lock":
-                    state.asked = (mutex.address, mutex.site)
-                elif line.name == "qemu_mutex_locked":
-                    state.asked = None
-            if holder is not None and holder.tid == line.tid:
-                holder.last_event_ns = line.t_ns
-                holder.last_event = f"{line.name} {line.args}".rstrip()
-                holder.waiting_for = state.asked
         state.last_event = f"{line.name} {line.args}".rstrip()
     end_ns = found.last_ns
     if holder is not None:
@@ -245,6 +345,59 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
                                           p.waiting[1], open=True))
     seconds = files.timestamps
 
+    def at(ns: int) -> float | None:
+        return (ns - origin) / NS if seconds else None
+
+    def describe(act: Activity, until_ns: int, seen: frozenset[int | None], depth: int) -> dict[str, Any]:
+        """The thread's activity while it held the mutex, up to until_ns (its release, or the hold's end):
+        blocked (waiting for another mutex most of the time), silent (no event most of the time), or
+        spinning (busy: logging events through it); and, when it waited, on what and who held that."""
+        end = act.end_ns if act.end_ns is not None else until_ns
+        blocked, silent, longest_wait = act.blocked_ns, act.silent_ns, act.longest_wait
+        longest_silence = act.longest_silence_ns
+        p = per[act.tid]
+        if act.end_ns is None:  # still held: the time since the thread's last event is a wait or a silence
+            tail = end - max(act.last_event_ns, act.start_ns)
+            if p.asked is not None:
+                blocked += end - max(p.asked.start_ns, act.start_ns)
+                if longest_wait is None or _span(p.asked, end) > _span(longest_wait, end):
+                    longest_wait = p.asked
+            elif tail >= silence_ns:
+                silent += tail
+                longest_silence = max(longest_silence, tail)
+        held = end - act.start_ns
+        busy = max(held - blocked - silent, 0)
+        state = "blocked" if blocked and blocked >= max(silent, busy) else "silent" if silent >= busy else "spinning"
+        last = act.last_event
+        d: dict[str, Any] = {
+            "tid": act.tid, "role": found.roles[act.tid][0], "mutex": act.mutex, "site": act.site,
+            "since_s": at(act.start_ns), "since_stamp": act.stamp, "held_s": held / NS if seconds else None,
+            "released": act.end_ns is not None, "state": state,
+            "blocked_s": blocked / NS if seconds else None, "silent_s": silent / NS if seconds else None,
+            "busy_s": busy / NS if seconds else None, "events": act.events, "waits": act.waits,
+            "longest_silence_s": longest_silence / NS if seconds else None,
+            "last_event": f"{last.name} {last.args}".rstrip() if last is not None else "",
+            "last_event_before_end_s": (end - act.last_event_ns) / NS if seconds else None,
+            "longest_wait": None,
+        }
+        if longest_wait is not None:
+            wait_end = longest_wait.end_ns
+            got = wait_end is not None and wait_end <= end
+            owner = longest_wait.owner if got else owners.get(longest_wait.mutex)
+            w: dict[str, Any] = {
+                "mutex": longest_wait.mutex, "site": longest_wait.site, "since_s": at(longest_wait.start_ns),
+                "waited_s": _span(longest_wait, end) / NS if seconds else None, "got_it": got,
+                "got_it_before_end_s": (end - wait_end) / NS if got and seconds and wait_end is not None else None,
+                "held_by_tid": owner.tid if owner else None,
+                "held_by_role": found.roles[owner.tid][0] if owner else None, "held_by": None, "deadlock": False}
+            if owner is not None and owner.tid in seen:
+                # Back to a thread already in the chain: with both waits open at the end, a deadlock.
+                w["deadlock"] = not got and owner.end_ns is None
+            elif owner is not None and depth < CHAIN_DEPTH:
+                w["held_by"] = describe(owner, end_ns, seen | {owner.tid}, depth + 1)
+            d["longest_wait"] = w
+        return d
+
     def hold_dict(h: Hold) -> dict[str, Any]:
         assert h.end_ns is not None
         waiters = [{"tid": tid, "role": found.roles[tid][0], "site": site,
@@ -255,7 +408,8 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
                 "start_s": (h.start_ns - origin) / NS if seconds else None,
                 "held_s": (h.end_ns - h.start_ns) / NS if seconds else None,
                 "held_lines": None if seconds else h.end_ns - h.start_ns,
-                "ongoing": h is holder, "waiters": waiters}
+                "ongoing": h is holder, "waiters": waiters,
+                "holder": describe(h.activity, h.end_ns, frozenset({h.tid}), 0)}
 
     summary: dict[str, Any] = {
         "format": "qemu-trace", "line_format": found.fmt, "files": files.paths,
@@ -272,8 +426,8 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
                      "waiting_for_bql_at_end": p.waiting[1] if p.waiting else None, "last_event": p.last_event}
                     for tid, p in sorted(per.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))],
         "longest_hold": hold_dict(longest) if longest is not None else None,
-        "threshold_s": threshold_s,
-        "lockup": _lockup(lockup, threshold_ns, hold_dict) if lockup is not None else None,
+        "threshold_s": threshold_s, "silence_s": silence_ns / NS,
+        "lockup": _lockup(lockup, hold_dict) if lockup is not None else None,
     }
     if timeline:
         names = [name(tid) for tid in sorted(per, key=lambda t: (t is None, t or 0))]
@@ -284,19 +438,18 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
     return summary
 
 
-def _lockup(h: Hold, threshold_ns: int, hold_dict: Any) -> dict[str, Any]:
-    """The longest hold past the threshold that others waited on, and whether its holder kept running."""
+def _lockup(h: Hold, hold_dict: Any) -> dict[str, Any]:
+    """The longest hold past the threshold that others waited on, and what its holder did during it."""
     assert h.end_ns is not None
     d = hold_dict(h)
-    # Still logging in the hold's second half: it runs (spins) with the BQL; silent, or asking for another
-    # mutex it never got: it is blocked (stopped, sleeping or waiting) while holding the BQL.
-    running = h.last_event_ns > h.start_ns + (h.end_ns - h.start_ns) // 2
-    state = "blocked" if h.waiting_for is not None or not running else "spinning"
+    act = d["holder"]
     return {"holder": h.tid, "holder_role": d["role"], "site": h.site, "since_stamp": h.stamp,
-            "since_s": d["start_s"], "held_for_s": d["held_s"], "ongoing": d["ongoing"], "holder_state": state,
-            "holder_last_event": h.last_event,
-            "holder_silent_s": (h.end_ns - h.last_event_ns) / NS,
-            "holder_waiting_for": {"mutex": h.waiting_for[0], "site": h.waiting_for[1]} if h.waiting_for else None,
+            "since_s": d["start_s"], "held_for_s": d["held_s"], "ongoing": d["ongoing"],
+            "holder_state": act["state"], "holder_last_event": act["last_event"],
+            "holder_silent_s": act["last_event_before_end_s"],
+            "holder_waiting_for": {"mutex": h.waiting_for.mutex, "site": h.waiting_for.site}
+            if h.waiting_for else None,
+            "holder_during_hold": act,
             "waiters": [{"tid": w["tid"], "role": w["role"], "site": w["site"], "waited_s": w["waited_s"]}
                         for w in d["waiters"]]}
 
@@ -339,11 +492,24 @@ def summary_text(s: dict[str, Any]) -> str:
         if s["timestamps"] and s["thread_ids"]:
             lines += ["", f"no lockup: no thread held the BQL over {s['threshold_s']} s while others waited"]
         return "\n".join(lines)
-    state = lock["holder_state"].upper()
     lines += ["", f"LOCKUP: thread {lock['holder']} ({lock['holder_role']}) holds the BQL since {lock['since_stamp']}"
                   f" ({lock['held_for_s']:.6f} s{', still held at the end' if lock['ongoing'] else ''}), taken at "
-                  f"{lock['site']}; holder {state}: last event {lock['holder_last_event']!r}, "
-                  f"{lock['holder_silent_s']:.6f} s before the end of the hold"]
+                  f"{lock['site']}; holder {activity_text(lock['holder_during_hold'], 'hold')}"]
+    act = lock["holder_during_hold"]
+    depth = 0
+    while (wait := act["longest_wait"]) is not None and wait["held_by_tid"] is not None:
+        depth += 1
+        owner = act = wait["held_by"]
+        who = f"thread {wait['held_by_tid']} ({wait['held_by_role']})"
+        if owner is None:
+            lines.append(f"{'  ' * depth}mutex {wait['mutex']} was held by {who}"
+                         + (": a deadlock, the chain is back at that thread" if wait["deadlock"] else
+                            ", already in the chain"))
+            break
+        lines.append(f"{'  ' * depth}mutex {wait['mutex']} {'was' if owner['released'] else 'is'} held by {who} "
+                     f"since {owner['since_stamp']}, taken at {owner['site']}"
+                     + (f", for {owner['held_s']:.6f} s" if owner["released"] else ", still at the end")
+                     + f"; {activity_text(owner, 'hold of it')}")
     if lock["holder_waiting_for"]:
         lines.append(f"  the holder waits for mutex {lock['holder_waiting_for']['mutex']} "
                      f"(asked at {lock['holder_waiting_for']['site']})")
@@ -351,3 +517,23 @@ def summary_text(s: dict[str, Any]) -> str:
         lines.append(f"  waiting: thread {w['tid']} ({w['role']}) at {w['site']} for {w['waited_s']:.6f} s"
                      f"{' and still waiting' if lock['ongoing'] else ''}")
     return "\n".join(lines)
+
+
+def activity_text(a: dict[str, Any], what: str) -> str:
+    """`BLOCKED: ...`, `SILENT: ...` or `SPINNING: ...`: what a thread did while it held a mutex."""
+    last = (f"last event {a['last_event']!r}, {a['last_event_before_end_s']:.6f} s before the end of the {what}"
+            if a["events"] else f"no event since taking it ({a['last_event']!r})")
+    events = f"{a['events']:,} event{'s' if a['events'] != 1 else ''}, " if a["events"] else ""
+    wait = a["longest_wait"]
+    if a["state"] == "blocked" and wait is not None:
+        got = (f"got it {wait['got_it_before_end_s']:.6f} s before the end of the {what}" if wait["got_it"]
+               else f"still waiting at the end of the {what}")
+        return (f"BLOCKED: {wait['waited_s']:.6f} s waiting for mutex {wait['mutex']} (asked at {wait['site']}; "
+                f"{got}); {a['blocked_s']:.6f} s of the {what} waiting for mutexes, {a['silent_s']:.6f} s silent, "
+                f"{a['busy_s']:.6f} s busy; {events}{last}")
+    if a["state"] == "silent":
+        return (f"SILENT: no event for {a['silent_s']:.6f} s of the {what} (the longest silence "
+                f"{a['longest_silence_s']:.6f} s; stopped, sleeping or in a system call: the trace does not say), "
+                f"{a['blocked_s']:.6f} s waiting for mutexes, {a['busy_s']:.6f} s busy; {events}{last}")
+    return (f"SPINNING: busy, {a['events']:,} events in {a['held_s']:.6f} s ({a['blocked_s']:.6f} s waiting for "
+            f"mutexes, {a['silent_s']:.6f} s silent); {last}")

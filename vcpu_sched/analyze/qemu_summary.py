@@ -12,6 +12,14 @@ the vCPU loop, also before the halted early return (EXCP_HLT) that keeps the BQL
 Two passes over the files: the first finds the BQL (the mutex most taken from the BQL's call sites: the main
 loop, cpus.c and the accelerators' thread loops) and each thread's role; the second times every BQL hold
 and wait.
+
+A holder is described by what it did over the whole hold, not by its last event: the hold's time is split
+into waiting for other mutexes (`waiting on` to `taken`), silence (gaps of at least 1% of --threshold with no
+event of its own and no wait) and the rest, busy; the largest share names it blocked, silent or spinning.
+Every mutex's holder is followed the same way, so a wait names who held that mutex meanwhile (the last
+thread to release it during the wait, or the one holding it at the end) and what that thread did while it
+held it, down to CHAIN_DEPTH links; a chain back to a thread already in it, with both waits open at the
+end, is a deadlock.
 """
 
 from __future__ import annotations

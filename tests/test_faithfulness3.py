@@ -97,3 +97,60 @@ def test_h_watchdog_answers_as_spapr_watchdog_does() -> None:
     assert spapr.h_watchdog(0x200, 1) == H_NOOP and not machine.timers  # stopping a stopped one
     assert spapr.h_watchdog(0x103, 1, 1000) == H_SUCCESS and machine.timers["wdt1"][0] == 1_000_000_000
     assert spapr.h_watchdog(0x200, 1) == H_SUCCESS and not machine.timers
+
+
+def _machine(scenario: str, **changes: Any) -> Any:
+    import dataclasses
+
+    from vcpu_sched.model.machine import Machine
+
+    return Machine(dataclasses.replace(load(scenario).settings, **changes))
+
+
+def test_queued_work_kicks_with_cpu_exit_from_qemu_10_2() -> None:
+    """f8217ae54e (QEMU 10.2): queue_work_on_cpu and cpu_pause call cpu_exit, which since dcb46ecb2e sets
+    exit_request and kicks; before, they only kicked (under KVM: SIG_IPI, no exit_request)."""
+    from vcpu_sched.model.cpus import WorkItem, cpu_pause, queue_work_on_cpu
+
+    for version, exit_request in (("10.0", False), ("10.1", False), ("10.2", True), ("11.1", True)):
+        machine = _machine("spapr-rtas-stopped", qemu_version=version)
+        cpu = machine.cpus[1]
+        queue_work_on_cpu(cpu, WorkItem(lambda c: None, "nothing"))
+        assert cpu.exit_request is exit_request and cpu.immediate_exit and cpu.stats["kicks"] == 1, version
+        other = machine.cpus[2]
+        cpu_pause(other)
+        assert other.stop and other.exit_request is exit_request and other.immediate_exit, version
+
+
+def test_rtas_stop_self_and_h_cede_exit_with_cpu_exit_from_qemu_10_2() -> None:
+    """f8217ae54e: rtas_stop_self's qemu_cpu_kick and h_cede's exit_request store become cpu_exit; h_cede
+    re-evaluates HARD for the halted CPU in both versions (before the exit from 10.2, after it before)."""
+    from vcpu_sched.model.cpus import current_cpu
+
+    for version, kicks in (("10.0", 0), ("10.2", 1)):
+        machine = _machine("spapr-rtas-stopped", accel="tcg", qemu_version=version)
+        cpu = machine.cpus[0]
+        token = current_cpu.set(cpu)
+        try:
+            cpu.halted = False
+            machine.spapr.h_cede(cpu)
+            assert cpu.halted and cpu.exit_request and cpu.stats.get("kicks", 0) == kicks, version
+            stopping = machine.cpus[1]
+            current_cpu.set(stopping)
+            stopping.halted = False
+            machine.spapr.rtas_stop_self(stopping)
+            assert stopping.halted and stopping.exit_request and stopping.stats["kicks"] == 1, version
+        finally:
+            current_cpu.reset(token)
+
+
+def test_s390x_boot_resets_each_secondary_before_its_prefix_and_restart(tmp_path: Path) -> None:
+    """Linux arch/s390/kernel/smp.c __cpu_up: SIGP INITIAL CPU RESET, then SET PREFIX, then RESTART; QEMU's
+    sigp_restart (77251365ec) sets OPERATING before it loads the restart PSW."""
+    result, events = logged_result(load("s390x-sigp-cross").settings, tmp_path, workload="none", smp=3)
+    assert result.verdict == "booted"
+    orders = [(e["order"], e["dst"]) for e in events if e["event"] == "sigp_handle"]
+    assert orders == [("INITIAL_CPU_RESET", 1), ("SET_PREFIX", 1), ("RESTART", 1),
+                      ("INITIAL_CPU_RESET", 2), ("SET_PREFIX", 2), ("RESTART", 2)]
+    states = [(e["cpu"], e["state"]) for e in events if e["event"] == "cpu_set_state" and e["cpu"] == 1]
+    assert states[-2:] == [(1, "STOPPED"), (1, "OPERATING")], "the reset stops it, the restart starts it"

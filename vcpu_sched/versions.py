@@ -10,6 +10,7 @@ upstream history): a development version X.Y.50 or X.Y.9x first ships in the nex
 | e8291ec16da8 (timebase register reset state) | 9.2.50 | 10.0 | `timebase_reset = applied` |
 | fb802acdc8b (ppc/spapr: Fix RTAS stopped state) | 9.2.90 | 10.0 | `fix = quiesced` |
 | 9a191d3782 + 871de7078f (qemu_process_cpu_events) | 10.1.50 | 10.2 | the vCPU loop |
+| dcb46ecb2e + f8217ae54e (cpu_exit kicks; kick with cpu_exit) | 10.1.50 | 10.2 | `cpu_exit` and its call sites |
 | 55d98e3ede (rcu: force quiescent state; its revert and reapply are both 10.2.50) | 10.1.50 | 10.2 | rcu.py |
 | 628bda1ab7 (Fix env->quiesced migration) | 10.2.50 | 11.0 | `fix = quiesced+migration` |
 | a1c2dfee4f (Skip system reset for quiesced CPUs) | 11.0.50 | 11.1 | `sysreset_fix` |
@@ -35,6 +36,7 @@ FIRST_RELEASE = {
     "e8291ec16da8": "10.0",
     "fb802acdc8b": "10.0",
     "9a191d3782": "10.2",
+    "f8217ae54e": "10.2",
     "55d98e3ede": "10.2",
     "628bda1ab7": "11.0",
     "a1c2dfee4f": "11.1",

@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..versions import new_loop
+from ..versions import has, new_loop
 from .effects import CondWait, Effect, QemuCond
 
 if TYPE_CHECKING:
@@ -135,13 +135,34 @@ def qemu_cpu_kick(cpu: CPUState) -> None:
         # kvm_ipi_signal -> kvm_cpu_kick: the current or next KVM_RUN returns -EINTR.
         cpu.immediate_exit = True
     else:
-        cpu_exit(cpu)
+        # TCG's kick: mttcg_kick_vcpu_thread -> cpu_exit before QEMU 10.2, tcg_kick_vcpu_thread (9cf342b491)
+        # since; either sets exit_request (and icount_decr, which the model folds into it).
+        cpu.exit_request = True
     cpu.kick_cond.broadcast()
 
 
 def cpu_exit(cpu: CPUState) -> None:
-    """hw/core/cpu-common.c cpu_exit."""
+    """hw/core/cpu-common.c cpu_exit: set exit_request. Since dcb46ecb2e (QEMU 10.2) it also kicks the
+    thread with the accelerator's kick (qemu_cpu_kick), so it reaches a KVM vCPU and a sleeping one too."""
     cpu.exit_request = True
+    if kick_by_exit(cpu):
+        qemu_cpu_kick(cpu)
+
+
+def kick_by_exit(cpu: CPUState) -> bool:
+    """f8217ae54e ("cpus: properly kick CPUs out of inner execution loop", QEMU 10.2): the places that
+    send a vCPU's thread back to its events function (queue_work_on_cpu, cpu_pause, and in spapr
+    rtas_stop_self, h_cede) call cpu_exit instead of qemu_cpu_kick or setting exit_request."""
+    return has(cpu.machine.settings.qemu_version, "f8217ae54e")
+
+
+def exit_or_kick(cpu: CPUState) -> None:
+    """The kick of queue_work_on_cpu, cpu_pause and rtas_stop_self: cpu_exit since f8217ae54e, qemu_cpu_kick
+    before."""
+    if kick_by_exit(cpu):
+        cpu_exit(cpu)
+    else:
+        qemu_cpu_kick(cpu)
 
 
 def cpu_interrupt(cpu: CPUState, mask: int) -> None:
@@ -179,7 +200,7 @@ def cpu_pause(cpu: CPUState) -> None:
         qemu_cpu_stop(cpu, True)
     else:
         cpu.stop = True
-        qemu_cpu_kick(cpu)
+        exit_or_kick(cpu)
 
 
 def cpu_resume(cpu: CPUState) -> None:
@@ -253,7 +274,7 @@ def cpu_events(cpu: CPUState) -> Generator[Effect, Any, None]:
 def queue_work_on_cpu(cpu: CPUState, wi: WorkItem) -> None:
     """cpu-common.c queue_work_on_cpu."""
     cpu.work_list.append(wi)
-    qemu_cpu_kick(cpu)
+    exit_or_kick(cpu)  # f8217ae54e: "exit the inner loop and reach qemu_wait_io_event_common()"
 
 
 def run_on_cpu(cpu: CPUState, func: Callable[[CPUState], None], name: str) -> Generator[Effect, Any, None]:

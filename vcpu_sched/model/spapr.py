@@ -17,7 +17,18 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .cpus import EXCP_HLT, CPUState, async_run_on_cpu, cpu_has_work, current_cpu, qemu_cpu_kick, run_on_cpu
+from .cpus import (
+    EXCP_HLT,
+    CPUState,
+    async_run_on_cpu,
+    cpu_exit,
+    cpu_has_work,
+    current_cpu,
+    exit_or_kick,
+    kick_by_exit,
+    qemu_cpu_kick,
+    run_on_cpu,
+)
 from .effects import Effect
 from .guest import Hcall, RtasArgs
 from .interrupts import ppc_cpu_do_system_reset, ppc_cpu_reset_hold, ppc_maybe_interrupt, ppc_set_irq, ppc_store_lpcr
@@ -449,13 +460,21 @@ class Spapr:
         return H_SUCCESS
 
     def h_cede(self, cpu: CPUState) -> int:
-        """hw/ppc/spapr_hcall.c h_cede (reached only under TCG; KVM-HV cedes in the kernel)."""
+        """hw/ppc/spapr_hcall.c h_cede (reached only under TCG; KVM-HV cedes in the kernel): MSR[EE], HARD
+        re-evaluated; with no work the CPU halts, exit_request is set and HARD is evaluated again, now for a
+        halted CPU (f8217ae54e^). Since f8217ae54e (QEMU 10.2) the re-evaluation comes first and cpu_exit
+        (which kicks too) replaces the plain exit_request store. H_PROD's `prod` is not modelled."""
         cpu.env.msr |= MSR_EE
         ppc_maybe_interrupt(cpu)
         if not cpu_has_work(cpu):
             cpu.halted = True
             cpu.exception_index = EXCP_HLT
-            cpu.exit_request = True
+            if kick_by_exit(cpu):
+                ppc_maybe_interrupt(cpu)
+                cpu_exit(cpu)
+            else:
+                cpu.exit_request = True
+                ppc_maybe_interrupt(cpu)
         return H_SUCCESS
 
     # --- RTAS (spapr_rtas.c) ---------------------------------------------------------------------
@@ -544,5 +563,5 @@ class Spapr:
         cpu.halted = True
         self.spapr_store_lpcr(cpu, env.lpcr & ~env.model.lpcr_pm)
         self.kvmppc_set_reg_ppc_online(cpu, 0)
-        qemu_cpu_kick(cpu)
+        exit_or_kick(cpu)  # f8217ae54e (QEMU 10.2): cpu_exit
 

@@ -1,7 +1,8 @@
 """The s390x guest: a Linux-like boot that starts its secondaries with SIGP, and a SIGP stress test.
 
-The boot follows Linux arch/s390/kernel/smp.c: `__cpu_up` prepares the secondary's lowcore and sets its
-prefix (`pcpu_prepare_secondary`: SIGP SET PREFIX), then `pcpu_start` sends SIGP RESTART, whose restart
+The boot follows Linux arch/s390/kernel/smp.c (6.12): `__cpu_up` first resets the secondary (SIGP INITIAL
+CPU RESET; a CPU that does not accept it is not brought up, -EIO), then allocates its lowcore and sets its
+prefix (`pcpu_alloc_lowcore`: SIGP SET PREFIX), then `pcpu_start_fn` sends SIGP RESTART, whose restart
 interrupt enters `smp_start_secondary`; every SIGP is retried while it answers BUSY (`__pcpu_sigp_relax`).
 The `sigp-cross` workload is a kvm-unit-tests style stress test, not Linux code: CPU 0 and CPU 1 meet at
 a barrier in guest memory, then each sends the other a SIGP that QEMU handles (START, accepted and
@@ -16,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 from ...verdicts import STUCK_CPU
 from ..guest import Compute, GuestProgram, SpinUntil
 from .kvm import EnabledWait, Servc, Sigp
-from .sigp import RESTART_PSW_ADDR, SIGP_CC_BUSY, SIGP_RESTART, SIGP_SET_PREFIX, SIGP_START
+from .sigp import (
+    RESTART_PSW_ADDR,
+    SIGP_CC_BUSY,
+    SIGP_CC_ORDER_CODE_ACCEPTED,
+    SIGP_INITIAL_CPU_RESET,
+    SIGP_RESTART,
+    SIGP_SET_PREFIX,
+    SIGP_START,
+)
 
 if TYPE_CHECKING:
     from ..machine import Machine
@@ -58,6 +67,9 @@ def boot_program(machine: Machine) -> GuestProgram:
     yield Servc("smp: Bringing up secondary CPUs ...")
     out.online = {0}
     for n in range(1, machine.settings.smp):
+        cc, _ = yield from sigp_retry(SIGP_INITIAL_CPU_RESET, n)
+        if cc != SIGP_CC_ORDER_CODE_ACCEPTED:
+            continue  # __cpu_up: -EIO
         yield from sigp_retry(SIGP_SET_PREFIX, n)
         yield from sigp_retry(SIGP_RESTART, n)
         if not (yield SpinUntil(_called_in(machine, n), CALLIN_TIMEOUT_NS, f"callin of CPU {n}")):

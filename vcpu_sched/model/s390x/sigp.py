@@ -17,6 +17,7 @@ from typing import Any
 
 from ..cpus import CPUState, run_on_cpu
 from ..effects import Effect
+from ..kvm import KVM_PUT_RESET_STATE
 from .cpu import (
     S390_CPU_STATE_OPERATING,
     S390_CPU_STATE_STOPPED,
@@ -103,14 +104,33 @@ def do_restart_interrupt(cpu: CPUState) -> None:
 
 
 def sigp_restart(cpu: CPUState, si: SigpInfo) -> None:
-    """sigp.c sigp_restart: a stopped CPU takes the restart interrupt and starts; a running one gets it
-    injected in KVM."""
+    """sigp.c sigp_restart (77251365ec): a stopped CPU is synced, set OPERATING (which unhalts it) and only
+    then takes the restart interrupt (upstream's comment: so that loading the PSW may halt it again under
+    TCG); a running one gets it injected in KVM."""
     if cpu.env.cpu_state == S390_CPU_STATE_STOPPED:
         cpu.vcpu_dirty = True  # cpu_synchronize_state on its own thread: QEMU's copy is the one to put
-        do_restart_interrupt(cpu)
         s390_cpu_set_state(S390_CPU_STATE_OPERATING, cpu)
+        do_restart_interrupt(cpu)
     elif cpu.env.cpu_state == S390_CPU_STATE_OPERATING:
         s390_kvm(cpu).vcpus[cpu.cpu_index].restart_pending = True  # cpu_inject_restart
+    si.cc = SIGP_CC_ORDER_CODE_ACCEPTED
+
+
+def sigp_initial_cpu_reset(cpu: CPUState, si: SigpInfo) -> None:
+    """sigp.c sigp_initial_cpu_reset (77251365ec), on the target's thread: cpu_synchronize_state, the
+    initial CPU reset - target/s390x/cpu.c s390_cpu_reset_hold: no order pending, STOPPED, and under KVM
+    kvm_s390_reset_vcpu_initial (KVM_S390_INITIAL_RESET, whose normal-reset part drops the vCPU's local
+    interrupts: a pending stop or restart) - then cpu_synchronize_post_reset puts QEMU's state back, so
+    the vCPU is clean again. The architected registers the reset clears are not modelled."""
+    from .kvm import kvm_arch_put_registers  # kvm.py imports this module
+
+    cpu.vcpu_dirty = True  # cpu_synchronize_state on its own thread
+    cpu.env.sigp_order = 0
+    s390_cpu_set_state(S390_CPU_STATE_STOPPED, cpu)
+    vcpu = s390_kvm(cpu).vcpus[cpu.cpu_index]
+    vcpu.stop_pending = vcpu.restart_pending = False
+    kvm_arch_put_registers(cpu, KVM_PUT_RESET_STATE)  # cpu_synchronize_post_reset
+    cpu.vcpu_dirty = False
     si.cc = SIGP_CC_ORDER_CODE_ACCEPTED
 
 
@@ -123,7 +143,7 @@ def sigp_set_prefix(cpu: CPUState, si: SigpInfo) -> None:
 
 
 _ON_TARGET = {SIGP_START: sigp_start, SIGP_STOP: sigp_stop, SIGP_RESTART: sigp_restart,
-              SIGP_SET_PREFIX: sigp_set_prefix}
+              SIGP_SET_PREFIX: sigp_set_prefix, SIGP_INITIAL_CPU_RESET: sigp_initial_cpu_reset}
 
 
 def handle_sigp_single_dst(cpu: CPUState, dst: CPUState | None, order: int,

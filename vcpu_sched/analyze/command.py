@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import BadInput
 from ..files import atomic_output, atomic_write, check_output, note_input, open_input
+from .progress import reporting
 
 PLOT_FORMATS = (".png", ".svg", ".pdf")
 
@@ -55,9 +56,10 @@ def analyze_main(args: argparse.Namespace) -> int:
     from .summary import summarise, summary_text
     from .timeline import build
 
-    log = read_log(args.logs[0])
-    timeline = build(log)
-    summary = summarise(log, timeline)
+    with reporting(args.logs, passes=2):  # open_log's check, then build's
+        log = read_log(args.logs[0])
+        timeline = build(log)
+        summary = summarise(log, timeline)
     if args.perfetto:
         with atomic_output("--perfetto", args.perfetto) as out:
             json.dump(chrome_trace(timeline), out)
@@ -81,7 +83,8 @@ def _qemu_trace(args: argparse.Namespace) -> int:
     from .qemu_trace import TraceFiles
 
     files = TraceFiles(list(args.logs))
-    summary = analyse(files, args.threshold, timeline=bool(args.perfetto or args.plot))
+    with reporting(list(args.logs), passes=2):  # survey, then the holds
+        summary = analyse(files, args.threshold, timeline=bool(args.perfetto or args.plot))
     if summary["events"] == 0:
         raise BadInput(f"{', '.join(args.logs)}: no trace line could be read "
                        f"({summary['corrupt_count']} corrupt, {summary['other_lines']} other lines)")

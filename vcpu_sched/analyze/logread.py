@@ -23,6 +23,7 @@ from ..errors import BadInput, shown
 from ..files import MAX_LINE, bounded_lines, cut, open_input, open_text_input
 from ..trace_events import undeclared
 from ..verdicts import VERDICTS
+from .progress import counted, next_pass
 
 HEADER_SEARCH_LINES = 5
 EXPLORE_VERDICTS = ("deadlock", "bound", "pruned")
@@ -188,7 +189,8 @@ def read_log(path: str | Path) -> Log:
         raise BadInput(f"{path}: cannot read: {e.strerror}") from None
 
     def lines() -> Iterator[str]:
+        next_pass()
         with open_text_input(name, path) as stream:
-            yield from bounded_lines(stream)
+            yield from counted(bounded_lines(stream))
 
     return open_log(name, lines)

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 from ..errors import BadInput
 from ..files import MAX_LINE, bounded_lines, cut, open_text_input
+from .progress import counted, next_pass
 
 REORDER_LINES = 4096
 SNIFF_LINES = 64
@@ -217,6 +218,7 @@ class TraceFiles:
     def events(self) -> Iterator[TraceLine]:
         """Every trace line of every file, in time order; the statistics are counted afresh."""
         self.stats = Stats()
+        next_pass()
         streams = [self._ordered(i) for i in range(len(self.paths))]
         yield from heapq.merge(*streams, key=lambda line: line.t_ns) if len(streams) > 1 else streams[0]
 
@@ -225,7 +227,7 @@ class TraceFiles:
         window: list[tuple[int, int, TraceLine]] = []
         emitted = -1
         with open_text_input(path, path) as stream:
-            for number, text in enumerate(bounded_lines(stream), 1):
+            for number, text in enumerate(counted(bounded_lines(stream)), 1):
                 stats.lines += 1
                 if cut(text, MAX_LINE):
                     stats.bad(path, number, f"longer than {MAX_LINE} characters")

@@ -99,6 +99,7 @@ def test_per_thread_iso_files_and_plain_lines(tmp_path: Path, capsys: pytest.Cap
     p = analyse(capsys, str(plain))
     assert p["line_format"] == "plain" and not p["timestamps"] and p["lockup"] is None
     assert p["bql"]["mutex"] == original["bql"]["mutex"]
+    assert p["longest_hold"]["holder"]["state"] is None  # without time, neither silence nor a spin is seen
 
 
 def test_lines_out_of_order_are_put_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -228,7 +229,8 @@ def test_a_holder_waiting_for_another_mutex_is_blocked_on_it(tmp_path: Path,
     assert [(w["tid"], w["role"]) for w in lock["waiters"]] == [(10, "main")]
 
 
-def test_real_holder_blocked_on_a_second_mutex_is_blocked_on_it(capsys: pytest.CaptureFixture[str]) -> None:
+def test_real_holder_blocked_on_a_second_mutex_is_blocked_on_it(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """A real QEMU 7.2 trace (tools/record_qemu_trace.py nested): the main loop, holding the BQL, waits 5 s for
     the QMP monitor's mon_lock, which the monitor's I/O thread (stopped by ptrace in sendmsg) holds; it gets
     it and releases both. Its last event before the release is microseconds old: that is not spinning."""
@@ -273,6 +275,14 @@ def test_real_holder_blocked_on_a_second_mutex_is_blocked_on_it(capsys: pytest.C
     assert [w["role"] for w in lock["waiters"]] == ["vcpu 0"]
     assert main(["analyze", str(NESTED)]) == 0
     out = capsys.readouterr().out
+    perfetto = tmp_path / "nested.json"
+    assert main(["analyze", str(NESTED), "--perfetto", str(perfetto)]) == 0
+    capsys.readouterr()
+    slices = json.loads(perfetto.read_text())["traceEvents"]
+    nested = [e for e in slices if e.get("cat") == "mutex wait"]
+    held = next(e for e in slices if e.get("cat") == "BQL held" and e["dur"] > 4e6)
+    assert [(e["name"], e["tid"]) for e in nested] == [(f"waiting for mutex {mutex} ({site})", held["tid"])]
+    assert nested[0]["dur"] == pytest.approx(waited / 1e3, abs=1) and held["ts"] <= nested[0]["ts"]
     assert f"holder BLOCKED: {wait['waited_s']:.6f} s waiting for mutex {mutex} (asked at {site}" in out
     assert f"mutex {mutex} was held by thread {owner} (monitor)" in out and "SILENT" in out
 

@@ -2,7 +2,8 @@
 
 One track (tid) per QEMU thread: the main loop, then every vCPU. Top-level slices are what the thread
 was doing (BQL wait, BQL held, halt sleep or another condition wait, KVM_RUN), which never overlap on a
-thread; RTAS calls are nested in the slice they started in (clipped to it, so nesting is always proper).
+thread; RTAS calls, and in a QEMU trace a BQL holder's waits for other mutexes, are nested in the slice
+they started in (clipped to it, so nesting is always proper).
 Instant events mark kicks, CPU_INTERRUPT_HARD being set and the watchdog; a counter tracks BQL waiters.
 Times are microseconds (`ts`, `dur`), as the format requires, with nanosecond precision.
 """
@@ -15,6 +16,7 @@ from .timeline import Interval, Timeline
 
 PID = 1
 _TOP = ("BQL wait", "BQL held", "cond wait", "KVM_RUN")
+_NESTED = ("RTAS", "mutex wait")  # an RTAS call; a QEMU trace's BQL holder waiting for another mutex
 
 
 def _us(ns: int) -> float:
@@ -26,6 +28,8 @@ def _name(iv: Interval) -> str:
         return "halt sleep" if iv.label.startswith("halt_cond") else f"wait {iv.label}"
     if iv.kind == "RTAS":
         return f"RTAS {iv.label}"
+    if iv.kind == "mutex wait":
+        return f"waiting for mutex {iv.label}"
     return iv.kind
 
 
@@ -52,10 +56,11 @@ def chrome_trace(timeline: Timeline, process: str = "qemu-system-ppc64 (vcpu_sch
             last_end = iv.end_ns
         for iv in kept:
             events.append(_slice(iv, tids[thread]))
-        for rtas in (iv for iv in intervals if iv.kind == "RTAS"):
-            parent = next((p for p in kept if p.start_ns <= rtas.start_ns < p.end_ns), None)
+        for inner in (iv for iv in intervals if iv.kind in _NESTED):
+            parent = next((p for p in kept if p.start_ns <= inner.start_ns < p.end_ns), None)
             if parent is not None:
-                clipped = Interval(rtas.thread, rtas.kind, rtas.start_ns, min(rtas.end_ns, parent.end_ns), rtas.label)
+                clipped = Interval(inner.thread, inner.kind, inner.start_ns, min(inner.end_ns, parent.end_ns),
+                                   inner.label, inner.open and inner.end_ns <= parent.end_ns)
                 events.append(_slice(clipped, tids[thread]))
     for inst in timeline.instants:
         events.append({"ph": "i", "s": "t", "name": inst.name, "pid": PID, "tid": tids.get(inst.thread, 0),

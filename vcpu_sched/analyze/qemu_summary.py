@@ -313,6 +313,10 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
                         _trim(last)
                     for act in state.held.values():
                         act.add_wait(wait, t)
+                    if timeline and t - wait.start_ns >= silence_ns and found.bql in state.held and \
+                            address != found.bql:  # a BQL holder's wait long enough to show
+                        intervals.append(Interval(name(line.tid), "mutex wait", wait.start_ns - origin, t - origin,
+                                                  f"{address} ({wait.site})"))
                 act = state.held[address] = owners[address] = Activity(line.tid, address, mutex.site, t, line.stamp,
                                                                       last_event_ns=t, last_event=line)
             else:
@@ -351,6 +355,9 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
             if p.waiting is not None:
                 intervals.append(Interval(name(tid), "BQL wait", p.waiting[0] - origin, end_ns - origin,
                                           p.waiting[1], open=True))
+            elif p.asked is not None and found.bql in p.held:  # the BQL holder waits for another mutex
+                intervals.append(Interval(name(tid), "mutex wait", p.asked.start_ns - origin, end_ns - origin,
+                                          f"{p.asked.mutex} ({p.asked.site})", open=True))
     seconds = files.timestamps
 
     def at(ns: int) -> float | None:
@@ -375,7 +382,10 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
                 longest_silence = max(longest_silence, tail)
         held = end - act.start_ns
         busy = max(held - blocked - silent, 0)
-        state = "blocked" if blocked and blocked >= max(silent, busy) else "silent" if silent >= busy else "spinning"
+        state: str | None = ("blocked" if blocked and blocked >= max(silent, busy) else "silent" if silent >= busy
+                             else "spinning")
+        if not seconds:
+            state = None  # line order only: a wait is seen, a silence or a spin is not
         last = act.last_event
         d: dict[str, Any] = {
             "tid": act.tid, "role": found.roles[act.tid][0], "mutex": act.mutex, "site": act.site,

@@ -183,6 +183,7 @@ class Activity:
     longest_silence_ns: int = 0
     last_event_ns: int = 0
     last_event: TraceLine | None = None
+    partial: bool = False  # taken before the trace begins: only its release is seen
 
     def add_wait(self, wait: Wait, end_ns: int) -> None:
         self.blocked_ns += end_ns - max(wait.start_ns, self.start_ns)
@@ -321,7 +322,9 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
                                                                       last_event_ns=t, last_event=line)
             else:
                 act_or_none = state.held.pop(address, None)
-                if act_or_none is not None:
+                if act_or_none is None and address != found.bql:  # taken before the trace: who released it
+                    released[address] = Activity(line.tid, address, "", found.first_ns, "", t, partial=True)
+                elif act_or_none is not None:
                     act_or_none.end_ns = t
                     released[address] = act_or_none
                     if owners.get(address) is act_or_none:
@@ -407,8 +410,11 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
                 "waited_s": _span(longest_wait, end) / NS if seconds else None, "got_it": got,
                 "got_it_before_end_s": (end - wait_end) / NS if got and seconds and wait_end is not None else None,
                 "held_by_tid": owner.tid if owner else None,
-                "held_by_role": found.roles[owner.tid][0] if owner else None, "held_by": None, "deadlock": False}
-            if owner is not None and owner.tid in seen:
+                "held_by_role": found.roles[owner.tid][0] if owner else None, "held_by": None, "deadlock": False,
+                "taken_before_trace": bool(owner and owner.partial)}
+            if owner is not None and owner.partial:
+                pass  # only its release is in the trace: nothing to describe
+            elif owner is not None and owner.tid in seen:
                 # Back to a thread already in the chain: with both waits open at the end, a deadlock.
                 w["deadlock"] = not got and owner.end_ns is None
             elif owner is not None and depth < CHAIN_DEPTH:
@@ -521,7 +527,8 @@ def summary_text(s: dict[str, Any]) -> str:
         who = f"thread {wait['held_by_tid']} ({wait['held_by_role']})"
         if owner is None:
             lines.append(f"{'  ' * depth}mutex {wait['mutex']} was held by {who}"
-                         + (": a deadlock, the chain is back at that thread" if wait["deadlock"] else
+                         + (", taken before the trace begins" if wait["taken_before_trace"] else
+                            ": a deadlock, the chain is back at that thread" if wait["deadlock"] else
                             ", already in the chain"))
             break
         lines.append(f"{'  ' * depth}mutex {wait['mutex']} {'was' if owner['released'] else 'is'} held by {who} "

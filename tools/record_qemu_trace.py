@@ -5,26 +5,26 @@
     tools/record_qemu_trace.py stall OUT.log [--stall 3]
     tools/record_qemu_trace.py nested OUT.log [--stall 5]
 
-All three boot a pseries guest with no kernel (SLOF idles) under TCG with
-`-msg timestamp=on -trace 'qemu_mutex_*' -trace 'kvm_*'` and a QMP socket (`nested` also an HMP socket). `stall` makes a real BQL stall:
-it stops one vCPU thread - that thread only - with PTRACE_SEIZE + PTRACE_INTERRUPT at a moment its trace
-shows it holding the BQL (it retries, detaching, until one lands there), keeps it stopped for --stall
-seconds while a QMP client sends `query-status` and the out-of-band `migrate-pause` every 0.25 s (the
-monitor's I/O thread handles them, with mutex events, so the trace goes on; the main loop answers none of
-the in-band ones), then kills QEMU (whose main loop cannot
-quit without the BQL). QEMU flushes its log after every line (util/log.c), so
-the file is complete at the moment of the stop. The output is then cut to the lines the tests need.
+All three boot a pseries guest with no kernel (SLOF idles) under TCG with `-msg timestamp=on -trace
+'qemu_mutex_*' -trace 'kvm_*'` and a QMP socket (`nested` also an HMP socket). `stall` makes a real BQL stall:
+it stops one vCPU thread - that thread only - with PTRACE_SEIZE + PTRACE_INTERRUPT at a moment its trace shows
+it holding the BQL (it retries, detaching, until one lands there), keeps it stopped for --stall seconds while
+a QMP client sends `query-status` and the out-of-band `migrate-pause` every 0.25 s (the monitor's I/O thread
+handles them, with mutex events, so the trace goes on; the main loop answers none of the in-band ones), then
+kills QEMU (whose main loop cannot quit without the BQL). QEMU flushes its log after every line (util/log.c),
+so the file is complete at the moment of the stop. The output is then cut to the lines the tests need.
 
 `nested` makes a BQL holder wait for a second mutex: it traces the syscalls of the QMP monitor's I/O thread
-(PTRACE_SYSCALL) and keeps it stopped at the entry of the sendmsg() that writes the answer to an
-out-of-band `migrate-pause` (qio_channel_socket_writev, io/channel-socket.c:594 in 7.2). There the thread holds its monitor's `mon_lock` (monitor_puts,
-monitor/monitor.c:217 in 7.2) and the chardev's `chr_write_lock` (chardev/char.c:118), and not the log
-file's lock (QEMU's log write ends, fflush and unlock, before the chardev write). Then `system_powerdown` on
-the HMP socket makes the main loop emit the POWERDOWN event with the BQL held: qemu_system_powerdown ->
-qapi_event_send_powerdown -> monitor_qapi_event_emit -> qmp_send_response -> monitor_puts, which waits for
-that `mon_lock` (7.2: softmmu/runstate.c:638, monitor/monitor.c:340, monitor/qmp.c:118). The vCPU running
-SLOF then waits for the BQL. After --stall seconds the I/O thread is let go: the main loop gets `mon_lock`,
-releases it and the BQL, and the run goes on for 0.1 s before QEMU is killed.
+(PTRACE_SYSCALL) and keeps it stopped at the entry of the sendmsg() that writes the answer to an out-of-band
+`migrate-pause` (qio_channel_socket_writev, io/channel-socket.c:594 in 7.2). There the thread holds its
+monitor's `mon_lock` (monitor_puts, monitor/monitor.c:217 in 7.2) and the chardev's `chr_write_lock`
+(chardev/char.c:118), and not the log file's lock (QEMU's log write ends, fflush and unlock, before the
+chardev write). Then `system_powerdown` on the HMP socket makes the main loop emit the POWERDOWN event with
+the BQL held: qemu_system_powerdown -> qapi_event_send_powerdown -> monitor_qapi_event_emit ->
+qmp_send_response -> monitor_puts, which waits for that `mon_lock` (7.2: softmmu/runstate.c:638,
+monitor/monitor.c:340, monitor/qmp.c:118). The vCPU running SLOF then waits for the BQL. After --stall seconds
+the I/O thread is let go: the main loop gets `mon_lock`, releases it and the BQL, and the run goes on for 0.1
+s before QEMU is killed.
 """
 
 from __future__ import annotations

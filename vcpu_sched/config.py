@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -62,6 +63,11 @@ class RunSettings:
     boots: int = 1
     loops: int = 1
     monitor: tuple[tuple[str, str], ...] = ()
+    # After a monitor command's console pattern shows, the command comes this long later (guest ms): drawn for
+    # each command from the seed within [low, high]. A management tool or a person acts a moment after what
+    # they see, most often while the guest idles; (0, 0) acts at the pattern's instant. `vcpu-sched real`
+    # waits the same delay before it sends the command.
+    monitor_delay_ms: tuple[float, float] = (0.0, 500.0)
     engine: str = "trio"
     time_scale: float = 20.0  # threads engine: guest seconds per wall second
     # The open questions only hardware can settle (review section 5), as switches; defaults are the code's.
@@ -96,7 +102,15 @@ class RunSettings:
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
         values["monitor"] = [list(pair) for pair in self.monitor]
+        values["monitor_delay_ms"] = list(self.monitor_delay_ms)
         return values
+
+    def monitor_delay_ns(self, entry: int) -> int:
+        """How long after its pattern shows the monitor script's command number `entry` comes (the seed's draw)."""
+        low, high = self.monitor_delay_ms
+        if low == high:
+            return round(low * 1e6)
+        return round(random.Random(f"monitor-delay:{self.seed}:{entry}").uniform(low, high) * 1e6)
 
 
 def parse_set(item: str) -> tuple[str, Any]:

@@ -16,10 +16,10 @@ _FLAGS = {"smp": "--smp", "accel": "--accel", "cpu": "--cpu", "fix": "--fix",
 def _toml(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, tuple):
-        import json  # only for a monitor script
+    if isinstance(value, tuple):  # a monitor script, or monitor_delay_ms's [low, high]
+        import json
 
-        return json.dumps([list(item) for item in value])
+        return json.dumps([list(item) if isinstance(item, tuple) else item for item in value])
     return repr(value) if isinstance(value, int | float) else str(value)
 
 

@@ -82,6 +82,9 @@ def scenario_names() -> list[str]:
     return sorted({p.stem for d in scenario_dirs() for p in d.glob("*.toml")})
 
 
+MAX_MONITOR_DELAY_MS = 60_000
+
+
 class Field(NamedTuple):
     """One setting's type and allowed values."""
 
@@ -143,6 +146,9 @@ SCHEMA: dict[str, Field] = {
                     doc="trio (virtual time), threads (OS threads, real locking), explore (a seeded schedule)"),
     "time_scale": Field(float, 0.001, 1000.0, doc="threads engine: guest seconds per wall second"),
     "monitor": Field(list, doc="[[console pattern, command], ...], commands: " + ", ".join(COMMANDS)),
+    "monitor_delay_ms": Field(list, 0, MAX_MONITOR_DELAY_MS,
+                              doc="[low, high] or one number: guest ms from a monitor command's pattern to the "
+                                  "command, drawn per command from the seed (0: at the pattern's instant)"),
     "cas_pvrs": Field(str, choices=("logical", "raw"),
                       doc="the guest lists logical PVRs at CAS (Linux: ppc_set_compat_all syncs every vCPU) or not"),
     "psscr_ec_kvm": Field(str, choices=("dropped", "kept"),
@@ -157,7 +163,8 @@ SCHEMA: dict[str, Field] = {
     "kexec_syscall": Field(str, choices=("kexec_load", "kexec_file_load"),
                            doc="how kexec -p loads the kdump kernel, which orders its CPUs: kexec_load (fs2dt: by "
                                "address) or kexec_file_load (update_cpus_node: the live order reversed)"),
-    "nmi_fix": Field(bool, doc="what-if, not upstream: spapr_nmi (inject-nmi) skips quiesced CPUs too"),
+    "nmi_fix": Field(bool, doc="what-if, not upstream: spapr_nmi (inject-nmi), the spapr watchdog's dump-restart and "
+                               "the unicast H_SIGNAL_SYS_RESET skip quiesced CPUs too"),
     "infer_fix": Field(bool, doc="what-if, not upstream: cpu_post_load takes a halted CPU for quiesced when PSSCR[EC] "
                                  "is set and no LPCR PM bit is"),
     "rtas_stopped_state": Field(bool, doc="with quiesced+migration: the cpu/rtas_stopped subsection is sent "
@@ -172,6 +179,17 @@ SCHEMA: dict[str, Field] = {
     "qemu_version": Field(str, choices=QEMU_VERSIONS,
                           doc="10.0: qemu_wait_io_event; 10.2: qemu_process_cpu_events, which clears exit_request"),
 }
+
+
+def _monitor_delay(where: str, value: Any) -> tuple[float, float]:
+    """`monitor_delay_ms`: one number (always that delay) or [low, high]."""
+    pair = value if isinstance(value, list) else [value]
+    if not (1 <= len(pair) <= 2 and all(isinstance(x, int | float) and not isinstance(x, bool) for x in pair)):
+        raise BadInput(f"{where}: monitor_delay_ms: expected a number or [low, high] of guest ms, got {shown(value)}")
+    low, high = float(pair[0]), float(pair[-1])
+    if not 0 <= low <= high <= MAX_MONITOR_DELAY_MS:
+        raise BadInput(f"{where}: monitor_delay_ms: {shown(value)} is not 0 <= low <= high <= {MAX_MONITOR_DELAY_MS}")
+    return low, high
 
 
 def _monitor(where: str, value: list[Any]) -> tuple[tuple[str, str], ...]:
@@ -206,14 +224,17 @@ class Scenario(NamedTuple):
 
 
 def check_settings(where: str, values: dict[str, Any]) -> dict[str, Any]:
-    checked = {}
+    checked: dict[str, Any] = {}
     for key, value in values.items():
         spec = SCHEMA.get(key)
         if spec is None:
             raise BadInput(f"{where}: unknown key {key!r} (known: {', '.join(sorted(SCHEMA))})")
-        checked[key] = spec.check(where, key, value)
-        if key == "monitor":
-            checked[key] = _monitor(where, checked[key])
+        if key == "monitor_delay_ms":
+            checked[key] = _monitor_delay(where, value)
+        elif key == "monitor":
+            checked[key] = _monitor(where, spec.check(where, key, value))
+        else:
+            checked[key] = spec.check(where, key, value)
     return checked
 
 

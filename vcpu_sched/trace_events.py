@@ -79,7 +79,8 @@ EVENTS = _declare(
     ("spapr_reset_vcpu", "cpu halted quiesced", "spapr's per-vCPU reset"),
     ("spapr_cpu_set_entry_state", "cpu nip quiesced", "a vCPU's entry state set (reset, start-cpu)"),
     ("spapr_do_system_reset_on_cpu", "cpu nip quiesced by",
-     "a vCPU took a system reset, by H_SIGNAL_SYS_RESET or spapr_nmi (halted cleared, quiesced kept)"),
+     "a vCPU took a system reset (halted cleared, quiesced kept), `by` H_SIGNAL_SYS_RESET, its unicast branch, "
+     "spapr_nmi or spapr_watchdog"),
     ("spapr_core_plug", "cpu core_id", "device_add of a CPU core: the new vCPU, its thread started"),
     ("spapr_set_all_lpcrs", "value mask why caller", "an LPCR change for every vCPU, through run_on_cpu"),
     ("spapr_hypercall", "cpu hcall args", "an hcall handled in QEMU"),
@@ -104,6 +105,7 @@ EVENTS = _declare(
     # the machine and the guest
     ("qemu_system_reset", "", "machine reset"),
     ("vm_start", "", "the VM runs (vm_start)"),
+    ("monitor_pattern_seen", "command due_ns", "a monitor command's console pattern showed: it comes at `due_ns`"),
     ("monitor_command", "command", "a monitor command typed by the scenario"),
     ("console", "cpu text", "a line on the guest console"),
     ("guest_finished", "online failures", "the guest's program ended: CPUs online, failures seen"),

@@ -309,7 +309,16 @@ def _offline(machine: Machine, cpus: list[int], what: str, loop: int) -> Generat
     yield console(f"loop {loop}: {len(cpus)} {what} offline")
     if machine.settings.offline_hold_ns:
         yield Compute(machine.settings.offline_hold_ns, f"{what} offline")
+        yield from wait_for_monitor(machine)
     return True
+
+
+def wait_for_monitor(machine: Machine) -> Generator[GuestOp, Any, None]:
+    """Poll until the monitor has typed the command whose pattern the console shows: what the guest of a
+    real run does (`vcpu-sched real`'s /init, real/guest.py `place_waits`) where a scenario's command must
+    come before the guest goes on - after a kernel line, at the start of the workload, and in a hold."""
+    while machine.monitor_behind():
+        yield Compute(MS, "wait for the monitor")
 
 
 def _online(machine: Machine, cpus: list[int], prepare: str) -> Generator[GuestOp, Any, bool]:
@@ -520,6 +529,7 @@ def boot_cpu_program(machine: Machine) -> GuestProgram:
     out.boots += 1
     if out.boots >= machine.settings.boots:
         yield Compute(WORKLOAD_DELAY_NS, "the rest of the boot")
+        yield from wait_for_monitor(machine)
         yield from WORKLOADS[machine.settings.workload](machine)
         machine.guest_finished()
     while True:

@@ -81,6 +81,11 @@ class Machine:
         self.name = ""
         self.qmp_chardev = "compat_monitor0"
         self.monitor_requests: collections.deque[MonitorRequest] = collections.deque()
+        # The monitor script (settings.monitor): the next command, when it comes once its pattern has shown
+        # (settings.monitor_delay_ns), and the console line the search for its pattern starts at.
+        self.monitor_entry = 0
+        self.monitor_due: int | None = None
+        self.monitor_console_seen = 0
         self.qmp_event: Callable[[str, dict[str, Any] | None], None] = lambda name, data: None
         self.quit_requested = False
         self.thread_ids: dict[str, int] = {}  # thread name -> OS thread id, filled by the engine
@@ -222,6 +227,18 @@ class Machine:
 
     # --- the main thread -------------------------------------------------------------------------
 
+    def _pattern_line(self, pattern: str) -> int | None:
+        """The first console line since the last command's that shows `pattern`."""
+        lines = self.outcome.console
+        return next((i for i in range(self.monitor_console_seen, len(lines)) if pattern in lines[i][1]), None)
+
+    def monitor_behind(self) -> bool:
+        """The monitor script's next command has its pattern on the console but has not run yet."""
+        if self.monitor_entry >= len(self.settings.monitor):
+            return False
+        pattern = self.settings.monitor[self.monitor_entry][0]
+        return self.monitor_due is not None or self._pattern_line(pattern) is not None
+
     def qemu_main(self) -> Generator[Effect, Any, None]:
         """system/vl.c qemu_init (reset, vm_start), then util/main-loop.c's loop."""
         rcu_register_thread(self, "main")  # rcu_init_complete registers the main thread
@@ -233,21 +250,28 @@ class Machine:
             resume_all_vcpus(self)
         yield BqlUnlock("qemu_init")
         hold = self.settings.main_loop_hold_ns
-        script = list(self.settings.monitor)
-        console_seen = 0
+        script = self.settings.monitor
         while True:
-            yield Block((self.main_loop_cond,), MAIN_LOOP_POLL_NS)
+            due = self.monitor_due
+            wait = MAIN_LOOP_POLL_NS if due is None else max(0, min(MAIN_LOOP_POLL_NS, due - self.now_ns()))
+            yield Block((self.main_loop_cond,), wait)
             yield BqlLock("main_loop_wait")
             if hold:
                 yield Spend(hold)  # a slow device model or monitor command, BQL held
-            while script:
-                pattern, command = script[0]
-                lines = [text for _, text in self.outcome.console[console_seen:]]
-                hit = next((i for i, text in enumerate(lines) if pattern in text), None)
-                if hit is None:
+            while self.monitor_entry < len(script):
+                pattern, command = script[self.monitor_entry]
+                if self.monitor_due is None:
+                    hit = self._pattern_line(pattern)
+                    if hit is None:
+                        break
+                    self.monitor_console_seen = hit + 1
+                    self.monitor_due = self.now_ns() + self.settings.monitor_delay_ns(self.monitor_entry)
+                    if self.monitor_due > self.now_ns():
+                        self.trace("monitor_pattern_seen", command=command, due_ns=self.monitor_due)
+                if self.now_ns() < self.monitor_due:
                     break
-                console_seen += hit + 1
-                script.pop(0)
+                self.monitor_entry += 1
+                self.monitor_due = None
                 yield from monitor_command(self, command)
             while self.monitor_requests:
                 request = self.monitor_requests.popleft()

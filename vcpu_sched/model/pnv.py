@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..verdicts import LOST_INTERRUPTS, RAN_WHILE_STOPPED, WRONG_CORE_STATUS
 from .cpus import CPUState, async_run_on_cpu, cpu_pause, cpu_resume
 from .effects import Effect
-from .guest import Compute, GuestProgram, SpinUntil
+from .guest import Compute, GuestProgram, SpinUntil, wait_for_monitor
 from .interrupts import ppc_cpu_reset_hold, ppc_maybe_interrupt, ppc_set_irq, ppc_store_lpcr
 from .ppc import LPCR_EEE, LPCR_HDEE, LPCR_LPES0, MSR_HV, MSR_ME, MSR_SF, PPC_BIT, PSSCR_EC, PSSCR_ESL, Interrupt
 from .timebase import cpu_ppc_tb_reset
@@ -216,6 +216,7 @@ def firmware_program(machine: Machine) -> GuestProgram:
     yield Uart("OPAL: thread 1 stopped")
     yield Uart(f"OPAL: core 0 RAS status {ras:#x}, thread state {state:#x}")
     yield Compute(100 * MS, "firmware work while thread 1 is stopped (the monitor acts meanwhile)")
+    yield from wait_for_monitor(machine)
     beats = pnv.heartbeat.get(1, 0)
     yield Msgsnd(1)
     yield Compute(10 * MS, "give thread 1 the chance to (wrongly) run")

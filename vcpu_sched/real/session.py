@@ -1,8 +1,9 @@
 """One real run: start qemu-system-ppc64, read the guest console, drive the monitor script over QMP.
 
 The monitor script is the scenario's (`monitor = [[pattern, command], ...]`): when a console line shows
-the next pattern, the command is sent a moment later drawn from the seed (0-500 ms, as a management tool
-would act, not at the pattern's instant), then the waiting guest is told to go on. `migrate` is a real
+the next pattern, the command is sent the moment later the model waits too (`monitor_delay_ms`, drawn from
+the seed: 0-500 ms by default, as a management tool would act, not at the pattern's instant), then the
+waiting guest is told to go on. `migrate` is a real
 migration: `migrate` to a file through `exec:`, `quit`, and a second QEMU started with `-incoming` on
 the same command line. A QMP command that gets no answer within the scenario's watchdog (`watchdog_s`, the
 time the model lets a watched thread stay blocked; at least `MIN_WATCHDOG_S`) is a lockup. Every QEMU
@@ -19,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import signal
 import tempfile
 import time
@@ -188,7 +188,7 @@ class Session:
 
     async def _monitor_command(self, entry: int) -> None:
         command = self.plan.monitor[entry][1]
-        await asyncio.sleep(random.Random(f"real-monitor:{self.seed}:{entry}").uniform(0.0, 0.5))
+        await asyncio.sleep(self.plan.model.monitor_delay_ns(entry) / 1e9)  # the model's own delay
         words = command.split(maxsplit=1)
         if command == "migrate":
             await self._migrate()

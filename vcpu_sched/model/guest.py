@@ -68,6 +68,7 @@ HOTPLUG_WAIT_NS = 60_000_000_000  # hotplug-online: how long the guest waits for
 PSERIES_WDT_TIMEOUT_S = 60  # drivers/watchdog/pseries-wdt.c: the driver's default timeout
 NMI_IPI_DELAY_NS = 1_000_000_000  # smp_send_nmi_ipi's delay_us as its callers pass it (1 s)
 MS = 1_000_000
+DLPAR_WORD = "dlpar:added"  # the guest's view of a hotplug event: the first new CPU's index
 
 
 @dataclass(eq=False, repr=False)
@@ -373,8 +374,6 @@ def online_rest(machine: Machine) -> GuestProgram:
 def hotplug_online(machine: Machine) -> GuestProgram:
     """Wait for a DLPAR CPU add (`device_add` of a core), then online its CPUs as drmgr does (start-cpu
     after query-cpu-stopped-state) - the hotplugged CPUs stay RTAS-stopped until then."""
-    from .hotplug import DLPAR_WORD
-
     mem, out = machine.guest_memory, machine.outcome
     yield console("dlpar: waiting for a CPU to be added")
     out.wanted = len(out.online) + machine.settings.threads
@@ -392,8 +391,6 @@ def dlpar_cpu_add(machine: Machine) -> Generator[GuestOp, Any, list[int]]:
     live device tree (drivers/of/dynamic.c `__of_attach_node` links it as /cpus' first child); its
     threads are not started yet. A kdump kernel loaded after this does not keep that order: its loader
     sorts or reverses the nodes (kdump.kdump_fdt_cpus), and the new core comes last either way."""
-    from .hotplug import DLPAR_WORD
-
     mem = machine.guest_memory
     first = mem.words[DLPAR_WORD]
     added = list(range(first, first + machine.settings.threads))
@@ -405,8 +402,6 @@ def dlpar_cpu_add(machine: Machine) -> Generator[GuestOp, Any, list[int]]:
 def hotplug_kdump(machine: Machine) -> GuestProgram:
     """A DLPAR CPU add, then a crash (sysrq-trigger on `crash_cpu`, else drawn from the seed) before the
     guest has started the added CPUs: the kdump kernel gets a device tree that has them."""
-    from .hotplug import DLPAR_WORD
-
     mem = machine.guest_memory
     yield console("dlpar: waiting for a CPU to be added")
     if not (yield SpinUntil(lambda: DLPAR_WORD in mem.words, HOTPLUG_WAIT_NS, "DLPAR CPU add")):

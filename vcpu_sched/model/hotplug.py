@@ -30,16 +30,23 @@ from typing import TYPE_CHECKING, Any
 
 from .cpus import cpu_resume, qemu_init_vcpu_wait, run_on_cpu
 from .effects import Effect
+from .guest import DLPAR_WORD
 from .interrupts import ppc_cpu_reset_hold
 from .kvm import KvmVcpu, Vcore, do_kvm_cpu_synchronize_post_init, kvm_vcpu_thread_fn, kvmppc_core_init_vm_hv
 from .ppc import CPU_MODELS, CPUPPCState
-from .qmp_cmds import QmpError, core_type
+from .qapi import QmpError
 from .tcg import mttcg_cpu_thread_fn
 
 if TYPE_CHECKING:
     from .machine import Machine
 
-DLPAR_WORD = "dlpar:added"  # the guest's view of the hotplug event: the first new CPU's index
+CPU_TYPES = {"POWER8": "power8_v2.0", "POWER9": "power9_v2.0", "POWER10": "power10_v2.0"}
+
+
+def core_type(machine: Machine) -> str:
+    """The spapr CPU core device type of this machine's CPUs (`-cpu host` under KVM)."""
+    cpu = "host" if machine.settings.accel == "kvm" else CPU_TYPES[machine.settings.cpu]
+    return f"{cpu}-spapr-cpu-core"
 
 
 def device_add_cpu_core(machine: Machine, args: dict[str, Any]) -> Generator[Effect, Any, None]:

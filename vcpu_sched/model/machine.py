@@ -25,7 +25,8 @@ from .guest import GuestMemory, GuestOutcome, GuestRunner
 from .kvm import FakeKvm, kvm_vcpu_thread_fn
 from .monitor import monitor_command, qemu_system_reset
 from .ppc import CPU_MODELS, CPUPPCState
-from .qmp_cmds import QmpError, qmp_dispatch
+from .qapi import QmpError
+from .qmp_cmds import qmp_dispatch
 from .rcu import Rcu, call_rcu_thread, rcu_register_thread
 from .spapr import Spapr
 from .tcg import mttcg_cpu_thread_fn

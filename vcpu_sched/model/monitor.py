@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING, Any
 from ..versions import has
 from .cpus import CPUState, pause_all_vcpus, resume_all_vcpus, run_on_cpu
 from .effects import Effect
+from .hotplug import device_add_cpu_core
 from .interrupts import hreg_store_msr
 from .kvm import cpu_synchronize_state, do_kvm_cpu_synchronize_post_init, do_kvm_cpu_synchronize_pre_loadvm
 from .ppc import LPCR_HR, LPCR_UPRT, PSSCR_EC, Interrupt
+from .qapi import QmpError
 from .rcu import drain_call_rcu
 from .timebase import cpu_ppc_store_decr
 
@@ -83,9 +85,6 @@ def qmp_device_add(machine: Machine, args: dict[str, Any]) -> Generator[Effect, 
     device types only a pseries CPU core is modelled (hotplug.py) - and on failure drain_call_rcu (since
     7bed89958b), which waits for every pending RCU callback with the BQL dropped. Returns the error QEMU
     reports (in QEMU 7.2's words), or None."""
-    from .hotplug import device_add_cpu_core  # hotplug.py and qmp_cmds.py import this module
-    from .qmp_cmds import QmpError
-
     driver = args.get("driver")
     error: str | None = None
     if driver is None:

@@ -15,7 +15,9 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from .effects import Effect
+from .hotplug import core_type
 from .monitor import monitor_command, qmp_device_add
+from .qapi import QmpError
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -37,20 +39,6 @@ COMMANDS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
 # No migration runs in the model: what QEMU answers then (migration/migration.c).
 MIGRATE_ERRORS = {"migrate-pause": "migrate-pause is currently only supported during postcopy-active state",
                   "migrate-recover": "Migrate recover can only be run when postcopy is paused."}
-CPU_TYPES = {"POWER8": "power8_v2.0", "POWER9": "power9_v2.0", "POWER10": "power10_v2.0"}
-
-
-def core_type(machine: Machine) -> str:
-    """The spapr CPU core device type of this machine's CPUs (`-cpu host` under KVM)."""
-    cpu = "host" if machine.settings.accel == "kvm" else CPU_TYPES[machine.settings.cpu]
-    return f"{cpu}-spapr-cpu-core"
-
-
-class QmpError(Exception):
-    def __init__(self, error_class: str, desc: str) -> None:
-        super().__init__(desc)
-        self.error_class = error_class
-        self.desc = desc
 
 
 def qmp_query_cpus_fast(machine: Machine) -> list[dict[str, Any]]:

@@ -27,6 +27,10 @@ Rows:
   powers off): what the harness adds; the model's run of the same row against the real one; and the row
   again restoring its saved boot (where that is faithful) against the fresh boot.
 Ratios, not absolute times, are what carries from one machine to another.
+
+With `--write` the tables go into docs/benchmarks.md between their markers (tools/docgen.py), stamped with
+the code version measured and the date: `bench-model`, `bench-big-log`, `bench-trace` and `bench-sweep`
+from a full run, one of the last two (or `bench-real`) from `--only`.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import trio
 import trio.testing
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
 
 BARE = """
 import sys, trio, trio.testing
@@ -287,12 +292,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", choices=("trace", "sweep", "real"), help="run only these rows")
+    parser.add_argument("--write", action="store_true", help="write the tables into docs/benchmarks.md")
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []
     if args.only:
         with tempfile.TemporaryDirectory() as directory:
             rows_of = {"trace": qemu_trace, "sweep": sweep_rates, "real": real_rows}[args.only]
-            return _print(rows_of(Path(directory)))
+            rows = rows_of(Path(directory))
+            if args.write:
+                _write(f"bench-{args.only}", rows)
+            return _print(rows)
     ours_cpu, bare_cpu = cli_cpu(args.repeat * 6)
     for label, pick in (("median", statistics.median), ("minimum", min)):
         cpu, cpu_base = pick(ours_cpu), pick(bare_cpu)
@@ -314,10 +323,24 @@ def main() -> int:
     rows.append(("seed-case lockup (watchdog 2 s): threads engine vs trio engine, wall",
                  f"{threads_wall * 1000:.0f} ms", f"{trio_wall * 1000:.0f} ms", f"{threads_wall / trio_wall:.2f}"))
     with tempfile.TemporaryDirectory() as directory:
-        rows += big_log(Path(directory))
-        rows += qemu_trace(Path(directory))
-        rows += sweep_rates(Path(directory))
-    return _print(rows)
+        logs = big_log(Path(directory))
+        trace = qemu_trace(Path(directory))
+        sweeps = sweep_rates(Path(directory))
+    if args.write:
+        _write("bench-model", rows)
+        _write("bench-big-log", logs, ("analyze", "wall", "peak RSS"))
+        _write("bench-trace", trace)
+        _write("bench-sweep", sweeps)
+    return _print(rows + logs + trace + sweeps)
+
+
+def _write(name: str, rows: list[tuple[str, str, str, str]],
+           header: tuple[str, ...] = ("measure", "vcpu_sched", "baseline", "ratio")) -> None:
+    import docgen
+
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row[:len(header)]) + " |" for row in rows]
+    docgen.write_block(docgen.DOCS / "benchmarks.md", name, "\n".join(lines), f"tools/bench.py:{name}")
 
 
 def _print(rows: list[tuple[str, str, str, str]]) -> int:

@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""The README's schedule-exploration tables: exhaustive search of the seed scenario on small machines, and
-schedules to the first counterexample per strategy for the s390x SIGP race.
+"""The schedule-exploration tables of docs/exploring.md, each written between its markers (tools/docgen.py).
 
-    .venv/bin/python tools/explore_table.py [--max-steps 2000] [--preemption-bound 2]
-    .venv/bin/python tools/explore_table.py --first-counterexample [--schedules 60] [--machines 20]
+    .venv/bin/python tools/explore_table.py TABLE... [--write] [--rows PREFIX]
+    TABLE: exhaustive (about 5 min), delay (1 min), reduction (10 min), searches (4 min),
+           first-counterexample (15 s), all
+
+Without --write the tables are printed; with it each replaces its block in docs/exploring.md, stamped with
+the code version. `--rows PREFIX` keeps the rows whose first cells start with PREFIX (for a quick look;
+never written). The `wall s` columns are timings, measured by this run; every other cell is a count or a
+verdict, which tests/test_docs.py compares with a fresh run (the slow tests re-run the quick rows).
 """
 
 from __future__ import annotations
@@ -12,19 +17,116 @@ import argparse
 import itertools
 import statistics
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import docgen
 
 from vcpu_sched.engine.explore_engine import Choose, pct_chooser, random_chooser
-from vcpu_sched.explore import explore_exhaustive, run_schedule
+from vcpu_sched.explore import Exploration, explore_exhaustive, run_schedule
 from vcpu_sched.scenario import apply, load
 
+PAGE = docgen.DOCS / "exploring.md"
+TIMING = "wall s"  # a timing column; in the reduction table each cell ends in its search's ", N s"
 
-def first_counterexample(schedules: int, machines: int, max_steps: int) -> None:
+
+@dataclass
+class Table:
+    name: str
+    header: list[str]
+    rows: Callable[[], Iterator[list[str]]]
+
+    def markdown(self, rows: list[list[str]]) -> str:
+        lines = ["| " + " | ".join(self.header) + " |", "|" + " --- |" * len(self.header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+
+
+def settings_of(scenario: str, **overrides: Any) -> Any:
+    return apply(load(scenario).settings, overrides, "explore_table")
+
+
+def failing(report: Exploration) -> int:
+    return sum(n for verdict, n in report.outcomes.items() if verdict not in ("booted", "completed", "bound", "pruned"))
+
+
+def shortest(report: Exploration) -> str:
+    return f"{report.shortest.verdict}, {len(report.shortest.steps)}" if report.shortest else "-"
+
+
+def exhaustive_rows() -> Iterator[list[str]]:
+    for smp, fix, accel, timebase in itertools.product((2, 3), ("none", "quiesced"), ("kvm", "tcg"),
+                                                       ("applied", "reverted")):
+        s = settings_of("spapr-rtas-stopped", smp=smp, cores=smp, fix=fix, accel=accel, timebase_reset=timebase)
+        r = explore_exhaustive(s, 2000, 2)
+        yield [str(smp), fix, accel, timebase, str(r.schedules), str(len(r.states)), str(failing(r)), shortest(r),
+               f"{r.wall_s:.1f}"]
+
+
+def delay_rows() -> Iterator[list[str]]:
+    for smp, fix in ((2, "none"), (2, "quiesced"), (3, "none"), (3, "quiesced"), (4, "none"), (4, "quiesced"),
+                     (8, "none")):
+        r = explore_exhaustive(settings_of("spapr-rtas-stopped", smp=smp, cores=smp, fix=fix), 2000, 2, delays=True)
+        found = f"{shortest(r)} steps" if r.shortest else "-"
+        yield [str(smp), fix, str(r.schedules), str(len(r.states)), found, f"{r.wall_s:.1f}"]
+
+
+KINDS = ((False, False), (True, False), (False, True), (True, True))  # (sleep sets, symmetry) of each column
+REDUCTION: list[tuple[str, str, dict[str, Any], tuple[bool, ...]]] = [  # label, scenario, overrides, columns
+    ("seed, smp 3", "spapr-rtas-stopped", {"smp": 3, "cores": 3}, (True, True, True, True)),
+    ("seed, smp 4", "spapr-rtas-stopped", {"smp": 4, "cores": 4}, (True, True, True, True)),
+    ("seed with the fix, smp 3", "spapr-rtas-stopped", {"smp": 3, "cores": 3, "fix": "quiesced"},
+     (True, True, False, False)),
+    ("s390x-sigp-cross (jitter 8 µs)", "s390x-sigp-cross", {"sigp_jitter_us": 8}, (True, True, False, False)),
+    ("s390x-sigp-cross with the lock", "s390x-sigp-cross", {"sigp_jitter_us": 8, "sigp_lock": True},
+     (True, True, False, False)),
+    ("spapr-fwnmi-kdump, smp 2", "spapr-fwnmi-kdump", {"smp": 2, "cores": 2}, (True, True, False, False)),
+    ("tcg-rcu-device-add", "tcg-rcu-device-add", {}, (True, True, False, False)),
+]
+
+
+def reduction_rows() -> Iterator[list[str]]:
+    for label, scenario, overrides, which in REDUCTION:
+        s = settings_of(scenario, **overrides)
+        cells = [label]
+        for want, (sleep, symmetry) in zip(which, KINDS, strict=True):
+            if not want:
+                cells.append("")
+                continue
+            r = explore_exhaustive(s, 2000, 2, sleep_sets=sleep, symmetry=symmetry)
+            found = f"{r.shortest.verdict} {len(r.shortest.steps)}" if r.shortest else "-"
+            cells.append(f"{len(r.states)} states, {r.schedules} schedules, {found}, {r.wall_s:.0f} s")
+        yield cells
+
+
+SEARCHES: list[tuple[str, str, dict[str, Any], str, int]] = [  # label, scenario, overrides, strategy, steps
+    ("s390x-sigp-cross, smp 2", "s390x-sigp-cross", {"smp": 2}, "exhaustive", 2000),
+    ("s390x-sigp-cross, smp 2, sigp_lock=true", "s390x-sigp-cross", {"smp": 2, "sigp_lock": True}, "exhaustive",
+     2000),
+    ("spapr-fwnmi-kdump, smp 2", "spapr-fwnmi-kdump", {"smp": 2, "cores": 2}, "delay", 2000),
+    ("spapr-hotplug-kdump, sysreset_fix=false", "spapr-hotplug-kdump", {"sysreset_fix": False}, "delay", 6000),
+    ("spapr-hotplug-kdump (with a1c2dfee4f)", "spapr-hotplug-kdump", {}, "delay", 6000),
+    ("spapr-nmi-kdump", "spapr-nmi-kdump", {}, "delay", 6000),
+    ("spapr-nmi-kdump, nmi_fix=true", "spapr-nmi-kdump", {"nmi_fix": True}, "delay", 6000),
+]
+
+
+def searches_rows() -> Iterator[list[str]]:
+    for label, scenario, overrides, strategy, steps in SEARCHES:
+        r = explore_exhaustive(settings_of(scenario, **overrides), steps, 2, delays=strategy == "delay")
+        complete = sum(n for verdict, n in r.outcomes.items() if verdict not in ("bound", "pruned"))
+        yield [label, f"{strategy}, {steps} steps", str(r.schedules), str(complete), str(failing(r)),
+               str(r.first_failure_at or "-"), shortest(r), r.result, f"{r.wall_s:.1f}"]
+
+
+def first_counterexample_rows(schedules: int = 60, machines: int = 20, max_steps: int = 2000) -> Iterator[list[str]]:
     """For each machine seed (its guest timing) of s390x-sigp-cross with 8 us of jitter, the number of the
     first random / PCT schedule that deadlocks (schedule seeds 1, 2, ...)."""
-    base = apply(load("s390x-sigp-cross").settings, {"sigp_jitter_us": 8}, "table")
-    print("| strategy | machine seeds where found | mean schedules to the first | median | worst |")
-    print("| --- | --- | --- | --- | --- |")
+    base = settings_of("s390x-sigp-cross", sigp_jitter_us=8)
     strategies: list[tuple[str, Callable[[int], Choose]]] = [
         ("random (preempt 0.1)", lambda i: random_chooser(i, 0.1)),
         ("pct d=2", lambda i: pct_chooser(i, 2, max_steps)),
@@ -38,35 +140,46 @@ def first_counterexample(schedules: int, machines: int, max_steps: int) -> None:
                     firsts.append(i)
                     break
         mean = f"{statistics.mean(firsts):.2f}" if firsts else "-"
-        print(f"| {name} | {len(firsts)}/{machines} | {mean} | {statistics.median(firsts) if firsts else '-'} | "
-              f"{max(firsts) if firsts else '-'} |", flush=True)
+        yield [name, f"{len(firsts)}/{machines}", mean, str(statistics.median(firsts)) if firsts else "-",
+               str(max(firsts)) if firsts else "-"]
+
+
+TABLES = {t.name: t for t in [
+    Table("exhaustive", ["smp", "fix", "accel", "timebase reset", "schedules", "states", "failing schedules",
+                         "shortest failing schedule (steps)", TIMING], exhaustive_rows),
+    Table("delay", ["smp", "fix", "schedules", "states", "shortest failure", TIMING], delay_rows),
+    Table("reduction", ["scenario", "plain", "sleep sets", "symmetry", "both"], reduction_rows),
+    Table("searches", ["search", "strategy, step bound", "schedules", "complete", "failing", "first failure at",
+                       "shortest failure", "result", TIMING], searches_rows),
+    Table("first-counterexample", ["strategy", "machine seeds where found", "mean schedules to the first",
+                                   "median", "worst"], first_counterexample_rows),
+]}
+QUICK_ROWS = {  # what the slow tests re-run: (table, the rows' first cells) that take seconds, not minutes
+    "delay": {"2", "3", "4"},
+    "searches": {"s390x-sigp-cross, smp 2", "s390x-sigp-cross, smp 2, sigp_lock=true", "spapr-fwnmi-kdump, smp 2"},
+}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-steps", type=int, default=2000)
-    parser.add_argument("--preemption-bound", type=int, default=2)
-    parser.add_argument("--first-counterexample", action="store_true")
-    parser.add_argument("--schedules", type=int, default=60)
-    parser.add_argument("--machines", type=int, default=20)
+    parser.add_argument("tables", nargs="+", choices=[*TABLES, "all"])
+    parser.add_argument("--write", action="store_true", help="write each table into docs/exploring.md")
+    parser.add_argument("--rows", help="only the rows whose first cell starts with this (not with --write)")
     args = parser.parse_args()
-    if args.first_counterexample:
-        first_counterexample(args.schedules, args.machines, args.max_steps)
-        return 0
-    base = load("spapr-rtas-stopped").settings
-    print("| smp | fix | accel | timebase reset | schedules | states | failing schedules | shortest failing "
-          "schedule (steps) | wall s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for smp, fix, accel, timebase in itertools.product((2, 3), ("none", "quiesced"), ("kvm", "tcg"),
-                                                       ("applied", "reverted")):
-        settings = apply(base, {"smp": smp, "cores": smp, "fix": fix, "accel": accel, "timebase_reset": timebase},
-                         "table")
-        report = explore_exhaustive(settings, args.max_steps, args.preemption_bound)
-        failing = sum(n for verdict, n in report.outcomes.items()
-                      if verdict not in ("booted", "completed", "bound", "pruned"))
-        shortest = f"{report.shortest.verdict}, {len(report.shortest.steps)}" if report.shortest else "-"
-        print(f"| {smp} | {fix} | {accel} | {timebase} | {report.schedules} | {len(report.states)} | {failing} | "
-              f"{shortest} | {report.wall_s:.1f} |", flush=True)
+    if args.write and args.rows:
+        parser.error("--rows gives part of a table, which is never written")
+    names = list(TABLES) if "all" in args.tables else args.tables
+    for name in names:
+        table = TABLES[name]
+        rows = []
+        print("| " + " | ".join(table.header) + " |", flush=True)
+        for row in table.rows():
+            if args.rows and not row[0].startswith(args.rows):
+                continue
+            rows.append(row)
+            print("| " + " | ".join(row) + " |", flush=True)
+        if args.write:
+            docgen.write_block(PAGE, f"explore-{name}", table.markdown(rows), f"tools/explore_table.py:{name}")
     return 0
 
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Write the README's table of `vcpu-sched matrix --against real` from the matrix's JSON output.
+"""Write docs/real-qemu.md's table of `vcpu-sched matrix --against real` from the matrix's JSON output.
 
     vcpu-sched matrix --against real --qemu-binary QEMU --json > real-7.2.json   # one file per binary
-    python3 tools/real_table.py real-7.2.json real-11.1.json                      # rewrites README.md
+    python3 tools/real_table.py real-7.2.json real-11.1.json                      # rewrites the table
     python3 tools/real_table.py --model-now real-*.json   # the model's side re-run with the code as it is now
 
-The table goes between the README's `<!-- real-matrix:start -->` and `<!-- real-matrix:end -->` markers:
-one line per real run (model and real verdict side by side), the counts, and the reasons rows were not
-run. Disagreements are listed with both reasons; the README explains each one next to the table.
+The table goes between the page's `<!-- generated:real-matrix ... -->` and `<!-- end:real-matrix -->`
+markers (tools/docgen.py), stamped with the code version and the date: one line per real run (model and
+real verdict side by side), the counts, and the reasons rows were not run. Disagreements are listed with
+both reasons; the page explains each one next to the table.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-START, END = "<!-- real-matrix:start -->", "<!-- real-matrix:end -->"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import docgen
+
+PAGE = docgen.DOCS / "real-qemu.md"
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -70,13 +74,11 @@ def main(argv: list[str]) -> int:
     results = [row for path in argv for row in json.loads(Path(path).read_text())["rows"]]
     if now:
         model_now(results)
-    text = README.read_text()
-    if START not in text or END not in text:
-        print(f"{README}: no {START} ... {END} markers", file=sys.stderr)
+    try:
+        docgen.write_block(PAGE, "real-matrix", table(results), "tools/real_table.py")
+    except ValueError as e:
+        print(e, file=sys.stderr)
         return 2
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{table(results)}\n{END}{tail}")
     return 0
 
 

@@ -136,3 +136,5 @@ def test_help_and_readme_document_exit_status_3() -> None:
     assert "3 inconclusive" in " ".join(text.split())
     readme = " ".join(README.read_text(encoding="utf-8").split())
     assert "3 when it is inconclusive" in readme
+    docs = " ".join((README.parent / "docs" / "exploring.md").read_text(encoding="utf-8").split())
+    assert "exit status 3" in docs

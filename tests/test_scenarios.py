@@ -127,12 +127,12 @@ def test_matrix_lists_the_seed_claims(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_the_readme_documents_every_scenario_setting() -> None:
-    """The README's table of scenario keys names every key the scenario schema accepts."""
+    """docs/scenario-files.md's table of scenario keys names every key the scenario schema accepts."""
     import re
 
     from vcpu_sched.scenario import SCHEMA
 
-    readme = (SCENARIO_DIR.parent / "README.md").read_text()
+    readme = (SCENARIO_DIR.parent / "docs" / "scenario-files.md").read_text()
     start = readme.index("| key | type | values | meaning |")
     table = readme[start:readme.index("\n\n", start)]
     documented = set(re.findall(r"`([a-z_0-9]+)`", "\n".join(row.split("|")[1] for row in table.splitlines()[2:])))

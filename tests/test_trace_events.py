@@ -62,4 +62,4 @@ def test_analyze_reads_only_declared_events() -> None:
 
 
 def test_the_readme_schema_table_is_the_catalogue() -> None:
-    assert schema_table() in (ROOT / "README.md").read_text()
+    assert schema_table() in (ROOT / "docs" / "events.md").read_text()

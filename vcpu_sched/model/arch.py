@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from . import kvm
+from . import kvm, programs
 from .cpus import CPU_INTERRUPT_HARD, CPUState
 from .effects import Effect
 
 if TYPE_CHECKING:
+    from .guest import GuestProgram
     from .kvm import KvmExit
     from .machine import Machine
 
@@ -48,6 +49,10 @@ class Arch:
     def machine_reset(self, machine: Machine) -> Generator[Effect, Any, None]:
         raise NotImplementedError
 
+    def program_at(self, machine: Machine, cpu_index: int, addr: int, /) -> GuestProgram | None:
+        """The guest program a vCPU runs from entry address `addr` (None: nothing modelled there)."""
+        raise NotImplementedError
+
 
 def ppc_cpu_has_work(cpu: CPUState) -> bool:
     """target/ppc/cpu_init.c ppc_cpu_has_work: CPU_INTERRUPT_HARD only."""
@@ -64,6 +69,7 @@ class PpcArch(Arch):
     kvm_arch_put_registers = staticmethod(kvm.kvm_arch_put_registers)
     kvm_vcpu_ioctl_run = staticmethod(kvm.kvm_vcpu_ioctl_run)
     kvm_arch_handle_exit = staticmethod(kvm.kvm_arch_handle_exit)
+    program_at = staticmethod(programs.program_at)
 
     def machine_reset(self, machine: Machine) -> Generator[Effect, Any, None]:
         if machine.pnv is not None:

@@ -47,7 +47,6 @@ from .spapr_abi import (
     RTAS_QUERY_CPU_STOPPED_STATE,
     RTAS_START_CPU,
     RTAS_STOP_SELF,
-    SPAPR_ENTRY_POINT,
 )
 
 if TYPE_CHECKING:
@@ -351,10 +350,8 @@ def kdump(machine: Machine) -> GuestProgram:
     crash = machine.settings.crash_cpu
     if crash < 0 or crash not in out.online:
         crash = machine.rng.choice(sorted(out.online))
-    from .kdump import crash_kexec
-
     if crash == 0:
-        yield from crash_kexec(machine, 0)
+        yield from machine.crash_kexec(machine, 0)
         return
     mem.crash_request = crash
     yield Hcall(H_IPI, (crash, 0xFF))
@@ -551,9 +548,7 @@ def secondary_program(machine: Machine, cpu_index: int) -> GuestProgram:
             mem.ipi_acked[cpu_index] = mem.ipi_sent[cpu_index]
             mem.changed.broadcast()
         if mem.crash_request == cpu_index:
-            from .kdump import crash_kexec
-
-            yield from crash_kexec(machine, cpu_index)
+            yield from machine.crash_kexec(machine, cpu_index)
             machine.guest_finished()
             while True:
                 yield Hcall(H_CEDE)
@@ -562,31 +557,6 @@ def secondary_program(machine: Machine, cpu_index: int) -> GuestProgram:
             yield rtas(RTAS_STOP_SELF, 0, 0)  # pseries_cpu_offline_self
             yield console("Alas, I survived.")
             machine.outcome.fail(BAD_RTAS_ANSWER, f"stop-self returned on CPU {cpu_index}")
-
-
-def program_at(machine: Machine, cpu_index: int, nip: int) -> GuestProgram | None:
-    """The program the guest has at an entry address (None: nothing to run there)."""
-    if machine.pnv is not None:
-        from .pnv import FIRMWARE_ENTRY, SECONDARY_IDLE_ENTRY, firmware_program, idle_thread_program
-
-        if nip == FIRMWARE_ENTRY:
-            return firmware_program(machine)
-        if nip == SECONDARY_IDLE_ENTRY:
-            return idle_thread_program(machine, cpu_index)
-        return None
-    kernel_runs = bool(machine.guest_memory.sprg_paca)
-    # 0x100 is both QEMU's entry point and the system-reset vector: once a kernel runs, a reset that finds
-    # no FWNMI handler lands in the kernel's own 0x100 handler; before, only the boot CPU has a program
-    # there (a reset of another CPU inside the firmware is not modelled).
-    if nip == machine.spapr.fwnmi_system_reset_addr or (nip == SPAPR_ENTRY_POINT and kernel_runs):
-        from .kdump import system_reset_program
-
-        return system_reset_program(machine, cpu_index)
-    if nip == SPAPR_ENTRY_POINT:
-        return boot_cpu_program(machine) if cpu_index == 0 else None
-    if nip == GENERIC_SECONDARY_SMP_INIT:
-        return secondary_program(machine, cpu_index)
-    return None
 
 
 class GuestRunner:

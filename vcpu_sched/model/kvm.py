@@ -38,7 +38,7 @@ from .cpus import (
     run_on_cpu,
 )
 from .effects import Block, BqlLock, BqlUnlock, Effect, Spend
-from .guest import GuestRunner, Hcall, StoreDecr, program_at
+from .guest import GuestRunner, Hcall, StoreDecr
 from .ppc import (
     LPCR_AIL,
     LPCR_DPFD,
@@ -232,7 +232,7 @@ def kvm_arch_put_registers(cpu: CPUState, level: int) -> None:
     vcpu.nip = env.nip
     if env.entry_gen != vcpu.entry_gen:
         vcpu.entry_gen = env.entry_gen
-        program = program_at(cpu.machine, cpu.cpu_index, env.nip)
+        program = cpu.machine.arch.program_at(cpu.machine, cpu.cpu_index, env.nip)
         vcpu.runner = GuestRunner(program, env.entry_gen) if program is not None else None
         vcpu.ceded = False
         vcpu.exit_hcall = None

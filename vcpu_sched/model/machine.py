@@ -21,7 +21,8 @@ from ..config import RunSettings
 from .arch import Arch, PpcArch
 from .cpus import CPUState, current_cpu, resume_all_vcpus
 from .effects import Block, BqlLock, BqlUnlock, Effect, QemuCond, Spend, Thread, WakeHub
-from .guest import GuestMemory, GuestOutcome, GuestRunner
+from .guest import GuestMemory, GuestOutcome, GuestProgram, GuestRunner
+from .kdump import crash_kexec
 from .kvm import FakeKvm, kvm_vcpu_thread_fn
 from .monitor import monitor_command, qemu_system_reset
 from .ppc import CPU_MODELS, CPUPPCState
@@ -93,6 +94,9 @@ class Machine:
         # QEMU_CLOCK_VIRTUAL timers the main loop runs (util/qemu-timer.c): name -> (expiry, callback)
         self.timers: dict[str, tuple[int, Callable[[], None]]] = {}
         self.rcu = Rcu()
+        # The guest's panic path into its kdump kernel (kdump.py), which the guest's programs reach through
+        # the machine: the kdump kernel runs the guest's own secondary program.
+        self.crash_kexec: Callable[[Machine, int], GuestProgram] = crash_kexec
         self.tcg_runners: dict[int, GuestRunner] = {}
         self.kvm: FakeKvm | None = None
         self.pnv: Pnv | None = None
@@ -101,8 +105,7 @@ class Machine:
         self.arch: Arch
         if settings.machine == "s390-ccw-virtio":
             from .s390x.cpu import CPUS390XState
-            from .s390x.kvm import S390Arch
-            from .s390x.machine import S390CcwMachine
+            from .s390x.machine import S390Arch, S390CcwMachine
 
             self.arch = S390Arch()
             self.cpus = [self._cpu(i, CPUS390XState()) for i in range(settings.smp)]

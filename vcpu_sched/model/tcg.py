@@ -33,7 +33,7 @@ from .cpus import (
 )
 from .effects import BqlLock, BqlUnlock, Effect, Spend
 from .excp import ppc_next_unmasked_interrupt
-from .guest import GuestRunner, Hcall, StoreDecr, program_at
+from .guest import GuestRunner, Hcall, StoreDecr
 from .interrupts import ppc_maybe_interrupt
 from .ppc import MSR_EE, Interrupt
 from .rcu import rcu_read_lock, rcu_read_unlock, rcu_register_thread
@@ -90,7 +90,7 @@ def _cpu_exec_loop(cpu: CPUState) -> Generator[Effect, Any, int]:
         yield BqlUnlock("cpu_handle_interrupt")
     runner = machine.tcg_runners.get(cpu.cpu_index)
     if runner is None or runner.entry_gen != cpu.env.entry_gen:
-        program = program_at(machine, cpu.cpu_index, cpu.env.nip)
+        program = machine.arch.program_at(machine, cpu.cpu_index, cpu.env.nip)
         runner = GuestRunner(program, cpu.env.entry_gen) if program is not None else None
         if runner is not None:
             machine.tcg_runners[cpu.cpu_index] = runner

@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..accel import execute_guest
-from ..arch import Arch
 from ..cpus import EXCP_HALTED, EXCP_INTERRUPT, CPUState
 from ..effects import Block, BqlLock, BqlUnlock, Effect
 from ..guest import GuestRunner
 from ..kvm import EINTR, KvmExit
-from .cpu import S390_CPU_STATE_STOPPED, s390_cpu_has_work, s390_cpu_set_state, s390_kvm
+from .cpu import S390_CPU_STATE_STOPPED, s390_cpu_set_state, s390_kvm
 from .sigp import (
     ORDER_NAMES,
     SIGP_CC_ORDER_CODE_ACCEPTED,
@@ -89,13 +88,11 @@ class S390Kvm:
 def kvm_arch_put_registers(cpu: CPUState, level: int) -> None:
     """target/s390x/kvm/kvm.c kvm_arch_put_registers: the PSW (and everything else) into the kernel; a new
     PSW starts the program there."""
-    from .guest import program_at
-
     vcpu = s390_kvm(cpu).vcpus[cpu.cpu_index]
     env = cpu.env
     if env.entry_gen != vcpu.entry_gen:
         vcpu.entry_gen = env.entry_gen
-        program = program_at(cpu.machine, cpu.cpu_index, env.psw_addr)
+        program = cpu.machine.arch.program_at(cpu.machine, cpu.cpu_index, env.psw_addr)
         vcpu.runner = GuestRunner(program, env.entry_gen) if program is not None else None
         vcpu.exit_op = vcpu.op_ret = None
 
@@ -183,19 +180,3 @@ def kvm_arch_handle_exit(cpu: CPUState, run: KvmExit) -> Generator[Effect, Any, 
 def kvm_arch_process_async_events(cpu: CPUState) -> bool:
     """target/s390x/kvm/kvm.c kvm_arch_process_async_events: `halted` (a STOPPED CPU is halted)."""
     return cpu.halted
-
-
-class S390Arch(Arch):
-    """target/s390x under KVM."""
-
-    name = "s390x"
-    cpu_has_work = staticmethod(s390_cpu_has_work)
-    kvm_arch_process_async_events = staticmethod(kvm_arch_process_async_events)
-    kvm_arch_put_registers = staticmethod(kvm_arch_put_registers)
-    kvm_vcpu_ioctl_run = staticmethod(kvm_vcpu_ioctl_run)
-    kvm_arch_handle_exit = staticmethod(kvm_arch_handle_exit)
-
-    def machine_reset(self, machine: Any) -> Generator[Effect, Any, None]:
-        from .machine import s390_machine_reset  # machine.py imports this module
-
-        return s390_machine_reset(machine)

@@ -7,11 +7,19 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
+from ..arch import Arch
 from ..cpus import CPUState, run_on_cpu
 from ..effects import Effect
-from .cpu import S390_CPU_STATE_OPERATING, S390_CPU_STATE_STOPPED, s390_cpu_set_state
-from .guest import IPL_PSW_ADDR
-from .kvm import S390Kvm, S390KvmVcpu, kvm_arch_put_registers
+from .cpu import S390_CPU_STATE_OPERATING, S390_CPU_STATE_STOPPED, s390_cpu_has_work, s390_cpu_set_state
+from .guest import IPL_PSW_ADDR, program_at
+from .kvm import (
+    S390Kvm,
+    S390KvmVcpu,
+    kvm_arch_handle_exit,
+    kvm_arch_process_async_events,
+    kvm_arch_put_registers,
+    kvm_vcpu_ioctl_run,
+)
 
 if TYPE_CHECKING:
     from ..machine import Machine
@@ -57,3 +65,18 @@ def s390_machine_reset(machine: Machine) -> Generator[Effect, Any, None]:
     yield from run_on_cpu(machine.cpus[0], s390_do_cpu_ipl, "s390_do_cpu_ipl")
     for cpu in machine.cpus:
         yield from run_on_cpu(cpu, _post_reset, "do_kvm_cpu_synchronize_post_reset")
+
+
+class S390Arch(Arch):
+    """target/s390x under KVM, on this board."""
+
+    name = "s390x"
+    cpu_has_work = staticmethod(s390_cpu_has_work)
+    kvm_arch_process_async_events = staticmethod(kvm_arch_process_async_events)
+    kvm_arch_put_registers = staticmethod(kvm_arch_put_registers)
+    kvm_vcpu_ioctl_run = staticmethod(kvm_vcpu_ioctl_run)
+    kvm_arch_handle_exit = staticmethod(kvm_arch_handle_exit)
+    program_at = staticmethod(program_at)
+
+    def machine_reset(self, machine: Machine) -> Generator[Effect, Any, None]:
+        return s390_machine_reset(machine)

@@ -122,14 +122,12 @@ def sigp_initial_cpu_reset(cpu: CPUState, si: SigpInfo) -> None:
     kvm_s390_reset_vcpu_initial (KVM_S390_INITIAL_RESET, whose normal-reset part drops the vCPU's local
     interrupts: a pending stop or restart) - then cpu_synchronize_post_reset puts QEMU's state back, so
     the vCPU is clean again. The architected registers the reset clears are not modelled."""
-    from .kvm import kvm_arch_put_registers  # kvm.py imports this module
-
     cpu.vcpu_dirty = True  # cpu_synchronize_state on its own thread
     cpu.env.sigp_order = 0
     s390_cpu_set_state(S390_CPU_STATE_STOPPED, cpu)
     vcpu = s390_kvm(cpu).vcpus[cpu.cpu_index]
     vcpu.stop_pending = vcpu.restart_pending = False
-    kvm_arch_put_registers(cpu, KVM_PUT_RESET_STATE)  # cpu_synchronize_post_reset
+    cpu.machine.arch.kvm_arch_put_registers(cpu, KVM_PUT_RESET_STATE)  # cpu_synchronize_post_reset
     cpu.vcpu_dirty = False
     si.cc = SIGP_CC_ORDER_CODE_ACCEPTED
 

@@ -2,7 +2,7 @@
 """Set up `.venv` when it is missing or stale, then run the demo or the tests.
 
     python3 tools/dev.py demo   # the seed's guest without the fix (lockup), then with it (booted)
-    python3 tools/dev.py test   # ruff, mypy, pytest (the default suite: not slow, not real)
+    python3 tools/dev.py test   # ruff, mypy, pytest (the default suite: not slow, not real; 2 workers)
     python3 tools/dev.py test-slow  # the slow tests (pytest -m slow): bigger searches, every scenario row
     python3 tools/dev.py real-qemu [--with-5.2]  # set up (once, cached outside the repository) QEMU 7.2 and
                                                  # 11.1 (and 5.2) and a ppc64le guest kit, then print where
@@ -49,10 +49,17 @@ def demo() -> int:
     return first or second
 
 
+# The OS-threads engine's tests read wall time and per-thread CPU (top -H): they run alone, after the rest,
+# which runs on two workers (pytest-xdist).
+WALL_CLOCK_TESTS = "tests/test_threads_engine.py"
+
+
 def test() -> int:
+    pytest = [str(BIN / "python"), "-m", "pytest", "-q"]
     for step in ([str(BIN / "ruff"), "check", "vcpu_sched", "tests", "tools"],
                  [str(BIN / "mypy")],
-                 [str(BIN / "python"), "-m", "pytest", "-q"]):
+                 [*pytest, "-n", "2", "--ignore", WALL_CLOCK_TESTS],
+                 [*pytest, WALL_CLOCK_TESTS]):
         status = run(*step)
         if status:
             return status

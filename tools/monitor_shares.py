@@ -7,7 +7,9 @@ can land before or after something the guest does. This runs every row of every 
 monitor script over seeds 0..N-1 and prints one line a row: the verdict the row claims (at its seed), and
 each verdict seen with its share.
 
-    .venv/bin/python tools/monitor_shares.py [--seeds 200] [--jobs 2] [--json FILE] [SCENARIO ...]
+    .venv/bin/python tools/monitor_shares.py [--seeds 200] [--jobs 2] [--json FILE] [--write] [SCENARIO ...]
+
+`--write` puts the table into docs/monitor-timing.md (about 20 minutes of runs on 2 cores for all rows).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from vcpu_sched.config import RunSettings  # noqa: E402
 from vcpu_sched.matrix import _show  # noqa: E402
 from vcpu_sched.scenario import apply, load, scenario_names  # noqa: E402
 from vcpu_sched.sweep import batches, run_batch  # noqa: E402
+
+PAGE = ROOT / "docs" / "monitor-timing.md"
 
 
 def rows(names: list[str]) -> list[tuple[str, str, str, RunSettings]]:
@@ -73,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--write", action="store_true", help="write the table into docs/monitor-timing.md")
     args = parser.parse_args(argv)
     names = args.scenarios or [n for n in scenario_names() if load(n).settings.monitor or
                                any("monitor" in e.variant for e in load(n).expect)]
@@ -81,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     print(table(results), end="")
+    if args.write:
+        sys.path.insert(0, str(ROOT / "tools"))
+        import docgen
+
+        docgen.write_block(PAGE, "monitor-shares", table(results), "tools/monitor_shares.py")
     print(f"{sum(r['seeds'] for r in results)} runs in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return 0
 

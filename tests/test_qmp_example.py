@@ -50,4 +50,4 @@ def test_the_session_shows_the_hang(tmp_path: Path) -> None:
     assert "'status': 'prelaunch'" in lines[0]
     assert "hung: the BQL is held by a vCPU" in lines, out.stdout
     assert lines[-1].startswith("[{'id'"), "out-of-band query-yank answers during the hang"
-    assert server.returncode == 143 and "LOCKUP" in err
+    assert server.returncode == 143, err  # SIGTERM ends it, the log completed

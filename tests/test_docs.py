@@ -171,7 +171,8 @@ def test_a_hand_edited_verdict_fails_even_with_its_digest_redone(tmp_path: Path)
 _EXIT = re.compile(r"\bexit (\d+)\b")
 NEEDS = {"needs a Dask cluster": "needs a Dask scheduler at that address",
          "needs KVM": "needs a POWER host with KVM",
-         "a server": "a server that runs until `quit`: tests/test_qmp.py and test_qmp_example.py drive it"}
+         "a server": "a server that runs until `quit`: tests/test_qmp.py and test_qmp_example.py drive it",
+         "half an hour": "half an hour a binary: test_the_real_matrix_of_the_seed_scenario_is_the_pages reruns a part"}
 
 
 @dataclass

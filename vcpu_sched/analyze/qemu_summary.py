@@ -288,13 +288,13 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
         # What this thread did since its previous event, for each mutex it holds: waited (counted when the
         # wait ends), or was silent, or was busy. A mutex's release ends its activity and is not one of its events.
         if state.held:
-            quiet = state.asked is None
+            # Every held mutex was taken at one of this thread's lines, so no later than its previous one.
+            gap = t - state.prev_ns
+            silence = gap >= silence_ns and state.asked is None
             ending = mutex.address if mutex is not None and line.name == "qemu_mutex_unlock" else None
             for act in state.held.values():
-                if quiet:
-                    gap = t - max(state.prev_ns, act.start_ns)
-                    if gap >= silence_ns:
-                        act.add_silence(gap)
+                if silence:
+                    act.add_silence(gap)
                 if act.mutex != ending:
                     act.events += 1
                     act.last_event_ns, act.last_event = t, line

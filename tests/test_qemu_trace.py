@@ -410,3 +410,25 @@ def test_an_owner_that_took_the_mutex_before_the_trace_is_named_by_its_release(
     assert (wait["held_by_tid"], wait["taken_before_trace"], wait["held_by"]) == (12, True, None)
     assert main(["analyze", str(tmp_path / "t.trace")]) == 0
     assert f"mutex {OTHER} was held by thread 12 (unknown), taken before the trace begins" in capsys.readouterr().out
+
+
+def test_a_condition_wait_under_the_bql_is_blocked_on_that_condition(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """qemu_cond_wait shows as `released` then `taken` with no `waiting on` between (QEMU traces no condition
+    event): with the BQL held across it, the holder was blocked on the condition, not silent."""
+    lock = _synthetic(tmp_path, capsys, [
+        f"11@100.000010:qemu_mutex_lock waiting on mutex {OTHER} (../../util/thread-pool.c:50)",
+        f"11@100.000011:qemu_mutex_locked taken mutex {OTHER} (../../util/thread-pool.c:50)",
+        f"11@100.000012:qemu_mutex_unlock released mutex {OTHER} (./include/qemu/thread.h:60)",
+        f"12@101.000000:qemu_mutex_lock waiting on mutex {OTHER} (../../util/thread-pool.c:80)",
+        f"12@101.000001:qemu_mutex_locked taken mutex {OTHER} (../../util/thread-pool.c:80)",
+        f"12@101.000002:qemu_mutex_unlock released mutex {OTHER} (../../util/thread-pool.c:82)",
+        f"11@103.000000:qemu_mutex_locked taken mutex {OTHER} (./include/qemu/thread.h:60)",
+        f"11@103.000001:qemu_mutex_unlock released mutex {OTHER} (../../util/thread-pool.c:55)",
+        f"11@103.000010:qemu_mutex_unlock released mutex {BQL} (../../softmmu/cpus.c:511)"], [])
+    wait = lock["holder_during_hold"]["longest_wait"]
+    assert lock["holder_state"] == "blocked" and wait["condition"] and wait["got_it"]
+    assert (wait["mutex"], wait["site"]) == (OTHER, "./include/qemu/thread.h:60")
+    assert wait["waited_s"] == pytest.approx(2.999988) and wait["held_by_tid"] is None
+    assert main(["analyze", str(tmp_path / "t.trace")]) == 0
+    assert "waiting on a condition variable (qemu_cond_wait: mutex" in capsys.readouterr().out

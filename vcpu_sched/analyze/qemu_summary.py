@@ -160,6 +160,9 @@ class Wait:
     start_ns: int
     end_ns: int | None = None
     owner: Activity | None = None  # who held the mutex meanwhile: the last to release it during the wait
+    # qemu_cond_wait: `released` then, with no line between, `taken` and no `waiting on` - blocked on the
+    # condition variable, then relocking the mutex (QEMU traces no condition event)
+    condition: bool = False
 
 
 @dataclass(slots=True)
@@ -235,6 +238,7 @@ class PerThread:
     asked: Wait | None = None  # a mutex asked for and not yet taken
     held: dict[str, Activity] = field(default_factory=dict)  # the mutexes it holds now
     prev_ns: int = 0  # its previous event
+    released_last: str | None = None  # the mutex its previous line released
 
 
 # A gap in a holder's events counts as silence from this share of --threshold (10 ms at the default 1 s).
@@ -285,6 +289,11 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
         t = line.t_ns
         state = per[line.tid]
         mutex = mutex_of(line)
+        if state.released_last is not None:
+            if mutex is not None and line.name == "qemu_mutex_locked" and state.asked is None and \
+                    mutex.address == state.released_last:  # back from qemu_cond_wait: it waited since then
+                state.asked = Wait(mutex.address, mutex.site, state.prev_ns, condition=True)
+            state.released_last = None
         # What this thread did since its previous event, for each mutex it holds: waited (counted when the
         # wait ends), or was silent, or was busy. A mutex's release ends its activity and is not one of its events.
         if state.held:
@@ -309,7 +318,7 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
                     wait.end_ns = t
                     last = released.get(address)
                     if last is not None and last.end_ns is not None and last.end_ns >= wait.start_ns and \
-                            last.tid != line.tid:
+                            last.tid != line.tid and not wait.condition:
                         wait.owner = last
                         _trim(last)
                     for act in state.held.values():
@@ -321,6 +330,7 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
                 act = state.held[address] = owners[address] = Activity(line.tid, address, mutex.site, t, line.stamp,
                                                                       last_event_ns=t, last_event=line)
             else:
+                state.released_last = address
                 act_or_none = state.held.pop(address, None)
                 if act_or_none is None and address != found.bql:  # taken before the trace: who released it
                     released[address] = Activity(line.tid, address, "", found.first_ns, "", t, partial=True)
@@ -411,6 +421,7 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
                 "got_it_before_end_s": (end - wait_end) / NS if got and seconds and wait_end is not None else None,
                 "held_by_tid": owner.tid if owner else None,
                 "held_by_role": found.roles[owner.tid][0] if owner else None, "held_by": None, "deadlock": False,
+                "condition": longest_wait.condition,
                 "taken_before_trace": bool(owner and owner.partial)}
             if owner is not None and owner.partial:
                 pass  # only its release is in the trace: nothing to describe
@@ -553,12 +564,14 @@ def activity_text(a: dict[str, Any], what: str) -> str:
     if a["state"] == "blocked" and wait is not None:
         got = (f"got it {wait['got_it_before_end_s']:.6f} s before the end of the {what}" if wait["got_it"]
                else f"still waiting at the end of the {what}")
-        return (f"BLOCKED: {wait['waited_s']:.6f} s waiting for mutex {wait['mutex']} (asked at {wait['site']}; "
-                f"{got}); {a['blocked_s']:.6f} s of the {what} waiting for mutexes, {a['silent_s']:.6f} s silent, "
-                f"{a['busy_s']:.6f} s busy; {events}{last}")
+        what_for = (f"on a condition variable (qemu_cond_wait: mutex {wait['mutex']} released, then retaken at "
+                    f"{wait['site']}" if wait["condition"] else f"for mutex {wait['mutex']} (asked at {wait['site']}")
+        return (f"BLOCKED: {wait['waited_s']:.6f} s waiting {what_for}; "
+                f"{got}); {a['blocked_s']:.6f} s of the {what} blocked on mutexes or conditions, "
+                f"{a['silent_s']:.6f} s silent, {a['busy_s']:.6f} s busy; {events}{last}")
     if a["state"] == "silent":
         return (f"SILENT: no event for {a['silent_s']:.6f} s of the {what} (the longest silence "
                 f"{a['longest_silence_s']:.6f} s; stopped, sleeping or in a system call: the trace does not say), "
-                f"{a['blocked_s']:.6f} s waiting for mutexes, {a['busy_s']:.6f} s busy; {events}{last}")
-    return (f"SPINNING: busy, {a['events']:,} events in {a['held_s']:.6f} s ({a['blocked_s']:.6f} s waiting for "
-            f"mutexes, {a['silent_s']:.6f} s silent); {last}")
+                f"{a['blocked_s']:.6f} s blocked on mutexes or conditions, {a['busy_s']:.6f} s busy; {events}{last}")
+    return (f"SPINNING: busy, {a['events']:,} events in {a['held_s']:.6f} s ({a['blocked_s']:.6f} s blocked, "
+            f"{a['silent_s']:.6f} s silent); {last}")

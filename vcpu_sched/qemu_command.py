@@ -92,9 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def qemu_main(argv: list[str]) -> int:
+def qemu_main(argv: list[str], emulator: bool = False) -> int:
     """Every input and output is checked, and every TCP port bound, before the first file is written: a
-    start that fails leaves an existing --log and -pidfile as they were."""
+    start that fails leaves an existing --log and -pidfile as they were. `emulator`: run as a versioned
+    entry point (vcpu-sched-qemu-X.Y), which libvirt starts with -daemonize for its probe."""
     from . import runner
     from .config import parse_set
     from .qemu_cmdline import parse_words
@@ -103,6 +104,10 @@ def qemu_main(argv: list[str]) -> int:
 
     ours, qemu_words = _split(argv)
     args = _parser().parse_args(ours)
+    if _machine_none(qemu_words):  # libvirt's capability probe: no guest, the recorded answers (probe.py)
+        from .probe import probe_main
+
+        return probe_main(args.qemu_version, qemu_words, daemonize_allowed=emulator)
     line = parse_words(qemu_words)
     other: dict[str, list[str | None]] = {}
     for option, value in line.other:
@@ -169,6 +174,29 @@ def qemu_main(argv: list[str]) -> int:
         print(f"vcpu-sched: {result.reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _machine_none(words: list[str]) -> bool:
+    """Whether the command line's machine is `none` (QEMU's machine without a board: libvirt's probe)."""
+    machines = [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-machine", "-M", "--machine")]
+    return bool(machines) and machines[-1].split(",")[0] == "none"
+
+
+def _emulator(version: str) -> int:
+    """A versioned entry point: `vcpu-sched qemu --qemu-version VERSION` with libvirt's command lines."""
+    from .cli import _guarded
+
+    return _guarded(lambda: qemu_main(["--qemu-version", version, *sys.argv[1:]], emulator=True))
+
+
+def emulator_7_2() -> NoReturn:
+    """vcpu-sched-qemu-7.2: the emulator to give libvirt for a QEMU 7.2 (Debian bookworm's)."""
+    sys.exit(_emulator("7.2"))
+
+
+def emulator_11_1() -> NoReturn:
+    """vcpu-sched-qemu-11.1: the emulator to give libvirt for a QEMU 11.1 (11.1.3, trixie-backports')."""
+    sys.exit(_emulator("11.1"))
 
 
 def _check_outputs(args: argparse.Namespace, pidfile: str | None, sockets: list[str]) -> None:

@@ -1,0 +1,164 @@
+"""libvirt's capability probe (issue 29): the versioned entry points answer it as the real binaries did.
+
+The recordings (tests/data/probe-X.Y.json.gz, tools/record_probe.py) hold every command libvirt 9.0 sent
+to QEMU 7.2 and 11.1.3 while probing them, and the real answers. The waits are bounded conditions (a
+process exits, a socket answers), never sleeps."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_for
+from vcpu_sched.probe import PROBE_VERSIONS, probe_answer
+
+DATA = Path(__file__).parent / "data"
+# libvirt 9.0's probe command line (seen through a wrapper that logged its argv), less the socket and pid file
+PROBE_LINE = ["-S", "-no-user-config", "-nodefaults", "-nographic", "-machine", "none,accel=kvm:tcg"]
+
+
+def recording(version: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(gzip.decompress((DATA / f"probe-{version}.json.gz").read_bytes()))
+    return data
+
+
+def shape(value: Any) -> Any:
+    """Keys and types, not values: a list by its first member."""
+    if isinstance(value, dict):
+        return {key: shape(member) for key, member in value.items() if key != "id"}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return type(value).__name__
+
+
+def test_the_recordings_are_libvirts_probe() -> None:
+    for version in PROBE_VERSIONS:
+        data = recording(version)
+        sent = [e["send"]["execute"] for e in data["exchanges"]]
+        assert sent[:3] == ["qmp_capabilities", "query-version", "query-target"] and sent[-1] == "quit"
+        static = {"query-qmp-schema", "query-machines", "query-cpu-definitions", "query-migrate-capabilities"}
+        assert static <= set(sent)
+        assert data["greeting"]["QMP"]["version"]["qemu"]["major"] == int(version.split(".")[0])
+
+
+@pytest.mark.parametrize("version", PROBE_VERSIONS)
+def test_every_probe_answer_has_the_real_answers_shape(version: str) -> None:
+    chardevs = [("compat_monitor0", "/run/libvirt/qemu/qmp.monitor")]
+    for exchange in recording(version)["exchanges"]:
+        command = exchange["send"]
+        if command["execute"] in ("qmp_capabilities", "quit"):  # the session's own: test_the_probe_over_qmp
+            continue
+        ours = probe_answer(version, command["execute"], command.get("arguments", {}), chardevs)
+        assert shape(ours) == shape(exchange["receive"][-1]), command
+
+
+def _exchange(sock: socket.socket, buf: bytearray, message: dict[str, Any]) -> list[dict[str, Any]]:
+    sock.sendall(json.dumps(message).encode() + b"\n")
+    out = []
+    while not out or out[-1].get("id") != message["id"]:
+        while b"\n" not in buf:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the monitor closed"
+            buf += chunk
+        line, _, rest = bytes(buf).partition(b"\n")
+        buf[:] = rest
+        out.append(json.loads(line))
+    return out
+
+
+@pytest.mark.parametrize("version", PROBE_VERSIONS)
+def test_the_entry_point_daemonizes_and_answers_the_probe(version: str, tmp_path: Path) -> None:
+    """As libvirt starts it: -pidfile and -daemonize; the command returns 0 once the socket listens."""
+    sock_path, pidfile = tmp_path / "qmp.monitor", tmp_path / "qmp.pid"
+    entry = f"emulator_{version.replace('.', '_')}"
+    argv = [sys.executable, "-c", f"from vcpu_sched.qemu_command import {entry}; {entry}()", *PROBE_LINE,
+            "-qmp", f"unix:{sock_path},server=on,wait=off", "-pidfile", str(pidfile), "-daemonize"]
+    started = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stderr
+    pid = int(pidfile.read_text())
+    try:
+        real = recording(version)
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(sock_path))
+            sock.settimeout(30)
+            buf = bytearray()
+            greeting = _exchange(sock, buf, {"execute": "qmp_capabilities", "id": "libvirt-1"})
+            assert greeting[0]["QMP"]["version"]["qemu"] == real["greeting"]["QMP"]["version"]["qemu"]
+            assert greeting[1] == {"return": {}, "id": "libvirt-1"}
+            for n, exchange in enumerate(real["exchanges"][1:], 2):
+                ours = _exchange(sock, buf, {**exchange["send"], "id": f"libvirt-{n}"})
+                assert [shape(m) for m in ours] == [shape(m) for m in exchange["receive"]], exchange["send"]
+        wait_for(lambda: not pidfile.exists(), 30)  # quit: the process ends and removes its pid file
+        assert not sock_path.exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_ends_the_probe_process(tmp_path: Path) -> None:
+    sock_path = tmp_path / "qmp.monitor"
+    proc = subprocess.Popen([sys.executable, "-m", "vcpu_sched", "qemu", "--qemu-version", "11.1", *PROBE_LINE,
+                             "-qmp", f"unix:{sock_path},server=on,wait=off"], stderr=subprocess.DEVNULL)
+    try:
+        wait_for(sock_path.exists, 60)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert not sock_path.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ([], "-machine none: answers libvirt's probe as a recorded QEMU (no --qemu-version"),
+    (["--qemu-version", "10.0"], "(--qemu-version 10.0; recorded: 7.2, 11.1)"),
+    (["--qemu-version", "7.2", "-daemonize"], "-daemonize: only the versioned entry points"),
+    (["--qemu-version", "7.2", "-machine", "none,accel=hvf"], "accelerator 'hvf' is not modelled"),
+])
+def test_bad_probe_command_lines_are_one_line_and_status_2(extra: list[str], needle: str, tmp_path: Path) -> None:
+    argv = [*PROBE_LINE, "-qmp", f"unix:{tmp_path}/qmp.monitor,server=on,wait=off", *extra]
+    proc = subprocess.run([sys.executable, "-m", "vcpu_sched", "qemu", *argv], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def _libvirt_probe(emulator: str, root: Path) -> str:
+    """`virsh domcapabilities` through libvirt's embedded QEMU driver: it probes the emulator in-process,
+    no libvirtd to start or stop."""
+    proc = subprocess.run(["virsh", "-c", f"qemu:///embed?root={root}", "domcapabilities", "--emulatorbin",
+                           emulator, "--arch", "ppc64", "--machine", "pseries"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.replace(emulator, "EMULATOR")
+
+
+@pytest.mark.real
+@pytest.mark.skipif(shutil.which("virsh") is None, reason="libvirt is not installed (apt-get install libvirt-clients "
+                                                          "libvirt-daemon-driver-qemu)")
+@pytest.mark.skipif(os.geteuid() != 0, reason="libvirt's embedded QEMU driver runs the emulator as libvirt-qemu: root")
+@pytest.mark.skipif(shutil.which("qemu-system-ppc64") is None, reason="qemu-system-ppc64 (7.2) is not installed")
+def test_libvirt_learns_the_same_capabilities_from_the_model_as_from_qemu_72() -> None:
+    entry = shutil.which("vcpu-sched-qemu-7.2") or str(Path(sys.executable).parent / "vcpu-sched-qemu-7.2")
+    # libvirt runs the emulator as libvirt-qemu, which must reach the sockets: not under pytest's 0700 tmp_path
+    root = Path(tempfile.mkdtemp(prefix="vcpu-sched-libvirt-"))
+    try:
+        root.chmod(0o755)
+        real = _libvirt_probe(str(shutil.which("qemu-system-ppc64")), root / "real")
+        ours = _libvirt_probe(entry, root / "ours")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    assert "<machine>pseries-7.2</machine>" in ours
+    assert ours == real

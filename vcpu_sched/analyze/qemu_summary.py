@@ -14,8 +14,9 @@ loop, cpus.c and the accelerators' thread loops) and each thread's role; the sec
 and wait.
 
 A holder is described by what it did over the whole hold, not by its last event: the hold's time is split
-into waiting for other mutexes (`waiting on` to `taken`), silence (gaps of at least 1% of --threshold with no
-event of its own and no wait) and the rest, busy; the largest share names it blocked, silent or spinning.
+into waiting for other mutexes (`waiting on` to `taken`) or in qemu_cond_wait (`released`, then `taken` of the
+same mutex with nothing between), silence (gaps of at least 1% of --threshold with no event of its own and no
+wait) and the rest, busy; the largest share names it blocked, silent or spinning.
 Every mutex's holder is followed the same way, so a wait names who held that mutex meanwhile (the last
 thread to release it during the wait, or the one holding it at the end) and what that thread did while it
 held it, down to CHAIN_DEPTH links; a chain back to a thread already in it, with both waits open at the

@@ -74,7 +74,10 @@ class Park(NamedTuple):
     timeout_ns: int | None
 
     def woken(self) -> bool:
-        return any(c.generation != g for c, g in zip(self.conds, self.seen, strict=True))
+        for c, g in zip(self.conds, self.seen, strict=True):  # noqa: SIM110 - a loop: any() costs a generator
+            if c.generation != g:
+                return True
+        return False
 
 
 class Sleep(NamedTuple):

@@ -6,7 +6,7 @@ import dataclasses
 import shlex
 
 from .config import RunSettings
-from .result import Lockup, RunResult
+from .result import CpuRow, Lockup, RunResult
 
 _FLAGS = {"smp": "--smp", "accel": "--accel", "cpu": "--cpu", "fix": "--fix",
           "timebase_reset": "--timebase-reset", "seed": "--seed", "watchdog_s": "--watchdog",
@@ -55,12 +55,44 @@ def lockup_text(lockup: Lockup) -> list[str]:
         lines += ["", "top -H (psutil, per-thread CPU over the sampling window):", "      TID  %CPU  COMMAND"]
         lines += [f"  {t['native_id']:>7} {t['cpu_percent']:>5.1f}  {t.get('os_name') or t['name']}"
                   for t in lockup.top_threads]
-    lines += ["", "CPU  where                halted quiesced HARD PSSCR[EC] pending  takes  LPCR"]
-    for r in lockup.cpus:
-        ec = "-" if r.psscr_ec is None else str(int(r.psscr_ec))
-        lines.append(f"{r.cpu:<4} {r.where:<20} {int(r.halted):<6} {int(r.quiesced):<8} {int(r.hard):<4} "
-                     f"{ec:<9} {','.join(r.pending) or '-':<8} {r.would_take:<6} {r.lpcr} {r.lpcr_decoded}")
+    lines += ["", *cpu_table(lockup.cpus)]
     lines += ["", "Why:"] + [f"  {i}. {step}" for i, step in enumerate(lockup.chain, 1)]
+    return lines
+
+
+GROUP_ABOVE = 64  # a CPU table with more rows than this groups runs of identical rows
+
+
+def _cells(r: CpuRow, where: str) -> str:
+    ec = "-" if r.psscr_ec is None else str(int(r.psscr_ec))
+    return (f"{where:<20} {int(r.halted):<6} {int(r.quiesced):<8} {int(r.hard):<4} "
+            f"{ec:<9} {','.join(r.pending) or '-':<8} {r.would_take:<6} {r.lpcr} {r.lpcr_decoded}")
+
+
+def cpu_table(rows: list[CpuRow]) -> list[str]:
+    """The watchdog's CPU table: one row per vCPU, or, past GROUP_ABOVE rows, consecutive vCPUs whose
+    rows read the same (a wait on their own halt_cond counting as the same) in one row, as top groups
+    what it cannot show: "2-2047  waits halt_cond[i] ... (2046 CPUs)". `--json` keeps every row."""
+    groups: list[tuple[str, str]] = []  # (CPU label, the row after it)
+    if len(rows) <= GROUP_ABOVE:
+        groups = [(str(r.cpu), _cells(r, r.where)) for r in rows]
+    else:
+        runs: list[tuple[list[CpuRow], str]] = []
+        for r in rows:
+            cells = _cells(r, r.where.replace(f"[{r.cpu}]", "[i]"))
+            if runs and runs[-1][1] == cells and runs[-1][0][-1].cpu + 1 == r.cpu:
+                runs[-1][0].append(r)
+            else:
+                runs.append(([r], cells))
+        for run, cells in runs:
+            first, last = run[0], run[-1]
+            if len(run) == 1:
+                groups.append((str(first.cpu), _cells(first, first.where)))
+            else:
+                groups.append((f"{first.cpu}-{last.cpu}", f"{cells} ({len(run)} CPUs)"))
+    width = max([4] + [len(label) for label, _ in groups])
+    lines = [f"{'CPU':<{width}} where                halted quiesced HARD PSSCR[EC] pending  takes  LPCR"]
+    lines += [f"{label:<{width}} {cells}" for label, cells in groups]
     return lines
 
 

@@ -91,6 +91,7 @@ def test_the_readme_is_a_front_page() -> None:
     text = docgen.README.read_text(encoding="utf-8")
     assert len(text.splitlines()) < 250
     tasks = text[text.index("## Tasks"):text.index("\n## ", text.index("## Tasks") + 1)]
+    top = text[:text.index("```")]  # before the first block: what a reader sees first
     for task, page in (("See the hang and the fix", "docs/scenarios/spapr-rtas-stopped.md"),
                        ("Run a variant or your own QEMU command line", "docs/usage.md"),
                        ("Analyse a log or a real QEMU trace", "docs/analyze.md"),
@@ -99,6 +100,7 @@ def test_the_readme_is_a_front_page() -> None:
                        ("Check a scenario on a real QEMU", "docs/real-qemu.md")):
         item = next((i for i in tasks.split("\n- ") if task in i), None)
         assert item is not None and f"]({page})" in item, task
+        assert f"]({page})" in top, f"{task}: one click from the top"
     # the test command CI runs (.ci/run) is the README's, exactly
     assert "python3 tools/dev.py test " in text and "python3 tools/dev.py test" in (ROOT / ".ci" / "run").read_text()
 
@@ -358,6 +360,16 @@ def test_the_matrix_rows_and_mismatches_are_the_pages() -> None:
     block = next(b for b in docgen.blocks(docgen.DOCS / "usage.md") if b.name == "matrix-engines")
     trio_row = next(r for r in _untimed(block.body) if r[0] == "trio")
     assert _untimed(docgen.matrix_engines(("trio",))) == [trio_row]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fwnmi-odds", "sigp-odds"])
+def test_a_row_of_each_seed_sweep_is_what_a_sweep_gives_now(name: str) -> None:
+    """One row of each sweep table (a few hundred seeds), swept again: the counts are exact for a seed."""
+    page = next(p for p, n in docgen.SWEEPS if n == name)
+    block = next(b for b in docgen.blocks(page) if b.name == name)
+    fresh = _untimed(docgen.fwnmi_odds((2,)) if name == "fwnmi-odds" else docgen.sigp_odds(((8, 1),)))
+    assert fresh and fresh[0] in _untimed(block.body)
 
 
 @pytest.mark.real

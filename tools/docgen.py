@@ -13,6 +13,7 @@ searches in the slow one) and compares counts and verdicts.
     .venv/bin/python tools/docgen.py            # rewrite the quick blocks: scenario tables, the event schema
     .venv/bin/python tools/docgen.py --check    # exit 1 when a block is not what its generator writes
     .venv/bin/python tools/docgen.py --matrix   # the matrix on the Trio and explore engines (a minute)
+    .venv/bin/python tools/docgen.py --sweeps   # the seed sweeps of spapr-fwnmi-kdump and s390x-sigp-cross
 
 Other generators write through `write_block`: tools/explore_table.py, tools/bench.py, tools/real_table.py,
 tools/matrix_table.py.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
+import json
 import re
 import subprocess
 import sys
@@ -214,6 +216,40 @@ def demo_short() -> str:
     return "\n".join(line if len(line) <= 110 else line[:106].rstrip() + " ..." for line in lines)
 
 
+def _sweep(*args: str) -> dict[str, int]:
+    out = subprocess.run([sys.executable, "-m", "vcpu_sched", "sweep", *args, "--no-db", "--json"], cwd=ROOT,
+                         capture_output=True, text=True, check=False)
+    verdicts: dict[str, int] = json.loads(out.stdout)["verdicts"]
+    return verdicts
+
+
+def fwnmi_odds(sizes: tuple[int, ...] = (2, 4, 8)) -> str:
+    """aef92d87c5's odds of a hang, (n - 1) / n, against the model's: 400 seeds a size, the crashing CPU
+    drawn from the seed."""
+    lines = ["| n | hanging seeds (of 400) | fraction | (n - 1) / n |", "| --- | --- | --- | --- |"]
+    for n in sizes:
+        verdicts = _sweep("spapr-fwnmi-kdump", "--set", "crash_cpu=-1", "--smp", str(n), "--seeds", "0:400")
+        hung = sum(count for verdict, count in verdicts.items() if verdict != "completed")
+        lines.append(f"| {n} | {hung} | {hung / 400:.3f} | {(n - 1) / n:.3f} |")
+    return "\n".join(lines)
+
+
+def sigp_odds(rows: tuple[tuple[int, int], ...] = ((0, 3), (8, 1), (8, 3))) -> str:
+    """How often the two SIGP exits of s390x-sigp-cross meet: 1000 seeds, with and without jitter."""
+    lines = ["| `sigp_jitter_us` | rounds (`loops`) | seeds that deadlock (of 1000) |", "| --- | --- | --- |"]
+    for jitter, loops in rows:
+        verdicts = _sweep("s390x-sigp-cross", "--set", f"sigp_jitter_us={jitter}", "--set", f"loops={loops}",
+                          "--seeds", "0:1000")
+        lines.append(f"| {jitter} | {loops} | {sum(c for v, c in verdicts.items() if v != 'completed')} |")
+    return "\n".join(lines)
+
+
+SWEEPS: dict[tuple[Path, str], Callable[[], str]] = {
+    (DOCS / "scenarios" / "spapr-fwnmi-kdump.md", "fwnmi-odds"): fwnmi_odds,
+    (DOCS / "scenarios" / "s390x-sigp-cross.md", "sigp-odds"): sigp_odds,
+}
+
+
 def event_schema() -> str:
     from vcpu_sched.trace_events import schema_table
 
@@ -234,8 +270,13 @@ def quick_generators() -> dict[tuple[Path, str], Callable[[], str]]:
 
 
 def main(argv: list[str]) -> int:
+    at = code_version()  # the code measured: as the run starts (others may commit while it runs)
     if "--matrix" in argv:  # the matrix on each engine: a minute of runs, not part of the quick set
-        write_block(DOCS / "usage.md", "matrix-engines", matrix_engines(), "tools/docgen.py:--matrix")
+        write_block(DOCS / "usage.md", "matrix-engines", matrix_engines(), "tools/docgen.py:--matrix", at)
+        return 0
+    if "--sweeps" in argv:  # sweeps of a few thousand seeds: a minute, checked by the slow tests
+        for (page, name), generate in SWEEPS.items():
+            write_block(page, name, generate(), "tools/docgen.py:--sweeps", at)
         return 0
     check = "--check" in argv
     status = 0

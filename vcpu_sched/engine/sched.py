@@ -15,11 +15,13 @@ on memory addresses or on which other runs happened in this process.
 
 from __future__ import annotations
 
+import bisect
 import contextvars
 import heapq
 import random
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from ..model.effects import Effect, QemuCond
@@ -44,12 +46,18 @@ class Task:
     timer: int = 0  # sequence number of the task's live timer (0: none)
     due: int = 0  # when that timer comes
     fired: bool = False  # its timer has come
-    queued: bool = False  # in the ready list
+    queued: bool = False  # in the ready list (a task waiting on Acquire: see Scheduler._waiting)
     done: bool = False
+    qseq: int = 0  # its place in ready order: when it was queued
+    armed: int = 0  # when its pending Acquire began, in the same count: the order waiters are queued again
 
     @property
     def name(self) -> str:
         return self.rec.name
+
+
+_ARMED = attrgetter("armed")
+_PLACE = itemgetter(0)
 
 
 class Scheduler:
@@ -64,8 +72,18 @@ class Scheduler:
         self.tasks = [Task(core.threads[name], factory(), i, rng.random())
                       for i, (name, factory) in enumerate(core.machine.threads())]
         self.by_name = {t.name: t for t in self.tasks}
-        self._ready: list[Task] = []
-        self._acquiring: list[Task] = []  # tasks whose pending primitive is Acquire
+        # Ready order is one sequence of places (qseq). Its tasks waiting on Acquire are kept apart, as
+        # every one of them is queued again at each release of the BQL and dropped at the next look while
+        # it is held: with thousands of vCPUs that is most of a run. _waiting[:_wstart] are the waiters
+        # dropped since the last release (`_release` queues them again, in the order they began waiting),
+        # _waiting[_wstart:] the queued ones, at the places _wseq[_wstart:]; _uncontended are the queued
+        # waiters not yet found contended (core.contended is due when one is first dropped).
+        self._ready: list[Task] = []  # the other queued tasks, in ready order
+        self._waiting: list[Task] = []
+        self._wseq: list[int] = []
+        self._wstart = 0
+        self._uncontended: list[Task] = []
+        self._qseq = 0
         self._parked: dict[QemuCond, list[Task]] = {}
         self._timers: list[tuple[int, float, int, Task]] = []
         self._seq = 0
@@ -119,46 +137,59 @@ class Scheduler:
             if self.is_enabled(task):
                 ready.append(task)
             else:
-                self._dropped(task)
-        if len(ready) != len(self._ready):
-            self._ready = ready
-        return ready
+                task.queued = False
+        self._ready = ready
+        ws = self._wstart
+        if self.core.bql.owner is not None:  # no waiter can take it
+            self._drop_waiters(None)
+            return ready
+        places = [(task.qseq, task) for task in ready] + list(zip(self._wseq[ws:], self._waiting[ws:], strict=True))
+        places.sort(key=_PLACE)
+        return [task for _, task in places]
 
     def first_enabled(self) -> Task | None:
         """The first task in ready order that can step now (what `enabled()[0]` would be, without
         looking at the rest of the list)."""
-        ready = self._ready
-        bql_held = self.core.bql.owner is not None
+        ready, ws = self._ready, self._wstart
+        bql_free = self.core.bql.owner is None
+        # With the BQL free the first queued waiter can step: nothing queued after it is looked at.
+        limit = self._wseq[ws] if bql_free and ws < len(self._wseq) else None
         found = None
         dropped = 0
-        # Every waiter is queued again at each release of the BQL, so with thousands of vCPUs this loop
-        # mostly drops Acquires while the BQL is held: those are decided without is_enabled.
         for task in ready:
-            prim = task.prim
-            if type(prim) is Acquire and not task.done:
-                if not bql_held:
-                    found = task
-                    break
-            elif self.is_enabled(task):
+            if limit is not None and task.qseq > limit:
+                break
+            if self.is_enabled(task):
                 found = task
                 break
+            task.queued = False
             dropped += 1
-            self._dropped(task)
         if dropped:
             del ready[:dropped]
+        if found is None and limit is not None:
+            return self._waiting[ws]
+        if not bql_free:
+            self._drop_waiters(found)
         return found
 
-    def _dropped(self, task: Task) -> None:
-        task.queued = False
-        prim = task.prim
-        # core.contended only changes something the first time an Acquire is found taken (it then sets
-        # waited_since), so a waiter dropped again at every release skips it.
-        if isinstance(prim, Acquire) and task.rec.waited_since is None:
-            self.core.contended(task.rec, prim.site)
+    def _drop_waiters(self, found: Task | None) -> None:
+        """The BQL is held: drop the queued waiters ahead of `found` in ready order (all without it)."""
+        end = len(self._wseq) if found is None else bisect.bisect_left(self._wseq, found.qseq, self._wstart)
+        if end == self._wstart:
+            return
+        end_seq = self._wseq[end - 1]
+        uncontended = self._uncontended
+        while uncontended and uncontended[0].qseq <= end_seq:
+            task = uncontended.pop(0)
+            assert type(task.prim) is Acquire
+            self.core.contended(task.rec, task.prim.site)
+        self._wstart = end
 
     def _queue(self, task: Task) -> None:
         if not task.queued:
             task.queued = True
+            self._qseq += 1
+            task.qseq = self._qseq
             self._ready.append(task)
 
     def next_due(self) -> int | None:
@@ -184,7 +215,13 @@ class Scheduler:
         """Perform the task's pending primitive (it is enabled) and run it to its next blocking point.
         Returns the primitive it performed."""
         prim = task.prim
-        self._ready.remove(task)
+        if type(prim) is Acquire:
+            at = self._waiting.index(task, self._wstart)
+            del self._waiting[at], self._wseq[at]
+            if task in self._uncontended:
+                self._uncontended.remove(task)
+        else:
+            self._ready.remove(task)
         task.queued = False
         value: Any = None
         if type(prim) is Park:
@@ -195,8 +232,6 @@ class Scheduler:
                     waiting.remove(task)
         elif type(prim) is Release:
             self._release()
-        elif type(prim) is Acquire:
-            self._acquiring.remove(task)
         task.timer, task.fired, task.prim = 0, False, None
         task.context.run(self._advance, task, value)
         return prim
@@ -226,8 +261,14 @@ class Scheduler:
     def _arm(self, task: Task, prim: Primitive) -> None:
         task.prim, task.since = prim, self.now
         if type(prim) is Acquire:
-            self._acquiring.append(task)
-        elif type(prim) is Park:
+            self._qseq += 1
+            task.qseq = task.armed = self._qseq
+            self._waiting.append(task)
+            self._wseq.append(task.qseq)
+            if task.rec.waited_since is None:  # it found the BQL free when it asked
+                self._uncontended.append(task)
+            return
+        if type(prim) is Park:
             if not prim.woken():
                 for cond in prim.conds:
                     self._parked.setdefault(cond, []).append(task)
@@ -246,12 +287,15 @@ class Scheduler:
 
     def _release(self) -> None:
         # Like a pthread mutex, letting go hands nothing over: every waiter may try, and one gets it.
-        # _acquiring holds exactly the tasks whose pending primitive is Acquire (_arm adds, step removes).
-        ready = self._ready
-        for task in self._acquiring:
-            if not task.queued:
-                task.queued = True
-                ready.append(task)
+        ws = self._wstart
+        if ws:
+            dropped = self._waiting[:ws]
+            dropped.sort(key=_ARMED)
+            first = self._qseq + 1
+            self._qseq += ws
+            self._waiting = self._waiting[ws:] + dropped
+            self._wseq = self._wseq[ws:] + list(range(first, first + ws))
+            self._wstart = 0
 
     # --- the end ---------------------------------------------------------------------------------
 

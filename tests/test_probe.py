@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import Qemu, wait_for
 from vcpu_sched.probe import PROBE_VERSIONS, probe_answer
 
 DATA = Path(__file__).parent / "data"
@@ -83,7 +83,7 @@ def test_the_entry_point_daemonizes_and_answers_the_probe(version: str, tmp_path
     """As libvirt starts it: -pidfile and -daemonize; the command returns 0 once the socket listens."""
     sock_path, pidfile = tmp_path / "qmp.monitor", tmp_path / "qmp.pid"
     entry = f"emulator_{version.replace('.', '_')}"
-    argv = [sys.executable, "-c", f"from vcpu_sched.qemu_command import {entry}; {entry}()", *PROBE_LINE,
+    argv = [sys.executable, "-c", f"from vcpu_sched.emulator import {entry}; {entry}()", *PROBE_LINE,
             "-qmp", f"unix:{sock_path},server=on,wait=off", "-pidfile", str(pidfile), "-daemonize"]
     started = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert started.returncode == 0, started.stderr
@@ -162,3 +162,46 @@ def test_libvirt_learns_the_same_capabilities_from_the_model_as_from_qemu_72() -
         shutil.rmtree(root, ignore_errors=True)
     assert "<machine>pseries-7.2</machine>" in ours
     assert ours == real
+
+
+# what libvirt asks a running domain, answered by a pseries run of the model as by the real binary of its release
+DOMAIN_COMMANDS = ["query-version", "query-status", "query-migrate-capabilities", "query-migrate", "query-balloon",
+                   "query-iothreads", "query-block", "query-qmp-schema", "query-commands"]
+
+
+@pytest.mark.parametrize("version", PROBE_VERSIONS)
+def test_a_domain_run_answers_as_its_release(version: str, tmp_path: Path) -> None:
+    real = {e["send"]["execute"]: e["receive"][-1] for e in recording(version)["exchanges"]}
+    q = Qemu(tmp_path, "--qemu-version", version, "-M", "pseries", "-smp", "2")
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(q.sock))
+            sock.settimeout(30)
+            buf = bytearray()
+            greeting = _exchange(sock, buf, {"execute": "qmp_capabilities", "id": 0})
+            assert greeting[0]["QMP"]["version"]["qemu"] == recording(version)["greeting"]["QMP"]["version"]["qemu"]
+            for n, name in enumerate(DOMAIN_COMMANDS, 1):
+                ours = _exchange(sock, buf, {"execute": name, "id": n})[-1]
+                assert shape(ours) == shape(real[name]), name
+            names = {c["name"] for c in _exchange(sock, buf, {"execute": "query-commands", "id": "c"})[-1]["return"]}
+            assert {"query-qmp-schema", "query-machines", "cont", "query-cpus-fast"} <= names
+    finally:
+        q.proc.kill()
+        q.proc.wait()
+
+
+def test_libvirts_domain_command_line_is_understood() -> None:
+    """virsh domxml-to-native qemu-argv of a pseries domain of 4 vCPUs (8 at most) whose emulator is
+    vcpu-sched-qemu-7.2 (libvirt 9.0): -smp's topology multiplies out to maxcpus, as QEMU's machine-smp.c
+    wants; the options the model does not act on are reported."""
+    from vcpu_sched.qemu_cmdline import parse_words
+
+    line = parse_words(["-name", "guest=hang,debug-threads=on", "-S", "-machine",
+                        "pseries-7.2,usb=off,dump-guest-core=off,memory-backend=ppc_spapr.ram", "-accel", "tcg",
+                        "-cpu", "POWER9", "-m", "1024", "-overcommit", "mem-lock=off",
+                        "-smp", "4,maxcpus=8,sockets=1,dies=1,cores=8,threads=1",
+                        "-uuid", "b642e9c9-1478-475d-92fb-05ff7c5e145d", "-display", "none", "-no-user-config",
+                        "-nodefaults", "-rtc", "base=utc", "-no-shutdown", "-boot", "strict=on",
+                        "-sandbox", "on,obsolete=deny", "-msg", "timestamp=on"])
+    assert line.overrides | {"smp": 4, "maxcpus": 8, "cores": 4, "cpu": "POWER9", "accel": "tcg"} == line.overrides
+    assert {"-uuid", "-overcommit", "-rtc", "-no-shutdown", "-boot", "-sandbox", "-msg"} <= {o for o, _ in line.other}

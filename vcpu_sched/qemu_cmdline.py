@@ -73,22 +73,24 @@ def _smp(value: str) -> dict[str, int]:
     sockets = given.get("sockets", 1)
     cpus = given.get("cpus")
     cores = given.get("cores")
+    limit = given.get("maxcpus")  # the topology multiplies out to maxcpus when given (machine-smp.c)
     if cores is None:
-        if cpus is None:
+        if cpus is None and limit is None:
             cpus = sockets * threads
-        cores = max(cpus // (sockets * threads), 1)
+        cores = max((limit or cpus or 0) // (sockets * threads), 1)
     if cpus is None:
-        cpus = sockets * cores * threads
-    if sockets * cores * threads != cpus:
+        cpus = limit or sockets * cores * threads
+    if sockets * cores * threads != (limit or cpus):
         raise BadInput(f"--qemu: -smp {value}: sockets ({sockets}) x cores ({cores}) x threads ({threads}) "
-                       f"!= {cpus} CPUs")
+                       f"!= {f'maxcpus ({limit})' if limit else f'{cpus} CPUs'}")
     for unsupported in ("dies", "clusters"):
         if given.get(unsupported, 1) > 1:
             raise BadInput(f"--qemu: -smp {value}: {unsupported} not supported by this machine's CPU topology")
     maxcpus = given.get("maxcpus", cpus)
     if maxcpus < cpus:
         raise BadInput(f"--qemu: -smp {value}: maxcpus ({maxcpus}) is below the number of CPUs ({cpus})")
-    out = {"smp": cpus, "sockets": sockets, "cores": cores, "threads": threads}
+    # the model's topology is the booted one (scenario.apply: sockets x cores x threads = smp), the rest hotplug slots
+    out = {"smp": cpus, "sockets": sockets, "cores": max(cpus // (sockets * threads), 1), "threads": threads}
     return out | {"maxcpus": maxcpus} if maxcpus != cpus else out
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import os
 import signal
 import socket
@@ -29,6 +28,8 @@ from .engine.core import QUIT_REASON
 from .errors import BadInput, RunKilled
 from .model.machine import Machine
 from .numbers import ascii_numbers
+from .probe_server import mon_chardevs as _mon_chardevs
+from .probe_server import write_pidfile as _write_pidfile
 from .result import RunResult
 from .versions import profile
 
@@ -105,7 +106,7 @@ def qemu_main(argv: list[str], emulator: bool = False) -> int:
     ours, qemu_words = _split(argv)
     args = _parser().parse_args(ours)
     if _machine_none(qemu_words):  # libvirt's capability probe: no guest, the recorded answers (probe.py)
-        from .probe import probe_main
+        from .probe_server import probe_main
 
         return probe_main(args.qemu_version, qemu_words, daemonize_allowed=emulator)
     line = parse_words(qemu_words)
@@ -182,23 +183,6 @@ def _machine_none(words: list[str]) -> bool:
     return bool(machines) and machines[-1].split(",")[0] == "none"
 
 
-def _emulator(version: str) -> int:
-    """A versioned entry point: `vcpu-sched qemu --qemu-version VERSION` with libvirt's command lines."""
-    from .cli import _guarded
-
-    return _guarded(lambda: qemu_main(["--qemu-version", version, *sys.argv[1:]], emulator=True))
-
-
-def emulator_7_2() -> NoReturn:
-    """vcpu-sched-qemu-7.2: the emulator to give libvirt for a QEMU 7.2 (Debian bookworm's)."""
-    sys.exit(_emulator("7.2"))
-
-
-def emulator_11_1() -> NoReturn:
-    """vcpu-sched-qemu-11.1: the emulator to give libvirt for a QEMU 11.1 (11.1.3, trixie-backports')."""
-    sys.exit(_emulator("11.1"))
-
-
 def _check_outputs(args: argparse.Namespace, pidfile: str | None, sockets: list[str]) -> None:
     """--log, -pidfile and the unix sockets can be written, and each is a file of its own."""
     from .files import check_output
@@ -214,55 +198,6 @@ def _check_outputs(args: argparse.Namespace, pidfile: str | None, sockets: list[
         if where in seen:
             raise BadInput(f"{option} {path}: is also the {seen[where]} file; choose another name")
         seen[where] = option
-
-
-def _write_pidfile(path: str) -> int:
-    """QEMU's qemu_write_pidfile (util/oslib-posix.c): the file stays locked while the process runs, so
-    that a second process given the same -pidfile is refused and leaves it as it was. Returns the
-    descriptor that holds the lock."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
-    except OSError as e:
-        raise BadInput(f"-pidfile {path}: {e.strerror}") from None
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        os.close(fd)
-        raise BadInput(f"-pidfile {path}: Cannot lock pid file: {e.strerror}") from None
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        os.close(fd)
-        raise BadInput(f"-pidfile {path}: {e.strerror}") from None
-    return fd
-
-
-def _mon_chardevs(other: dict[str, list[str | None]]) -> list[str]:
-    """`-chardev socket,id=ID,path=...|host=..,port=..,server=on,wait=off` used by `-mon chardev=ID,mode=control`."""
-    chardevs: dict[str, str] = {}
-    for spec in other.get("-chardev", []):
-        if not spec:
-            continue
-        kind, *props = spec.split(",")
-        options = dict(p.partition("=")[::2] for p in props)
-        if kind == "socket" and "id" in options:
-            if "path" in options:
-                address = f"unix:{options['path']}"
-            else:
-                address = f"tcp:{options.get('host', '')}:{options.get('port', '')}"
-            rest = ",".join(f"{k}={v}" for k, v in options.items() if k in ("server", "wait"))
-            chardevs[options["id"]] = f"{address},{rest}"
-    out = []
-    for spec in other.get("-mon", []):
-        options = dict(p.partition("=")[::2] for p in (spec or "").split(","))
-        if options.get("mode") == "control":
-            if options.get("chardev") not in chardevs:
-                raise BadInput(f"-mon {spec}: no -chardev socket with id={options.get('chardev')}")
-            out.append(chardevs[options["chardev"]])
-    return out
 
 
 def _console(other: dict[str, list[str | None]]) -> Any:

@@ -14,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
+from ..probe import PACKAGE as PACKAGE  # qmp.py's
+from ..probe import PROBE_VERSIONS, greeting_version, recorded, recorded_commands
+from ..versions import release_key
 from .effects import Effect
 from .hotplug import core_type
 from .monitor import monitor_command, qmp_device_add
@@ -23,7 +26,6 @@ if TYPE_CHECKING:
     from .machine import Machine
 
 QEMU_VERSION = {"major": 10, "minor": 0, "micro": 13}  # the QEMU the model follows
-PACKAGE = "vcpu_sched model"
 # command -> (required arguments, optional arguments) with their JSON types
 COMMANDS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "qmp_capabilities": ({}, {"enable": list}),
@@ -35,6 +37,32 @@ COMMANDS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "device_add": ({}, {"driver": str, "id": str, "bus": str, "core-id": int}),
     "yank": ({"instances": list}, {}), "migrate-pause": ({}, {}), "migrate-recover": ({"uri": str}, {}),
 }
+
+
+
+def qemu_version(machine: Machine) -> dict[str, int]:
+    """The version the greeting and query-version give: the recorded binary's for a recorded release
+    (--qemu-version 7.2 or 11.1), X.Y.0 for another given release, else the QEMU the model follows."""
+    version = machine.settings.qemu_version
+    if version in PROBE_VERSIONS:
+        return greeting_version(version)
+    if version == "10.0":
+        return QEMU_VERSION
+    major, minor = release_key(version)
+    return {"major": major, "minor": minor, "micro": 0}
+
+
+def drops_singlestep(machine: Machine) -> bool:
+    """StatusInfo's deprecated `singlestep` went in 9.0 (fe17522d85, VERSION 8.2.50). A recorded release
+    answers as its binary; otherwise query-status keeps 7.2's shape (tests/data/qmp-7.2/transcript.jsonl)."""
+    version = machine.settings.qemu_version
+    return version in PROBE_VERSIONS and release_key(version) >= (9, 0)
+
+
+def known(machine: Machine, name: str) -> bool:
+    """A command this run answers: the model's, or one the real binary of its release answered libvirt."""
+    return name in COMMANDS or name in recorded_commands(machine.settings.qemu_version)
+
 
 # No migration runs in the model: what QEMU answers then (migration/migration.c).
 MIGRATE_ERRORS = {"migrate-pause": "migrate-pause is currently only supported during postcopy-active state",
@@ -104,9 +132,10 @@ def qmp_dispatch(machine: Machine, name: str, args: dict[str, Any]) -> Generator
     if name == "qmp_capabilities":
         return {}  # the monitor's mode changes on the I/O side once this answer comes back
     if name == "query-version":
-        return {"qemu": QEMU_VERSION, "package": PACKAGE}
+        return {"qemu": qemu_version(machine), "package": PACKAGE}
     if name == "query-commands":
-        return [{"name": command} for command in sorted(COMMANDS)]
+        return [{"name": command} for command in sorted(set(COMMANDS)
+                                                        | recorded_commands(machine.settings.qemu_version))]
     if name == "query-yank":
         return [{"id": machine.qmp_chardev, "type": "chardev"}]
     if name == "yank":
@@ -114,7 +143,8 @@ def qmp_dispatch(machine: Machine, name: str, args: dict[str, Any]) -> Generator
     if name in MIGRATE_ERRORS:
         raise QmpError("GenericError", MIGRATE_ERRORS[name])
     if name == "query-status":
-        return {"running": machine.runstate == "running", "singlestep": False, "status": machine.runstate}
+        status: dict[str, Any] = {"running": machine.runstate == "running", "status": machine.runstate}
+        return status if drops_singlestep(machine) else status | {"singlestep": False}
     if name == "query-cpus-fast":
         return qmp_query_cpus_fast(machine)
     if name == "query-hotpluggable-cpus":
@@ -154,4 +184,12 @@ def qmp_dispatch(machine: Machine, name: str, args: dict[str, Any]) -> Generator
     if name == "query-kvm":
         kvm = machine.settings.accel == "kvm"
         return {"enabled": kvm, "present": kvm}
+    answer = recorded(machine.settings.qemu_version, name, args)  # static: as the real binary answered
+    if answer is not None:
+        if "error" in answer:
+            raise QmpError(answer["error"]["class"], answer["error"]["desc"])
+        return answer["return"]
+    if name in recorded_commands(machine.settings.qemu_version):
+        raise QmpError("GenericError", f"vcpu-sched: {name} with these arguments was not recorded from QEMU "
+                                       f"{machine.settings.qemu_version}")
     raise QmpError("CommandNotFound", f"The command {name} has not been found")

@@ -68,3 +68,22 @@ def test_one_number_is_a_fixed_delay_and_the_replay_line_reads_back() -> None:
     assert "monitor_delay_ms=[120.0, 120.0]" in line
     text = line.split("monitor_delay_ms=", 1)[1].split("'")[0]
     assert apply(base, dict([parse_set(f"monitor_delay_ms={text}")]), "--set") == fixed
+
+
+def test_the_shares_page_lists_every_monitor_row_with_its_claimed_verdict() -> None:
+    # The table (tools/monitor_shares.py, 20 minutes of runs) is not re-run here: its rows and claims are.
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import docgen
+    import monitor_shares
+
+    block = next(b for b in docgen.blocks(monitor_shares.PAGE) if b.name == "monitor-shares")
+    assert block.intact, "edited by hand: rerun tools/monitor_shares.py --write"
+    listed = [line.split(" | ")[:3] for line in block.body.splitlines()[2:]]
+    rows = monitor_shares.rows(monitor_shares.monitor_scenarios())
+    wanted = [[f"| {name}", label, claimed] for name, label, claimed, _ in rows]
+    assert listed == wanted
+    for line in block.body.splitlines()[2:]:
+        claimed, shares = line.split(" | ")[2:4]
+        assert shares.split()[0] == claimed, line  # the most common verdict is the one the row claims

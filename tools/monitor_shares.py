@@ -47,6 +47,12 @@ def rows(names: list[str]) -> list[tuple[str, str, str, RunSettings]]:
     return out
 
 
+def monitor_scenarios() -> list[str]:
+    """The scenarios with a monitor script in a row."""
+    scenarios = [load(name) for name in scenario_names()]
+    return [s.name for s in scenarios if s.settings.monitor or any("monitor" in e.variant for e in s.expect)]
+
+
 def shares(names: list[str], seeds: int, jobs: int) -> list[dict[str, Any]]:
     work = rows(names)
     counts: list[Counter[str]] = [Counter() for _ in work]
@@ -79,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--write", action="store_true", help="write the table into docs/monitor-timing.md")
     args = parser.parse_args(argv)
-    names = args.scenarios or [n for n in scenario_names() if load(n).settings.monitor or
-                               any("monitor" in e.variant for e in load(n).expect)]
+    names = args.scenarios or monitor_scenarios()
     start = time.perf_counter()
     results = shares(names, args.seeds, args.jobs)
     if args.json:

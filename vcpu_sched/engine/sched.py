@@ -62,11 +62,14 @@ _PLACE = itemgetter(0)
 
 class Scheduler:
     """The tasks, their timers and wake-ups; also the machine's WakeHub (its clock and broadcasts).
-    `timed`: Sleeps take guest time (Trio) or none (explore)."""
+    `timed`: Sleeps take guest time (Trio) or none (explore). `run_on`: the engine always steps the task
+    it has just stepped again while it can (Trio): `step` then performs at once what it would be stepped
+    for next, until the task waits or the guest has finished."""
 
-    def __init__(self, core: EngineCore, timed: bool) -> None:
+    def __init__(self, core: EngineCore, timed: bool, run_on: bool = False) -> None:
         self.core = core
         self.timed = timed
+        self.run_on = run_on
         self.now = 0
         rng = self._rng = random.Random(f"sched:{core.machine.settings.seed}")
         self.tasks = [Task(core.threads[name], factory(), i, rng.random())
@@ -233,10 +236,24 @@ class Scheduler:
         elif type(prim) is Release:
             self._release()
         task.timer, task.fired, task.prim = 0, False, None
-        task.context.run(self._advance, task, value)
+        task.context.run(self._advance, task, value, self.run_on)
         return prim
 
-    def _advance(self, task: Task, value: Any) -> None:
+    def _goes_on(self, prim: Primitive) -> bool:
+        """Whether a primitive just reached can be performed at once (it is enabled and the engine would
+        step it next): what `step` would do, without queueing it."""
+        machine = self.core.machine
+        if machine.finished or self.core.verdict is not None:
+            return False
+        if type(prim) is Acquire:
+            return self.core.bql.owner is None
+        if type(prim) is Park:
+            return prim.woken()
+        if type(prim) is Sleep:
+            return prim.ns == 0
+        return True
+
+    def _advance(self, task: Task, value: Any, run_on: bool = False) -> None:
         new_effect = False
         while True:
             try:
@@ -252,8 +269,14 @@ class Scheduler:
                 continue
             kind = type(prim)
             if new_effect or kind is Acquire or kind is Park or (kind is Sleep and self.timed):
-                self._arm(task, prim)
-                return
+                if not (run_on and self._goes_on(prim)):
+                    self._arm(task, prim)
+                    return
+                value = 0 if kind is Park else None  # a Park already woken has slept 0 ns
+                new_effect = False
+                if kind is Release:
+                    self._release()
+                continue
             if kind is Release:
                 self._release()
             value = None

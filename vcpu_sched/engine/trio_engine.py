@@ -45,7 +45,8 @@ class TrioEngine(Engine):
         self.settings = machine.settings
         self.core = EngineCore(machine, self.now_ns, fast_forward=self.settings.fast_forward,
                                quantum_ns=SPEND_QUANTUM_NS, wake_latency_ns=WAKE_LATENCY_MAX_NS)
-        self.sched = Scheduler(self.core, timed=True)
+        # A served run (QMP) or one on the real clock can be touched between two steps: each step is its own.
+        self.sched = Scheduler(self.core, timed=True, run_on=serve is None and self.settings.clock != "real")
         self._killed = False
         self._wall0: float | None = None
 

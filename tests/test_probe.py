@@ -205,3 +205,79 @@ def test_libvirts_domain_command_line_is_understood() -> None:
                         "-sandbox", "on,obsolete=deny", "-msg", "timestamp=on"])
     assert line.overrides | {"smp": 4, "maxcpus": 8, "cores": 4, "cpu": "POWER9", "accel": "tcg"} == line.overrides
     assert {"-uuid", "-overcommit", "-rtc", "-no-shutdown", "-boot", "-sandbox", "-msg"} <= {o for o, _ in line.other}
+
+
+def test_libvirts_monitor_fd_pty_devices_and_capabilities(tmp_path: Path) -> None:
+    """As libvirt starts a domain: the monitor a listening socket passed as fd=N, the console a pty, -device
+    lines with ids (qom-list /machine/peripheral), migration events turned on."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "monitor.sock"))
+    listener.listen(1)
+    fd = listener.fileno()
+    argv = [sys.executable, "-m", "vcpu_sched", "qemu", "--qemu-version", "7.2", "-S", "-M", "pseries-7.2",
+            "-smp", "2", "-chardev", f"socket,id=charmonitor,fd={fd},server=on,wait=off",
+            "-mon", "chardev=charmonitor,id=monitor,mode=control", "-chardev", "pty,id=charserial0",
+            "-device", '{"driver":"spapr-vty","chardev":"charserial0","id":"serial0","reg":805306368}']
+    proc = subprocess.Popen(argv, pass_fds=[fd], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    listener.close()
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(tmp_path / "monitor.sock"))
+            sock.settimeout(30)
+            buf = bytearray()
+
+            def ask(name: str, **args: Any) -> dict[str, Any]:
+                return _exchange(sock, buf, {"execute": name, "arguments": args, "id": name})[-1]
+
+            assert ask("qmp_capabilities") == {"return": {}, "id": "qmp_capabilities"}
+            chardevs = {c["label"]: c["filename"] for c in ask("query-chardev")["return"]}
+            assert chardevs["charmonitor"] == f"unix:{tmp_path / 'monitor.sock'},server=on"
+            assert chardevs["charserial0"].startswith("pty:/dev/pts/")
+            assert ask("qom-list", path="/machine/peripheral")["return"] == [
+                {"name": "type", "type": "string"}, {"name": "serial0", "type": "child<spapr-vty>"}]
+            assert ask("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}]) == {
+                "return": {}, "id": "migrate-set-capabilities"}
+            states = {c["capability"]: c["state"] for c in ask("query-migrate-capabilities")["return"]}
+            assert states["events"] is True and states["xbzrle"] is False
+            bad = ask("migrate-set-capabilities", capabilities=[{"capability": "warp", "state": True}])
+            assert bad["error"] == {"class": "GenericError",
+                                    "desc": "Parameter 'capabilities[0].capability' does not accept value 'warp'"}
+            assert ask("query-named-block-nodes", flat=True)["return"] == []
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_chardev_fd_that_is_not_a_listening_socket_is_bad_input() -> None:
+    proc = subprocess.run([sys.executable, "-m", "vcpu_sched", "qemu", "-chardev",
+                           "socket,id=m,fd=0,server=on,wait=off", "-mon", "chardev=m,mode=control"],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and "fd=0 is not a listening stream socket" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.real
+@pytest.mark.skipif(shutil.which("virsh") is None, reason="libvirt is not installed (apt-get install libvirt-clients "
+                                                          "libvirt-daemon-driver-qemu)")
+@pytest.mark.skipif(os.geteuid() != 0, reason="libvirt's embedded QEMU driver starts domains as root here")
+def test_virsh_starts_suspends_resumes_and_destroys_a_domain_of_the_model() -> None:
+    """libvirt's embedded QEMU driver (no libvirtd to leave running); the emulator runs as root (qemu.conf
+    user/group), since the venv's interpreter may sit where libvirt-qemu cannot reach, and logs to a file
+    (stdio_handler), since no virtlogd runs."""
+    entry = shutil.which("vcpu-sched-qemu-7.2") or str(Path(sys.executable).parent / "vcpu-sched-qemu-7.2")
+    root = Path(tempfile.mkdtemp(prefix="vcpu-sched-libvirt-"))
+    try:
+        (root / "etc").mkdir()
+        (root / "etc" / "qemu.conf").write_text('stdio_handler = "file"\nuser = "root"\ngroup = "root"\n')
+        xml = root / "domain.xml"
+        xml.write_text((DATA / "libvirt" / "pseries.xml").read_text().replace("EMULATOR", entry))
+        name = "vcpu-sched-pseries"
+        script = (f"define {xml}; start {name}; domstate {name}; suspend {name}; domstate {name}; resume {name}; "
+                  f"domstate {name}; destroy {name}; domstate {name}")
+        proc = subprocess.run(["virsh", "-c", f"qemu:///embed?root={root}", script], capture_output=True,
+                              text=True, timeout=300)
+        states = [line for line in proc.stdout.splitlines() if line in ("running", "paused", "shut off")]
+        assert states == ["running", "paused", "running", "shut off"], proc.stdout + proc.stderr
+        assert f"Domain '{name}' destroyed" in proc.stdout
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

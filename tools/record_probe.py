@@ -60,6 +60,7 @@ def probe(version: str) -> list[dict[str, Any]]:
     out += [{"execute": name} for name in ("query-status", "query-migrate", "query-balloon", "query-chardev",
                                            "query-iothreads", "query-block", "query-named-block-nodes",
                                            "query-events")]
+    out += [{"execute": "query-named-block-nodes", "arguments": {"flat": True}}]  # at a domain's start
     return out
 
 

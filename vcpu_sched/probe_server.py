@@ -57,19 +57,26 @@ def mon_chardevs(other: dict[str, list[str | None]]) -> list[str]:
         kind, *props = spec.split(",")
         options = dict(p.partition("=")[::2] for p in props)
         if kind == "socket" and "id" in options:
-            if "path" in options:
+            if "fd" in options:
+                address = f"fd:{options['fd']}"
+            elif "path" in options:
                 address = f"unix:{options['path']}"
             else:
                 address = f"tcp:{options.get('host', '')}:{options.get('port', '')}"
             rest = ",".join(f"{k}={v}" for k, v in options.items() if k in ("server", "wait"))
             chardevs[options["id"]] = f"{address},{rest}"
+    return [chardevs[label] for label in mon_labels(other, chardevs)]
+
+
+def mon_labels(other: dict[str, list[str | None]], chardevs: dict[str, str] | None = None) -> list[str]:
+    """The ids of the chardevs that `-mon chardev=ID,mode=control` makes monitors, in order."""
     out = []
     for spec in other.get("-mon", []):
         options = dict(p.partition("=")[::2] for p in (spec or "").split(","))
         if options.get("mode") == "control":
-            if options.get("chardev") not in chardevs:
+            if chardevs is not None and options.get("chardev") not in chardevs:
                 raise BadInput(f"-mon {spec}: no -chardev socket with id={options.get('chardev')}")
-            out.append(chardevs[options["chardev"]])
+            out.append(options.get("chardev", ""))
     return out
 
 

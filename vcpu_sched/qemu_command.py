@@ -29,6 +29,7 @@ from .errors import BadInput, RunKilled
 from .model.machine import Machine
 from .numbers import ascii_numbers
 from .probe_server import mon_chardevs as _mon_chardevs
+from .probe_server import mon_labels
 from .probe_server import write_pidfile as _write_pidfile
 from .result import RunResult
 from .versions import profile
@@ -145,14 +146,28 @@ def qemu_main(argv: list[str], emulator: bool = False) -> int:
     if not listens:
         print("vcpu-sched: warning: no -qmp: nothing can talk to this QEMU", file=sys.stderr)
 
+    labels = [f"compat_monitor{i}" for i, v in enumerate(other.get("-qmp", [])) if v] + mon_labels(other)
+
     def drive(machine: Machine) -> Any:
+        from .model.qmp_cmds import CHARDEVS, PERIPHERALS
+        from .qmp import chardev_filename
+
+        PERIPHERALS[machine] = _devices(other)
+        CHARDEVS[machine] = [(label, chardev_filename(where, sock))
+                             for label, where, sock in zip(labels, listens, socks, strict=True)] + ptys
         machine.start_paused = "-S" in other
         machine.name = names[-1].split(",")[0].removeprefix("guest=") if names else ""
         return _Served(machine, list(zip(listens, socks, strict=True)), args.engine)
 
     socks: list[socket.socket | None] = []
     pid_fd: int | None = None
+    pty_fds: list[int] = []
+    ptys: list[tuple[str, str]] = []  # -chardev pty,id=ID: a terminal nothing writes to (libvirt's console)
     try:
+        for label in _pty_chardevs(other):
+            master, follower = os.openpty()
+            pty_fds += [master, follower]
+            ptys.append((label, f"pty:{os.ttyname(follower)}"))
         for where in listens:
             socks.append(reserve(where))
         if pidfile:
@@ -165,6 +180,8 @@ def qemu_main(argv: list[str], emulator: bool = False) -> int:
             raise
         raise BadInput(f"--log {args.log}: {e.strerror}") from None
     finally:
+        for fd in pty_fds:
+            os.close(fd)
         for sock in socks:
             if sock is not None:
                 sock.close()
@@ -175,6 +192,40 @@ def qemu_main(argv: list[str], emulator: bool = False) -> int:
         print(f"vcpu-sched: {result.reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _devices(other: dict[str, list[str | None]]) -> list[tuple[str, str]]:
+    """(id, driver) of each `-device` with an id, in JSON (libvirt's) or DRIVER,id=ID,... form: the model does not
+    run them, but qom-list of /machine/peripheral names them as QEMU would."""
+    import json
+
+    out = []
+    for spec in other.get("-device", []):
+        if not spec:
+            continue
+        props: dict[str, Any]
+        if spec.startswith("{"):
+            try:
+                props = json.loads(spec)
+            except ValueError:
+                raise BadInput(f"-device {spec}: not JSON") from None
+        else:
+            driver, *rest = spec.split(",")
+            props = {"driver": driver} | dict(p.partition("=")[::2] for p in rest)
+        if isinstance(props, dict) and isinstance(props.get("id"), str) and isinstance(props.get("driver"), str):
+            out.append((props["id"], props["driver"]))
+    return out
+
+
+def _pty_chardevs(other: dict[str, list[str | None]]) -> list[str]:
+    """The ids of `-chardev pty,id=ID` (libvirt's serial console)."""
+    out = []
+    for spec in other.get("-chardev", []):
+        kind, *props = (spec or "").split(",")
+        options = dict(p.partition("=")[::2] for p in props)
+        if kind == "pty" and options.get("id"):
+            out.append(options["id"])
+    return out
 
 
 def _machine_none(words: list[str]) -> bool:

@@ -400,6 +400,7 @@ class Listen:
     path: str | None = None
     host: str | None = None
     port: int = 0
+    fd: int | None = None  # a listening socket the parent passed (libvirt: -chardev socket,id=ID,fd=N)
 
 
 def parse_listen(spec: str) -> Listen:
@@ -408,6 +409,8 @@ def parse_listen(spec: str) -> Listen:
     address, *props = spec.split(",")
     options = dict(p.partition("=")[::2] for p in props)
     kind, _, where = address.partition(":")
+    if kind == "fd":
+        return _inherited(spec, where)
     if kind not in ("unix", "tcp") or not where:
         raise BadInput(f"-qmp {spec}: expected unix:PATH or tcp:HOST:PORT")
     if options.get("server") not in ("on", "yes", "true", ""):
@@ -436,6 +439,37 @@ def parse_listen(spec: str) -> Listen:
     return Listen(spec, path=where)
 
 
+def chardev_filename(where: Listen, sock: socket.socket | None) -> str:
+    """The `filename` query-chardev gives a listening QMP socket (chardev/char-socket.c SocketAddress_to_str)."""
+    path = where.path
+    if path is None and sock is not None and sock.family == socket.AF_UNIX:
+        path = sock.getsockname()
+    if path is not None:
+        return f"unix:{path},server=on"
+    return f"tcp:{where.host or '0.0.0.0'}:{where.port},server=on"
+
+
+def _inherited(spec: str, number: str) -> Listen:
+    """`fd:N`: descriptor N, inherited, must be a listening stream socket (QEMU's qemu_chr_open_socket with
+    fd=: libvirt binds and listens on the monitor's unix socket itself and passes it)."""
+    if not re.fullmatch("[0-9]{1,9}", number):
+        raise BadInput(f"-chardev {spec}: fd={number!r} is not a descriptor number")
+    fd = int(number)
+    why = ""
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+        try:
+            listening = sock.type == socket.SOCK_STREAM and sock.getsockopt(socket.SOL_SOCKET,
+                                                                             socket.SO_ACCEPTCONN)
+        finally:
+            sock.close()
+    except OSError as e:
+        listening, why = False, f" ({e.strerror or e})"
+    if not listening:
+        raise BadInput(f"-chardev {spec}: fd={fd} is not a listening stream socket{why}")
+    return Listen(spec, fd=fd)
+
+
 def reserve(where: Listen) -> socket.socket | None:
     """A TCP port bound now, so that a port in use is refused before anything is written; it listens
     from listen() on, when the process serves (a client is refused until then, as by a QEMU not up yet).
@@ -443,6 +477,8 @@ def reserve(where: Listen) -> socket.socket | None:
     still means the process is up."""
     if where.path is not None:
         return None
+    if where.fd is not None:
+        return socket.socket(fileno=where.fd)
     sock: socket.socket | None = None
     try:
         family, _, _, _, address = socket.getaddrinfo(where.host, where.port, type=socket.SOCK_STREAM,

@@ -11,6 +11,7 @@ and monitor/hmp-cmds.c (`info status`, `info cpus`). Answers take the shapes rea
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,15 @@ COMMANDS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "query-commands": ({}, {}), "inject-nmi": ({}, {}),
     "device_add": ({}, {"driver": str, "id": str, "bus": str, "core-id": int}),
     "yank": ({"instances": list}, {}), "migrate-pause": ({}, {}), "migrate-recover": ({"uri": str}, {}),
+    "query-migrate-capabilities": ({}, {}), "query-chardev": ({}, {}), "qom-list": ({"path": str}, {}),
+    "migrate-set-capabilities": ({"capabilities": list}, {}),
 }
+# Each machine's migration capabilities that differ from the default (all off): libvirt sets `events` at start.
+# Each machine's monitor chardevs, (label, filename), as the command line made them (qemu_command.py).
+CHARDEVS: weakref.WeakKeyDictionary[Machine, list[tuple[str, str]]] = weakref.WeakKeyDictionary()
+# Each machine's -device lines with an id, (id, driver): not modelled, but QOM names them (qemu_command.py).
+PERIPHERALS: weakref.WeakKeyDictionary[Machine, list[tuple[str, str]]] = weakref.WeakKeyDictionary()
+_CAPABILITIES: weakref.WeakKeyDictionary[Machine, dict[str, bool]] = weakref.WeakKeyDictionary()
 
 
 
@@ -57,6 +66,51 @@ def drops_singlestep(machine: Machine) -> bool:
     answers as its binary; otherwise query-status keeps 7.2's shape (tests/data/qmp-7.2/transcript.jsonl)."""
     version = machine.settings.qemu_version
     return version in PROBE_VERSIONS and release_key(version) >= (9, 0)
+
+
+def qom_list(machine: Machine, path: str) -> list[dict[str, str]]:
+    """qom/qom-qmp-cmds.c qmp_qom_list, for the one container libvirt lists: /machine/peripheral, the
+    devices given an id (on the command line or by device_add)."""
+    if path.rstrip("/") != "/machine/peripheral":
+        raise QmpError("DeviceNotFound", f"Device '{path}' not found")
+    return [{"name": "type", "type": "string"}] + [{"name": dev_id, "type": f"child<{driver}>"}
+                                                  for dev_id, driver in PERIPHERALS.get(machine, [])]
+
+
+def migrate_capabilities(machine: Machine) -> list[dict[str, Any]]:
+    """query-migrate-capabilities: the release's capabilities (its recorded list; 11.1's from 9.0 on, else
+    7.2's), each off unless migrate-set-capabilities turned it on."""
+    version = machine.settings.qemu_version
+    if version not in PROBE_VERSIONS:
+        version = "11.1" if release_key(version) >= (9, 0) else "7.2"
+    answer = recorded(version, "query-migrate-capabilities", {})
+    assert answer is not None
+    states = _CAPABILITIES.get(machine, {})
+    return [{"capability": c["capability"], "state": states.get(c["capability"], c["state"])}
+            for c in answer["return"]]
+
+
+def migrate_set_capabilities(machine: Machine, capabilities: list[Any]) -> None:
+    """migration/options.c qmp_migrate_set_capabilities, with the QAPI input visitor's errors."""
+    names = {c["capability"] for c in migrate_capabilities(machine)}
+    wanted: dict[str, bool] = {}
+    for i, item in enumerate(capabilities):
+        where = f"capabilities[{i}]"
+        if not isinstance(item, dict):
+            raise QmpError("GenericError", f"Invalid parameter type for '{where}', expected: object")
+        for key in item:
+            if key not in ("capability", "state"):
+                raise QmpError("GenericError", f"Parameter '{where}.{key}' is unexpected")
+        for key, kind, name in (("capability", str, "string"), ("state", bool, "boolean")):
+            if key not in item:
+                raise QmpError("GenericError", f"Parameter '{where}.{key}' is missing")
+            if not isinstance(item[key], kind):
+                raise QmpError("GenericError", f"Invalid parameter type for '{where}.{key}', expected: {name}")
+        if item["capability"] not in names:
+            raise QmpError("GenericError", f"Parameter '{where}.capability' does not accept value "
+                                           f"'{item['capability']}'")
+        wanted[item["capability"]] = item["state"]
+    _CAPABILITIES.setdefault(machine, {}).update(wanted)
 
 
 def known(machine: Machine, name: str) -> bool:
@@ -142,6 +196,16 @@ def qmp_dispatch(machine: Machine, name: str, args: dict[str, Any]) -> Generator
         return {}
     if name in MIGRATE_ERRORS:
         raise QmpError("GenericError", MIGRATE_ERRORS[name])
+    if name == "query-chardev":  # the monitors only: the model has no other character device
+        return [{"filename": filename, "frontend-open": True, "label": label}
+                for label, filename in CHARDEVS.get(machine, [])]
+    if name == "qom-list":
+        return qom_list(machine, str(args["path"]))
+    if name == "query-migrate-capabilities":
+        return migrate_capabilities(machine)
+    if name == "migrate-set-capabilities":
+        migrate_set_capabilities(machine, args["capabilities"])
+        return {}
     if name == "query-status":
         status: dict[str, Any] = {"running": machine.runstate == "running", "status": machine.runstate}
         return status if drops_singlestep(machine) else status | {"singlestep": False}

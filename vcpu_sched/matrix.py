@@ -74,7 +74,7 @@ def _run_row(row: Row) -> dict[str, Any]:
             "actual": result.verdict, "match": result.verdict == row.expected, "reason": row.reason,
             "claim": row.claim, "guest_time_s": result.guest_time_s, "wall_time_s": time.perf_counter() - start,
             "spun": lockup.bql_holder_thread if lockup else None,
-            "cause": result.reason}
+            "cause": result.reason, "smp": result.settings.smp, "effects": result.effects}
 
 
 def run_matrix(names: list[str], jobs: int | None = None, engine: str = "trio") -> list[dict[str, Any]]:

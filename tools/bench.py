@@ -53,6 +53,7 @@ import trio.testing
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
+MEASURED_AT: str | None = None  # the code version the run measured (main sets it)
 
 BARE = """
 import sys, trio, trio.testing
@@ -294,6 +295,10 @@ def main() -> int:
     parser.add_argument("--only", choices=("trace", "sweep", "real"), help="run only these rows")
     parser.add_argument("--write", action="store_true", help="write the tables into docs/benchmarks.md")
     args = parser.parse_args()
+    global MEASURED_AT
+    import docgen
+
+    MEASURED_AT = docgen.code_version()  # the code measured: as the run starts
     rows: list[tuple[str, str, str, str]] = []
     if args.only:
         with tempfile.TemporaryDirectory() as directory:
@@ -340,7 +345,7 @@ def _write(name: str, rows: list[tuple[str, str, str, str]],
 
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(row[:len(header)]) + " |" for row in rows]
-    docgen.write_block(docgen.DOCS / "benchmarks.md", name, "\n".join(lines), f"tools/bench.py:{name}")
+    docgen.write_block(docgen.DOCS / "benchmarks.md", name, "\n".join(lines), f"tools/bench.py:{name}", MEASURED_AT)
 
 
 def _print(rows: list[tuple[str, str, str, str]]) -> int:

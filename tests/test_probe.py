@@ -183,6 +183,9 @@ def test_a_domain_run_answers_as_its_release(version: str, tmp_path: Path) -> No
             for n, name in enumerate(DOMAIN_COMMANDS, 1):
                 ours = _exchange(sock, buf, {"execute": name, "id": n})[-1]
                 assert shape(ours) == shape(real[name]), name
+            cpus = _exchange(sock, buf, {"execute": "query-cpus-fast", "id": "f"})[-1]["return"]
+            # measured on both binaries (-M pseries -smp 2 -cpu POWER9): 11.1 adds qom-type (10.1's 6ca2eba6d3)
+            assert ("qom-type" in cpus[0]) == (version == "11.1")
             names = {c["name"] for c in _exchange(sock, buf, {"execute": "query-commands", "id": "c"})[-1]["return"]}
             assert {"query-qmp-schema", "query-machines", "cont", "query-cpus-fast"} <= names
     finally:
@@ -243,6 +246,9 @@ def test_libvirts_monitor_fd_pty_devices_and_capabilities(tmp_path: Path) -> Non
             assert bad["error"] == {"class": "GenericError",
                                     "desc": "Parameter 'capabilities[0].capability' does not accept value 'warp'"}
             assert ask("query-named-block-nodes", flat=True)["return"] == []
+            # both binaries, measured: an id that names no device
+            assert ask("device_del", id="core9")["error"] == {"class": "DeviceNotFound",
+                                                               "desc": "Device 'core9' not found"}
     finally:
         proc.kill()
         proc.wait()

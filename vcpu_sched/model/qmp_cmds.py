@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "device_add": ({}, {"driver": str, "id": str, "bus": str, "core-id": int}),
     "yank": ({"instances": list}, {}), "migrate-pause": ({}, {}), "migrate-recover": ({"uri": str}, {}),
     "query-migrate-capabilities": ({}, {}), "query-chardev": ({}, {}), "qom-list": ({"path": str}, {}),
+    "device_del": ({"id": str}, {}),
     "migrate-set-capabilities": ({"capabilities": list}, {}),
 }
 # Each machine's migration capabilities that differ from the default (all off): libvirt sets `events` at start.
@@ -127,12 +128,19 @@ def qmp_query_cpus_fast(machine: Machine) -> list[dict[str, Any]]:
     if machine.s390 is not None:
         return s390_query_cpus_fast(machine)
     threads = machine.settings.threads
+    # CpuInfoFast's qom-type came in 10.1 (6ca2eba6d3, VERSION 10.0.50): the CPU's type, its core's less
+    # "-spapr-cpu-core"; the default (10.0) keeps 7.2's shape, as query-status does
+    version = machine.settings.qemu_version
+    qom_type = (core_type(machine).removesuffix("-spapr-cpu-core") + "-powerpc64-cpu"
+                if version != "10.0" and release_key(version) >= (10, 1) else None)
     out = []
     for cpu in machine.cpus:
         core = cpu.cpu_index // threads
-        out.append({"cpu-index": cpu.cpu_index, "props": {"core-id": core * threads, "node-id": 0},
-                    "qom-path": f"/machine/unattached/device[{core + 1}]/thread[{cpu.cpu_index % threads}]",
-                    "target": "ppc64", "thread-id": machine.thread_ids.get(cpu.name, 0)})
+        info: dict[str, Any] = {
+            "cpu-index": cpu.cpu_index, "props": {"core-id": core * threads, "node-id": 0},
+            "qom-path": f"/machine/unattached/device[{core + 1}]/thread[{cpu.cpu_index % threads}]",
+            "target": "ppc64", "thread-id": machine.thread_ids.get(cpu.name, 0)}
+        out.append(info if qom_type is None else info | {"qom-type": qom_type})
     return out
 
 
@@ -199,6 +207,11 @@ def qmp_dispatch(machine: Machine, name: str, args: dict[str, Any]) -> Generator
     if name == "query-chardev":  # the monitors only: the model has no other character device
         return [{"filename": filename, "frontend-open": True, "label": label}
                 for label, filename in CHARDEVS.get(machine, [])]
+    if name == "device_del":  # system/qdev-monitor.c qmp_device_del, find_device_state's words
+        dev_id = str(args["id"])
+        if dev_id not in {known_id for known_id, _ in PERIPHERALS.get(machine, [])}:
+            raise QmpError("DeviceNotFound", f"Device '{dev_id}' not found")
+        raise QmpError("GenericError", f"vcpu-sched: device_del {dev_id}: unplugging is not modelled yet (issue 29)")
     if name == "qom-list":
         return qom_list(machine, str(args["path"]))
     if name == "query-migrate-capabilities":

@@ -27,6 +27,7 @@ Debian's builds (bookworm 7.2, bullseye 5.2, trixie-backports 11.1) carry none o
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 RELEASES = ("5.2", "7.2", "9.2", "10.0", "10.1", "10.2", "11.0", "11.1")
@@ -48,6 +49,7 @@ FIRST_RELEASE = {
 VERSION_SETTINGS = ("qemu_version", "fix", "timebase_reset", "fwnmi_fix", "force_rcu", "sysreset_fix")
 
 
+@functools.cache  # has() asks it tens of thousands of times in a 2048-vCPU run
 def release_key(version: str) -> tuple[int, int]:
     """(major, minor) of "11.1", "11.1.3" or "10.2.50"; a development version counts as the next release."""
     parts = [int(p) for p in version.split(".")[:3]]

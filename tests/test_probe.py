@@ -346,3 +346,33 @@ def test_through_virsh_the_hang_blocks_suspend_and_the_fix_does_not(fix: bool) -
     finally:
         _end_domain(root, name)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_hot_added_core_is_named_by_its_id_everywhere(tmp_path: Path) -> None:
+    """As libvirt's `setvcpus --live` adds one (device_add driver, id=vcpuN, core-id, node-id): QOM puts it at
+    /machine/peripheral/ID (qdev_set_id), and query-hotpluggable-cpus, query-cpus-fast and qom-list agree."""
+    q = Qemu(tmp_path, "--qemu-version", "11.1", "-M", "pseries", "-smp", "1,maxcpus=3", "-cpu", "POWER10")
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(q.sock))
+            sock.settimeout(30)
+            buf = bytearray()
+
+            def ask(name: str, **args: Any) -> Any:
+                return _exchange(sock, buf, {"execute": name, "arguments": args, "id": name})[-1]
+
+            ask("qmp_capabilities")
+            driver = ask("query-hotpluggable-cpus")["return"][0]["type"]
+            assert ask("device_add", driver=driver, id="vcpu1", **{"core-id": 1, "node-id": 0}) == {
+                "return": {}, "id": "device_add"}
+            assert ask("device_add", driver=driver, **{"core-id": 2}) == {"return": {}, "id": "device_add"}
+            slots = {s["props"]["core-id"]: s.get("qom-path") for s in ask("query-hotpluggable-cpus")["return"]}
+            assert slots == {0: "/machine/unattached/device[1]", 1: "/machine/peripheral/vcpu1",
+                             2: "/machine/peripheral-anon/device[0]"}
+            paths = [c["qom-path"] for c in ask("query-cpus-fast")["return"]]
+            assert paths == [f"{slots[n]}/thread[0]" for n in range(3)]
+            peripherals = ask("qom-list", path="/machine/peripheral")["return"]
+            assert {"name": "vcpu1", "type": f"child<{driver}>"} in peripherals
+    finally:
+        q.proc.kill()
+        q.proc.wait()

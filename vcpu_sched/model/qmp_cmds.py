@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "human-monitor-command": ({"command-line": str}, {"cpu-index": int}),
     "query-version": ({}, {}), "query-name": ({}, {}), "query-kvm": ({}, {}), "query-yank": ({}, {}),
     "query-commands": ({}, {}), "inject-nmi": ({}, {}),
-    "device_add": ({}, {"driver": str, "id": str, "bus": str, "core-id": int}),
+    "device_add": ({}, {"driver": str, "id": str, "bus": str, "core-id": int, "node-id": int}),
     "yank": ({"instances": list}, {}), "migrate-pause": ({}, {}), "migrate-recover": ({"uri": str}, {}),
     "query-migrate-capabilities": ({}, {}), "query-chardev": ({}, {}), "qom-list": ({"path": str}, {}),
     "device_del": ({"id": str}, {}),
@@ -46,6 +46,9 @@ COMMANDS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
 CHARDEVS: weakref.WeakKeyDictionary[Machine, list[tuple[str, str]]] = weakref.WeakKeyDictionary()
 # Each machine's -device lines with an id, (id, driver): not modelled, but QOM names them (qemu_command.py).
 PERIPHERALS: weakref.WeakKeyDictionary[Machine, list[tuple[str, str]]] = weakref.WeakKeyDictionary()
+# Each machine's cores hot-added over QMP, in order: core index -> its id (/machine/peripheral/ID in QOM), or
+# None (/machine/peripheral-anon/device[N], N counting the anonymous devices in the order they came)
+_CORE_IDS: weakref.WeakKeyDictionary[Machine, dict[int, str | None]] = weakref.WeakKeyDictionary()
 _CAPABILITIES: weakref.WeakKeyDictionary[Machine, dict[str, bool]] = weakref.WeakKeyDictionary()
 
 
@@ -138,7 +141,7 @@ def qmp_query_cpus_fast(machine: Machine) -> list[dict[str, Any]]:
         core = cpu.cpu_index // threads
         info: dict[str, Any] = {
             "cpu-index": cpu.cpu_index, "props": {"core-id": core * threads, "node-id": 0},
-            "qom-path": f"/machine/unattached/device[{core + 1}]/thread[{cpu.cpu_index % threads}]",
+            "qom-path": f"{core_path(machine, core)}/thread[{cpu.cpu_index % threads}]",
             "target": "ppc64", "thread-id": machine.thread_ids.get(cpu.name, 0)}
         out.append(info if qom_type is None else info | {"qom-type": qom_type})
     return out
@@ -160,17 +163,29 @@ def qmp_query_hotpluggable_cpus(machine: Machine) -> list[dict[str, Any]]:
                  "type": "host-s390x-cpu", "vcpus-count": 1} for cpu in reversed(machine.cpus)]
     settings = machine.settings
     threads = settings.threads
-    booted = settings.smp // threads
     out = []
     for core in reversed(range((settings.maxcpus or settings.smp) // threads)):
         slot: dict[str, Any] = {"props": {"core-id": core * threads, "node-id": 0},
                                 "type": core_type(machine), "vcpus-count": threads}
-        if core < booted:
-            slot["qom-path"] = f"/machine/unattached/device[{core + 1}]"
-        elif core * threads < len(machine.cpus):  # plugged by device_add (no id given)
-            slot["qom-path"] = f"/machine/peripheral-anon/device[{core - booted}]"
+        if core * threads < len(machine.cpus):
+            slot["qom-path"] = core_path(machine, core)
         out.append(slot)
     return out
+
+
+def core_path(machine: Machine, core: int) -> str:
+    """A plugged core's QOM path: a booted one's under /machine/unattached, a hot-added one's under
+    /machine/peripheral/ID when device_add gave it an id (qdev_set_id), else /machine/peripheral-anon."""
+    booted = machine.settings.smp // machine.settings.threads
+    if core < booted:
+        return f"/machine/unattached/device[{core + 1}]"
+    plugged = _CORE_IDS.get(machine, {})
+    if core not in plugged:  # plugged by the scenario, not over QMP: in slot order
+        return f"/machine/peripheral-anon/device[{core - booted}]"
+    if plugged[core] is not None:
+        return f"/machine/peripheral/{plugged[core]}"
+    anonymous = [c for c, dev_id in plugged.items() if dev_id is None]  # in the order device_add made them
+    return f"/machine/peripheral-anon/device[{anonymous.index(core)}]"
 
 
 def hmp(machine: Machine, command_line: str) -> str:
@@ -253,6 +268,10 @@ def qmp_dispatch(machine: Machine, name: str, args: dict[str, Any]) -> Generator
         error = yield from qmp_device_add(machine, args)
         if error is not None:
             raise QmpError("GenericError", error)
+        new_id: str | None = args["id"] if isinstance(args.get("id"), str) else None  # qdev_set_id
+        _CORE_IDS.setdefault(machine, {})[int(args.get("core-id", 0)) // machine.settings.threads] = new_id
+        if new_id is not None:
+            PERIPHERALS.setdefault(machine, []).append((new_id, str(args["driver"])))
         return {}
     if name == "human-monitor-command":
         return hmp(machine, str(args["command-line"]))

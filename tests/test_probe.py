@@ -246,6 +246,8 @@ def test_libvirts_monitor_fd_pty_devices_and_capabilities(tmp_path: Path) -> Non
             assert bad["error"] == {"class": "GenericError",
                                     "desc": "Parameter 'capabilities[0].capability' does not accept value 'warp'"}
             assert ask("query-named-block-nodes", flat=True)["return"] == []
+            powerdown = _exchange(sock, buf, {"execute": "system_powerdown", "id": "p"})
+            assert [m.get("event") for m in powerdown] == ["POWERDOWN", None] and powerdown[-1]["return"] == {}
             # both binaries, measured: an id that names no device
             assert ask("device_del", id="core9")["error"] == {"class": "DeviceNotFound",
                                                                "desc": "Device 'core9' not found"}

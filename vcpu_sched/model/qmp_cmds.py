@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
     "device_add": ({}, {"driver": str, "id": str, "bus": str, "core-id": int, "node-id": int}),
     "yank": ({"instances": list}, {}), "migrate-pause": ({}, {}), "migrate-recover": ({"uri": str}, {}),
     "query-migrate-capabilities": ({}, {}), "query-chardev": ({}, {}), "qom-list": ({"path": str}, {}),
-    "device_del": ({"id": str}, {}),
+    "device_del": ({"id": str}, {}), "system_powerdown": ({}, {}),
     "migrate-set-capabilities": ({"capabilities": list}, {}),
 }
 # Each machine's migration capabilities that differ from the default (all off): libvirt sets `events` at start.
@@ -254,6 +254,10 @@ def qmp_dispatch(machine: Machine, name: str, args: dict[str, Any]) -> Generator
     if name == "system_reset":
         yield from monitor_command(machine, "system_reset")
         machine.qmp_event("RESET", {"guest": False, "reason": "host-qmp-system-reset"})
+        return {}
+    if name == "system_powerdown":  # qemu_system_powerdown_request: the event, then the guest's part (spapr's
+        # EPOW interrupt), which the model's guest does not take: it goes on as a guest ignoring the button
+        machine.qmp_event("POWERDOWN", None)
         return {}
     if name == "quit":
         machine.qmp_event("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})

@@ -151,8 +151,8 @@ def scenario_variants(name: str) -> str:
     lines = ["| variant | verdict | why (the scenario file's reason) |", "| --- | --- | --- |"]
     for expect in scenario.expect:
         label = " ".join(f"{k}={_show(k, v)}" for k, v in expect.variant.items()) or "(as in the file)"
-        claim = f" Claim: {expect.claim}." if expect.claim else ""
-        lines.append(f"| {_cell(label)} | `{expect.verdict}` | {_cell(expect.reason)}{_cell(claim)} |")
+        claim = f" Claim: {_cell(expect.claim)}." if expect.claim else ""
+        lines.append(f"| {_cell(label)} | `{expect.verdict}` | {_cell(expect.reason)}{claim} |")
     derived = len(rows_for(scenario)) - len(scenario.expect)
     lines += ["", f"{len(scenario.expect)} variants; with the other CPU models and sizes the matrix derives, "
                   f"{len(rows_for(scenario))} rows ({derived} derived)."]

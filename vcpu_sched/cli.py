@@ -63,7 +63,7 @@ def _add_variant_options(parser: argparse.ArgumentParser) -> None:
                         help="the model at this QEMU release: its vCPU loop and each modelled fix it contains "
                              "(--fix, --timebase-reset and --set still win)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
-                        help="any scenario setting (README: scenario files), e.g. --set loops=3")
+                        help="any scenario setting (docs/scenario-files.md), e.g. --set loops=3")
 
 
 def _hex(text: str) -> int:
@@ -486,7 +486,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _trace_values(argv: list[str]) -> list[str]:
-    """`--trace -PATTERN` (exclude) as the README writes it: argparse would take -PATTERN for an option."""
+    """`--trace -PATTERN` (exclude) as the docs write it: argparse would take -PATTERN for an option."""
     out: list[str] = []
     words = iter(argv)
     for word in words:

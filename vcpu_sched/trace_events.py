@@ -3,7 +3,7 @@
 Each event has a name (QEMU's trace-event name where one exists), the fields it may carry besides
 `event` and `t_ns` (guest nanoseconds), and a one-line meaning. The event log refuses an undeclared event
 or field (a ModelError, so a test that logs finds it); `analyze` reads events by these names; the
-README's schema table is `schema_table()`, and a test keeps the two the same.
+docs/events.md's schema table is `schema_table()`, and a test keeps the two the same.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def undeclared(event: str, fields: dict[str, object]) -> str | None:
 
 
 def schema_table() -> str:
-    """The README's table of events, one row per event."""
+    """The table of events in docs/events.md, one row per event."""
     rows = ["| event | fields | meaning |", "| --- | --- | --- |"]
     for event in EVENTS.values():
         fields = ", ".join(f"`{f}`" for f in sorted(event.fields)) or "-"

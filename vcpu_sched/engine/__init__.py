@@ -1,5 +1,5 @@
 """The engines that run a Machine, by name (`--engine NAME`). Each is a class over `core.EngineCore`;
-adding one is a class and an entry here (README: "Adding an engine")."""
+adding one is a class and an entry here (docs/design.md: "Adding an engine")."""
 
 from __future__ import annotations
 

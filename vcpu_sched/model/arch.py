@@ -8,7 +8,7 @@ model runs every target in one process, so a Machine carries an `Arch` and the g
 Adding a target: subclass `Arch` in model/<target>/, give its CPUs an env class with `loop_state()`
 (what one vCPU loop turn reads), a fake kernel behind `kvm_vcpu_ioctl_run`, and a board whose
 `machine_reset` and `program_at` start the guest; register it in `ARCHES` under its machine types.
-model/s390x/ is the worked example (README, "Adding a target").
+model/s390x/ is the worked example (docs/design.md, "Adding a target").
 """
 
 from __future__ import annotations

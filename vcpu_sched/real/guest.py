@@ -6,7 +6,7 @@ patterns match the real console as they match the model's; the vCPU work is the 
 to act, the script prints `vcpu-sched: waiting for the monitor` and spins on CPU 0 until a line comes
 on the console: the tool sends it once the command is done (the model's guest goes on computing in guest
 time instead, which `offline_hold_ns` makes long enough). It spins rather than sleeps because the model's
-guest computes there: a boot CPU idle in H_CEDE at a migration is another case (README: the idle boot
+guest computes there: a boot CPU idle in H_CEDE at a migration is another case (docs/real-qemu.md: the idle boot
 CPU). A reader of the kernel's RTAS tracepoints prints each CPU start/stop call and its answer as it
 happens. At the end the script prints `vcpu-sched: done`, then powers off.
 

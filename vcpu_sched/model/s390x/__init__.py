@@ -1,5 +1,5 @@
 """target/s390x and the s390-ccw-virtio machine under KVM: the second target, and the worked example of
-adding one (model/arch.py, README "Adding a target").
+adding one (model/arch.py, docs/design.md "Adding a target").
 
 cpu.py      S390CPU's state and has_work       (target/s390x/cpu.h, cpu-system.c)
 sigp.py     SIGP orders QEMU handles            (target/s390x/sigp.c)

@@ -22,6 +22,9 @@ Rows:
   and matches each line's `TID@time:name` prefix (`--only trace` runs this row alone);
 - `sweep spapr-rtas-stopped --fix quiesced --seeds 0:2000 --expect booted`: runs per second with 2 local
   workers and on a 2-worker Dask `LocalCluster`, against 1 local worker (`--only sweep` runs these alone);
+- scale (`--only scale`): 2048 vCPUs booted and the 2048-vCPU seed case (wall against the bare Trio
+  program with as many tasks and checkpoints, peak RSS), the 2048 report's length, and `vcpu-sched matrix`
+  over every row against one bare program per row on a pool of as many workers;
 - real QEMU (`--only real`, needs `tools/dev.py real-qemu`): wall time of `vcpu-sched real` on a 2-vCPU
   boot, on each QEMU set up, against a bare boot of the same kernel on the same binary (an /init that only
   powers off): what the harness adds; the model's run of the same row against the real one; and the row
@@ -29,8 +32,8 @@ Rows:
 Ratios, not absolute times, are what carries from one machine to another.
 
 With `--write` the tables go into docs/benchmarks.md between their markers (tools/docgen.py), stamped with
-the code version measured and the date: `bench-model`, `bench-big-log`, `bench-trace` and `bench-sweep`
-from a full run, one of the last two (or `bench-real`) from `--only`.
+the code version measured and the date: `bench-model`, `bench-big-log`, `bench-trace`, `bench-sweep` and
+`bench-scale` from a full run, one of `trace`, `sweep`, `scale` (or `real`) from `--only`.
 """
 
 from __future__ import annotations
@@ -289,10 +292,67 @@ def real_rows(directory: Path) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _bare_row(work: tuple[int, int]) -> None:
+    """The bare Trio program of BARE, in-process: `ntasks` tasks making `checkpoints` in all."""
+    ntasks, total = work
+
+    async def worker(n: int) -> None:
+        for _ in range(n):
+            await trio.lowlevel.checkpoint()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for i in range(ntasks):
+                nursery.start_soon(worker, total // ntasks + (i < total % ntasks))
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def scale_rows(directory: Path, repeat: int = 3) -> list[tuple[str, str, str, str]]:
+    """2048 vCPUs booted and locked up (wall against the bare Trio program with as many tasks and checkpoints
+    as the run had threads and effects; peak RSS), the 2048-vCPU report's length, and `vcpu-sched matrix`
+    over every row against the same bare programs, one per row, on a pool of as many workers."""
+    import concurrent.futures
+
+    rows = []
+    for label, flags in (("2048 vCPUs booted, --fix quiesced", ["--smp", "2048", "--fix", "quiesced"]),
+                         ("2048 vCPUs, the seed case's lockup", ["--smp", "2048"])):
+        wall, rss, data = run_case(flags, repeat)
+        base_wall, base_rss = bare_process(data["smp"] + 1, data["effects"], repeat)
+        rows.append((f"wall to verdict: {label} ({data['verdict']}, {data['effects']} effects)",
+                     f"{wall * 1000:.0f} ms", f"{base_wall * 1000:.0f} ms", f"{wall / base_wall:.2f}"))
+        rows.append((f"peak RSS: {label}", f"{rss / 2**20:.1f} MiB", f"{base_rss / 2**20:.1f} MiB",
+                     f"{rss / base_rss:.2f}"))
+    report = subprocess.run([sys.executable, "-m", "vcpu_sched", "run", "--smp", "2048", "--quiet"], cwd=ROOT,
+                            capture_output=True, text=True, check=False).stdout
+    lines = len(report.splitlines())
+    rows.append(("lines of the 2048-vCPU seed case's report, against its vCPUs", f"{lines:,}", "2,048",
+                 f"{lines / 2048:.3f}"))
+    jobs = os.cpu_count() or 1
+    walls, bare_walls = [], []
+    matrix: list[dict[str, Any]] = []
+    for _ in range(max(1, repeat // 2)):  # interleaved: the matrix, then its bare counterpart
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "vcpu_sched", "matrix", "--json", "--jobs", str(jobs)],
+                             cwd=ROOT, capture_output=True, text=True, check=False).stdout
+        walls.append(time.perf_counter() - start)
+        matrix = json.loads(out)["rows"]
+        work = [(r["smp"] + 1, r["effects"]) for r in matrix]
+        start = time.perf_counter()
+        with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
+            list(pool.map(_bare_row, work))
+        bare_walls.append(time.perf_counter() - start)
+    wall, bare = statistics.median(walls), statistics.median(bare_walls)
+    mismatches = sum(not r["match"] for r in matrix)
+    rows.append((f"`vcpu-sched matrix`, {len(matrix)} rows ({mismatches} mismatches), {jobs} workers, wall",
+                 f"{wall:.1f} s", f"{bare:.1f} s", f"{wall / bare:.2f}"))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--only", choices=("trace", "sweep", "real"), help="run only these rows")
+    parser.add_argument("--only", choices=("trace", "sweep", "real", "scale"), help="run only these rows")
     parser.add_argument("--write", action="store_true", help="write the tables into docs/benchmarks.md")
     args = parser.parse_args()
     global MEASURED_AT
@@ -302,7 +362,7 @@ def main() -> int:
     rows: list[tuple[str, str, str, str]] = []
     if args.only:
         with tempfile.TemporaryDirectory() as directory:
-            rows_of = {"trace": qemu_trace, "sweep": sweep_rates, "real": real_rows}[args.only]
+            rows_of = {"trace": qemu_trace, "sweep": sweep_rates, "real": real_rows, "scale": scale_rows}[args.only]
             rows = rows_of(Path(directory))
             if args.write:
                 _write(f"bench-{args.only}", rows)
@@ -331,12 +391,14 @@ def main() -> int:
         logs = big_log(Path(directory))
         trace = qemu_trace(Path(directory))
         sweeps = sweep_rates(Path(directory))
+        scale = scale_rows(Path(directory))
     if args.write:
         _write("bench-model", rows)
         _write("bench-big-log", logs, ("analyze", "wall", "peak RSS"))
         _write("bench-trace", trace)
         _write("bench-sweep", sweeps)
-    return _print(rows + logs + trace + sweeps)
+        _write("bench-scale", scale)
+    return _print(rows + logs + trace + sweeps + scale)
 
 
 def _write(name: str, rows: list[tuple[str, str, str, str]],

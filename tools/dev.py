@@ -3,7 +3,7 @@
 
     python3 tools/dev.py demo   # the seed's guest without the fix (lockup), then with it (booted)
     python3 tools/dev.py test   # ruff, mypy, pytest (the default suite: not slow, not real; 2 workers)
-    python3 tools/dev.py test-slow  # the slow tests (pytest -m slow): bigger searches, every scenario row
+    python3 tools/dev.py test-slow  # the slow tests (pytest -m slow, 2 workers): bigger searches, every row
     python3 tools/dev.py real-qemu [--with-5.2]  # set up (once, cached outside the repository) QEMU 7.2 and
                                                  # 11.1 (and 5.2) and a ppc64le guest kit, then print where
     python3 tools/dev.py test-real  # the tests against real QEMU (pytest -m real; they skip what is not set up)
@@ -67,7 +67,8 @@ def test() -> int:
 
 
 def test_slow() -> int:
-    return run(str(BIN / "python"), "-m", "pytest", "-q", "-m", "slow")
+    pytest = [str(BIN / "python"), "-m", "pytest", "-q", "-m", "slow"]
+    return run(*pytest, "-n", "2", "--ignore", WALL_CLOCK_TESTS) or run(*pytest, WALL_CLOCK_TESTS)
 
 
 def test_real() -> int:

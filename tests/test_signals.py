@@ -85,3 +85,25 @@ def test_a_matrix_worker_that_dies_is_reported_not_waited_for(monkeypatch: pytes
     with pytest.raises(WorkerLost, match="a worker process died"):
         matrix.run_matrix(["spapr-rtas-stopped"], jobs=2)
     assert time.monotonic() - started < 20
+
+
+def test_vcpu_sched_qemu_takes_sigint_even_when_started_with_it_ignored(tmp_path: Path) -> None:
+    # A shell without job control starts background commands with SIGINT ignored, and Python keeps an
+    # inherited SIG_IGN; QEMU installs its own handler (os-posix.c), so `vcpu-sched qemu` must too.
+    from tests.conftest import wait_for
+
+    sock = tmp_path / "q.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "vcpu_sched", "qemu", "--log", str(tmp_path / "run.jsonl"),
+                             "-M", "pseries,accel=kvm", "-smp", "4", "-cpu", "host", "-S", "-nographic",
+                             "-qmp", f"unix:{sock},server=on,wait=off"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        wait_for(lambda: sock.exists() or proc.poll() is not None, 60)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    end = read_log(tmp_path / "run.jsonl").end
+    assert end is not None and "interrupted (Ctrl-C)" in str(end)

@@ -98,6 +98,11 @@ def qemu_main(argv: list[str], emulator: bool = False) -> int:
     """Every input and output is checked, and every TCP port bound, before the first file is written: a
     start that fails leaves an existing --log and -pidfile as they were. `emulator`: run as a versioned
     entry point (vcpu-sched-qemu-X.Y), which libvirt starts with -daemonize for its probe."""
+    # QEMU takes SIGINT as a request to terminate even when its parent ignored it (os-posix.c
+    # os_setup_signal_handling installs termsig_handler for SIGINT, SIGHUP and SIGTERM): a process started
+    # in the background of a shell without job control inherits SIGINT ignored, and Python keeps that.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     from . import runner
     from .config import parse_set
     from .qemu_cmdline import parse_words

@@ -174,7 +174,9 @@ _EXIT = re.compile(r"\bexit (\d+)\b")
 NEEDS = {"needs a Dask cluster": "needs a Dask scheduler at that address",
          "needs KVM": "needs a POWER host with KVM",
          "a server": "a server that runs until `quit`: tests/test_qmp.py and test_qmp_example.py drive it",
-         "half an hour": "half an hour a binary: test_the_real_matrix_of_the_seed_scenario_is_the_pages reruns a part"}
+         "half an hour": "half an hour a binary: test_the_real_matrix_of_the_seed_scenario_is_the_pages reruns a part",
+         "test_real_qemu.py runs it": "tests/test_real_qemu.py runs these rows on the real binary and checks their "
+                                      "evidence (RTAS answers, console lines), not only the exit status"}
 
 
 @dataclass

@@ -21,6 +21,7 @@ import trio
 
 from .errors import BadInput
 from .probe import PACKAGE, PROBE_VERSIONS, greeting_version, probe_answer
+from .qemu_cmdline import option_words
 from .qmp import MessageReader, check_request, encode, error, parse_listen
 
 
@@ -91,13 +92,7 @@ class ProbeCommandLine:
         self.daemonize = False
         self.ignored: list[str] = []
         self.other: dict[str, list[str | None]] = {}
-        i = 0
-        while i < len(words):
-            word = words[i]
-            value = words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("-") else None
-            option = "-" + word.lstrip("-")
-            if not word.startswith("-"):
-                raise BadInput(f"unexpected argument {word!r}")
+        for option, value in option_words(words, ""):
             if option in ("-machine", "-M"):
                 _, *props = (value or "").split(",")
                 for prop in props:
@@ -114,7 +109,6 @@ class ProbeCommandLine:
             elif option not in ("-S", "-nographic", "-no-user-config", "-nodefaults"):
                 self.ignored.append(f"{option} {value}" if value is not None else option)
             self.other.setdefault(option, []).append(value)
-            i += 1 if value is None else 2
 
 
 def probe_main(version: str | None, words: list[str], daemonize_allowed: bool) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,23 @@ from .numbers import is_digits
 _NO_ARGUMENT = {"-nographic", "-enable-kvm", "-S", "-no-reboot", "-no-shutdown", "-snapshot", "-daemonize",
                 "-no-user-config", "-nodefaults", "-full-screen", "-no-hpet"}
 _CPU_NAMES = {"power8": "POWER8", "power9": "POWER9", "power10": "POWER10"}
+
+
+def option_words(words: list[str], where: str,
+                 no_argument: frozenset[str] | set[str] = frozenset()) -> Iterator[tuple[str, str | None]]:
+    """QEMU's options in order, each as (-option, its value or None): the next word is the value unless it
+    starts with '-' or the option is one of `no_argument`. `where` prefixes the error for a stray word."""
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if not word.startswith("-"):
+            raise BadInput(f"{where}unexpected argument {word!r}")
+        option = "-" + word.lstrip("-")
+        value = words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("-") else None
+        if option in no_argument:
+            value = None
+        yield option, value
+        i += 1 if value is None else 2
 
 
 @dataclass
@@ -108,13 +126,7 @@ def parse_words(words: list[str]) -> QemuCommandLine:
     out = QemuCommandLine()
     accel: str | None = None
     cpu: str | None = None
-    i = 0
-    while i < len(words):
-        word = words[i]
-        value = words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("-") else None
-        option = "-" + word.lstrip("-")
-        if not word.startswith("-"):
-            raise BadInput(f"--qemu: unexpected argument {word!r}")
+    for option, value in option_words(words, "--qemu: ", _NO_ARGUMENT):
         if option in ("-machine", "-M", "-accel", "-smp", "-cpu") and value is None:
             raise BadInput(f"--qemu: {option} needs a value")
         if option in ("-machine", "-M"):
@@ -134,30 +146,23 @@ def parse_words(words: list[str]) -> QemuCommandLine:
                     accel = _accel(accel, val, f"-machine {value}")
                 else:
                     out.ignored.append(f"-machine {prop}")
-            i += 2
         elif option == "-accel":
             assert value is not None
             accel = _accel(accel, value.split(",")[0], f"-accel {value}")
-            i += 2
         elif option == "-enable-kvm":
             accel = _accel(accel, "kvm", "-enable-kvm")
-            i += 1
         elif option == "-smp":
             assert value is not None
             out.overrides.update(_smp(value))
-            i += 2
         elif option == "-cpu":
             assert value is not None
             cpu = _cpu(value.split(",")[0])
-            i += 2
-        elif option in _NO_ARGUMENT or value is None:
+        elif value is None:
             out.ignored.append(option)
             out.other.append((option, None))
-            i += 1
         else:
             out.ignored.append(f"{option} {value}")
             out.other.append((option, value))
-            i += 2
     accel = accel or "tcg"
     s390 = out.machine_type == "s390-ccw-virtio"
     if cpu == "host":

@@ -122,13 +122,19 @@ def holds(log: Path, tid: int, bql: str) -> float | None:
     return when if last == "qemu_mutex_locked" else None
 
 
-def qmp_client(path: Path) -> socket.socket:
+def connect_unix(path: Path) -> socket.socket:
+    """A client of QEMU's unix socket at `path`, once QEMU has made it (5 s at most)."""
     for _ in range(100):
         if path.exists():
             break
         time.sleep(0.05)
     client = socket.socket(socket.AF_UNIX)
     client.connect(str(path))
+    return client
+
+
+def qmp_client(path: Path) -> socket.socket:
+    client = connect_unix(path)
     client.settimeout(5)
     client.recv(4096)  # the greeting
     client.sendall(b'{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}\n')
@@ -218,12 +224,7 @@ def nested(log: Path, seconds: float, qmp: Path, hmp: Path) -> float:
     traced = None
     try:
         client = qmp_client(qmp)
-        for _ in range(100):
-            if hmp.exists():
-                break
-            time.sleep(0.05)
-        human = socket.socket(socket.AF_UNIX)
-        human.connect(str(hmp))
+        human = connect_unix(hmp)
         time.sleep(1.5)  # SLOF running; not a test, a recording
         bql = bql_of(log)
         iothread = min(threads_named(proc.pid, "IO mon_iothread"), default=None)

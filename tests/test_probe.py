@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -378,3 +379,150 @@ def test_a_hot_added_core_is_named_by_its_id_everywhere(tmp_path: Path) -> None:
     finally:
         q.proc.kill()
         q.proc.wait()
+
+
+# A libvirtd of the test's own: Debian's daemon as root, but in a mount namespace (unshare) where libvirt's
+# directories are ones under a temporary root, so its qemu.conf (the emulator runs as root and logs to a
+# file, no cgroups), its domains, sockets, logs and capability cache are the test's, and the system's
+# libvirt - running or not - is not touched. virsh, outside the namespace, reaches it by its socket path.
+LIBVIRT_DIRS = {"etc": "/etc/libvirt", "run": "/run", "lib": "/var/lib/libvirt", "log": "/var/log/libvirt",
+                "cache": "/var/cache/libvirt"}
+
+
+def needs_libvirtd(test: Any) -> Any:
+    for mark in [
+        pytest.mark.skipif(os.geteuid() != 0, reason="libvirtd's QEMU driver starts domains as root here"),
+        pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) is not installed"),
+        pytest.mark.skipif(shutil.which("virsh") is None or shutil.which("libvirtd") is None,
+                           reason="libvirt is not installed (apt-get install libvirt-daemon-system libvirt-clients)"),
+        pytest.mark.real,
+    ]:
+        test = mark(test)
+    return test
+
+
+class Libvirtd:
+    def __init__(self, root: Path, proc: subprocess.Popen[bytes]) -> None:
+        self.root, self.proc = root, proc
+        self.uri = f"qemu:///system?socket={root / 'run' / 'libvirt' / 'libvirt-sock'}"
+
+    def virsh(self, *words: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["virsh", "-c", self.uri, *words], capture_output=True, text=True, timeout=timeout)
+
+    def background(self, *words: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(["virsh", "-c", self.uri, *words], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+    def monitor_log(self) -> str:
+        """What libvirtd sent each domain's monitor and heard back (log_filters qemu.qemu_monitor)."""
+        path = self.root / "log" / "libvirtd.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def domain_log(self, name: str) -> str:
+        path = self.root / "log" / "qemu" / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def end_domain(self, name: str) -> None:
+        """A domain outlives its libvirtd: whatever the test left running ends, by the pid libvirt wrote."""
+        pidfile = self.root / "run" / "libvirt" / "qemu" / f"{name}.pid"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pidfile.read_text())
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: not Path(f"/proc/{pid}").exists(), 30)
+
+
+@contextlib.contextmanager
+def private_libvirtd() -> Iterator[Libvirtd]:
+    root = Path(tempfile.mkdtemp(prefix="vcpu-sched-libvirtd-"))
+    root.chmod(0o755)  # the emulator reaches its files here
+    for name in LIBVIRT_DIRS:
+        (root / name).mkdir()
+    (root / "run" / "libvirt").mkdir()
+    (root / "etc" / "qemu.conf").write_text('stdio_handler = "file"\nuser = "root"\ngroup = "root"\n'
+                                            'cgroup_controllers = [ ]\n')
+    (root / "etc" / "libvirtd.conf").write_text('log_filters = "1:qemu.qemu_monitor"\n'
+                                                'log_outputs = "1:file:/var/log/libvirt/libvirtd.log"\n')
+    if subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip("unshare --mount is not allowed here (a container without CAP_SYS_ADMIN)")
+    mounts = " && ".join(f"mount --bind {root / name} {target}" for name, target in LIBVIRT_DIRS.items())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIBVIRT_", "VIRSH_"))}
+    with (root / "libvirtd.out").open("wb") as out:
+        proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                 f"mkdir -p {' '.join(LIBVIRT_DIRS.values())} && {mounts} && exec libvirtd"],
+                                stdout=subprocess.DEVNULL, stderr=out, env=env)
+    daemon = Libvirtd(root, proc)
+    try:
+        sock = root / "run" / "libvirt" / "libvirt-sock"
+        wait_for(lambda: sock.exists() or proc.poll() is not None, 60)
+        assert proc.poll() is None, (root / "libvirtd.out").read_text()
+        yield daemon
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _hang_domain(daemon: Libvirtd, fix: bool) -> str:
+    """tests/data/libvirt/hang.xml on vcpu-sched-qemu-11.1, with the model's event log (--log) in the
+    daemon's root; `fix`: the --fix line removed (11.1 carries the fix) and 16 of the 32 vCPUs started."""
+    entry = shutil.which("vcpu-sched-qemu-11.1") or str(Path(sys.executable).parent / "vcpu-sched-qemu-11.1")
+    text = (DATA / "libvirt" / "hang.xml").read_text().replace("EMULATOR", entry)
+    events = daemon.root / "events.jsonl"
+    text = text.replace("<qemu:commandline>", f"<qemu:commandline>\n    <qemu:arg value='--log'/>"
+                                              f"<qemu:arg value='{events}'/>")
+    if fix:
+        text = text.replace("<qemu:arg value='--fix'/><qemu:arg value='none'/>", "")
+        text = text.replace("<vcpu placement='static'>32</vcpu>", "<vcpu placement='static' current='16'>32</vcpu>")
+    (daemon.root / "domain.xml").write_text(text)
+    return str(daemon.root / "domain.xml")
+
+
+def _event_log(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@needs_libvirtd
+def test_through_libvirtd_a_second_command_meets_the_state_change_lock() -> None:
+    """As production meets the hang: libvirtd's first `virsh suspend` sends `stop`, which the model never
+    answers (a vCPU holds the BQL), and holds the domain's job while it waits; a second `virsh suspend`
+    and a `virsh setvcpus` wait libvirt's 30 s for that job and fail with its own error. `virsh destroy`
+    (which needs no job) ends the emulator with SIGTERM, and the model's event log ends with its run_end."""
+    name = "vcpu-sched-hang"
+    with private_libvirtd() as daemon:
+        first: subprocess.Popen[str] | None = None
+        try:
+            xml = _hang_domain(daemon, fix=False)
+            assert daemon.virsh("define", xml).returncode == 0
+            started = daemon.virsh("start", name)
+            assert started.returncode == 0, started.stderr
+            wait_for(lambda: "holding the BQL" in daemon.domain_log(name), 120)  # the model's lockup report
+            first = daemon.background("suspend", name)
+            wait_for(lambda: '"execute":"stop"' in daemon.monitor_log(), 60)  # it holds the job, waiting
+            second = daemon.background("suspend", name)
+            setvcpus = daemon.background("setvcpus", name, "8", "--live")
+            lock = "cannot acquire state change lock (held by monitor=remoteDispatchDomainSuspend)"
+            for proc in (second, setvcpus):
+                out, err = proc.communicate(timeout=120)
+                assert proc.returncode == 1 and f"error: Timed out during operation: {lock}" in err, out + err
+            assert first.poll() is None  # still waiting for stop's answer
+            destroyed = daemon.virsh("destroy", name)
+            assert destroyed.returncode == 0 and f"Domain '{name}' destroyed" in destroyed.stdout, destroyed.stderr
+            _, err = first.communicate(timeout=60)
+            assert first.returncode == 1 and "error: Failed to suspend domain" in err
+            assert daemon.virsh("domstate", name).stdout.strip() == "shut off"
+            events = _event_log(daemon.root / "events.jsonl")
+            assert events[0]["event"] == "run_start" and events[-1]["event"] == "run_end"
+            assert events[-1]["reason"] == "killed (SIGTERM)"  # SIGTERM from libvirt's destroy, the log closed
+            assert [e["holder"] for e in events if e["event"] == "watchdog_fired"] == ["CPU 1/KVM"]  # the report
+            log = daemon.domain_log(name)
+            assert "vcpu-sched: killed" in log and "shutting down, reason=destroyed" in log
+        finally:
+            if first is not None and first.poll() is None:
+                first.kill()
+                first.wait()
+            daemon.end_domain(name)

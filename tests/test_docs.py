@@ -20,6 +20,7 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def test_the_readme_is_a_front_page() -> None:
 
 # ---- generated blocks
 
-def problems(page: Path, generators: dict[tuple[Path, str], object] | None = None) -> list[str]:
+def problems(page: Path, generators: Mapping[tuple[Path, str], Callable[[], str]] | None = None) -> list[str]:
     """What is wrong with a page's generated blocks: a body that is not what its generator wrote (a hand
     edit), a stamp without its generator, code version or date, or a quick block that differs from what
     its generator writes now."""
@@ -119,7 +120,7 @@ def problems(page: Path, generators: dict[tuple[Path, str], object] | None = Non
         elif not block.intact:
             out.append(f"{block.name}: edited by hand (its digest is not the body's); rerun {block.fields['by']}")
         generate = (generators or {}).get((page, block.name))
-        if generate is not None and block.body != generate() + "\n":  # type: ignore[operator]
+        if generate is not None and block.body != generate() + "\n":
             out.append(f"{block.name}: not what {block.fields.get('by')} writes now")
     return out
 
@@ -166,6 +167,45 @@ def test_a_hand_edited_verdict_fails_even_with_its_digest_redone(tmp_path: Path)
     copy.write_text(text[:start] + docgen.render(name, edited, "tools/docgen.py") + text[end:], encoding="utf-8")
     assert problems(copy) == []  # the digest alone passes: the generator is what catches it
     assert problems(copy, {(copy, name): QUICK[(page, name)]}) == [f"{name}: not what tools/docgen.py writes now"]
+
+
+def test_a_hand_edited_verdict_of_a_described_table_fails(tmp_path: Path) -> None:
+    """The scenario pages' tables whose words are tools/doc_tables.py's: each verdict is a run of the model."""
+    page = docgen.DOCS / "scenarios" / "spapr-migrate-from-9.2.md"
+    copy = _copy(page, tmp_path)
+    block = next(b for b in docgen.blocks(copy) if b.name == "inference")
+    edited = block.body.replace("`lockup`", "`completed`", 1)
+    assert edited != block.body
+    text = copy.read_text(encoding="utf-8")
+    start = text.index("<!-- generated:inference")
+    end = text.index("<!-- end:inference -->") + len("<!-- end:inference -->")
+    copy.write_text(text[:start] + docgen.render("inference", edited, "tools/docgen.py") + text[end:], encoding="utf-8")
+    assert problems(copy, {(copy, "inference"): QUICK[(page, "inference")]}) == \
+        ["inference: not what tools/docgen.py writes now"]
+
+
+def test_a_cell_whose_variants_disagree_is_refused() -> None:
+    import doc_tables
+    from doc_tables import V
+
+    assert doc_tables.cell("spapr-rtas-stopped", [V() | V(cpu="POWER9")]) == "`lockup`"
+    with pytest.raises(ValueError, match="several verdicts"):
+        doc_tables.cell("spapr-rtas-stopped", [V() | V(fix="quiesced")])
+
+
+def test_the_words_that_sum_up_a_table_follow_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """exploring.md's sentences are read from its tables: a table written again rewrites them."""
+    copy = _copy(docgen.EXPLORING, tmp_path)
+    monkeypatch.setattr(docgen, "EXPLORING", copy)
+    before = docgen.delay_vs_preemption()
+    assert "at smp 3, " in before
+    block = next(b for b in docgen.blocks(copy) if b.name == "explore-delay")
+    row = next(line for line in block.body.splitlines() if line.startswith("| 3 | none |"))
+    cells = row.split(" | ")
+    docgen.write_block(copy, "explore-delay", block.body.replace(row, " | ".join([*cells[:2], "999", *cells[3:]])),
+                       "tools/explore_table.py:delay")
+    after = docgen.delay_vs_preemption()
+    assert after != before and "at smp 3, 999 schedules against" in after
 
 
 # ---- the sh examples
@@ -332,7 +372,7 @@ def _untimed(table: str, timing: str = "wall s") -> list[list[str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("table", ["delay", "searches"])
+@pytest.mark.parametrize("table", ["delay", "searches", "unpruned"])
 def test_the_quick_rows_of_the_exploration_tables_are_what_a_search_gives_now(table: str) -> None:
     import explore_table
 
@@ -354,7 +394,7 @@ def test_the_matrix_table_counts_the_rows_the_scenario_files_give() -> None:
 
     block = next(b for b in docgen.blocks(docgen.DOCS / "usage.md") if b.name == "matrix-engines")
     rows = sum(len(rows_for(load(name))) for name in scenario_names())
-    assert {r[0]: int(r[1]) for r in _untimed(block.body)} == {"trio": rows, "explore": rows}
+    assert {r[0]: int(r[1]) for r in _untimed(block.body)} == {"trio": rows, "explore": rows, "threads": rows}
 
 
 @pytest.mark.slow

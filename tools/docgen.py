@@ -10,13 +10,17 @@
 generator's last run; tests/test_docs.py re-runs the generators (the quick ones in the default suite, the
 searches in the slow one) and compares counts and verdicts.
 
-    .venv/bin/python tools/docgen.py            # rewrite the quick blocks: scenario tables, the event schema
+    .venv/bin/python tools/docgen.py            # rewrite the quick blocks: scenario tables, the event schema,
+                                                #   the words that sum up exploring.md's tables
     .venv/bin/python tools/docgen.py --check    # exit 1 when a block is not what its generator writes
-    .venv/bin/python tools/docgen.py --matrix   # the matrix on the Trio and explore engines (a minute)
+    .venv/bin/python tools/docgen.py NAME...    # only these blocks (with or without --check)
+    .venv/bin/python tools/docgen.py --matrix   # the matrix on the Trio, explore and threads engines (5 min)
+    .venv/bin/python tools/docgen.py --rates    # loop turns a second: without the fast-forward, on OS threads
     .venv/bin/python tools/docgen.py --sweeps   # the seed sweeps of spapr-fwnmi-kdump and s390x-sigp-cross
 
-Other generators write through `write_block`: tools/explore_table.py, tools/bench.py, tools/real_table.py,
-tools/matrix_table.py.
+The scenario pages' verdict tables are written in tools/doc_tables.py (the words) and run on the model (the
+verdicts). Other generators write through `write_block`: tools/explore_table.py (which rewrites the
+words that sum up its tables too), tools/bench.py, tools/real_table.py, tools/libvirt_table.py.
 """
 
 from __future__ import annotations
@@ -195,7 +199,7 @@ def seed_log() -> str:
             f"{len(data) / 1000:.0f} kB, whatever the watchdog threshold (a spinning vCPU's lines are capped).")
 
 
-def matrix_engines(engines: tuple[str, ...] = ("trio", "explore")) -> str:
+def matrix_engines(engines: tuple[str, ...] = ("trio", "explore", "threads")) -> str:
     """`vcpu-sched matrix` over every scenario on each engine: rows, mismatches, wall time (a timing)."""
     import time
 
@@ -244,6 +248,183 @@ def sigp_odds(rows: tuple[tuple[int, int], ...] = ((0, 3), (8, 1), (8, 3))) -> s
     return "\n".join(lines)
 
 
+# ---- exploring.md: what its tables say, in words (read from the tables' blocks, so they cannot disagree)
+
+EXPLORING = DOCS / "exploring.md"
+
+
+def table_rows(page: Path, name: str) -> list[dict[str, str]]:
+    """The rows of a generated Markdown table, each a {header: cell}."""
+    block = next((b for b in blocks(page) if b.name == name), None)
+    if block is None:
+        raise ValueError(f"{page}: no generated:{name}")
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in block.body.splitlines()
+            if line.startswith("|") and not line.startswith("| ---")]
+    return [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
+
+
+def _x(more: float, fewer: float) -> str:
+    return f"{more / fewer:.2g}x"
+
+
+def _steps(shortest: str) -> str:
+    """"lockup, 84" or "lockup, 84 steps" -> "84"."""
+    return shortest.split(",")[1].split()[0]
+
+
+def exhaustive_notes() -> str:
+    """Which rows of the exhaustive table fail, their shortest failures, the search without pruning, and
+    the cost of a schedule in the stamped run."""
+    rows = table_rows(EXPLORING, "explore-exhaustive")
+    failing = [r for r in rows if int(r["failing schedules"])]
+    kinds = sorted({(r["fix"], r["accel"], r["timebase reset"]) for r in failing})
+    kind = "; ".join(f"`fix={f}`, {a.upper()}, timebase reset {t}" for f, a, t in kinds) or "none"
+    shortest = " and ".join(f"{_steps(r['shortest failing schedule (steps)'])} steps at smp {r['smp']}"
+                            for r in failing)
+    [unpruned] = table_rows(EXPLORING, "explore-unpruned")
+    every = ("every one of the" if unpruned["schedules"] == unpruned["failing schedules"]
+             else f"{unpruned['failing schedules']} of the")
+    costs = []
+    for smp in sorted({r["smp"] for r in rows}, key=int):
+        ms = sorted(float(r["wall s"]) * 1000 / int(r["schedules"]) for r in rows if r["smp"] == smp)
+        costs.append(f"{ms[0]:.0f}-{ms[-1]:.0f} ms at smp {smp}")
+    guests = "one guest" if len(kinds) == 1 else f"{len(kinds)} guests"
+    return (f"Failing schedules are found in {len(failing)} of the {len(rows)} rows, all of {guests} ({kind}); "
+            f"every other row boots in every schedule within the bounds. The shortest failure takes {shortest}. "
+            f"Searched without pruning (the table just above), {every} "
+            f"{unpruned['schedules']} schedules ends in a `{unpruned['shortest failure'].split(',')[0]}`. "
+            f"In the stamped run a schedule cost {' and '.join(costs)} (a row's wall time over its schedules).")
+
+
+def delay_vs_preemption() -> str:
+    """Delay bounding against preemption bounding on the unfixed seed guest, at each smp both tables have."""
+    delay = {r["smp"]: r for r in table_rows(EXPLORING, "explore-delay") if r["fix"] == "none"}
+    preempt = {r["smp"]: r for r in table_rows(EXPLORING, "explore-exhaustive")
+               if (r["fix"], r["accel"], r["timebase reset"]) == ("none", "kvm", "applied")}
+    parts = []
+    for smp in sorted(set(delay) & set(preempt), key=int):
+        d, p = delay[smp], preempt[smp]
+        same = _steps(d["shortest failure"]) == _steps(p["shortest failing schedule (steps)"])
+        parts.append(f"at smp {smp}, {d['schedules']} schedules against {p['schedules']} "
+                     f"({_x(int(p['schedules']), int(d['schedules']))} fewer) for "
+                     + (f"the same {_steps(d['shortest failure'])}-step failure" if same else
+                        f"a {_steps(d['shortest failure'])}-step failure against "
+                        f"{_steps(p['shortest failing schedule (steps)'])}"))
+    return "Against preemption bounding (the exhaustive table above): " + "; ".join(parts) + "."
+
+
+Search = tuple[int, int, str, int]  # states, schedules, shortest failure, wall s
+
+
+def _reduction() -> dict[str, dict[str, Search | None]]:
+    """The reduction table: row -> column -> its search, None when the cell is empty."""
+    out: dict[str, dict[str, Search | None]] = {}
+    for row in table_rows(EXPLORING, "explore-reduction"):
+        cells: dict[str, Search | None] = {}
+        for column, text in row.items():
+            if column == "scenario":
+                continue
+            m = re.fullmatch(r"(\d+) states, (\d+) schedules, (.+), (\d+) s", text)
+            cells[column] = (int(m[1]), int(m[2]), m[3], int(m[4])) if m else None
+        out[row["scenario"]] = cells
+    return out
+
+
+def _found(a: Search, b: Search) -> str:
+    if a[2] == b[2] == "-":
+        return "no failure either way"
+    return f"the same shortest failure ({a[2]} steps)" if a[2] == b[2] else f"shortest failures {a[2]} and {b[2]}"
+
+
+def symmetry_notes() -> str:
+    """What symmetry reduction saves, row by row of the reduction table."""
+    lines = ["Measured (the reduction table below), with symmetry against without:", ""]
+    for label, cells in _reduction().items():
+        plain, sym = cells["plain"], cells["symmetry"]
+        if plain is not None and sym is not None:
+            lines.append(f"- {label}: {sym[0]} states against {plain[0]} ({_x(plain[0], sym[0])} fewer), "
+                         f"{sym[1]} schedules against {plain[1]}, {sym[3]} s against {plain[3]} s; "
+                         f"{_found(plain, sym)}.")
+    return "\n".join(lines)
+
+
+def sleep_set_notes() -> str:
+    """What sleep sets save, alone and with symmetry, row by row of the reduction table."""
+    table = _reduction()
+    same = all(len({c[2] for c in cells.values() if c is not None}) == 1 for cells in table.values())
+    saved = {label: cells["plain"][1] / cells["sleep sets"][1] for label, cells in table.items()
+             if cells["plain"] and cells["sleep sets"]}
+    better = sorted(v for v in saved.values() if v > 1)
+    worse = [label for label, v in saved.items() if v <= 1]
+    text = ("Every search finds the same shortest failure with and without them, and none where there is none."
+            if same else "The searches do not all find the same shortest failure: compare the cells.")
+    if better:
+        text += (f" Sleep sets search {better[0]:.2g}-{better[-1]:.2g}x fewer schedules than the plain search"
+                 + (f", except on {', '.join(worse)}, where they search more" if worse else "") + ".")
+    both = [(label, cells["plain"], cells["both"]) for label, cells in table.items()
+            if cells["plain"] and cells["both"]]
+    if both:
+        text += " With symmetry too:\n\n" + "\n".join(
+            f"- {label}: {_x(plain[1], b[1])} fewer schedules and {_x(plain[0], b[0])} fewer states than the plain "
+            f"search." for label, plain, b in both if plain and b)
+    return text
+
+
+DERIVED: dict[tuple[Path, str], Callable[[], str]] = {
+    (EXPLORING, "explore-exhaustive-notes"): exhaustive_notes,
+    (EXPLORING, "explore-delay-notes"): delay_vs_preemption,
+    (EXPLORING, "explore-symmetry-notes"): symmetry_notes,
+    (EXPLORING, "explore-sleep-set-notes"): sleep_set_notes,
+}
+
+
+# ---- how fast a loop turn runs (timings: `--rates`)
+
+def no_fast_forward_rate() -> str:
+    """The seed's lockup with every 1 us loop turn run (`--no-fast-forward`, a 2 s watchdog), in this process:
+    the spinning vCPU's turns over the CPU time the run took."""
+    import dataclasses
+    import time
+
+    from vcpu_sched import runner
+    from vcpu_sched.scenario import load
+
+    settings = dataclasses.replace(load("spapr-rtas-stopped").settings, fast_forward=False, watchdog_s=2.0)
+    cpu = time.process_time()
+    result = runner.run(settings)
+    cpu = time.process_time() - cpu
+    turns = result.lockup.holder_iterations if result.lockup else 0
+    return (f"Measured: the seed's lockup with a 2 s watchdog and `--no-fast-forward` runs {turns:,} loop turns "
+            f"of the spinning vCPU in {cpu:.1f} s of CPU time, {turns / cpu:,.0f} a second "
+            f"(`tools/docgen.py --rates`; a busy machine stretches the wall time further).")
+
+
+def threads_lockup() -> str:
+    """`vcpu-sched run --engine threads --quiet` on the seed's guest: its report's head and the top -H table
+    (the holder and one other thread), then the spinning thread's turns a wall second."""
+    out = subprocess.run([sys.executable, "-m", "vcpu_sched", "run", "spapr-rtas-stopped", "--engine", "threads",
+                          "--quiet", "--json"], cwd=ROOT, capture_output=True, text=True, check=False)
+    report = json.loads(out.stdout)
+    lockup = report["lockup"]
+    text = _run("spapr-rtas-stopped", "--engine", "threads", "--quiet")
+    lines = [re.sub(r" \[.*\] ==$", " [...] ==", text[0])]
+    lines += [line for line in text if line.startswith("BQL holder:")]
+    top = text.index(next(line for line in text if line.startswith("top -H")))
+    lines += text[top:top + 4]
+    spin_s = lockup["held_for_s"] / report["settings"]["time_scale"]
+    return ("```\n$ vcpu-sched run spapr-rtas-stopped --engine threads --quiet\n" + "\n".join(lines) + "\n```\n\n"
+            f"In a run of its own (`--json`), the spinning thread went round {lockup['holder_iterations']:,} "
+            f"times in the {spin_s:.2f} s of wall time it held the BQL: "
+            f"{lockup['holder_iterations'] / spin_s / 1e6:.2f} million turns a wall second "
+            f"(`tools/docgen.py --rates`).")
+
+
+RATES: dict[tuple[Path, str], Callable[[], str]] = {
+    (DOCS / "usage.md", "no-fast-forward-rate"): no_fast_forward_rate,
+    (DOCS / "threads-engine.md", "threads-lockup"): threads_lockup,
+}
+
+
 SWEEPS: dict[tuple[Path, str], Callable[[], str]] = {
     (DOCS / "scenarios" / "spapr-fwnmi-kdump.md", "fwnmi-odds"): fwnmi_odds,
     (DOCS / "scenarios" / "s390x-sigp-cross.md", "sigp-odds"): sigp_odds,
@@ -264,8 +445,15 @@ def quick_generators() -> dict[tuple[Path, str], Callable[[], str]]:
         (README, "scenario-index"): scenario_index, (README, "demo"): demo_short,
         (DOCS / "scenarios" / "spapr-rtas-stopped.md", "demo"): demo,
         (DOCS / "events.md", "event-schema"): event_schema, (DOCS / "benchmarks.md", "seed-log"): seed_log}
+    import doc_tables
+
     for name in scenario_names():
         gens[(DOCS / "scenarios" / f"{name}.md", f"variants-{name}")] = functools.partial(scenario_variants, name)
+    for name in doc_tables.SUMMARIES:
+        gens[(DOCS / "scenarios" / f"{name}.md", f"summary-{name}")] = functools.partial(doc_tables.summary, name)
+    gens[(DOCS / "scenarios" / "spapr-hotplug-kdump.md", "kdump-loaders")] = doc_tables.kdump_loaders
+    gens[(DOCS / "scenarios" / "spapr-migrate-from-9.2.md", "inference")] = doc_tables.inference
+    gens.update(DERIVED)
     return gens
 
 
@@ -274,13 +462,20 @@ def main(argv: list[str]) -> int:
     if "--matrix" in argv:  # the matrix on each engine: a minute of runs, not part of the quick set
         write_block(DOCS / "usage.md", "matrix-engines", matrix_engines(), "tools/docgen.py:--matrix", at)
         return 0
+    if "--rates" in argv:  # timings of loop turns: half a minute, never compared by the tests
+        for (page, name), generate in RATES.items():
+            write_block(page, name, generate(), "tools/docgen.py:--rates", at)
+        return 0
     if "--sweeps" in argv:  # sweeps of a few thousand seeds: a minute, checked by the slow tests
         for (page, name), generate in SWEEPS.items():
             write_block(page, name, generate(), "tools/docgen.py:--sweeps", at)
         return 0
     check = "--check" in argv
+    only = {arg for arg in argv if not arg.startswith("--")}  # block names: only those
     status = 0
     for (page, name), generate in quick_generators().items():
+        if only and name not in only:
+            continue
         body = generate()
         if check:
             block = next((b for b in blocks(page) if b.name == name), None)

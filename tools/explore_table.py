@@ -2,13 +2,14 @@
 """The schedule-exploration tables of docs/exploring.md, each written between its markers (tools/docgen.py).
 
     .venv/bin/python tools/explore_table.py TABLE... [--write] [--rows PREFIX]
-    TABLE: exhaustive (about 5 min), delay (1 min), reduction (10 min), searches (4 min),
-           first-counterexample (15 s), all
+    TABLE: exhaustive (about 5 min), delay (1 min), reduction (15 min), searches (10 min),
+           first-counterexample (15 s), unpruned (30 s), all
 
 Without --write the tables are printed; with it each replaces its block in docs/exploring.md, stamped with
-the code version. `--rows PREFIX` keeps the rows whose first cells start with PREFIX (for a quick look;
-never written). The `wall s` columns are timings, measured by this run; every other cell is a count or a
-verdict, which tests/test_docs.py compares with a fresh run (the slow tests re-run the quick rows).
+the code version, and the sentences that sum the tables up (tools/docgen.py's DERIVED) are written again.
+`--rows PREFIX` keeps the rows whose first cells start with PREFIX (for a quick look; never written). The
+`wall s` columns are timings, measured by this run; every other cell is a count or a verdict, which
+tests/test_docs.py compares with a fresh run (the slow tests re-run the quick rows).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ REDUCTION: list[tuple[str, str, dict[str, Any], tuple[bool, ...]]] = [  # label,
     ("seed, smp 3", "spapr-rtas-stopped", {"smp": 3, "cores": 3}, (True, True, True, True)),
     ("seed, smp 4", "spapr-rtas-stopped", {"smp": 4, "cores": 4}, (True, True, True, True)),
     ("seed with the fix, smp 3", "spapr-rtas-stopped", {"smp": 3, "cores": 3, "fix": "quiesced"},
-     (True, True, False, False)),
+     (True, True, True, False)),
     ("s390x-sigp-cross (jitter 8 µs)", "s390x-sigp-cross", {"sigp_jitter_us": 8}, (True, True, False, False)),
     ("s390x-sigp-cross with the lock", "s390x-sigp-cross", {"sigp_jitter_us": 8, "sigp_lock": True},
      (True, True, False, False)),
@@ -103,24 +104,37 @@ def reduction_rows() -> Iterator[list[str]]:
         yield cells
 
 
-SEARCHES: list[tuple[str, str, dict[str, Any], str, int]] = [  # label, scenario, overrides, strategy, steps
-    ("s390x-sigp-cross, smp 2", "s390x-sigp-cross", {"smp": 2}, "exhaustive", 2000),
+SEARCHES: list[tuple[str, str, dict[str, Any], str, int, int | None]] = [
+    # label, scenario, overrides, strategy, step bound, the number of schedules it stops at (None: no cap)
+    ("s390x-sigp-cross, smp 2", "s390x-sigp-cross", {"smp": 2}, "exhaustive", 2000, None),
     ("s390x-sigp-cross, smp 2, sigp_lock=true", "s390x-sigp-cross", {"smp": 2, "sigp_lock": True}, "exhaustive",
-     2000),
-    ("spapr-fwnmi-kdump, smp 2", "spapr-fwnmi-kdump", {"smp": 2, "cores": 2}, "delay", 2000),
-    ("spapr-hotplug-kdump, sysreset_fix=false", "spapr-hotplug-kdump", {"sysreset_fix": False}, "delay", 6000),
-    ("spapr-hotplug-kdump (with a1c2dfee4f)", "spapr-hotplug-kdump", {}, "delay", 6000),
-    ("spapr-nmi-kdump", "spapr-nmi-kdump", {}, "delay", 6000),
-    ("spapr-nmi-kdump, nmi_fix=true", "spapr-nmi-kdump", {"nmi_fix": True}, "delay", 6000),
+     2000, None),
+    ("spapr-fwnmi-kdump, smp 2", "spapr-fwnmi-kdump", {"smp": 2, "cores": 2}, "delay", 2000, None),
+    ("spapr-hotplug-kdump, sysreset_fix=false", "spapr-hotplug-kdump", {"sysreset_fix": False}, "delay", 6000, None),
+    ("spapr-hotplug-kdump, sysreset_fix=false, exhaustive", "spapr-hotplug-kdump", {"sysreset_fix": False},
+     "exhaustive", 6000, 200),
+    ("spapr-hotplug-kdump (with a1c2dfee4f)", "spapr-hotplug-kdump", {}, "delay", 6000, None),
+    ("spapr-nmi-kdump", "spapr-nmi-kdump", {}, "delay", 6000, None),
+    ("spapr-nmi-kdump, nmi_fix=true", "spapr-nmi-kdump", {"nmi_fix": True}, "delay", 6000, None),
 ]
 
 
 def searches_rows() -> Iterator[list[str]]:
-    for label, scenario, overrides, strategy, steps in SEARCHES:
-        r = explore_exhaustive(settings_of(scenario, **overrides), steps, 2, delays=strategy == "delay")
+    for label, scenario, overrides, strategy, steps, cap in SEARCHES:
+        r = explore_exhaustive(settings_of(scenario, **overrides), steps, 2, delays=strategy == "delay",
+                               max_schedules=cap or 1_000_000)
         complete = sum(n for verdict, n in r.outcomes.items() if verdict not in ("bound", "pruned"))
-        yield [label, f"{strategy}, {steps} steps", str(r.schedules), str(complete), str(failing(r)),
-               str(r.first_failure_at or "-"), shortest(r), r.result, f"{r.wall_s:.1f}"]
+        bound = f"{strategy}, {steps} steps" + (f", the first {cap} schedules" if cap else "")
+        result = f"{r.result}, {r.incomplete}" if r.incomplete else r.result  # a cap: "stopped at N schedules"
+        yield [label, bound, str(r.schedules), str(complete), str(failing(r)), str(r.first_failure_at or "-"),
+               shortest(r), result, f"{r.wall_s:.1f}"]
+
+
+def unpruned_rows() -> Iterator[list[str]]:
+    """The seed's unfixed KVM guest searched without pruning: every schedule, none skipped at a visited state."""
+    r = explore_exhaustive(settings_of("spapr-rtas-stopped", smp=2, cores=2), 100, 1, prune=False)
+    yield ["seed, smp 2", "100 steps, 1 preemption, no pruning", str(r.schedules), str(failing(r)), shortest(r),
+           f"{r.wall_s:.1f}"]
 
 
 def first_counterexample_rows(schedules: int = 60, machines: int = 20, max_steps: int = 2000) -> Iterator[list[str]]:
@@ -153,10 +167,13 @@ TABLES = {t.name: t for t in [
                        "shortest failure", "result", TIMING], searches_rows),
     Table("first-counterexample", ["strategy", "machine seeds where found", "mean schedules to the first",
                                    "median", "worst"], first_counterexample_rows),
+    Table("unpruned", ["scenario", "search", "schedules", "failing schedules", "shortest failure", TIMING],
+          unpruned_rows),
 ]}
 QUICK_ROWS = {  # what the slow tests re-run: (table, the rows' first cells) that take seconds, not minutes
     "delay": {"2", "3", "4"},
     "searches": {"s390x-sigp-cross, smp 2", "s390x-sigp-cross, smp 2, sigp_lock=true", "spapr-fwnmi-kdump, smp 2"},
+    "unpruned": {"seed, smp 2"},
 }
 
 
@@ -181,6 +198,9 @@ def main() -> int:
             print("| " + " | ".join(row) + " |", flush=True)
         if args.write:
             docgen.write_block(PAGE, f"explore-{name}", table.markdown(rows), f"tools/explore_table.py:{name}", at)
+    if args.write:  # the words that sum up the tables, read from them
+        for (page, block), generate in docgen.DERIVED.items():
+            docgen.write_block(page, block, generate(), "tools/docgen.py")
     return 0
 
 

@@ -239,3 +239,35 @@ INFERENCE: list[tuple[Cell, Cell, Cell, Cell, Cell]] = [
 def inference() -> str:
     return table("spapr-migrate-from-9.2", ("guest before the migration", "accel", "cpu", "after the load",
                                             "verdict"), INFERENCE)
+
+
+# ---- real-qemu.md: the runs that settle the model's findings, the model's side at the binary's release
+
+def _at_11_1(scenario: str, **variant: Any) -> tuple[str, V]:
+    from vcpu_sched.versions import profile
+
+    return scenario, V(**{**profile("11.1"), **variant})
+
+
+# (the run, the real verdict and its evidence as tests/test_real_qemu.py checks them, the model's cell)
+REAL_SAID: list[tuple[str, str, str, tuple[tuple[str, V], str]]] = [
+    ("`spapr-migrate-from-9.2` (`-M pseries-10.0`, guest `maxcpus=2`, migrate, online CPUs 2, 3)", "`stuck-cpu`",
+     "query-cpu-stopped-state(2) answers 2 (not stopped), no start-cpu, \"Processor 2 is stuck.\" 100 s later",
+     (_at_11_1("spapr-migrate-from-9.2"), "")),
+    ("the same with `rtas_stopped_state = true` (`-M pseries`)", "`completed`",
+     "query answers 0, start-cpu 0, 4 CPUs online",
+     (_at_11_1("spapr-migrate-from-9.2", rtas_stopped_state=True), "")),
+    ("the same with no migration (`monitor = []`)", "`completed`", "4 CPUs online",
+     (_at_11_1("spapr-migrate-from-9.2", monitor=[]), "")),
+    ("`spapr-nmi-kdump --set accel=tcg` (`maxcpus=2` of 4, kdump kernel `maxcpus=4`, QMP `inject-nmi`)",
+     "`stuck-cpu`", "\"Processor 1 is stuck.\", then \"start-cpu failed: -1\" for CPUs 2 and 3",
+     (_at_11_1("spapr-nmi-kdump", accel="tcg"), " (the comparison changed it from `bad-rtas-answer`: see "
+      "[spapr-nmi-kdump](scenarios/spapr-nmi-kdump.md))")),
+]
+
+
+def real_said() -> str:
+    lines = ["| run | real verdict | evidence | model at 11.1 |", "| --- | --- | --- | --- |"]
+    for run, real, evidence, ((scenario, v), note) in REAL_SAID:
+        lines.append(f"| {run} | {real} | {evidence} | `{verdict(scenario, v)}`{note} |")
+    return "\n".join(lines)

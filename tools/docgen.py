@@ -199,6 +199,77 @@ def seed_log() -> str:
             f"{len(data) / 1000:.0f} kB, whatever the watchdog threshold (a spinning vCPU's lines are capped).")
 
 
+_WHY = re.compile(r"(stuck:|BQL holder:|main loop:|Why:|  \d+\. )")
+
+
+def report_excerpt(scenario: str, command: bool = False) -> str:
+    """`vcpu-sched run SCENARIO --quiet`: its report without the CPU table (the stuck thread, the holder, the
+    main loop and the chain), with the verdict line (its settings cut) and the command when `command`."""
+    lines = _run(scenario, "--quiet")
+    keep = [line for line in lines if _WHY.match(line)]
+    if command:
+        head = next(line for line in lines if line.startswith("== "))
+        keep = [f"$ vcpu-sched run {scenario} --quiet", re.sub(r" \[.*\] ==$", " [...] ==", head), *keep]
+    return "```\n" + "\n".join(keep) + "\n```"
+
+
+def _analyze(path: str, cwd: Path) -> list[str]:
+    out = subprocess.run([sys.executable, "-m", "vcpu_sched", "analyze", path], cwd=cwd, capture_output=True,
+                         text=True, check=False)
+    lines = out.stdout.splitlines()
+    return lines[next(i for i, line in enumerate(lines) if line.startswith("LOCKUP:")):]
+
+
+def analyze_seed_trace() -> str:
+    """The seed case written in QEMU's trace format and read back by `analyze`: its LOCKUP lines."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as directory:
+        subprocess.run([sys.executable, "-m", "vcpu_sched", "run", "--quiet", "--log", "seed.trace", "--log-format",
+                        "qemu-trace"], cwd=directory, capture_output=True, check=False)
+        lines = _analyze("seed.trace", Path(directory))
+    return ("```\n$ vcpu-sched run --quiet --log seed.trace --log-format qemu-trace; vcpu-sched analyze seed.trace\n"
+            + "\n".join(lines) + "\n```")
+
+
+def analyze_nested_trace() -> str:
+    """`analyze` of the recorded nested-mutex trace (tests/data): its LOCKUP lines."""
+    path = "tests/data/qemu-7.2/nested-mutex-ptrace.trace"
+    return f"```\n$ vcpu-sched analyze {path}\n...\n" + "\n".join(_analyze(path, ROOT)) + "\n```"
+
+
+def real_restores(releases: tuple[str, ...] = ("5.2", "7.2", "11.1")) -> str:
+    """Which matrix rows `matrix --against real` runs on each release, and which of those restore a saved
+    boot instead of booting (`plan.fresh_boot_reason`): a function of the rows and the release, no binary."""
+    from collections import Counter
+
+    from vcpu_sched.matrix import rows_for
+    from vcpu_sched.real.plan import NotRun, plan
+    from vcpu_sched.scenario import load, scenario_names
+
+    rows = [row for name in scenario_names() for row in rows_for(load(name))]
+    lines = ["| QEMU | rows run | restored | distinct saved boots | booted, and why |",
+             "| --- | --- | --- | --- | --- |"]
+    for release in releases:
+        ran = restored = 0
+        boots: set[tuple[object, ...]] = set()
+        why: Counter[str] = Counter()
+        for row in rows:
+            try:
+                run = plan(row.settings, row.variant, release)
+            except NotRun:
+                continue
+            ran += 1
+            if run.fresh_boot is None:
+                restored += 1
+                boots.add((run.argv_tail, run.script.cmdline, run.script.kdump_cmdline is not None))
+            else:
+                why[run.fresh_boot] += 1
+        booted = "; ".join(f"{n}: {_cell(reason)}" for reason, n in why.most_common()) or "-"
+        lines.append(f"| {release} | {ran} | {restored} | {len(boots)} | {booted} |")
+    return "\n".join(lines)
+
+
 def matrix_engines(engines: tuple[str, ...] = ("trio", "explore", "threads")) -> str:
     """`vcpu-sched matrix` over every scenario on each engine: rows, mismatches, wall time (a timing)."""
     import time
@@ -444,7 +515,12 @@ def quick_generators() -> dict[tuple[Path, str], Callable[[], str]]:
     gens: dict[tuple[Path, str], Callable[[], str]] = {
         (README, "scenario-index"): scenario_index, (README, "demo"): demo_short,
         (DOCS / "scenarios" / "spapr-rtas-stopped.md", "demo"): demo,
-        (DOCS / "events.md", "event-schema"): event_schema, (DOCS / "benchmarks.md", "seed-log"): seed_log}
+        (DOCS / "events.md", "event-schema"): event_schema, (DOCS / "benchmarks.md", "seed-log"): seed_log,
+        (DOCS / "analyze.md", "analyze-seed-trace"): analyze_seed_trace,
+        (DOCS / "analyze.md", "analyze-nested-trace"): analyze_nested_trace,
+        (DOCS / "real-qemu.md", "real-restores"): real_restores}
+    for name, command in (("s390x-sigp-cross", False), ("spapr-fwnmi-kdump", True), ("tcg-rcu-device-add", False)):
+        gens[(DOCS / "scenarios" / f"{name}.md", "report")] = functools.partial(report_excerpt, name, command)
     import doc_tables
 
     for name in scenario_names():
@@ -453,6 +529,7 @@ def quick_generators() -> dict[tuple[Path, str], Callable[[], str]]:
         gens[(DOCS / "scenarios" / f"{name}.md", f"summary-{name}")] = functools.partial(doc_tables.summary, name)
     gens[(DOCS / "scenarios" / "spapr-hotplug-kdump.md", "kdump-loaders")] = doc_tables.kdump_loaders
     gens[(DOCS / "scenarios" / "spapr-migrate-from-9.2.md", "inference")] = doc_tables.inference
+    gens[(DOCS / "real-qemu.md", "real-said")] = doc_tables.real_said
     gens.update(DERIVED)
     return gens
 

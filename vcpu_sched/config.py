@@ -93,6 +93,9 @@ class RunSettings:
     sigp_jitter_us: int = 0  # sigp-cross workload: extra guest work before each SIGP, 0-N us from the seed
     sigp_lock: bool = True  # f9530c3242 (2016): s390x SIGPs one at a time, BUSY on contention
     force_rcu: bool = True  # ef149763a8 + dd47a8f654 (2021): drain_call_rcu kicks TCG vCPUs out of cpu_exec
+    pause_cond_broadcast: bool = True  # 96bce6831b (2016): a stopping vCPU broadcasts qemu_pause_cond, not signals
+    vm_stop_fix: bool = True  # f962cac4c2 (2020): do_vm_stop sets the run state first; resume_all_vcpus checks it
+    migration_ram_ms: float = 5.0  # `migrate -d`: guest ms the migration thread copies RAM before it completes
 
     @property
     def plain_boot(self) -> bool:

@@ -82,6 +82,10 @@ class Facts:
     sigp: dict[int, tuple[str, int]] = field(default_factory=dict)  # cpu -> (order, dst) it is handling
     rcu_readers: dict[str, int] = field(default_factory=dict)  # thread -> since when in a read-side section
     rcu_waiting: tuple[int, list[str], bool] | None = None  # since, readers synchronize_rcu waits for, forced
+    pauses: dict[str, int] = field(default_factory=dict)  # thread -> when it entered pause_all_vcpus last
+    resumed: tuple[int, str] | None = None  # the last resume_all_vcpus: when, by which thread
+    pause_signal: tuple[int, int, str | None] | None = None  # the last qemu_cond_signal: when, by CPU, woke whom
+    migration_stop: int | None = None  # when the migration thread recorded the run state and began to stop the VM
 
     @classmethod
     def for_log(cls, settings: dict[str, Any]) -> Facts:
@@ -235,6 +239,19 @@ class Facts:
     def _event_woken(self, t: int, f: dict[str, Any]) -> None:
         self.waits.pop(str(f["thread"]), None)
 
+    def _pause(self, t: int, f: dict[str, Any]) -> None:
+        self.pauses[str(f["thread"])] = t
+
+    def _resume(self, t: int, f: dict[str, Any]) -> None:
+        self.resumed = (t, str(f["thread"]))
+
+    def _signal(self, t: int, f: dict[str, Any]) -> None:
+        woke = f.get("woke")
+        self.pause_signal = (t, f["cpu"], woke if isinstance(woke, str) else None)
+
+    def _migration_stop(self, t: int, f: dict[str, Any]) -> None:
+        self.migration_stop = t
+
     def _set_all_lpcrs(self, t: int, f: dict[str, Any]) -> None:
         self.set_all_lpcrs = (t, str(f.get("why")))
 
@@ -266,6 +283,10 @@ _HANDLERS: dict[str, tuple[Any, str, type]] = {
     "rcu_read_unlock": (Facts._rcu_unlock, "", object),
     "rcu_wait_for_readers": (Facts._rcu_wait, "readers", list),
     "rcu_callback": (Facts._rcu_callback, "name", str),
+    "pause_all_vcpus": (Facts._pause, "", object),
+    "resume_all_vcpus": (Facts._resume, "", object),
+    "qemu_cond_signal": (Facts._signal, "cpu", int),
+    "migration_global_state": (Facts._migration_stop, "", object),
     "qemu_mutex_lock": (Facts._mutex_lock, "thread", str),
     "qemu_mutex_locked": (Facts._mutex_locked, "thread", str),
     "qemu_mutex_unlock": (Facts._mutex_unlock, "thread", str),
@@ -301,6 +322,8 @@ def chain(facts: Facts, stuck: Wait, holder: str | None, holder_cpu: int | None,
             return _cross_run_on_cpu_links(facts, cycle, now)
     if stuck.site == "drain_call_rcu":
         return _rcu_links(facts, stuck, now)
+    if stuck.site == "pause_all_vcpus":
+        return _pause_links(facts, stuck, now)
     if holder_cpu is None:
         return [f"{stuck.thread} has waited for {stuck.what} at {stuck.site} since {_s(stuck.since_ns)}; the BQL "
                 f"is held by {holder or 'nobody'} at {holder_site or '-'}."]
@@ -411,6 +434,38 @@ def _rcu_links(facts: Facts, stuck: Wait, now: int) -> list[str]:
         if not forced:
             out.append("No force_rcu notifier kicks the reader out (ef149763a8 + dd47a8f654 add one per TCG vCPU "
                        "thread, which queues do_nothing with async_run_on_cpu).")
+    return out
+
+
+def _pause_links(facts: Facts, stuck: Wait, now: int) -> list[str]:
+    """A thread waits in pause_all_vcpus for vCPUs that will never all stop again, or for a wake-up that went
+    to another waiter."""
+    me = stuck.thread
+    entered = facts.pauses.get(me, stuck.since_ns)
+    why = (f" (migration_completion -> vm_stop_force_state(finish-migrate), from {_s(facts.migration_stop)})"
+           if me == "live_migration" and facts.migration_stop is not None else "")
+    out = [f"{me} entered pause_all_vcpus at {_s(entered)}{why} and waits on qemu_pause_cond since "
+           f"{_s(stuck.since_ns)}, the BQL dropped, until every vCPU has stopped."]
+    others = sorted((t, th) for th, t in facts.pauses.items() if th != me and t <= stuck.since_ns)
+    if others:
+        t, other = others[-1]
+        out.append(f"{other} had entered pause_all_vcpus at {_s(t)} and was waiting on qemu_pause_cond too: each "
+                   "wait drops the BQL, so two callers can be inside pause_all_vcpus at once.")
+    signal = facts.pause_signal
+    if signal is not None and signal[0] >= stuck.since_ns and signal[2] != me:
+        t, cpu, woke = signal
+        out.append(f"At {_s(t)} CPU {cpu}, the last vCPU to stop, called qemu_cond_signal(qemu_pause_cond) "
+                   f"(qemu_cpu_stop before 96bce6831b), which wakes one waiter: it woke {woke or 'nobody'}, not "
+                   f"{me}. Every vCPU has stopped, so no vCPU signals again.")
+    resumed = facts.resumed
+    if resumed is not None and resumed[0] >= entered and resumed[1] != me:
+        t, by = resumed
+        out.append(f"At {_s(t)} {by}, its own pause_all_vcpus done, ran resume_all_vcpus, clearing every vCPU's "
+                   f"stop and stopped while {me} still waited (before f962cac4c2 resume_all_vcpus did not check "
+                   "the run state, and do_vm_stop set it only after pausing). The vCPUs run on and are never "
+                   "asked to stop again.")
+    out.append(f"Nothing will broadcast qemu_pause_cond for {me}: it has waited {_s(now - stuck.since_ns)} and "
+               "is locked up.")
     return out
 
 

@@ -117,6 +117,7 @@ CLAIMS_OF = {
     "spapr-nmi-kdump": "findings beside a1c2dfee4f: spapr_nmi and the other system resets",
     "s390x-sigp-cross": "f9530c3242 (\"s390x/kvm: Fix potential deadlock in sigp handling\")",
     "tcg-rcu-device-add": "ef149763a8 + dd47a8f654 (the force_rcu notifier, QEMU issue 650)",
+    "migration-pause-race": "96bce6831b and f962cac4c2 (two pause_all_vcpus callers: the monitor and migration)",
 }
 
 

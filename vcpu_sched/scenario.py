@@ -174,6 +174,11 @@ SCHEMA: dict[str, Field] = {
     "sigp_jitter_us": Field(int, 0, 1_000_000, doc="sigp-cross: 0-N us of extra guest work before each SIGP (seeded)"),
     "sigp_lock": Field(bool, doc="s390x: f9530c3242 applied: one SIGP at a time, condition code 2 (BUSY) to the loser"),
     "force_rcu": Field(bool, doc="ef149763a8 + dd47a8f654 applied: drain_call_rcu kicks TCG vCPUs out of cpu_exec"),
+    "pause_cond_broadcast": Field(bool, doc="96bce6831b applied: a stopping vCPU broadcasts qemu_pause_cond "
+                                            "(false: qemu_cond_signal, which wakes one waiter)"),
+    "vm_stop_fix": Field(bool, doc="f962cac4c2 applied: do_vm_stop sets the run state before pause_all_vcpus, and "
+                                   "resume_all_vcpus does nothing unless the VM runs"),
+    "migration_ram_ms": Field(float, 0.0, 600_000.0, doc="`migrate -d`: guest ms the migration thread copies RAM before it completes"),
     "offline_hold_ns": Field(int, 0, 10_000_000_000,
                              doc="offline-online: guest ns the secondaries stay offline in each loop"),
     "qemu_version": Field(str, choices=QEMU_VERSIONS,
@@ -197,7 +202,9 @@ def _monitor(where: str, value: list[Any]) -> tuple[tuple[str, str], ...]:
     for i, item in enumerate(value):
         if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)):
             raise BadInput(f"{where}: monitor[{i}]: expected [\"console pattern\", \"command\"], got {shown(item)}")
-        if item[1] not in COMMANDS and (item[1].split() or [""])[0] != "device_add":
+        words = item[1].split()
+        if item[1] not in COMMANDS and words[:1] != ["device_add"] and not (words[:2] == ["migrate", "-d"]
+                                                                          and len(words) == 3):
             raise BadInput(f"{where}: monitor[{i}]: unknown command {shown(item[1])} (known: {', '.join(COMMANDS)})")
         pairs.append((item[0], item[1]))
     return tuple(pairs)

@@ -50,6 +50,16 @@ EVENTS = _declare(
     ("qemu_wait_io_event_wake", "cpu", "a vCPU thread woke in qemu_wait_io_event"),
     ("qemu_process_cpu_events_sleep", "cpu halted", "the same, QEMU 10.2's name (qemu_version = 10.2)"),
     ("qemu_process_cpu_events_wake", "cpu", "the same, QEMU 10.2's name (qemu_version = 10.2)"),
+    ("qemu_cond_signal", "cpu cond woke",
+     "a vCPU signals a condition (qemu_cond_signal): `woke` is the one waiter it wakes, null when none waits"),
+    ("pause_all_vcpus", "thread", "a thread asks every vCPU to stop and waits until all have"),
+    ("resume_all_vcpus", "thread", "a thread lets every vCPU run again"),
+    ("vm_stopped", "state by", "the VM stopped: its run state is `state` (do_vm_stop)"),
+    # migration (migration/migration.c)
+    ("migration_thread_start", "uri", "the migration thread starts"),
+    ("migration_global_state", "runstate", "global_state_store: the run state the destination restores"),
+    ("migration_completed", "destination",
+     "the source stopped and sent its state; `destination`: the run state the destination restores"),
     # accelerators
     ("kvm_vcpu_thread_start", "cpu thread", "a KVM vCPU thread starts"),
     ("tcg_vcpu_thread_start", "cpu thread", "a TCG vCPU thread starts"),

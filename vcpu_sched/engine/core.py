@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 from ..errors import ModelError
 from ..explain import LIVE_FACT_EVENTS, Facts, failure_chain
 from ..model.cpus import CPUState
-from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCond, Spend
+from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCond, Spend, Waiter
 from ..result import Lockup, RunResult
 from ..verdicts import STUCK_CPU
 from ..versions import cpu_events_function
@@ -67,17 +67,20 @@ class Park(NamedTuple):
     """Sleep until one of `conds` is broadcast, or `timeout_ns` passes; send back the guest ns slept.
 
     `seen` are the conditions' generations when the wait began: if one differs already, do not sleep.
+    `waiter` is a condition wait's place among its condition's waiters: a qemu_cond_signal that chose it
+    wakes it, and only it (an engine may be told of a signal that chose another: it sleeps on).
     """
 
     conds: tuple[QemuCond, ...]
     seen: tuple[int, ...]
     timeout_ns: int | None
+    waiter: Waiter | None = None
 
     def woken(self) -> bool:
         for c, g in zip(self.conds, self.seen, strict=True):  # noqa: SIM110 - a loop: any() costs a generator
             if c.generation != g:
                 return True
-        return False
+        return self.waiter is not None and self.waiter.signalled
 
 
 class Sleep(NamedTuple):
@@ -93,6 +96,14 @@ Perform: TypeAlias = Generator[Primitive, Any, Any]
 
 def park_on(conds: tuple[QemuCond, ...], timeout_ns: int | None) -> Park:
     return Park(conds, tuple(c.generation for c in conds), timeout_ns)
+
+
+def cond_wait_on(cond: QemuCond, thread: str) -> Park:
+    """A qemu_cond_wait's Park: the thread joins the condition's waiters when it decides to wait, with the
+    BQL still held, as pthread_cond_wait enqueues the waiter before it unlocks the mutex."""
+    waiter = Waiter(thread)
+    cond.waiters.append(waiter)
+    return Park((cond,), (cond.generation,), None, waiter)
 
 
 @dataclass(eq=False, repr=False)
@@ -161,7 +172,7 @@ class EngineCore:
             return None
         # A wait's generations are taken where the model decided to wait, before any owed time is paid: a
         # broadcast while the thread still burns that time must wake it.
-        waits = (park_on((effect.cond,), None) if isinstance(effect, CondWait)
+        waits = (cond_wait_on(effect.cond, rec.name) if isinstance(effect, CondWait)
                  else park_on(effect.wake, effect.timeout_ns) if isinstance(effect, Block) else None)
         if rec.owed_ns and not isinstance(effect, BqlUnlock):
             yield from self._pay(rec)
@@ -180,7 +191,11 @@ class EngineCore:
             self._unlock(rec, effect.site)
             yield Release(effect.site)
             self.book.cond_wait(rec.name, rec.cpu, effect.cond.name, effect.site)
-            yield from self._park(park)
+            try:
+                yield from self._park(park)
+            finally:  # woken by a broadcast (or the run ended): no later signal may choose this wait
+                if park.waiter in effect.cond.waiters:
+                    effect.cond.waiters.remove(park.waiter)
             self.book.cond_woken(rec.name, rec.cpu, effect.cond.name)
             yield from self._lock(rec, effect.site)
             return None

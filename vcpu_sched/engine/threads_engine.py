@@ -167,6 +167,15 @@ class ThreadsEngine(Engine):
         return self._park(prim)
 
     def _park(self, park: Park) -> int:
+        start = self.now_ns()
+        while True:
+            woke = self._park_once(park)
+            # A qemu_cond_signal that chose another waiter of the condition woke this one too: sleep on.
+            if not woke or park.waiter is None or park.woken():
+                break
+        return max(0, self.now_ns() - start) if woke or park.timeout_ns is None else park.timeout_ns
+
+    def _park_once(self, park: Park) -> bool:
         event = threading.Event()
         with self._registry:  # registered, then the generations compared: no broadcast can be lost
             for cond in park.conds:
@@ -174,7 +183,6 @@ class ThreadsEngine(Engine):
             self._sleeping.add(event)
         if park.woken() or self._stop.is_set():
             event.set()
-        start = self.now_ns()
         try:
             woke = event.wait(None if park.timeout_ns is None else park.timeout_ns / NS / self.scale)
         finally:
@@ -184,7 +192,7 @@ class ThreadsEngine(Engine):
                 self._sleeping.discard(event)
         if self._stop.is_set():
             raise _Stopped
-        return max(0, self.now_ns() - start) if woke or park.timeout_ns is None else park.timeout_ns
+        return woke
 
     def _drive(self, rec: ThreadRec, factory: Callable[[], Any]) -> None:
         self._native_ids[rec.name] = threading.get_native_id()

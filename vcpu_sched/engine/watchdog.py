@@ -1,7 +1,7 @@
 """The lockup detector and its report, in the spirit of Linux's hung-task and soft-lockup detectors.
 
-It watches two threads that must keep getting the BQL for the guest to make progress: the boot CPU's
-vCPU thread and the main loop (the monitor). A thread that has been blocked in QEMU (on the BQL or a
+It watches the threads whose progress the guest and its management wait for: the boot CPU's vCPU thread,
+the main loop (the monitor) and, while a migration runs, the migration thread. A thread that has been blocked in QEMU (on the BQL or a
 condition) for longer than the threshold of guest time is stuck. A slow boot whose threads still get
 the BQL, however late, never trips it: the clock restarts every time they get through.
 
@@ -17,6 +17,7 @@ from ..explain import Facts, Wait, chain
 from ..model.cpus import CPU_INTERRUPT_HARD, CPUState
 from ..model.excp import ppc_next_unmasked_interrupt
 from ..model.machine import Machine
+from ..model.migration import MIGRATION_THREAD
 from ..model.ppc import PSSCR_EC, decode_lpcr, pending_names
 from ..result import CpuRow, Lockup
 from .bql import BqlStatistics
@@ -34,7 +35,8 @@ class Watchdog:
         self.bql = bql
         self.threshold_ns = threshold_ns
         self.iterations = iterations
-        self.watched = (machine.cpus[0].name, "main")
+        # The migration thread too, once started: management waits for it as it waits for the monitor.
+        self.watched = (machine.cpus[0].name, "main", MIGRATION_THREAD)
 
     def _stuck_since(self, thread: str) -> int | None:
         """Since when a watched thread is blocked - not counting a vCPU asleep on its own halt_cond, which

@@ -34,6 +34,8 @@ EXCP_HALTED = 0x10003
 
 # QEMU's thread-local current_cpu: the vCPU whose thread is running (None on the main thread).
 current_cpu: contextvars.ContextVar[CPUState | None] = contextvars.ContextVar("current_cpu", default=None)
+# Not QEMU's: the name of a thread that is neither a vCPU's nor the main loop (the migration thread).
+current_thread: contextvars.ContextVar[str] = contextvars.ContextVar("current_thread", default="main")
 
 
 @dataclass(eq=False, repr=False)
@@ -186,12 +188,18 @@ def cpu_reset(cpu: CPUState) -> None:
 
 
 def qemu_cpu_stop(cpu: CPUState, exit: bool) -> None:
-    """system/cpus.c qemu_cpu_stop (on the vCPU's own thread)."""
+    """system/cpus.c qemu_cpu_stop (on the vCPU's own thread): stopped, then tell the pause_all_vcpus
+    callers. Before 96bce6831b (QEMU 2.6) with qemu_cond_signal, which wakes one of them."""
     cpu.stop = False
     cpu.stopped = True
     if exit:
         cpu_exit(cpu)
-    cpu.machine.pause_cond.broadcast()
+    machine = cpu.machine
+    if machine.settings.pause_cond_broadcast:
+        machine.pause_cond.broadcast()
+    else:
+        woke = machine.pause_cond.signal()
+        machine.trace("qemu_cond_signal", cpu=cpu.cpu_index, cond=machine.pause_cond.name, woke=woke)
 
 
 def cpu_pause(cpu: CPUState) -> None:
@@ -312,11 +320,19 @@ def qemu_init_vcpu_wait(cpu: CPUState) -> Generator[Effect, Any, None]:
         yield CondWait(cpu.machine.cpu_cond, f"qemu_init_vcpu -> CPU {cpu.cpu_index}")
 
 
+def all_vcpus_paused(machine: Machine) -> bool:
+    """system/cpus.c all_vcpus_paused."""
+    return all(cpu.stopped for cpu in machine.cpus)
+
+
 def pause_all_vcpus(machine: Machine) -> Generator[Effect, Any, None]:
-    """system/cpus.c pause_all_vcpus (caller on the main thread, BQL held)."""
+    """system/cpus.c pause_all_vcpus (BQL held, not on a vCPU thread): ask every vCPU to stop, then wait on
+    qemu_pause_cond until all have, kicking them again after each wake-up. Any thread may call it (the
+    main loop, the migration thread); two may wait at once, since each wait drops the BQL."""
+    machine.trace("pause_all_vcpus", thread=machine.thread_name())
     for cpu in machine.cpus:
         cpu_pause(cpu)
-    while not all(cpu.stopped for cpu in machine.cpus):
+    while not all_vcpus_paused(machine):
         yield CondWait(machine.pause_cond, "pause_all_vcpus")
         for cpu in machine.cpus:
             if not cpu.stopped:
@@ -324,8 +340,39 @@ def pause_all_vcpus(machine: Machine) -> Generator[Effect, Any, None]:
 
 
 def resume_all_vcpus(machine: Machine) -> None:
-    """system/cpus.c resume_all_vcpus (only while the run state is running)."""
-    if machine.runstate != "running":
+    """system/cpus.c resume_all_vcpus. Since f962cac4c2 (QEMU 5.0) only while the run state is running:
+    before it, it also resumed the vCPUs that another thread's pause_all_vcpus was still waiting for."""
+    if machine.runstate != "running" and machine.settings.vm_stop_fix:
         return
+    machine.trace("resume_all_vcpus", thread=machine.thread_name())
     for cpu in machine.cpus:
         cpu_resume(cpu)
+
+
+def do_vm_stop(machine: Machine, state: str) -> Generator[Effect, Any, None]:
+    """system/cpus.c do_vm_stop: if the VM runs, pause every vCPU and set `state`. Since f962cac4c2 (QEMU 5.0)
+    the run state first: before it a second pause_all_vcpus caller, arriving while the first waited on
+    qemu_pause_cond, still found the VM running and paused it too."""
+    if machine.runstate != "running":
+        return
+    if machine.settings.vm_stop_fix:
+        machine.runstate = state
+        yield from pause_all_vcpus(machine)
+    else:
+        yield from pause_all_vcpus(machine)
+        machine.runstate = state
+    machine.trace("vm_stopped", state=state, by=machine.thread_name())
+
+
+def vm_stop_force_state(machine: Machine, state: str) -> Generator[Effect, Any, None]:
+    """system/cpus.c vm_stop_force_state: stop a running VM into `state`; a stopped one only changes state."""
+    if machine.runstate == "running":
+        yield from do_vm_stop(machine, state)
+    else:
+        machine.runstate = state
+
+
+def vm_start(machine: Machine) -> None:
+    """system/cpus.c vm_start (`cont`): run state running, resume every vCPU."""
+    machine.runstate = "running"
+    resume_all_vcpus(machine)

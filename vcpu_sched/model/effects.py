@@ -40,19 +40,44 @@ class _NoEngine:
 
 
 @dataclass(eq=False, repr=False)
+class Waiter:
+    """One thread's qemu_cond_wait on a QemuCond: `signalled` once a qemu_cond_signal chose it."""
+
+    thread: str
+    signalled: bool = False
+
+
+@dataclass(eq=False, repr=False)
 class QemuCond:
     """A QemuCond (util/qemu-thread-posix.c), or any other thing a thread can sleep on.
 
     `generation` counts broadcasts, so an engine can tell whether one happened while it looked away.
+    `waiters` are the threads in qemu_cond_wait on it, longest waiting first: a broadcast wakes them all,
+    a signal the first only.
     """
 
     name: str
     hub: WakeHub = field(default_factory=_NoEngine, repr=False)
     generation: int = 0
+    waiters: list[Waiter] = field(default_factory=list, repr=False)
 
     def broadcast(self) -> None:
+        """qemu_cond_broadcast."""
         self.generation += 1
+        if self.waiters:
+            self.waiters.clear()
         self.hub.notify(self)
+
+    def signal(self) -> str | None:
+        """qemu_cond_signal: wake one waiter and return its thread, or None when nobody waits (the signal is
+        lost). Which waiter POSIX leaves open; glibc's condition variable wakes in about the order the waits
+        began, and so does the model: the longest waiting."""
+        if not self.waiters:
+            return None
+        waiter = self.waiters.pop(0)
+        waiter.signalled = True
+        self.hub.notify(self)
+        return waiter.thread
 
 
 class BqlLock(NamedTuple):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..config import RunSettings
 from .arch import Arch, PpcArch
-from .cpus import CPUState, current_cpu, resume_all_vcpus
+from .cpus import CPUState, current_cpu, current_thread, resume_all_vcpus
 from .effects import Block, BqlLock, BqlUnlock, Effect, QemuCond, Spend, Thread, WakeHub
 from .guest import GuestMemory, GuestOutcome, GuestProgram, GuestRunner
 from .kdump import crash_kexec
@@ -29,6 +29,7 @@ from .ppc import CPU_MODELS, CPUPPCState
 from .qapi import QmpError
 from .qmp_cmds import qmp_dispatch
 from .rcu import Rcu, call_rcu_thread, rcu_register_thread
+from .runstate import main_loop_should_exit
 from .spapr import Spapr
 from .tcg import mttcg_cpu_thread_fn
 
@@ -77,7 +78,9 @@ class Machine:
         self.finished_cond = QemuCond("guest_finished")
         self.guest_memory = GuestMemory(QemuCond("guest_memory"))
         self.outcome = GuestOutcome()
-        self.finished = False
+        self.finished = False  # the guest's program ended and no migration is still under way
+        self.guest_done = False
+        self.migrations_active = 0
         # `vcpu-sched qemu`: -S, -name, the QMP requests the main loop runs, where their events go.
         self.start_paused = False
         self.name = ""
@@ -212,7 +215,7 @@ class Machine:
 
     def thread_name(self) -> str:
         cpu = current_cpu.get()
-        return cpu.name if cpu is not None else "main"
+        return cpu.name if cpu is not None else current_thread.get()
 
     # --- what the guest and the model report ------------------------------------------------------
 
@@ -224,16 +227,26 @@ class Machine:
             self._console_out(self.now_ns(), text)
 
     def guest_finished(self) -> None:
-        self.finished = True
+        self.guest_done = True
         self.trace("guest_finished", online=sorted(self.outcome.online),
                    failures=[f.kind for f in self.outcome.failures])
-        self.finished_cond.broadcast()
+        self.maybe_finished()
+
+    def maybe_finished(self) -> None:
+        """The run's work is done once the guest's program has ended and every migration asked for has
+        completed (as a harness waits for query-migrate to say so)."""
+        if self.guest_done and not self.migrations_active and not self.finished:
+            self.finished = True
+            self.finished_cond.broadcast()
 
     # --- the main thread -------------------------------------------------------------------------
 
     def _pattern_line(self, pattern: str) -> int | None:
-        """The first console line since the last command's that shows `pattern`."""
+        """The first console line since the last command's that shows `pattern`; an empty pattern is the
+        last command's own line (the command follows the previous one at once)."""
         lines = self.outcome.console
+        if not pattern:
+            return self.monitor_console_seen - 1 if self.monitor_console_seen else (0 if lines else None)
         return next((i for i in range(self.monitor_console_seen, len(lines)) if pattern in lines[i][1]), None)
 
     def monitor_behind(self) -> bool:
@@ -285,4 +298,5 @@ class Machine:
                     answer = {"error": {"class": e.error_class, "desc": e.desc}}
                 request.reply(answer)
             self.qemu_clock_run_timers()
+            yield from main_loop_should_exit(self)
             yield BqlUnlock("main_loop_wait")

@@ -1,6 +1,6 @@
 """Monitor commands the scenarios use, run on the main thread with the BQL held.
 
-Mirrors system/runstate.c (`qemu_system_reset`, `vm_stop`, `vm_start`, the reset request handled in
+Mirrors system/runstate.c (`qemu_system_reset`, the reset request handled in
 `main_loop_should_exit`), migration/savevm.c (`load_snapshot`: stop, reset, load the state, start) and
 monitor/hmp-cmds-target.c (`info registers`, which synchronises the monitor's current CPU).
 
@@ -20,20 +20,21 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from ..versions import has
-from .cpus import CPUState, pause_all_vcpus, resume_all_vcpus, run_on_cpu
+from .cpus import CPUState, do_vm_stop, pause_all_vcpus, resume_all_vcpus, run_on_cpu, vm_start
 from .effects import Effect
 from .hotplug import device_add_cpu_core
 from .interrupts import hreg_store_msr
 from .kvm import cpu_synchronize_state, do_kvm_cpu_synchronize_post_init, do_kvm_cpu_synchronize_pre_loadvm
 from .ppc import LPCR_HR, LPCR_UPRT, PSSCR_EC, Interrupt
 from .qapi import QmpError
+from .migration import qmp_migrate
 from .rcu import drain_call_rcu
 from .timebase import cpu_ppc_store_decr
 
 if TYPE_CHECKING:
     from .machine import Machine
 
-COMMANDS = ("system_reset", "stop", "cont", "migrate", "info registers", "device_add", "nmi")
+COMMANDS = ("system_reset", "stop", "cont", "migrate", "migrate -d", "info registers", "device_add", "nmi")
 
 # CPUPPCState fields in the migration stream (target/ppc/machine.c vmstate_ppc_cpu, the parts modelled).
 # Not `pending_interrupts`: no version modelled carries it (its last reader, the pre-2.x loader, went
@@ -49,11 +50,13 @@ def monitor_command(machine: Machine, command: str) -> Generator[Effect, Any, No
         yield from qemu_system_reset(machine)
         resume_all_vcpus(machine)
     elif command == "stop":
-        yield from vm_stop(machine)
+        yield from do_vm_stop(machine, "paused")
     elif command == "cont":
         vm_start(machine)
     elif command == "migrate":
         yield from migrate(machine)
+    elif command.split()[:2] == ["migrate", "-d"]:  # hmp_migrate, detached: the migration thread does it
+        qmp_migrate(machine, command.split()[2] if len(command.split()) > 2 else "", save_cpu_states)
     elif command.split()[0] == "device_add":
         error = yield from qmp_device_add(machine, hmp_device_options(command))
         if error is not None:
@@ -107,18 +110,6 @@ def qemu_system_reset(machine: Machine) -> Generator[Effect, Any, None]:
     yield from machine.arch.machine_reset(machine)
 
 
-def vm_stop(machine: Machine) -> Generator[Effect, Any, None]:
-    """system/cpus.c vm_stop -> do_vm_stop: run state paused, then pause every vCPU."""
-    machine.runstate = "paused"
-    yield from pause_all_vcpus(machine)
-
-
-def vm_start(machine: Machine) -> None:
-    """system/runstate.c vm_start (`cont`): run state running, resume every vCPU."""
-    machine.runstate = "running"
-    resume_all_vcpus(machine)
-
-
 def cpu_post_load_infer_quiesced(cpu: CPUState) -> None:
     """target/ppc/machine.c cpu_post_load since 628bda1ab7 (January 2026), when the CPU's
     `rtas-stopped-state` property is false (machine types pseries-10.0 and older, and streams from QEMU
@@ -145,7 +136,20 @@ def migrate(machine: Machine) -> Generator[Effect, Any, None]:
     hreg_store_msr, which re-evaluates HARD from the loaded state), spapr_post_load (KVM radix:
     spapr_set_all_lpcrs, whose do_lpcr_sync does no get on a dirty vCPU), then
     cpu_synchronize_all_post_init and start."""
-    yield from vm_stop(machine)
+    yield from do_vm_stop(machine, "paused")
+    yield from savevm_loadvm(machine)
+    vm_start(machine)
+
+
+def save_cpu_states(machine: Machine) -> Generator[Effect, Any, None]:
+    """The CPU part of qemu_savevm_state_complete_precopy: cpu_synchronize_all_states, one register get
+    per vCPU (a run_on_cpu under KVM)."""
+    for cpu in machine.cpus:
+        yield from cpu_synchronize_state(cpu)
+
+
+def savevm_loadvm(machine: Machine) -> Generator[Effect, Any, None]:
+    """The stopped machine's state saved, the machine reset as a destination is, the state loaded."""
     saved = []
     for cpu in machine.cpus:
         yield from cpu_synchronize_state(cpu)
@@ -181,4 +185,3 @@ def migrate(machine: Machine) -> Generator[Effect, Any, None]:
     if machine.kvm is not None:  # cpu_synchronize_all_post_init
         for cpu in machine.cpus:
             yield from run_on_cpu(cpu, do_kvm_cpu_synchronize_post_init, "do_kvm_cpu_synchronize_post_init")
-    vm_start(machine)

@@ -107,6 +107,11 @@ def next_pass() -> None:
         _current.next_pass()
 
 
+def current() -> Progress | None:
+    """The progress being reported, for a reader that counts its characters itself (every CHECK_LINES lines)."""
+    return _current
+
+
 def counted(lines: Iterable[str]) -> Iterator[str]:
     """The lines, their characters counted towards the current progress (if any)."""
     progress = _current

@@ -28,10 +28,11 @@ from __future__ import annotations
 import functools
 import itertools
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .qemu_trace import TraceFiles, TraceLine, cpu_index_of, mutex_of
+from .qemu_trace import _CPU_INDEX, MUTEX_EVENTS, Line, TraceFiles, _mutex_of_args
 from .summary import Durations
 from .timeline import Instant, Interval, Timeline
 
@@ -46,9 +47,9 @@ def _is_bql_site(site: str) -> bool:
     return any(part in site for part in BQL_SITE_PARTS)
 
 
-@dataclass
+@dataclass(slots=True)
 class ThreadFacts:
-    """What the first pass learns about one thread."""
+    """What the reading learns about one thread's role."""
 
     events: int = 0
     cpu_index: int | None = None
@@ -57,7 +58,7 @@ class ThreadFacts:
     rcu_site: str | None = None
     monitor_site: str | None = None
     halt_site: str | None = None  # relocked a mutex in cpus.c after a condition wait: qemu_wait_io_event
-    asked: str | None = None
+    asked_address: str | None = None  # the mutex of its last `waiting on`
 
 
 @dataclass
@@ -73,51 +74,28 @@ class Found:
     first_stamp: str
 
 
-def survey(files: TraceFiles) -> Found:
-    """Pass one: the BQL and the threads' roles."""
+def _bql_of(at_bql_sites: Counter[str]) -> str | None:
+    return at_bql_sites.most_common(1)[0][0] if at_bql_sites else None
+
+
+def guess_bql(files: TraceFiles) -> str | None:
+    """Pass one: the mutex most often named at the BQL's call sites, from a quick count over the files."""
     at_bql_sites: Counter[str] = Counter()
-    sites: dict[str, Counter[str]] = {}
-    threads: dict[int | None, ThreadFacts] = {}
-    first: TraceLine | None = None
-    last_ns = 0
-    for line in files.events():
-        first = first or line
-        last_ns = line.t_ns
-        facts = threads.get(line.tid)
-        if facts is None:
-            facts = threads[line.tid] = ThreadFacts()
-        facts.events += 1
-        index = cpu_index_of(line)
-        if index is not None:
-            facts.cpu_index = index
-        if line.name == "kvm_cpu_exec":
-            facts.vcpu_site = facts.vcpu_site or "kvm_cpu_exec"
-        mutex = mutex_of(line)
-        if mutex is None:
-            continue
-        if _is_bql_site(mutex.site):
-            at_bql_sites[mutex.address] += 1
-            sites.setdefault(mutex.address, Counter())[mutex.site] += 1
-        if line.name == "qemu_mutex_lock":
-            facts.asked = mutex.address
-        elif line.name == "qemu_mutex_locked" and facts.asked != mutex.address and "/cpus.c" in mutex.site:
-            facts.halt_site = facts.halt_site or mutex.site  # taken with no `waiting on`: back from a cond wait
-        if any(part in mutex.site for part in VCPU_SITE_PARTS):
-            facts.vcpu_site = facts.vcpu_site or mutex.site
-        elif "util/main-loop.c" in mutex.site:
-            facts.main_site = facts.main_site or mutex.site
-        elif "monitor/" in mutex.site:
-            facts.monitor_site = facts.monitor_site or mutex.site
-        elif "util/rcu.c" in mutex.site:
-            facts.rcu_site = facts.rcu_site or mutex.site
-    bql, how, top = None, "no mutex is taken from the BQL's call sites (util/main-loop.c, cpus.c, accel/)", []
-    if at_bql_sites:
-        bql, count = at_bql_sites.most_common(1)[0]
-        top = sites[bql].most_common(6)
-        how = (f"the mutex taken and released from the BQL's call sites (the main loop, cpus.c, the accelerators' "
-               f"thread loops): {count:,} of its events are there, at {', '.join(s for s, _ in top[:4])}")
-    return Found(files.format, bql, how, top, threads, _roles(threads), first.t_ns if first else 0, last_ns,
-                 first.stamp if first else "")
+    for (address, site), n in files.mutex_sites().items():
+        if _is_bql_site(site):
+            at_bql_sites[address] += n
+    return _bql_of(at_bql_sites)
+
+
+_VCPU, _MAIN, _MONITOR, _RCU = 1, 2, 3, 4
+
+
+@functools.lru_cache(maxsize=4096)
+def _site_kind(site: str) -> tuple[bool, int, bool]:
+    """(a BQL call site, the role it suggests, in cpus.c) of a mutex's call site."""
+    role = (_VCPU if any(part in site for part in VCPU_SITE_PARTS) else _MAIN if "util/main-loop.c" in site
+            else _MONITOR if "monitor/" in site else _RCU if "util/rcu.c" in site else 0)
+    return _is_bql_site(site), role, "/cpus.c" in site
 
 
 def _vcpu_evidence(f: ThreadFacts) -> str | None:
@@ -128,7 +106,7 @@ def _vcpu_evidence(f: ThreadFacts) -> str | None:
     return None
 
 
-def _roles(threads: dict[int | None, ThreadFacts]) -> dict[int | None, tuple[str, str]]:
+def _roles(threads: Mapping[int | None, ThreadFacts]) -> dict[int | None, tuple[str, str]]:
     roles: dict[int | None, tuple[str, str]] = {}
     # vCPU threads start in cpu_index order, so thread ids rise with it: a vCPU thread that never logged its
     # index gets the lowest one no other thread has, in thread id order.
@@ -152,42 +130,53 @@ def _roles(threads: dict[int | None, ThreadFacts]) -> dict[int | None, tuple[str
     return roles
 
 
-@dataclass(slots=True)
 class Wait:
     """A thread's wait for a mutex: from `waiting on` to `taken` (end_ns None: not taken when its window ended)."""
 
-    mutex: str
-    site: str
-    start_ns: int
-    end_ns: int | None = None
-    owner: Activity | None = None  # who held the mutex meanwhile: the last to release it during the wait
-    # qemu_cond_wait: `released` then, with no line between, `taken` and no `waiting on` - blocked on the
-    # condition variable, then relocking the mutex (QEMU traces no condition event)
-    condition: bool = False
+    __slots__ = ("condition", "end_ns", "mutex", "owner", "site", "start_ns")
+
+    def __init__(self, mutex: str, site: str, start_ns: int, condition: bool = False) -> None:
+        self.mutex, self.site, self.start_ns = mutex, site, start_ns
+        self.end_ns: int | None = None
+        self.owner: Activity | None = None  # who held the mutex meanwhile: the last to release it during the wait
+        # qemu_cond_wait: `released` then, with no line between, `taken` and no `waiting on` - blocked on the
+        # condition variable, then relocking the mutex (QEMU traces no condition event)
+        self.condition = condition
 
 
-@dataclass(slots=True)
 class Activity:
     """What a thread did while it held one mutex, from its `taken` to its `released` (or the end of the trace):
     its events, the time it spent waiting for other mutexes, and its silences (no event for at least the
-    silence threshold while not waiting)."""
+    silence threshold while not waiting). One is made for every `taken`: a plain class, quick to make."""
 
-    tid: int | None
-    mutex: str
-    site: str
-    start_ns: int
-    stamp: str
-    end_ns: int | None = None
-    events: int = 0
-    blocked_ns: int = 0
-    waits: int = 0
-    longest_wait: Wait | None = None
-    silent_ns: int = 0
-    silences: int = 0
-    longest_silence_ns: int = 0
-    last_event_ns: int = 0
-    last_event: TraceLine | None = None
-    partial: bool = False  # taken before the trace begins: only its release is seen
+    __slots__ = (
+        "blocked_ns",
+        "end_ns",
+        "events",
+        "last_event",
+        "last_event_ns",
+        "longest_silence_ns",
+        "longest_wait",
+        "mutex",
+        "partial",
+        "silences",
+        "silent_ns",
+        "site",
+        "stamp",
+        "start_ns",
+        "tid",
+        "waits",
+    )
+
+    def __init__(self, tid: int | None, mutex: str, site: str, start_ns: int, stamp: str, end_ns: int | None,
+                 last_event: Line | None, partial: bool = False) -> None:
+        self.tid, self.mutex, self.site, self.start_ns, self.stamp = tid, mutex, site, start_ns, stamp
+        self.end_ns = end_ns
+        self.events = self.blocked_ns = self.waits = self.silent_ns = self.silences = self.longest_silence_ns = 0
+        self.longest_wait: Wait | None = None
+        self.last_event_ns = start_ns if last_event is not None else 0
+        self.last_event = last_event
+        self.partial = partial  # taken before the trace begins: only its release is seen
 
     def add_wait(self, wait: Wait, end_ns: int) -> None:
         self.blocked_ns += end_ns - max(wait.start_ns, self.start_ns)
@@ -198,7 +187,8 @@ class Activity:
     def add_silence(self, gap_ns: int) -> None:
         self.silent_ns += gap_ns
         self.silences += 1
-        self.longest_silence_ns = max(self.longest_silence_ns, gap_ns)
+        if gap_ns > self.longest_silence_ns:
+            self.longest_silence_ns = gap_ns
 
 
 def _span(wait: Wait, end_ns: int) -> int:
@@ -217,29 +207,52 @@ def _trim(act: Activity) -> None:
         act.longest_wait.owner = None
 
 
-@dataclass
 class Hold:
-    tid: int | None
-    start_ns: int
-    site: str
-    stamp: str
-    activity: Activity
-    end_ns: int | None = None
-    # Who waited for the BQL during the hold: tid -> (site, since); each waits at least until the hold ends.
-    waiters: dict[int | None, tuple[str, int]] = field(default_factory=dict)
-    waiting_for: Wait | None = None  # another mutex the holder asked for and had not got when the hold ended
+    """One hold of the BQL."""
+
+    __slots__ = ("activity", "end_ns", "site", "stamp", "start_ns", "tid", "waiters", "waiting_for")
+
+    def __init__(self, tid: int | None, start_ns: int, site: str, stamp: str, activity: Activity,
+                 waiters: dict[int | None, tuple[str, int]]) -> None:
+        self.tid, self.start_ns, self.site, self.stamp, self.activity = tid, start_ns, site, stamp, activity
+        self.end_ns: int | None = None
+        # Who waited for the BQL during the hold: tid -> (site, since); each waits at least until the hold ends.
+        self.waiters = waiters
+        self.waiting_for: Wait | None = None  # another mutex the holder asked for and had not got at its end
 
 
-@dataclass
-class PerThread:
+@dataclass(slots=True)
+class PerThread(ThreadFacts):
+    order: int = 0  # its place among the threads, by its first line
     holds: Durations = field(default_factory=Durations)
     waits: Durations = field(default_factory=Durations)
     waiting: tuple[int, str] | None = None
-    last_event: str = ""
+    last_line: Line | None = None
     asked: Wait | None = None  # a mutex asked for and not yet taken
     held: dict[str, Activity] = field(default_factory=dict)  # the mutexes it holds now
     prev_ns: int = 0  # its previous event
     released_last: str | None = None  # the mutex its previous line released
+
+    @property
+    def last_event(self) -> str:
+        line = self.last_line
+        return f"{line[2]} {line[3]}".rstrip() if line is not None else ""  # name, args
+
+
+@dataclass
+class _Pass:
+    """What pass two leaves: the threads, the holds and the mutexes' owners; intervals name threads by id."""
+
+    at_bql_sites: Counter[str]
+    sites: dict[str, Counter[str]]
+    per: dict[int | None, PerThread]
+    first: Line | None
+    last_ns: int
+    intervals: list[Interval]
+    holder: Hold | None
+    longest: Hold | None
+    lockup: Hold | None
+    owners: dict[str, Activity]
 
 
 # A gap in a holder's events counts as silence from this share of --threshold (10 ms at the default 1 s).
@@ -247,123 +260,221 @@ SILENCE_SHARE = 100
 CHAIN_DEPTH = 8
 
 
-def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False) -> dict[str, Any]:
-    """Pass two, and the summary (`--json`'s object)."""
-    found = survey(files)
-    survey_stats = files.stats
-    per: dict[int | None, PerThread] = {tid: PerThread() for tid in found.threads}
-    intervals: list[Interval] = []
+def _pass_two(files: TraceFiles, bql: str | None, threshold_ns: int, silence_ns: int, timeline: bool) -> _Pass:
+    """Pass two: every line once, in time order. What each thread's lines say of its role (the BQL's call
+    sites counted exactly), and with `bql` taken for the BQL: every hold and wait of it, and what each holder
+    of any mutex did while it held it. One loop, written for speed: most lines of a trace are mutex events."""
+    mutex_lines: dict[str, int] = {}  # the arguments of every mutex event, counted (their mutex and site)
+    per: dict[int | None, PerThread] = {}
+    waiting_bql: dict[int | None, PerThread] = {}  # the threads with `waiting` set: waiting for the BQL
+    intervals: list[Interval] = []  # with thread ids for names
     holder: Hold | None = None
     longest: Hold | None = None
+    longest_ns = -1
     lockup: Hold | None = None
-    threshold_ns = round(threshold_s * NS)
-    silence_ns = max(threshold_ns // SILENCE_SHARE, 1)
-    origin = found.first_ns
+    lockup_ns = -1
+    first: Line | None = None
+    last_ns = 0
+    origin = 0
     owners: dict[str, Activity] = {}  # mutex -> the activity of the thread holding it now
     released: dict[str, Activity] = {}  # mutex -> the last finished activity of a thread that held it
-
-    def name(tid: int | None) -> str:
-        return f"{tid if tid is not None else '?'} {found.roles[tid][0]}"
+    lockups = files.timestamps and files.thread_ids
+    kinds: dict[str, tuple[int, bool]] = {}
+    cpu_index = _CPU_INDEX.match
+    LOCK, LOCKED, UNLOCK = MUTEX_EVENTS
 
     def close(hold: Hold, end_ns: int, ongoing: bool) -> None:
-        nonlocal longest, lockup
+        nonlocal longest, longest_ns, lockup, lockup_ns
         hold.end_ns = end_ns
         held = end_ns - hold.start_ns
         if ongoing or hold.activity.end_ns is None:  # still held, or its release was never traced (a cut file)
-            asked = per[hold.tid].asked
-            hold.waiting_for = asked
+            hold.waiting_for = per[hold.tid].asked
         if not ongoing:
-            per[hold.tid].holds.add(held)
+            per[hold.tid].holds.values.append(held)
         if timeline:
-            intervals.append(Interval(name(hold.tid), "BQL held", hold.start_ns - origin, end_ns - origin, hold.site,
-                                      open=ongoing))
-        if longest is None or held > longest.end_ns - longest.start_ns:  # type: ignore[operator]
-            longest = hold
+            intervals.append(Interval(hold.tid, "BQL held", hold.start_ns - origin, end_ns - origin,  # type: ignore
+                                      hold.site, open=ongoing))
+        if held > longest_ns:
+            longest, longest_ns = hold, held
         # A lockup: held past the threshold while another thread waited past it too (not merely a long hold,
         # such as machine creation under the BQL, that someone asked for at its very end).
-        waited = max((end_ns - since for _, since in hold.waiters.values()), default=0)
-        if held > threshold_ns and waited > threshold_ns and files.timestamps and files.thread_ids and (
-                lockup is None or held > lockup.end_ns - lockup.start_ns):  # type: ignore[operator]
-            lockup = hold
+        if held > threshold_ns and held > lockup_ns and lockups and hold.waiters and \
+                end_ns - min(since for _, since in hold.waiters.values()) > threshold_ns:
+            lockup, lockup_ns = hold, held
 
-    for line in files.events():
-        t = line.t_ns
-        state = per[line.tid]
-        mutex = mutex_of(line)
-        if state.released_last is not None:
-            if mutex is not None and line.name == "qemu_mutex_locked" and state.asked is None and \
-                    mutex.address == state.released_last:  # back from qemu_cond_wait: it waited since then
-                state.asked = Wait(mutex.address, mutex.site, state.prev_ns, condition=True)
-            state.released_last = None
-        # What this thread did since its previous event, for each mutex it holds: waited (counted when the
-        # wait ends), or was silent, or was busy. A mutex's release ends its activity and is not one of its events.
-        if state.held:
-            # Every held mutex was taken at one of this thread's lines, so no later than its previous one.
-            gap = t - state.prev_ns
-            silence = gap >= silence_ns and state.asked is None
-            ending = mutex.address if mutex is not None and line.name == "qemu_mutex_unlock" else None
-            for act in state.held.values():
-                if silence:
-                    act.add_silence(gap)
-                if act.mutex != ending:
-                    act.events += 1
-                    act.last_event_ns, act.last_event = t, line
-        state.prev_ns = t
-        if mutex is not None:
-            address = mutex.address
-            if line.name == "qemu_mutex_lock":
-                state.asked = Wait(address, mutex.site, t)
-            elif line.name == "qemu_mutex_locked":
+    for batch in files.batches():
+        if first is None:
+            first = batch[0]
+            origin = first[0]
+        for line in batch:
+            t, tid, event, args, stamp, mutex = line
+            state = per.get(tid)
+            if state is None:
+                state = per[tid] = PerThread(order=len(per))
+            state.events += 1
+            if mutex is None:  # not a mutex event: what it says of the thread, and a turn of any mutex it holds
+                if event.startswith("kvm_"):
+                    m = cpu_index(args)
+                    if m:
+                        state.cpu_index = int(m.group(1))
+                    if event == "kvm_cpu_exec" and state.vcpu_site is None:
+                        state.vcpu_site = "kvm_cpu_exec"
+                state.released_last = None
+                if state.held:
+                    gap = t - state.prev_ns
+                    silence = gap >= silence_ns and state.asked is None
+                    for act in state.held.values():
+                        if silence:
+                            act.add_silence(gap)
+                        act.events += 1
+                        act.last_event_ns = t
+                        act.last_event = line
+                state.prev_ns = t
+                state.last_line = line
+                continue
+            count = mutex_lines.get(args)
+            mutex_lines[args] = 1 if count is None else count + 1
+            address, site = mutex
+            kind = kinds.get(site)
+            if kind is None:
+                kind = kinds[site] = _site_kind(site)[1:]
+            role, in_cpus_c = kind
+            if role:
+                if role == _VCPU:
+                    if state.vcpu_site is None:
+                        state.vcpu_site = site
+                elif role == _MAIN:
+                    if state.main_site is None:
+                        state.main_site = site
+                elif role == _MONITOR:
+                    if state.monitor_site is None:
+                        state.monitor_site = site
+                elif state.rcu_site is None:
+                    state.rcu_site = site
+            if state.released_last is not None:
+                if event == LOCKED and state.asked is None and \
+                        address == state.released_last:  # back from qemu_cond_wait: it waited since then
+                    state.asked = Wait(address, site, state.prev_ns, True)
+                state.released_last = None
+            # What this thread did since its previous event, for each mutex it holds: waited (counted when the
+            # wait ends), or was silent, or was busy. A mutex's release ends its activity and is not one of its
+            # events.
+            held = state.held
+            if held:
+                # Every held mutex was taken at one of this thread's lines, so no later than its previous one.
+                gap = t - state.prev_ns
+                silence = gap >= silence_ns and state.asked is None
+                ending = address if event == UNLOCK else None
+                for act in held.values():
+                    if silence:
+                        act.add_silence(gap)
+                    if act.mutex != ending:
+                        act.events += 1
+                        act.last_event_ns = t
+                        act.last_event = line
+            state.prev_ns = t
+            if event == LOCK:
+                state.asked_address = address
+                state.asked = Wait(address, site, t)
+                if address == bql:
+                    state.waiting = (t, site)
+                    waiting_bql[tid] = state
+                    if holder is not None and holder.tid != tid:
+                        holder.waiters.setdefault(tid, (site, t))
+            elif event == LOCKED:
+                if in_cpus_c and state.halt_site is None and state.asked_address != address:
+                    state.halt_site = site  # taken with no `waiting on`: back from a condition wait
                 wait, state.asked = state.asked, None
                 if wait is not None and wait.mutex == address:
                     wait.end_ns = t
                     last = released.get(address)
                     if last is not None and last.end_ns is not None and last.end_ns >= wait.start_ns and \
-                            last.tid != line.tid and not wait.condition:
+                            last.tid != tid and not wait.condition:
                         wait.owner = last
                         _trim(last)
-                    for act in state.held.values():
+                    for act in held.values():
                         act.add_wait(wait, t)
-                    if timeline and t - wait.start_ns >= silence_ns and found.bql in state.held and \
-                            address != found.bql:  # a BQL holder's wait long enough to show
-                        intervals.append(Interval(name(line.tid), "mutex wait", wait.start_ns - origin, t - origin,
-                                                  f"{address} ({wait.site})"))
-                act = state.held[address] = owners[address] = Activity(line.tid, address, mutex.site, t, line.stamp,
-                                                                      last_event_ns=t, last_event=line)
+                    if timeline and t - wait.start_ns >= silence_ns and bql in held and \
+                            address != bql:  # a BQL holder's wait long enough to show
+                        intervals.append(Interval(tid, "mutex wait", wait.start_ns - origin,  # type: ignore
+                                                  t - origin, f"{address} ({wait.site})"))
+                act = held[address] = owners[address] = Activity(tid, address, site, t, stamp, None, line)
+                if address == bql:
+                    if holder is not None:  # a missing unlock (a cut file): the previous hold ends here
+                        close(holder, t, False)
+                    if state.waiting is not None:
+                        since, where = state.waiting
+                        state.waits.values.append(t - since)
+                        if timeline and t > since:
+                            intervals.append(Interval(tid, "BQL wait", since - origin, t - origin,  # type: ignore
+                                                      where))
+                        state.waiting = None
+                        del waiting_bql[tid]
+                    # Who waits for it now, in the threads' order (as a walk over all of them would find them).
+                    holder = Hold(tid, t, site, stamp, act, {other: (p.waiting[1], p.waiting[0])  # type: ignore
+                                                             for other, p in sorted(waiting_bql.items(), key=_by_order)
+                                                             if other != tid} if waiting_bql else {})
             else:
                 state.released_last = address
-                act_or_none = state.held.pop(address, None)
-                if act_or_none is None and address != found.bql:  # taken before the trace: who released it
-                    released[address] = Activity(line.tid, address, "", found.first_ns, "", t, partial=True)
-                elif act_or_none is not None:
+                act_or_none = held.pop(address, None)
+                if act_or_none is None:
+                    if address != bql:  # taken before the trace: who released it
+                        released[address] = Activity(tid, address, "", origin, "", t, None, True)
+                else:
                     act_or_none.end_ns = t
                     released[address] = act_or_none
                     if owners.get(address) is act_or_none:
                         del owners[address]
-        if mutex is not None and mutex.address == found.bql:
-            if line.name == "qemu_mutex_lock":
-                state.waiting = (t, mutex.site)
-                if holder is not None and holder.tid != line.tid:
-                    holder.waiters.setdefault(line.tid, (mutex.site, t))
-            elif line.name == "qemu_mutex_locked":
-                if holder is not None:  # a missing unlock (a cut file): the previous hold ends here
+                if address == bql and holder is not None and holder.tid == tid:
                     close(holder, t, False)
-                if state.waiting is not None:
-                    since, site = state.waiting
-                    state.waits.add(t - since)
-                    if timeline and t > since:
-                        intervals.append(Interval(name(line.tid), "BQL wait", since - origin, t - origin, site))
-                    state.waiting = None
-                holder = Hold(line.tid, t, mutex.site, line.stamp, state.held[mutex.address])
-                holder.waiters = {tid: (p.waiting[1], p.waiting[0]) for tid, p in per.items()
-                                  if p.waiting is not None and tid != line.tid}
-            elif line.name == "qemu_mutex_unlock" and holder is not None and holder.tid == line.tid:
-                close(holder, t, False)
-                holder = None
-        state.last_event = f"{line.name} {line.args}".rstrip()
-    end_ns = found.last_ns
+                    holder = None
+            state.last_line = line
+        last_ns = batch[-1][0]
     if holder is not None:
-        close(holder, end_ns, True)
+        close(holder, last_ns, True)
+    at_bql_sites: Counter[str] = Counter()
+    sites: dict[str, Counter[str]] = {}
+    for args, count in mutex_lines.items():  # in the order each first appeared, as counting line by line would
+        address, site = _mutex_of_args(args)  # type: ignore[misc]  # the reader checked it
+        if _is_bql_site(site):
+            at_bql_sites[address] += count
+            sites.setdefault(address, Counter())[site] += count
+    return _Pass(at_bql_sites, sites, per, first, last_ns, intervals, holder, longest, lockup, owners)
+
+
+def _by_order(item: tuple[int | None, PerThread]) -> int:
+    return item[1].order
+
+
+def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False) -> dict[str, Any]:
+    """Both passes, and the summary (`--json`'s object)."""
+    threshold_ns = round(threshold_s * NS)
+    silence_ns = max(threshold_ns // SILENCE_SHARE, 1)
+    guess = guess_bql(files)
+    run = _pass_two(files, guess, threshold_ns, silence_ns, timeline)
+    bql = _bql_of(run.at_bql_sites)
+    if bql != guess:  # the quick count was wrong (damaged lines, odd line ends): read again with the right one
+        run = _pass_two(files, bql, threshold_ns, silence_ns, timeline)
+    survey_stats = files.stats
+    per, intervals, holder, longest, lockup, owners = (run.per, run.intervals, run.holder, run.longest, run.lockup,
+                                                       run.owners)
+    how, top = "no mutex is taken from the BQL's call sites (util/main-loop.c, cpus.c, accel/)", []
+    if bql is not None:
+        top = run.sites[bql].most_common(6)
+        how = (f"the mutex taken and released from the BQL's call sites (the main loop, cpus.c, the accelerators' "
+               f"thread loops): {run.at_bql_sites[bql]:,} of its events are there, at "
+               f"{', '.join(s for s, _ in top[:4])}")
+    first = run.first
+    found = Found(files.format, bql, how, top, dict(per), _roles(per), first[0] if first else 0, run.last_ns,
+                  first[4] if first else "")  # t_ns, stamp
+    origin = found.first_ns
+
+    def name(tid: int | None) -> str:
+        return f"{tid if tid is not None else '?'} {found.roles[tid][0]}"
+
+    for iv in intervals:
+        iv.thread = name(iv.thread)  # type: ignore[arg-type]  # pass two knew the thread id, not yet its role
+    end_ns = found.last_ns
     if timeline:
         for tid, p in per.items():
             if p.waiting is not None:
@@ -408,7 +519,7 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
             "blocked_s": blocked / NS if seconds else None, "silent_s": silent / NS if seconds else None,
             "busy_s": busy / NS if seconds else None, "events": act.events, "waits": act.waits,
             "longest_silence_s": longest_silence / NS if seconds else None,
-            "last_event": f"{last.name} {last.args}".rstrip() if last is not None else "",
+            "last_event": f"{last[2]} {last[3]}".rstrip() if last is not None else "",  # name, args
             "last_event_before_end_s": (end - act.last_event_ns) / NS if seconds else None,
             "longest_wait": None,
         }

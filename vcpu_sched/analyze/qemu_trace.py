@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Generator, Iterable, Iterator
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 from datetime import datetime
+from itertools import chain, islice
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import BadInput
-from ..files import MAX_LINE, bounded_lines, cut, open_text_input
-from .progress import counted, next_pass
+from ..files import MAX_LINE, open_input, open_text_input
+from .progress import current, next_pass
 
 REORDER_LINES = 4096
 SNIFF_LINES = 64
@@ -40,9 +43,25 @@ _PLAIN = re.compile(r"([a-z][a-z0-9]*_[a-z0-9_]+)(?: (.*))?")
 _OTHER = re.compile(r"(?:\d+@\d+\.\d+:|\d{4}-\d\d-\d\dT[\d:.]+Z )?[\w./-]+: ")
 _MUTEX = re.compile(r"(?:waiting on|taken|released) mutex (0x[0-9a-fA-F]+|\(nil\)) \((.*):(\d+)\)")
 _CPU_INDEX = re.compile(r"cpu_index ([0-9]{1,9})")
+# _TID over a block of whole lines, one match a line: a trace line's groups (the stamp as one besides its two
+# numbers), or the whole of any other line as the last group.
+_TID_LINES = re.compile(r"^(?:([0-9]{1,19})@(([0-9]{1,12})\.([0-9]{1,9})):([A-Za-z_]\w*) ?(.*)|(.*))$", re.M)
+_NS_PER_DIGITS = [10 ** (9 - n) for n in range(10)]  # a fraction of n digits, in nanoseconds per unit
+# Pass one's look at the mutex events: a mutex and its caller's file:line at the end of a line, found in blocks
+# of bytes by one search each (qemu_summary confirms what it suggests in pass two, line by line).
+_MUTEX_SCAN = re.compile(rb" mutex (0x[0-9a-fA-F]+|\(nil\)) \(([^\n]*:[0-9]+)\)[ \t\r]*$", re.M)
+SCAN_BLOCK = 1 << 20
+READ_BLOCK = 1 << 18  # characters; at most MAX_LINE, so only a block's first line can be longer than MAX_LINE
+BATCH = 512  # lines handed on at a time
+_MUTEX_EVENTS = frozenset(("qemu_mutex_lock", "qemu_mutex_locked", "qemu_mutex_unlock"))
 
 FORMATS = ("tid", "iso", "plain")
 MUTEX_EVENTS = ("qemu_mutex_lock", "qemu_mutex_locked", "qemu_mutex_unlock")
+
+
+class Mutex(NamedTuple):
+    address: str
+    site: str  # file:line of the caller
 
 
 class TraceLine(NamedTuple):
@@ -51,11 +70,10 @@ class TraceLine(NamedTuple):
     name: str
     args: str
     stamp: str  # the timestamp as the trace wrote it
+    mutex: Mutex | None = None  # a qemu_mutex_* event's mutex and site, as the reader checked them
 
 
-class Mutex(NamedTuple):
-    address: str
-    site: str  # file:line of the caller
+Line = tuple[int, int | None, str, str, str, Mutex | None]  # a TraceLine's fields, as the reader hands them on
 
 
 _mutex_cache: dict[str, Mutex | None] = {}
@@ -64,14 +82,19 @@ _mutex_cache: dict[str, Mutex | None] = {}
 def mutex_of(line: TraceLine) -> Mutex | None:
     if line.name not in MUTEX_EVENTS:
         return None
+    if line.mutex is not None:
+        return line.mutex
     try:
         return _mutex_cache[line.args]  # a trace repeats few (mutex, site) pairs many times
     except KeyError:
-        pass
+        return _mutex_of_args(line.args)
+
+
+def _mutex_of_args(args: str) -> Mutex | None:
     if len(_mutex_cache) > 65536:
         _mutex_cache.clear()
-    m = _MUTEX.fullmatch(line.args)
-    mutex = _mutex_cache[line.args] = Mutex(m.group(1), f"{m.group(2)}:{m.group(3)}") if m else None
+    m = _MUTEX.fullmatch(args)
+    mutex = _mutex_cache[args] = Mutex(m.group(1), f"{m.group(2)}:{m.group(3)}") if m else None
     return mutex
 
 
@@ -206,6 +229,8 @@ class TraceFiles:
                 raise BadInput("trace lines without timestamps (no -msg timestamp=on) cannot be merged across "
                                "files: analyse one file at a time")
         self.stats = Stats()
+        self._tid_numbers: dict[str, int] = {}
+        self._seconds: dict[str, int] = {}
 
     @property
     def timestamps(self) -> bool:
@@ -217,48 +242,203 @@ class TraceFiles:
 
     def events(self) -> Iterator[TraceLine]:
         """Every trace line of every file, in time order; the statistics are counted afresh."""
+        return map(TraceLine._make, chain.from_iterable(self.batches()))
+
+    def batches(self) -> Iterator[list[Line]]:
+        """The same lines as `events()`, handed on a list at a time; for speed, a line may be a plain tuple of
+        TraceLine's fields (read them by index)."""
         self.stats = Stats()
         next_pass()
         streams = [self._ordered(i) for i in range(len(self.paths))]
-        yield from heapq.merge(*streams, key=lambda line: line.t_ns) if len(streams) > 1 else streams[0]
+        if len(streams) == 1:
+            yield from streams[0]
+            return
+        merged = heapq.merge(*(chain.from_iterable(s) for s in streams), key=itemgetter(0))
+        while batch := list(islice(merged, BATCH)):
+            yield batch
 
-    def _ordered(self, index: int) -> Iterator[TraceLine]:
-        path, tid, stats = self.paths[index], self.tids[index], self.stats
-        window: list[tuple[int, int, TraceLine]] = []
+    def mutex_sites(self) -> Counter[tuple[str, str]]:
+        """Pass one: how many mutex events name each (mutex, site) pair. A search over blocks of the files'
+        bytes, not a parse of each line: a close count that pass two checks line by line."""
+        next_pass()
+        progress = current()
+        found: Counter[tuple[bytes, bytes]] = Counter()
+        for path in self.paths:
+            with open_input(path, path) as stream:
+                tail = b""
+                while block := stream.read(SCAN_BLOCK):
+                    block = tail + block
+                    end = block.rfind(b"\n") + 1
+                    tail = block[end:] if len(block) - end <= MAX_LINE else b""  # a line too long is corrupt
+                    found.update(_MUTEX_SCAN.findall(block, 0, end))
+                    if progress is not None:
+                        progress.advance(len(block) - len(tail))
+                found.update(_MUTEX_SCAN.findall(tail))
+        out: Counter[tuple[str, str]] = Counter()
+        for (address, site), n in found.items():
+            out[address.decode("utf-8", "replace"), site.decode("utf-8", "replace")] += n
+        return out
+
+    def _ordered(self, index: int) -> Iterator[list[Line]]:
+        """One file's lines, in time order through a window of REORDER_LINES lines: a line comes out once
+        REORDER_LINES later ones are in (sorted by time, then by line number), never before the last one out."""
+        stats = self.stats
+        window: deque[Line] = deque()
+        append, popleft, insert = window.append, window.popleft, window.insert
+        batch: list[Line] = []
         emitted = -1
-        with open_text_input(path, path) as stream:
-            for number, text in enumerate(counted(bounded_lines(stream)), 1):
-                stats.lines += 1
-                if cut(text, MAX_LINE):
+        out_of_order = 0
+        last_t = -1  # the time of the window's last line
+        try:
+            for lines in self._checked(index):
+                for line in lines:
+                    t = line[0]
+                    if t >= last_t:
+                        append(line)
+                        last_t = t
+                    else:  # after the last line of the window not later than it: heapq's (t_ns, number) order
+                        i = len(window) - 2
+                        while i >= 0 and window[i][0] > t:
+                            i -= 1
+                        insert(i + 1, line)
+                    if len(window) > REORDER_LINES:
+                        line = popleft()
+                        if line[0] < emitted:  # later than the window could mend: never before the last one
+                            out_of_order += 1
+                            line = (emitted, *line[1:])
+                        else:
+                            emitted = line[0]
+                        batch.append(line)
+                if len(batch) >= BATCH:
+                    yield batch
+                    batch = []
+            while window:
+                line = popleft()
+                if line[0] < emitted:
+                    out_of_order += 1
+                    line = (emitted, *line[1:])
+                else:
+                    emitted = line[0]
+                batch.append(line)
+            if batch:
+                yield batch
+        finally:
+            stats.out_of_order += out_of_order
+
+    def _checked(self, index: int) -> Iterator[list[Line]]:
+        """One file's trace lines, a block of the file at a time; every line counted, the others skipped and
+        the damaged ones noted. Read in blocks of characters, split at newlines (as readline would), and in
+        the `tid` format matched a block at a time."""
+        path, stats = self.paths[index], self.stats
+        progress = current()
+        number = 0
+        carry = ""  # the start of a line the previous block did not finish
+        skipping = False  # in a line longer than MAX_LINE: read on to its end, keeping nothing
+        findall = _TID_LINES.findall if self.format == "tid" else None
+        try:
+            with open_text_input(path, path) as stream:
+                while block := stream.read(READ_BLOCK):
+                    if progress is not None:
+                        progress.advance(len(block))
+                    lines: list[Line] = []
+                    if carry or skipping:  # the block's first line began in an earlier block
+                        newline = block.find("\n")
+                        if newline < 0:
+                            if not skipping:
+                                carry += block
+                                if len(carry) > MAX_LINE:
+                                    carry, skipping = "", True
+                            continue
+                        head, block = carry + block[:newline + 1], block[newline + 1:]
+                        carry = ""
+                        number += 1
+                        if skipping or len(head) > MAX_LINE + 1:
+                            stats.bad(path, number, f"longer than {MAX_LINE} characters")
+                            skipping = False
+                        else:
+                            self._line(head, number, index, lines)
+                    end = block.rfind("\n") + 1
+                    carry = block[end:]
+                    if end:
+                        if findall is not None and block.find("\x00", 0, end) < 0 and block.find("\ufffd", 0, end) < 0:
+                            number = self._tid_block(findall(block, 0, end - 1), number, index, lines)
+                        else:
+                            for text in block[:end - 1].split("\n"):
+                                number += 1
+                                self._line(text + "\n", number, index, lines)
+                    if lines:
+                        yield lines
+            if skipping or carry:
+                number += 1
+                if skipping:
                     stats.bad(path, number, f"longer than {MAX_LINE} characters")
-                    continue
-                if "\x00" in text or "\ufffd" in text:
-                    stats.bad(path, number, "binary data")
-                    continue
-                parsed = parse(text, self.format, number, tid)
-                if parsed.line is None:
-                    if parsed.problem is None:
-                        stats.other += bool(text.strip())
-                    elif text.endswith("\n"):
-                        stats.bad(path, number, parsed.problem)
-                    else:
-                        stats.bad(path, number, "truncated last line")
-                    continue
-                if parsed.line.name in MUTEX_EVENTS and mutex_of(parsed.line) is None:
-                    stats.bad(path, number, f"{parsed.line.name}: arguments are not 'MUTEX (FILE:LINE)'")
-                    continue
-                stats.events += 1
-                heapq.heappush(window, (parsed.line.t_ns, number, parsed.line))
-                if len(window) > REORDER_LINES:
-                    emitted = yield from _emit(heapq.heappop(window)[2], emitted, stats)
-        while window:
-            emitted = yield from _emit(heapq.heappop(window)[2], emitted, stats)
+                else:
+                    lines = []
+                    self._line(carry, number, index, lines)
+                    if lines:
+                        yield lines
+        finally:
+            stats.lines += number
 
+    def _tid_block(self, found: list[tuple[str, ...]], number: int, index: int, lines: list[Line]) -> int:
+        """The lines of a block in the `tid` format (_TID_LINES' groups), with no binary data: parse() of each,
+        without its calls."""
+        path, stats = self.paths[index], self.stats
+        add = lines.append
+        scale = _NS_PER_DIGITS
+        mutexes = _mutex_cache
+        mutex_events = _MUTEX_EVENTS
+        tids = self._tid_numbers
+        seconds = self._seconds
+        events = 0
+        for tid_text, stamp, sec, frac, name, args, other in found:
+            number += 1
+            if not tid_text:  # not a trace line: what parse() makes of it
+                self._line(other + "\n", number, index, lines)
+                continue
+            args = args.rstrip()
+            mutex = None
+            if name in mutex_events:
+                mutex = mutexes.get(args)
+                if mutex is None:
+                    mutex = _mutex_of_args(args)
+                    if mutex is None:
+                        stats.bad(path, number, f"{name}: arguments are not 'MUTEX (FILE:LINE)'")
+                        continue
+            tid = tids.get(tid_text)
+            if tid is None:
+                tid = tids[tid_text] = int(tid_text)
+            base = seconds.get(sec)
+            if base is None:
+                if len(seconds) > 4096:
+                    seconds.clear()
+                base = seconds[sec] = int(sec) * 1_000_000_000
+            add((base + int(frac) * scale[len(frac)], tid, name, args, stamp, mutex))  # a TraceLine's fields
+            events += 1
+        stats.events += events
+        return number
 
-def _emit(line: TraceLine, emitted: int, stats: Stats) -> Generator[TraceLine, None, int]:
-    """Yield a line, never earlier than the last one (a line later than the window could mend)."""
-    if line.t_ns < emitted:
-        stats.out_of_order += 1
-        line = line._replace(t_ns=emitted)
-    yield line
-    return line.t_ns
+    def _line(self, text: str, number: int, index: int, lines: list[Line]) -> None:
+        """One line as read (with its newline, unless it is the file's unfinished last line)."""
+        path, stats = self.paths[index], self.stats
+        if "\x00" in text or "\ufffd" in text:
+            stats.bad(path, number, "binary data")
+            return
+        parsed = parse(text, self.format, number, self.tids[index])
+        line = parsed.line
+        if line is None:
+            if parsed.problem is None:
+                stats.other += bool(text.strip())
+            elif text.endswith("\n"):
+                stats.bad(path, number, parsed.problem)
+            else:
+                stats.bad(path, number, "truncated last line")
+            return
+        if line.name in MUTEX_EVENTS:
+            mutex = mutex_of(line)
+            if mutex is None:
+                stats.bad(path, number, f"{line.name}: arguments are not 'MUTEX (FILE:LINE)'")
+                return
+            line = line._replace(mutex=mutex)
+        stats.events += 1
+        lines.append(line)

@@ -131,6 +131,9 @@ def probe_main(version: str | None, words: list[str], daemonize_allowed: bool) -
     ready_fd: int | None = None
     if line.daemonize:
         ready_fd = _daemonize()
+    # SIGTERM and SIGINT wait, blocked, until the server's receiver is open (_on_sigterm): one sent as soon as
+    # the socket exists (a test, a libvirt that gives up) ends the server as any other, not the bare process
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     pid_fd: int | None = None
     try:
@@ -186,6 +189,7 @@ async def _serve(sock: socket.socket, version: str, chardevs: list[tuple[str, st
 
 async def _on_sigterm(scope: trio.CancelScope) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})  # blocked by probe_main
         async for _ in signals:  # QEMU: "terminating on signal 15", exit status 0
             scope.cancel()
             return

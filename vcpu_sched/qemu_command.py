@@ -41,7 +41,8 @@ OURS = {"--fix": True, "--seed": True, "--log": True, "--log-format": True, "--d
         "--watchdog": True, "--scenario": True, "--timebase-reset": True, "--no-fast-forward": False,
         "--engine": True, "--qemu-version": True, "--set": True}
 # QEMU options this command acts on (the machine's own are read by qemu_cmdline.py); others are reported.
-HANDLED = {"-S", "-qmp", "-chardev", "-mon", "-name", "-pidfile", "-nographic", "-serial", "-daemonize"}
+HANDLED = {"-S", "-qmp", "-chardev", "-mon", "-name", "-pidfile", "-nographic", "-serial", "-daemonize",
+           "-no-shutdown"}
 
 
 def _split(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -155,12 +156,15 @@ def qemu_main(argv: list[str], emulator: bool = False) -> int:
 
     def drive(machine: Machine) -> Any:
         from .model.qmp_cmds import CHARDEVS, PERIPHERALS
+        from .model.runstate import PAUSE_ON_SHUTDOWN
         from .qmp import chardev_filename
 
         PERIPHERALS[machine] = _devices(other)
         CHARDEVS[machine] = [(label, chardev_filename(where, sock))
                              for label, where, sock in zip(labels, listens, socks, strict=True)] + ptys
         machine.start_paused = "-S" in other
+        if "-no-shutdown" in other:  # a guest's shutdown stops the VM (run state shutdown) instead of exiting
+            PAUSE_ON_SHUTDOWN.add(machine)
         machine.name = names[-1].split(",")[0].removeprefix("guest=") if names else ""
         return _Served(machine, list(zip(listens, socks, strict=True)), args.engine)
 

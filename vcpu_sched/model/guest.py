@@ -39,14 +39,23 @@ from .spapr_abi import (
     PROC_TBL_MODIFY,
     PROC_TBL_RADIX,
     PROC_TBL_REGISTER,
+    PSERIES_HP_ELOG_ACTION_ADD,
+    PSERIES_HP_ELOG_RESOURCE_CPU,
     PSERIES_WDTF_ACTION_DUMP_RESTART,
     PSERIES_WDTF_OP_START,
     QCSS_NOT_STOPPED,
     QCSS_STOPPED,
+    RTAS_CHECK_EXCEPTION,
+    RTAS_EPOW_WARNING,
+    RTAS_HOTPLUG_EVENTS,
     RTAS_IBM_NMI_REGISTER,
+    RTAS_LOG_V6_EPOW_ACTION_SYSTEM_SHUTDOWN,
+    RTAS_LOG_V6_EPOW_MODIFIER_NORMAL,
+    RTAS_POWER_OFF,
     RTAS_QUERY_CPU_STOPPED_STATE,
     RTAS_START_CPU,
     RTAS_STOP_SELF,
+    RTAS_VECTOR_EXTERNAL_INTERRUPT,
 )
 
 if TYPE_CHECKING:
@@ -68,6 +77,14 @@ PSERIES_WDT_TIMEOUT_S = 60  # drivers/watchdog/pseries-wdt.c: the driver's defau
 NMI_IPI_DELAY_NS = 1_000_000_000  # smp_send_nmi_ipi's delay_us as its callers pass it (1 s)
 MS = 1_000_000
 DLPAR_WORD = "dlpar:added"  # the guest's view of a hotplug event: the first new CPU's index
+# The event sources' hardware interrupt numbers (include/hw/ppc/spapr_irq.h SPAPR_IRQ_EPOW, SPAPR_IRQ_HOTPLUG),
+# by the check-exception mask of their class; the error log's size (Linux's RTAS_ERROR_LOG_MAX)
+EVENT_SOURCE_IRQS = {RTAS_EPOW_WARNING: 0x1000, RTAS_HOTPLUG_EVENTS: 0x1001}
+RTAS_ERROR_LOG_MAX = 2048
+# orderly_poweroff runs /sbin/poweroff: userspace's shutdown (services stopped, file systems synced and
+# unmounted) before its reboot(2) reaches kernel_power_off: 1.1 s measured from "Power off requested" to
+# "reboot: Power down" with busybox poweroff in the real-QEMU kit's initramfs, QEMU 11.1 TCG (docs/libvirt.md).
+POWEROFF_USERSPACE_NS = 1_100_000_000
 
 
 @dataclass(eq=False, repr=False)
@@ -79,6 +96,7 @@ class RtasArgs:
     nret: int
     args: list[int]
     rets: list[int] = field(default_factory=list)
+    log: dict[str, int] = field(default_factory=dict)  # check-exception's error log buffer, its fields by name
 
     def __post_init__(self) -> None:
         if not self.rets:
@@ -134,6 +152,9 @@ class GuestMemory:
     # kdump kernel gets its loader's order of them (kdump.kdump_fdt_cpus).
     dt_cpus: list[int] = field(default_factory=list)
     sprg_paca: set[int] = field(default_factory=set)  # CPUs that loaded their paca into SPRG_PACA
+    # Each CPU's interrupt event queue, which the interrupt controller fills (XIVE's END queue in guest
+    # memory): the event sources' interrupts, by their class's check-exception mask
+    irq_queue: dict[int, list[int]] = field(default_factory=dict)
     cpu_start: set[int] = field(default_factory=set)  # paca->cpu_start, set by smp_pSeries_kick_cpu
     crash: Crash | None = None
     # A CPU reset with SPRG_PACA = 0 saves registers at paca offsets from physical 0 (EX_* of exgen at
@@ -151,6 +172,7 @@ class GuestMemory:
         self.dt_cpus.clear()
         self.sprg_paca.clear()
         self.cpu_start.clear()
+        self.irq_queue.clear()
         self.crash = None
         self.hold_loop_overwritten = False
 
@@ -383,13 +405,14 @@ def hotplug_online(machine: Machine) -> GuestProgram:
         yield console(f"smp: {len(out.online)} CPUs online after the hotplug")
 
 
-def dlpar_cpu_add(machine: Machine) -> Generator[GuestOp, Any, list[int]]:
+def dlpar_cpu_add(machine: Machine, first: int | None = None) -> Generator[GuestOp, Any, list[int]]:
     """platforms/pseries/hotplug-cpu.c dlpar_cpu_add, first half: the core's node is attached to the
     live device tree (drivers/of/dynamic.c `__of_attach_node` links it as /cpus' first child); its
     threads are not started yet. A kdump kernel loaded after this does not keep that order: its loader
     sorts or reverses the nodes (kdump.kdump_fdt_cpus), and the new core comes last either way."""
     mem = machine.guest_memory
-    first = mem.words[DLPAR_WORD]
+    if first is None:
+        first = mem.words[DLPAR_WORD]
     added = list(range(first, first + machine.settings.threads))
     mem.dt_cpus[:0] = added
     yield console(f"pseries-hotplug-cpu: CPU {first} added")
@@ -481,7 +504,6 @@ def boot_cpu_program(machine: Machine) -> GuestProgram:
     """SLOF/prom_init and CAS, early_setup's H_SET_MODE calls (configure_exceptions) and the radix process
     table (early_init_mmu), pseries SMP bring-up, then the scenario's workload."""
     rng = machine.rng
-    smp = machine.settings.smp
     out = machine.outcome
     mem = machine.guest_memory
     mem.dt_cpus[:] = range(len(machine.cpus))  # QEMU's device tree: every CPU plugged at the reset
@@ -511,7 +533,7 @@ def boot_cpu_program(machine: Machine) -> GuestProgram:
     yield Compute(rng.randint(1_200, 1_800) * MS, "start_kernel up to smp_init")
     yield console("smp: Bringing up secondary CPUs ...")
     out.online = {0}
-    out.wanted = machine.settings.boot_cpus or smp
+    out.wanted = machine.settings.boot_cpus or len(machine.cpus)  # hot-added cores too, after a reset
     for n in range(1, out.wanted):  # maxcpus=N: the rest stay RTAS-stopped
         yield Compute(rng.randint(4, 23) * MS // 4, "cpu_up prepare, interrupt controller set-up")
         if (yield from cpu_up(machine, n, BOOT_SPIN_NS)):
@@ -524,8 +546,80 @@ def boot_cpu_program(machine: Machine) -> GuestProgram:
         yield from wait_for_monitor(machine)
         yield from WORKLOADS[machine.settings.workload](machine)
         machine.guest_finished()
+    yield from boot_cpu_idle(machine)
+
+
+def boot_cpu_idle(machine: Machine) -> GuestProgram:
+    """The boot CPU's idle task: H_CEDE, and on each wake-up the interrupts its event queue holds - the
+    event sources' (arch/powerpc/platforms/pseries/ras.c), each handled, then EOI'd.
+
+    Departure: the guest takes the event sources' interrupts only here (after the workload, or between
+    boots), not while a workload runs."""
+    queue = machine.guest_memory.irq_queue
     while True:
         yield Hcall(H_CEDE)
+        while queue.get(0):
+            source = queue[0].pop(0)
+            if source == RTAS_EPOW_WARNING:
+                yield from ras_epow_interrupt(machine)
+            elif source == RTAS_HOTPLUG_EVENTS:
+                yield from ras_hotplug_interrupt(machine)
+
+
+def check_exception(mask: int) -> Generator[GuestOp, Any, tuple[int, dict[str, int]]]:
+    """An event source's handler asks RTAS check-exception for the event of its class: (status, the log)."""
+    call = rtas(RTAS_CHECK_EXCEPTION, 6, 1, RTAS_VECTOR_EXTERNAL_INTERRUPT, EVENT_SOURCE_IRQS[mask], mask, 0, 0,
+                RTAS_ERROR_LOG_MAX)
+    yield call
+    assert call.rtas is not None
+    yield Hcall(H_EOI, (0xFF000000 | EVENT_SOURCE_IRQS[mask],))
+    return call.rtas.rets[0], call.rtas.log
+
+
+def ras_epow_interrupt(machine: Machine) -> GuestProgram:
+    """arch/powerpc/platforms/pseries/ras.c ras_epow_interrupt -> rtas_parse_epow_errlog: an EPOW event
+    asking for a normal system shutdown is `handle_system_shutdown`'s EPOW_SHUTDOWN_NORMAL case,
+    "Power off requested" and orderly_poweroff(true); other actions are not modelled (their sensor
+    read, rtas_get_sensor_fast, neither: QEMU answers it only for DR entity sensors)."""
+    status, log = yield from check_exception(RTAS_EPOW_WARNING)
+    if status != 0 or (log.get("sensor_value", 0) & 0xF) != RTAS_LOG_V6_EPOW_ACTION_SYSTEM_SHUTDOWN:
+        return
+    if log.get("event_modifier") == RTAS_LOG_V6_EPOW_MODIFIER_NORMAL:
+        yield console("Power off requested")
+        yield from orderly_poweroff(machine)
+
+
+def orderly_poweroff(machine: Machine) -> GuestProgram:
+    """kernel/reboot.c orderly_poweroff: userspace shuts down, then kernel_power_off ("reboot: Power
+    down") -> machine_power_off -> platforms/pseries/setup.c pseries_power_off: RTAS power-off with
+    arguments -1, -1; it does not return on QEMU, and if it did the kernel would spin."""
+    yield Compute(POWEROFF_USERSPACE_NS, "userspace shutdown (/sbin/poweroff)")
+    yield console("reboot: Power down")
+    call = rtas(RTAS_POWER_OFF, 2, 1, 0xFFFFFFFF, 0xFFFFFFFF)
+    yield call
+    assert call.rtas is not None
+    yield console(f"RTAS power-off returned {call.rtas.rets[0]}")
+    while True:
+        yield Compute(MS, "for (;;);")
+
+
+def ras_hotplug_interrupt(machine: Machine) -> GuestProgram:
+    """arch/powerpc/platforms/pseries/ras.c ras_hotplug_interrupt -> queue_hotplug_event ->
+    dlpar.c handle_dlpar_errorlog -> hotplug-cpu.c dlpar_cpu: a CPU add by DRC index attaches the core
+    (dlpar_cpu_add; one the device tree already has is refused, "already exists") and onlines its
+    threads (dlpar_online_cpu)."""
+    status, log = yield from check_exception(RTAS_HOTPLUG_EVENTS)
+    if (status != 0 or log.get("resource") != PSERIES_HP_ELOG_RESOURCE_CPU
+            or log.get("action") != PSERIES_HP_ELOG_ACTION_ADD):
+        return
+    first = log["index"]
+    if first in machine.guest_memory.dt_cpus:
+        return
+    out = machine.outcome
+    added = yield from dlpar_cpu_add(machine, first)
+    out.wanted = len(out.online) + len(added)
+    if (yield from _online(machine, added, "dlpar_online_cpu")):
+        yield console(f"smp: {len(out.online)} CPUs online after the hotplug")
 
 
 def secondary_program(machine: Machine, cpu_index: int) -> GuestProgram:

@@ -88,6 +88,7 @@ def device_add_cpu_core(machine: Machine, args: dict[str, Any]) -> Generator[Eff
     mem = machine.guest_memory  # spapr_core_plug: spapr_hotplug_req_add_by_index
     mem.words[DLPAR_WORD] = core_id
     mem.changed.broadcast()
+    machine.spapr.spapr_hotplug_req_add_by_index(core_id)  # the event and its interrupt, for an idle guest
     boot_mode = machine.cpus[0].env.compat_pvr  # POWERPC_CPU(first_cpu)->compat_pvr
     for cpu in added:
         machine.trace("spapr_core_plug", cpu=cpu.cpu_index, core_id=core_id)

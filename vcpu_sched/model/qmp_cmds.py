@@ -22,6 +22,7 @@ from .effects import Effect
 from .hotplug import core_type
 from .monitor import monitor_command, qmp_device_add
 from .qapi import QmpError
+from .runstate import runstate_needs_reset
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -247,6 +248,8 @@ def qmp_dispatch(machine: Machine, name: str, args: dict[str, Any]) -> Generator
             machine.qmp_event("STOP", None)
         return {}
     if name == "cont":
+        if runstate_needs_reset(machine):  # qmp_cont
+            raise QmpError("GenericError", "Resetting the Virtual Machine is required")
         if machine.runstate != "running":
             yield from monitor_command(machine, "cont")
             machine.qmp_event("RESUME", None)
@@ -254,10 +257,13 @@ def qmp_dispatch(machine: Machine, name: str, args: dict[str, Any]) -> Generator
     if name == "system_reset":
         yield from monitor_command(machine, "system_reset")
         machine.qmp_event("RESET", {"guest": False, "reason": "host-qmp-system-reset"})
+        if machine.runstate not in ("running", "inmigrate", "finish-migrate"):  # main_loop_should_exit's reset
+            machine.runstate = "prelaunch"
         return {}
-    if name == "system_powerdown":  # qemu_system_powerdown_request: the event, then the guest's part (spapr's
-        # EPOW interrupt), which the model's guest does not take: it goes on as a guest ignoring the button
+    if name == "system_powerdown":  # qemu_system_powerdown: the event, then the powerdown notifiers
         machine.qmp_event("POWERDOWN", None)
+        if machine.settings.machine == "pseries":  # spapr's: an EPOW event for the guest (spapr_events.c)
+            machine.spapr.spapr_powerdown_req()
         return {}
     if name == "quit":
         machine.qmp_event("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})

@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from .cpus import pause_all_vcpus
+from .cpus import do_vm_stop
 from .effects import Effect
 
 if TYPE_CHECKING:
@@ -48,12 +48,10 @@ def main_loop_should_exit(machine: Machine) -> Generator[Effect, Any, None]:
 
 
 def vm_stop(machine: Machine, state: str) -> Generator[Effect, Any, None]:
-    """system/cpus.c vm_stop -> do_vm_stop: only a running VM stops; the run state first, then every vCPU
-    paused, then the STOP event."""
+    """system/cpus.c vm_stop -> do_vm_stop (cpus.py): a running VM stops in `state`, then the STOP event."""
     if machine.runstate != "running":
         return
-    machine.runstate = state
-    yield from pause_all_vcpus(machine)
+    yield from do_vm_stop(machine, state)
     machine.qmp_event("STOP", None)
 
 

@@ -3,8 +3,9 @@
 Mirrors hw/ppc/spapr_cpu_core.c (`spapr_reset_vcpu`, `spapr_cpu_set_entry_state`), hw/ppc/spapr.c
 (`spapr_machine_reset`, `spapr_set_all_lpcrs`, `do_lpcr_sync`), hw/ppc/spapr_hcall.c
 (`spapr_hypercall`, `h_set_mode`, `h_rtas`, `h_cede`, `h_signal_sys_reset`), hw/ppc/spapr_rtas.c
-(`rtas_query_cpu_stopped_state`, `rtas_start_cpu`, `rtas_stop_self`) and hw/char/spapr_vty.c
-(`h_put_term_char`).
+(`rtas_query_cpu_stopped_state`, `rtas_start_cpu`, `rtas_stop_self`, `rtas_power_off`), hw/ppc/spapr_events.c
+(the RTAS event log: `spapr_powerdown_req`, `spapr_hotplug_req_add_by_index`, `check_exception`) and
+hw/char/spapr_vty.c (`h_put_term_char`).
 
 The seed's fix touches three places here, each under `machine.fix_quiesced`: reset and stop-self set
 `quiesced` ("RTAS stopped"), entry clears it, each followed by `ppc_maybe_interrupt`; and
@@ -59,6 +60,7 @@ from .ppc import (
     PSSCR_EC,
     Interrupt,
 )
+from .runstate import qemu_system_shutdown_request
 from .spapr_abi import (
     H_CEDE,
     H_EOI,
@@ -86,14 +88,25 @@ from .spapr_abi import (
     PROC_TBL_GTSE,
     PROC_TBL_RADIX,
     PROC_TBL_REGISTER,
+    PSERIES_HP_ELOG_ACTION_ADD,
+    PSERIES_HP_ELOG_RESOURCE_CPU,
     PSERIES_WDTF_ACTION_DUMP_RESTART,
     PSERIES_WDTF_ACTION_HARD_POWER_OFF,
     PSERIES_WDTF_ACTION_HARD_RESTART,
     PSERIES_WDTF_LEAVE_OTHER,
     PSERIES_WDTF_OP_START,
     PSERIES_WDTF_OP_STOP,
+    RTAS_CHECK_EXCEPTION,
+    RTAS_EPOW_WARNING,
+    RTAS_HOTPLUG_EVENTS,
     RTAS_IBM_NMI_REGISTER,
+    RTAS_LOG_TYPE_EPOW,
+    RTAS_LOG_TYPE_HOTPLUG,
+    RTAS_LOG_V6_EPOW_ACTION_SYSTEM_SHUTDOWN,
+    RTAS_LOG_V6_EPOW_MODIFIER_NORMAL,
     RTAS_NAMES,
+    RTAS_OUT_NO_ERRORS_FOUND,
+    RTAS_POWER_OFF,
     RTAS_QUERY_CPU_STOPPED_STATE,
     RTAS_START_CPU,
     RTAS_STOP_SELF,
@@ -106,6 +119,10 @@ if TYPE_CHECKING:
     from .machine import Machine
 
 RTAS_OUT_SUCCESS, RTAS_OUT_HW_ERROR, RTAS_OUT_PARAM_ERROR = 0, -1, -3
+# hw/ppc/spapr_events.c: each log type's event class (EVENT_CLASS_EPOW, EVENT_CLASS_HOT_PLUG) by its mask; the
+# guest negotiates the dedicated hotplug source at CAS (OV5_HP_EVT), as Linux does: not the EPOW fallback
+EVENT_SOURCE_MASKS = {RTAS_LOG_TYPE_EPOW: RTAS_EPOW_WARNING, RTAS_LOG_TYPE_HOTPLUG: RTAS_HOTPLUG_EVENTS}
+EVENT_TARGET_CPU = 0  # the CPU the event sources' interrupts are routed to (departure: Linux picks one)
 WDT_MIN_TIMEOUT_MS = 1  # hw/watchdog/spapr_watchdog.c
 
 
@@ -119,12 +136,23 @@ class SpaprWatchdog:
 
 
 @dataclass(eq=False, repr=False)
+class SpaprEventLogEntry:
+    """hw/ppc/spapr_events.c SpaprEventLogEntry: the log type (of `summary`) and the extended log's fields the
+    guest reads, by name (the EPOW section's sensor_value and event_modifier; the hotplug section's
+    resource, action and DRC index)."""
+
+    log_type: int
+    fields: dict[str, int]
+
+
+@dataclass(eq=False, repr=False)
 class Spapr:
     """SpaprMachineState: the machine-level code paths of pseries."""
 
     machine: Machine
     fwnmi_system_reset_addr: int = -1  # set by ibm,nmi-register; -1: none (deliver to 0x100)
     wds: list[SpaprWatchdog] = field(default_factory=lambda: [SpaprWatchdog() for _ in range(WDT_MAX_WATCHDOGS)])
+    pending_events: list[SpaprEventLogEntry] = field(default_factory=list)  # the RTAS event log, oldest first
 
     # --- reset and entry (spapr_cpu_core.c) -------------------------------------------------------
 
@@ -194,6 +222,7 @@ class Spapr:
         """hw/ppc/spapr.c spapr_machine_reset (the parts that touch CPUs), on the main thread."""
         machine = self.machine
         self.fwnmi_system_reset_addr = -1
+        self.pending_events.clear()  # spapr_clear_pending_events
         if machine.kvm is not None and machine.kvm.radix:
             yield from self.spapr_set_all_lpcrs(LPCR_HR | LPCR_UPRT, LPCR_HR | LPCR_UPRT, "machine reset (radix)")
         for cpu in machine.cpus:
@@ -492,6 +521,10 @@ class Spapr:
             self.rtas_stop_self(cpu)
         elif args.token == RTAS_IBM_NMI_REGISTER:
             yield from self.rtas_ibm_nmi_register(cpu, args)
+        elif args.token == RTAS_CHECK_EXCEPTION:
+            self.check_exception(args)
+        elif args.token == RTAS_POWER_OFF:
+            self.rtas_power_off(cpu, args)
         else:
             args.rets[0] = RTAS_OUT_PARAM_ERROR
         self.machine.trace("rtas_return", cpu=cpu.cpu_index, call=name, rets=list(args.rets))
@@ -565,3 +598,71 @@ class Spapr:
         self.kvmppc_set_reg_ppc_online(cpu, 0)
         exit_or_kick(cpu)  # f8217ae54e (QEMU 10.2): cpu_exit
 
+
+    def rtas_power_off(self, cpu: CPUState, args: RtasArgs) -> None:
+        """hw/ppc/spapr_rtas.c rtas_power_off: a guest shutdown request for the main loop, and the calling
+        CPU stopped (system/cpus.c cpu_stop_current: `stop`, then cpu_exit)."""
+        if args.nargs != 2 or args.nret != 1:
+            args.rets[0] = RTAS_OUT_PARAM_ERROR
+            return
+        qemu_system_shutdown_request(self.machine, "guest-shutdown")
+        cpu.stop = True
+        cpu_exit(cpu)
+        args.rets[0] = RTAS_OUT_SUCCESS
+
+    # --- the RTAS event log (spapr_events.c) -----------------------------------------------------
+
+    def spapr_powerdown_req(self) -> None:
+        """hw/ppc/spapr_events.c spapr_powerdown_req, the machine's powerdown notifier (system_powerdown,
+        `virsh shutdown` and `virsh reboot` in ACPI mode): an EPOW event asking for a normal system
+        shutdown, queued, and the EPOW source's interrupt pulsed."""
+        self.rtas_event_log_queue(SpaprEventLogEntry(RTAS_LOG_TYPE_EPOW, {
+            "sensor_value": RTAS_LOG_V6_EPOW_ACTION_SYSTEM_SHUTDOWN,
+            "event_modifier": RTAS_LOG_V6_EPOW_MODIFIER_NORMAL}))
+        self.event_source_pulse(RTAS_LOG_TYPE_EPOW)
+
+    def spapr_hotplug_req_add_by_index(self, drc_index: int) -> None:
+        """hw/ppc/spapr_events.c spapr_hotplug_req_add_by_index -> spapr_hotplug_req_event for a CPU core:
+        a hotplug event (resource CPU, action add, identified by DRC index - the model's index is the
+        core's first CPU), queued, and the hotplug source's interrupt pulsed."""
+        self.rtas_event_log_queue(SpaprEventLogEntry(RTAS_LOG_TYPE_HOTPLUG, {
+            "resource": PSERIES_HP_ELOG_RESOURCE_CPU, "action": PSERIES_HP_ELOG_ACTION_ADD, "index": drc_index}))
+        self.event_source_pulse(RTAS_LOG_TYPE_HOTPLUG)
+
+    def rtas_event_log_queue(self, entry: SpaprEventLogEntry) -> None:
+        self.pending_events.append(entry)
+
+    def event_source_pulse(self, log_type: int) -> None:
+        """qemu_irq_pulse(spapr_qirq(spapr, rtas_event_log_to_irq(spapr, log_type))): the interrupt
+        controller routes the source's event to its target CPU - the event, naming its source, in that
+        CPU's event queue in guest memory (XIVE's; Linux's xive_get_irq reads it) - and raises the CPU's
+        external interrupt: the in-kernel controller's under KVM (it wakes a vCPU ceded in the kernel),
+        else QEMU's own (ppc_set_irq; kvmppc_set_interrupt under KVM with kernel-irqchip=off)."""
+        machine = self.machine
+        cpu = machine.cpus[EVENT_TARGET_CPU]
+        machine.guest_memory.irq_queue.setdefault(cpu.cpu_index, []).append(EVENT_SOURCE_MASKS[log_type])
+        kvm = machine.kvm
+        if kvm is not None and kvm.irqchip:
+            kvm.vcpus[cpu.cpu_index].irq_pending = True
+            cpu.kernel_irq_cond.broadcast()
+        else:
+            ppc_set_irq(cpu, Interrupt.EXT, True)
+
+    def check_exception(self, args: RtasArgs) -> None:
+        """hw/ppc/spapr_events.c check_exception: the oldest pending event of a class in the mask (args[2]),
+        dequeued into the guest's buffer (`args.log`), or NO_ERRORS_FOUND; the interrupt of each class
+        still pending is pulsed again ("our code relies on edge-triggered interrupts")."""
+        if not 6 <= args.nargs <= 7 or args.nret != 1:
+            args.rets[0] = RTAS_OUT_PARAM_ERROR
+            return
+        mask = args.args[2]
+        entry = next((e for e in self.pending_events if EVENT_SOURCE_MASKS[e.log_type] & mask), None)
+        if entry is None:
+            args.rets[0] = RTAS_OUT_NO_ERRORS_FOUND
+            return
+        self.pending_events.remove(entry)
+        args.log.update(entry.fields, log_type=entry.log_type)
+        args.rets[0] = RTAS_OUT_SUCCESS
+        for log_type in EVENT_SOURCE_MASKS:
+            if any(e.log_type == log_type for e in self.pending_events):
+                self.event_source_pulse(log_type)

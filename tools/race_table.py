@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""How fast each search strategy finds the races of scenarios/migration-pause-race.toml: 50 searches each
+(search j tries schedule seeds 1000j+1, 1000j+2, ... up to --schedules), the number of the first schedule
+that locks up, with random schedules (preempt 0.1) and PCT of depth 1 to 3; and where delay bounding's
+one deterministic enumeration first fails. Written between markers in docs/scenarios/migration-pause-race.md.
+
+    .venv/bin/python tools/race_table.py [--write] [--searches N] [--schedules N] [--jobs N]
+
+About 15 minutes on 2 cores. Every cell is a count; tests/test_docs.py checks the block is intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import statistics
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import docgen
+
+from vcpu_sched.engine.explore_engine import Choose, pct_chooser, random_chooser
+from vcpu_sched.explore import explore_exhaustive, run_schedule
+from vcpu_sched.scenario import apply, load
+
+PAGE = docgen.DOCS / "scenarios" / "migration-pause-race.md"
+SCENARIO = "migration-pause-race"
+MAX_STEPS = 4000
+SMP = 2
+DELAY_SCHEDULES = 300  # the delay-bounding enumeration is cut here
+STOP_RACE = {"monitor": [["smp: Brought up", "migrate -d file:/tmp/vm.mig"], ["", "stop"]]}
+# The two races: (label, the overrides of the scenario's settings)
+RACES = [
+    ("f962cac4c2: reset racing the migration's stop", {"vm_stop_fix": False}),
+    ("96bce6831b: `stop` racing the migration's stop", {"vm_stop_fix": False, "pause_cond_broadcast": False,
+                                                         **STOP_RACE}),
+]
+FAILURES = ("lockup", "deadlock")
+
+
+def strategies(max_steps: int) -> list[tuple[str, Callable[[int], Choose]]]:
+    """The sampling strategies, each a chooser from a schedule seed."""
+    return [("random (preempt 0.1)", lambda i: random_chooser(i, 0.1)),
+            ("pct d=1", lambda i: pct_chooser(i, 1, max_steps)),
+            ("pct d=2", lambda i: pct_chooser(i, 2, max_steps)),
+            ("pct d=3", lambda i: pct_chooser(i, 3, max_steps))]
+
+
+def first_failure(overrides: dict[str, Any], strategy: int, search: int, schedules: int) -> int | None:
+    """Search number `search` (schedule seeds search*1000+1, +2, ...): the first failing schedule's number."""
+    settings = apply(load(SCENARIO).settings, {**overrides, "smp": SMP}, "race_table")
+    make = strategies(MAX_STEPS)[strategy][1]
+    for i in range(1, schedules + 1):
+        if run_schedule(settings, make(search * 1000 + i), MAX_STEPS).verdict in FAILURES:
+            return i
+    return None
+
+
+def first_delay_failure(overrides: dict[str, Any], schedules: int) -> int | None:
+    settings = apply(load(SCENARIO).settings, {**overrides, "smp": SMP}, "race_table")
+    return explore_exhaustive(settings, MAX_STEPS, 2, delays=True, max_schedules=schedules).first_failure_at
+
+
+def _summary(firsts: list[int | None]) -> list[str]:
+    found = [f for f in firsts if f is not None]
+    if not found:
+        return [f"0/{len(firsts)}", "-", "-", "-"]
+    return [f"{len(found)}/{len(firsts)}", f"{statistics.mean(found):.2f}", f"{statistics.median(found):g}",
+            str(max(found))]
+
+
+def rows(searches: int, schedules: int, jobs: int) -> Iterator[list[str]]:
+    names = [name for name, _ in strategies(MAX_STEPS)]
+    with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
+        for label, overrides in RACES:
+            futures = {k: [pool.submit(first_failure, overrides, k, j, schedules) for j in range(searches)]
+                       for k in range(len(names))}
+            delay = pool.submit(first_delay_failure, overrides, DELAY_SCHEDULES)
+            for k, name in enumerate(names):
+                yield [label, name, *_summary([f.result() for f in futures[k]])]
+            found = delay.result()
+            yield [label, "delay bounding (2 delays)", "1 search", str(found) if found else f"none in {DELAY_SCHEDULES}",
+                   "-", "-"]
+
+
+def table(searches: int, schedules: int, jobs: int) -> str:
+    header = ["race (2 vCPUs, TCG)", "strategy", "searches that failed", "mean first failing schedule",
+              "median", "max"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for row in rows(searches, schedules, jobs):
+        lines.append("| " + " | ".join(row) + " |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true")
+    parser.add_argument("--searches", type=int, default=50)
+    parser.add_argument("--schedules", type=int, default=60, help="schedules one search tries at most")
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args(argv)
+    body = table(args.searches, args.schedules, args.jobs)
+    if args.write:
+        docgen.write_block(PAGE, "race-strategies", body, by="tools/race_table.py")
+    else:
+        print(body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

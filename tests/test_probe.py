@@ -526,3 +526,107 @@ def test_through_libvirtd_a_second_command_meets_the_state_change_lock() -> None
                 first.kill()
                 first.wait()
             daemon.end_domain(name)
+
+
+def _console_lines(path: Path) -> list[str]:
+    """The guest's console lines in the model's event log (the domain's console is a pty nobody reads)."""
+    if not path.exists():
+        return []
+    return [e["text"] for e in _event_log(path) if e["event"] == "console"]
+
+
+@needs_libvirtd
+def test_through_libvirtd_the_fix_lets_suspend_setvcpus_and_reboot_work() -> None:
+    """With the fix (hang.xml less its --fix line, 16 of 32 vCPUs started): suspend and resume; `setvcpus
+    17 --live` hot-adds a core (device_add), which the guest onlines on the hotplug event; `virsh reboot`
+    sends system_powerdown, the guest takes the EPOW event and powers off through RTAS, QEMU stops in
+    run state shutdown (-no-shutdown) and libvirt's fake reboot sends system_reset and cont: the guest
+    boots again, with the added CPU. Then destroy."""
+    name = "vcpu-sched-hang"
+    with private_libvirtd() as daemon:
+        watcher: subprocess.Popen[str] | None = None
+        try:
+            xml = _hang_domain(daemon, fix=True)
+            log = daemon.root / "events.jsonl"
+            assert daemon.virsh("define", xml).returncode == 0
+            watcher = daemon.background("event", "--domain", name, "--all", "--loop")
+            started = daemon.virsh("start", name)
+            assert started.returncode == 0, started.stderr
+            wait_for(lambda: "smp: Brought up 1 node, 16 CPUs" in _console_lines(log), 120)
+            for verb, state in [("suspend", "paused"), ("resume", "running")]:
+                done = daemon.virsh(verb, name)
+                assert done.returncode == 0, done.stderr
+                assert daemon.virsh("domstate", name).stdout.strip() == state
+            added = daemon.virsh("setvcpus", name, "17", "--live")
+            assert added.returncode == 0, added.stderr
+            wait_for(lambda: "smp: 17 CPUs online after the hotplug" in _console_lines(log), 60)
+            assert daemon.virsh("vcpucount", name, "--live", "--active").stdout.strip() == "17"
+            rebooted = daemon.virsh("reboot", name)
+            assert rebooted.returncode == 0 and f"Domain '{name}' is being rebooted" in rebooted.stdout, rebooted.stderr
+            wait_for(lambda: _console_lines(log).count("smp: Brought up 1 node, 17 CPUs") == 1, 120)
+            lines = _console_lines(log)
+            assert lines.index("Power off requested") < lines.index("reboot: Power down") < lines.index(
+                "smp: Brought up 1 node, 17 CPUs")
+            assert daemon.virsh("domstate", name).stdout.strip() == "running"
+            sent = [line.split("msg=", 1)[1] for line in daemon.monitor_log().splitlines()
+                    if "QEMU_MONITOR_SEND_MSG" in line and "msg=" in line]
+            after = sent[next(i for i, m in enumerate(sent) if "system_powerdown" in m):]
+            assert ['"execute":"system_reset"' in m for m in after[1:3]] == [True, False], after[:4]
+            assert '"execute":"cont"' in after[2], after[:4]
+            heard = [line for line in daemon.monitor_log().splitlines() if "QEMU_MONITOR_RECV_EVENT" in line]
+            assert any('"SHUTDOWN"' in line and '"reason": "guest-shutdown"' in line for line in heard), heard
+            destroyed = daemon.virsh("destroy", name)
+            assert destroyed.returncode == 0, destroyed.stderr
+        finally:
+            if watcher is not None:
+                watcher.terminate()
+                out, _ = watcher.communicate(timeout=30)
+                print(out)
+            daemon.end_domain(name)
+
+
+@pytest.mark.parametrize("version", PROBE_VERSIONS)
+def test_system_powerdown_goes_as_with_real_qemu_and_a_real_guest(version: str, tmp_path: Path) -> None:
+    """tests/data/libvirt/powerdown-X.Y.json (tools/record_probe.py --powerdown): the real binary booted a
+    real Linux guest with -no-shutdown; system_powerdown, then what libvirt's fake reboot sends. The model,
+    on the same command line once its guest idles, sends the same messages in the same order (timestamps
+    aside) and its guest prints the same kernel lines: the EPOW event, orderly_poweroff, RTAS power-off,
+    run state shutdown; cont refused until system_reset, which leaves prelaunch."""
+    real = json.loads((DATA / "libvirt" / f"powerdown-{version}.json").read_text())
+    q = Qemu(tmp_path, "--qemu-version", version, *[w for w in real["argv"] if w not in ("-nographic", "-serial",
+                                                                                         "stdio")],
+             paused=False)
+    try:
+        wait_for(lambda: "smp: Brought up 1 node, 2 CPUs" in q.console(), 60)
+        wait_for(lambda: any(json.loads(line)["event"] == "guest_finished"
+                             for line in q.log.read_text().splitlines()), 60)  # the boot CPU idles
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(q.sock))
+            sock.settimeout(30)
+            buf = bytearray()
+            _exchange(sock, buf, {"execute": "qmp_capabilities", "id": "qmp_capabilities"})
+            for exchange in real["exchanges"]:
+                name = exchange["send"]["execute"]
+                ours = _exchange(sock, buf, {"execute": name, "id": name})
+                while len(ours) < len(exchange["receive"]):  # system_powerdown's events after its answer
+                    ours += _exchange_events(sock, buf, 1)
+                assert [{k: v for k, v in m.items() if k != "timestamp"} for m in ours] == exchange["receive"], name
+        kernel = [line for line in q.console().splitlines() if line in real["console"]]
+        assert kernel == real["console"]
+        wait_for(lambda: q.console().count("smp: Brought up 1 node, 2 CPUs") == 2, 60)  # it boots again
+    finally:
+        q.proc.kill()
+        q.proc.wait()
+
+
+def _exchange_events(sock: socket.socket, buf: bytearray, count: int) -> list[dict[str, Any]]:
+    out = []
+    while len(out) < count:
+        while b"\n" not in buf:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the monitor closed"
+            buf += chunk
+        line, _, rest = bytes(buf).partition(b"\n")
+        buf[:] = rest
+        out.append(json.loads(line))
+    return out

@@ -2,6 +2,7 @@
 """Record what a real QEMU answers to libvirt's capability probe (issue 29).
 
     tools/record_probe.py [QEMU-BINARY]   (default: qemu-system-ppc64 on PATH)
+    tools/record_probe.py --powerdown [QEMU-BINARY]
 
 Starts the binary with the command line libvirt 9.0 gives it for the probe (PROBE_ARGV: virsh
 domcapabilities --emulatorbin ... --arch ppc64 --machine pseries, seen through a wrapper that logged its
@@ -13,6 +14,12 @@ sent, in its order, read from its log with log_filters="1:qemu.qemu_monitor": th
   every answer whole (query-qmp-schema and qom-list-types are large: gzip-compressed);
 - vcpu_sched/probe_data/X.Y.json.gz: what `vcpu-sched qemu --qemu-version X.Y` answers from it,
   {"greeting": ..., "answers": {KEY: answer}}, KEY = probe_key(command, arguments).
+
+With --powerdown it records instead what `virsh reboot` meets (libvirt's fake reboot): the binary boots the
+real-QEMU kit's Linux guest (`vcpu-sched real`'s kernel and busybox, `python3 tools/dev.py real-qemu`) under
+TCG with -no-shutdown and an /init that powers off on SIGUSR2 as busybox's init does; once it is up,
+POWERDOWN's commands, every message each brings (system_powerdown's until the STOP event; timestamps
+dropped), and the guest's kernel lines about it, to tests/data/libvirt/powerdown-X.Y.json.
 """
 
 from __future__ import annotations
@@ -113,6 +120,82 @@ def record(binary: str) -> tuple[str, dict[str, Any]]:
     return version, {"argv": argv, "greeting": greeting, "exchanges": exchanges, "exit_status": status}
 
 
+POWERDOWN_LINE = ["-M", "pseries", "-accel", "tcg", "-smp", "2", "-m", "1G", "-nographic", "-nodefaults",
+                  "-serial", "stdio", "-no-shutdown"]
+POWERDOWN = ["system_powerdown", "query-status", "cont", "system_reset", "query-status", "cont", "query-status"]
+POWERDOWN_INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+trap 'poweroff -f' USR2
+echo vcpu-sched-guest-up
+while :; do sleep 1; done
+"""
+KERNEL_LINES = ("Power off requested", "reboot: Power down")
+
+
+def record_powerdown(binary: str) -> tuple[str, dict[str, Any]]:
+    import re
+
+    from vcpu_sched.real.kit import boot_initramfs, find_kit
+
+    kit = find_kit()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        initrd = boot_initramfs(kit, POWERDOWN_INIT, None, work)
+        path, console = work / "qmp.monitor", work / "console.txt"
+        argv = [*POWERDOWN_LINE, "-kernel", str(kit.vmlinux), "-initrd", str(initrd), "-append", "console=hvc0",
+                "-qmp", f"unix:{path},server=on,wait=off"]
+        with console.open("wb") as out:
+            proc = subprocess.Popen([binary, *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while not path.exists():
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    sys.exit(f"{binary}: no QMP socket")
+                time.sleep(0.05)
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(str(path))
+            sock.settimeout(120)
+            buf = bytearray()
+            greeting = _read_message(sock, buf)
+            qemu = greeting["QMP"]["version"]["qemu"]
+            version = f"{qemu['major']}.{qemu['minor']}"
+
+            def exchange(name: str, until_event: str | None = None) -> dict[str, Any]:
+                sock.sendall(json.dumps({"execute": name, "id": name}).encode() + b"\n")
+                received: list[dict[str, Any]] = []
+
+                def done() -> bool:
+                    return any(m.get("id") == name for m in received) and (
+                        until_event is None or any(m.get("event") == until_event for m in received))
+
+                while not done():
+                    message = _read_message(sock, buf)
+                    message.pop("timestamp", None)
+                    received.append(message)
+                return {"send": {"execute": name}, "receive": received}
+
+            exchange("qmp_capabilities")
+            deadline = time.monotonic() + 600
+            while b"vcpu-sched-guest-up" not in console.read_bytes():
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    sys.exit(f"{binary}: the guest did not come up")
+                time.sleep(0.5)
+            exchanges = [exchange(name, "STOP" if name == "system_powerdown" else None) for name in POWERDOWN]
+            exchange("quit")
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        text = console.read_text(errors="replace")
+    lines = [re.sub(r"^\[ *[0-9.]+\] ", "", line.strip()) for line in text.splitlines()]
+    kernel = [line for line in lines if line in KERNEL_LINES]
+    return version, {"argv": POWERDOWN_LINE, "guest": {"kernel": kit.kernel_release, "init": POWERDOWN_INIT},
+                     "exchanges": exchanges, "console": kernel}
+
+
 def answers(recording: dict[str, Any]) -> dict[str, Any]:
     """What the model answers from a recording: every answer but those the model gives itself."""
     out = {}
@@ -132,9 +215,19 @@ def _write(path: Path, data: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    binary = sys.argv[1] if len(sys.argv) > 1 else shutil.which("qemu-system-ppc64")
+    args = sys.argv[1:]
+    powerdown = args[:1] == ["--powerdown"]
+    if powerdown:
+        args = args[1:]
+    binary = args[0] if args else shutil.which("qemu-system-ppc64")
     if binary is None:
         sys.exit("qemu-system-ppc64 is not installed (apt-get install qemu-system-ppc)")
+    if powerdown:
+        version, recording = record_powerdown(binary)
+        path = ROOT / "tests" / "data" / "libvirt" / f"powerdown-{version}.json"
+        path.write_text(json.dumps(recording, indent=1) + "\n")
+        print(f"{path.relative_to(ROOT)}: {len(recording['exchanges'])} exchanges", file=sys.stderr)
+        return
     version, recording = record(binary)
     _write(ROOT / "tests" / "data" / f"probe-{version}.json.gz", recording)
     _write(ROOT / "vcpu_sched" / "probe_data" / f"{version}.json.gz", answers(recording))

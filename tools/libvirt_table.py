@@ -33,7 +33,8 @@ COMMANDS: list[tuple[str, dict[str, Any]]] = [
     ("query-chardev", {}), ("query-hotpluggable-cpus", {}), ("query-cpus-fast", {}), ("query-iothreads", {}),
     ("query-named-block-nodes", {"flat": True}), ("qom-list", {"path": "/machine/peripheral"}),
     ("query-block", {}), ("query-migrate", {}), ("query-balloon", {}), ("cont", {}), ("stop", {}),
-    ("system_reset", {}), ("query-status", {}), ("device_del", {"id": "core1"}), ("quit", {})]
+    ("system_reset", {}), ("query-status", {}), ("device_del", {"id": "core1"}), ("system_powerdown", {}),
+    ("quit", {})]
 
 
 def session(argv: list[str], path: str) -> list[dict[str, Any]]:

@@ -235,3 +235,26 @@ def test_no_sequence_of_well_formed_events_crashes_the_analyser(events: list[dic
     log = parse_lines(lines)
     summarise(log)
     _check_nesting(chrome_trace(build(log)))
+
+
+def test_a_log_written_on_between_the_two_passes_is_checked_past_what_the_first_pass_read(booted_log: Path,
+                                                                                           tmp_path: Path) -> None:
+    """The second pass does not check again the lines the first one did while the file is as it was; lines
+    written since (a run still logging) are checked as the first pass would have, and a file changed
+    otherwise is checked again from its first line."""
+    path = tmp_path / "run.jsonl"
+    path.write_bytes(booted_log.read_bytes())
+    log = read_log(path)
+    checked = list(log.events())
+    assert len(checked) == log.count
+    later = {"event": "qemu_cpu_kick", "t_ns": log.end_ns + 5, "cpu": 0, "by": "main"}
+    with path.open("a") as out:
+        out.write('not JSON\n{"event": "qemu_cpu_kick", "t_ns": 1, "cpu": 0, "by": 1}\n\n')  # corrupt: time runs back
+        out.write(json.dumps(later) + "\n")
+    assert list(log.events()) == [*checked, later]
+    lines = booted_log.read_text().splitlines(keepends=True)
+    bad = json.loads(lines[10])
+    bad["cpu"] = 10**6  # no such vCPU: a corrupt line once it is checked
+    path.write_text("".join([*lines[:10], json.dumps(bad) + "\n", *lines[11:]]))
+    again = list(log.events())
+    assert len(again) == len(checked) - 1 and again == list(read_log(path).events())

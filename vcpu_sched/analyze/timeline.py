@@ -97,9 +97,13 @@ def build(log: Log) -> Timeline:
     waiting: set[str] = set()
     ff_since: dict[str, int] = {}
     rtas_pending: dict[Any, dict[str, Any]] = {}
+    feed = tl.facts.feed
+    counts, intervals, instants = tl.counts, tl.intervals, tl.instants
+    cpu_threads: dict[int, str] = {}  # thread_of's name of each vCPU, made once
+    suffix = f"/{accel.upper()}"
     for e in log.events():
         name, t = e["event"], e["t_ns"]
-        tl.facts.feed(name, t, e)
+        feed(name, t, e)
         if name == "trace_suppressed":
             tl.suppressed += int(e.get("count", 0))
         elif name == "rtas_call":
@@ -108,34 +112,48 @@ def build(log: Log) -> Timeline:
             call = rtas_pending.pop(e.get("cpu"), None)
             tl.rtas.append({"t_s": t / NS, "cpu": e.get("cpu"), "call": e.get("call"),
                             "args": call.get("args") if call else None, "rets": e.get("rets")})
-        thread = thread_of(e, accel)
-        if thread is None:
-            if name == "watchdog_fired":
-                tl.instants.append(Instant("main", "watchdog fired", t, {"holder": e.get("holder")}))
-            continue
-        if thread not in tl.counts:
-            tl.counts[thread] = ThreadCounts()
+        # thread_of(e, accel), without its call
+        thread = e.get("thread")
+        if type(thread) is not str:
+            cpu = e.get("cpu")
+            if type(cpu) is int:
+                thread = cpu_threads.get(cpu)
+                if thread is None:
+                    thread = cpu_threads[cpu] = f"CPU {cpu}{suffix}"
+            elif cpu == "main":
+                thread = "main"
+            else:
+                if name == "watchdog_fired":
+                    instants.append(Instant("main", "watchdog fired", t, {"holder": e.get("holder")}))
+                continue
+        c = counts.get(thread)
+        if c is None:
+            c = counts[thread] = ThreadCounts()
             if thread not in threads:
                 threads.append(thread)
-        _count(tl.counts[thread], e, ff_since, thread)
+        if name in _COUNTED:
+            _count(c, e, ff_since, thread)
         kind = _CLOSERS.get(name)
         if kind is not None:
             began = opened.pop((thread, kind), None)
             if began is not None:
-                _add(tl.intervals, Interval(thread, kind, began[0], t, began[1]))
+                _add(intervals, Interval(thread, kind, began[0], t, began[1]))
         kind = _OPENERS.get(name)
         if kind is not None:
             opened[(thread, kind)] = (t, str(e.get("cond") or e.get("site") or e.get("call") or ""))
-        if name == "qemu_mutex_lock" and e.get("owner") is not None:
-            waiting.add(thread)
-            tl.waiters.append((t, len(waiting)))
-        elif name == "qemu_mutex_locked" and thread in waiting:
-            waiting.discard(thread)
-            tl.waiters.append((t, len(waiting)))
+            if name == "qemu_mutex_lock" and e.get("owner") is not None:
+                waiting.add(thread)
+                tl.waiters.append((t, len(waiting)))
+                continue
+        if name == "qemu_mutex_locked":
+            if thread in waiting:
+                waiting.discard(thread)
+                tl.waiters.append((t, len(waiting)))
         elif name == "qemu_cpu_kick":
-            tl.instants.append(Instant(thread, "kick", t, {"by": e.get("by")}))
-        elif name == "ppc_maybe_interrupt" and e.get("hard") and not e.get("hard_before"):
-            tl.instants.append(Instant(thread, f"HARD set ({e.get('interrupt')})", t, {"rule": e.get("rule")}))
+            instants.append(Instant(thread, "kick", t, {"by": e.get("by")}))
+        elif name == "ppc_maybe_interrupt":
+            if e.get("hard") and not e.get("hard_before"):
+                instants.append(Instant(thread, f"HARD set ({e.get('interrupt')})", t, {"rule": e.get("rule")}))
         elif name == "spapr_cpu_set_entry_state":
             tl.online[thread] = t
     for (thread, kind), (began_ns, label) in opened.items():
@@ -152,6 +170,11 @@ def _add(intervals: list[Interval], iv: Interval) -> None:
     # A BQL wait that was never contended (lock and locked at the same instant) is no wait at all.
     if iv.kind != "BQL wait" or iv.ns > 0 or iv.open:
         intervals.append(iv)
+
+
+_COUNTED = frozenset(("kvm_cpu_exec", "trace_suppressed", "vcpu_spin_fast_forward", "vcpu_spin_resumed",
+                      "qemu_cpu_kick", "qemu_wait_io_event_sleep", "qemu_process_cpu_events_sleep",
+                      "kvm_run_exit"))  # the events _count counts
 
 
 def _count(c: ThreadCounts, e: dict[str, Any], ff_since: dict[str, int], thread: str) -> None:

@@ -388,6 +388,18 @@ def test_the_quick_rows_of_the_exploration_tables_are_what_a_search_gives_now(ta
     assert _untimed(header) == [r for r in page_rows if r[0] in quick]
 
 
+@pytest.mark.slow
+def test_the_first_schedule_rows_of_quick_scenarios_are_what_the_strategies_give_now() -> None:
+    """exploring.md's first-schedule table: the rows of the scenarios whose failing rows run in seconds."""
+    import explore_table
+
+    names = ["s390x-sigp-cross", "spapr-cpu-offline-online", "spapr-fwnmi-kdump", "spapr-system-reset"]
+    block = next(b for b in docgen.blocks(explore_table.PAGE) if b.name == "explore-first-schedule")
+    page_rows = [r for r in _untimed(block.body) if r[0] in names]
+    assert len(page_rows) == len(names)
+    assert [list(r) for r in explore_table.first_schedule_rows(names=names)] == page_rows
+
+
 def test_the_matrix_table_counts_the_rows_the_scenario_files_give() -> None:
     from vcpu_sched.matrix import rows_for
     from vcpu_sched.scenario import load, scenario_names

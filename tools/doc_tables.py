@@ -271,3 +271,46 @@ def real_said() -> str:
     for run, real, evidence, ((scenario, v), note) in REAL_SAID:
         lines.append(f"| {run} | {real} | {evidence} | `{verdict(scenario, v)}`{note} |")
     return "\n".join(lines)
+
+
+# ---- spapr-nmi-kdump: the other unguarded system resets
+
+WATCHDOG = {"workload": "watchdog-dump", "monitor": [], "deadline_s": 120.0}  # the watchdog fires at 60 s
+SYSRESET = {"workload": "sysreset-kdump", "crash_cpu": 0}
+
+OTHER_RESETS: list[tuple[Cell, Cell, Cell]] = [
+    (["`workload = \"watchdog-dump\"`, `monitor = []`, `deadline_s = 120.0`"],
+     [V(**WATCHDOG) | V(**WATCHDOG, accel="tcg")],
+     ["Linux's pseries-wdt loaded with `action=2` arms H_WATCHDOG for dump and restart (its default 60 s); "
+      "nobody feeds it, and at 61.86 s every CPU is reset: \"Processor 1 is stuck.\", then start-cpu of CPUs 2 "
+      "and 3 fails (-1). The same under TCG"]),
+    (["the same, `nmi_fix = true`"], [V(**WATCHDOG, nmi_fix=True)], ["4 CPUs"]),
+    (["the same, `kdump_cpus = 1`, `boot_cpus = 1`"], [V(**WATCHDOG, kdump_cpus=1, boot_cpus=1)],
+     ["the reset CPUs go unseen"]),
+    (["`workload = \"sysreset-kdump\"`, `crash_cpu = 0`"], [V(**SYSRESET) | V(**SYSRESET, accel="tcg")],
+     ["one H_SIGNAL_SYS_RESET names the stopped CPU 2. The later crash's broadcast skips CPUs 2 and 3 "
+      "(a1c2dfee4f), but CPU 2 is already reset: \"Processor 1 is stuck.\" (the hold loop it saved over), "
+      "\"start-cpu failed: -1\" for CPU 2; CPU 3 comes up. The same under TCG"]),
+    (["the same, `nmi_fix = true`"], [V(**SYSRESET, nmi_fix=True)], ["4 CPUs"]),
+    (["the same, `kdump_cpus = 1`"], [V(**SYSRESET, kdump_cpus=1)], ["unseen"]),
+]
+
+
+def other_resets() -> str:
+    return table("spapr-nmi-kdump", ("variant", "verdict", "what happens"), OTHER_RESETS)
+
+
+# ---- switches.md: the LPCR-sync what-if on the seed's guest (KVM)
+
+LPCR_SYNC: list[tuple[Cell, Cell, Cell]] = [
+    (["`lpcr-sync`"], [V(fix="lpcr-sync"), ", before the guest prints a line"],
+     ["a secondary never loses its wake-up bits; at reset it is halted with PSSCR[EC] set (spapr still sets "
+      "it), LPCR[DEE] kept and the reset's DEC pending, so `ppc_maybe_interrupt` sets HARD there and its thread "
+      "loops with the BQL before CPU 0 starts"]),
+    (["`quiesced+lpcr-sync`"], [V(fix="quiesced+lpcr-sync")],
+     ["`quiesced` masks every interrupt of an RTAS-stopped CPU whatever its LPCR holds"]),
+]
+
+
+def lpcr_sync() -> str:
+    return table("spapr-rtas-stopped", ("fix", "KVM verdict", "why"), LPCR_SYNC)

@@ -113,6 +113,7 @@ def write_block(page: Path, name: str, body: str, by: str, at: str | None = None
 # The quick generators: pure functions of the repository, compared exactly by the default tests.
 
 SUMMARY = {
+    "migration-pause-race": "the monitor and the migration thread both in `pause_all_vcpus` (96bce6831b, f962cac4c2)",
     "spapr-rtas-stopped": "the seed's KVM boot, 32 vCPUs on POWER10 (fb802acdc8b)",
     "spapr-cpu-offline-online": "offline every secondary with stop-self, H_SET_MODE, online again, twice",
     "spapr-system-reset": "boot, monitor `system_reset`, boot again",
@@ -414,7 +415,7 @@ def symmetry_notes() -> str:
         plain, sym = cells["plain"], cells["symmetry"]
         if plain is not None and sym is not None:
             lines.append(f"- {label}: {sym[0]} states against {plain[0]} ({_x(plain[0], sym[0])} fewer), "
-                         f"{sym[1]} schedules against {plain[1]}, {sym[3]} s against {plain[3]} s; "
+                         f"{sym[1]} schedules against {plain[1]}; "
                          f"{_found(plain, sym)}.")
     return "\n".join(lines)
 
@@ -441,9 +442,38 @@ def sleep_set_notes() -> str:
     return text
 
 
+def first_schedule_notes() -> str:
+    """What the first-schedule table says: whether every failing row fails in the first schedule."""
+    rows = table_rows(EXPLORING, "explore-first-schedule")
+    strategies = [h for h in rows[0] if "most schedules" in h] if rows else []
+    firsts = {r[h] for r in rows for h in strategies}
+    total = sum(int(r["failing rows, smp <= 3"]) for r in rows)
+    if firsts == {"1"}:
+        return (f"Random and PCT both find the failure of every one of the {total} rows in their first schedule. "
+                "These are mechanism "
+                "bugs, not races: every schedule has them, which is why the exhaustive table above counts failing "
+                "schedules only among those pruning leaves, and why on the seed hang PCT cannot beat random.")
+    later = [r["scenario"] for r in rows if any(r[h] != "1" for h in strategies)]
+    return (f"Of the {total} rows, those of {', '.join(later)} need more than one schedule (the table): "
+            "the others fail in every schedule, mechanism bugs rather than races.")
+
+
+def first_counterexample_notes() -> str:
+    """PCT against random on the SIGP race, from the first-counterexample table."""
+    rows = {r["strategy"]: r for r in table_rows(EXPLORING, "explore-first-counterexample")}
+    random = next(r for name, r in rows.items() if name.startswith("random"))
+    pct = {name: r for name, r in rows.items() if name.startswith("pct")}
+    mean = ", ".join(f"{r['mean schedules to the first']} with {name}" for name, r in pct.items())
+    worst = ", ".join(f"{r['worst']} with {name}" for name, r in pct.items())
+    return (f"On average the first deadlock takes {random['mean schedules to the first']} schedules with random "
+            f"and {mean}; at worst {random['worst']} with random and {worst}.")
+
+
 DERIVED: dict[tuple[Path, str], Callable[[], str]] = {
     (EXPLORING, "explore-exhaustive-notes"): exhaustive_notes,
     (EXPLORING, "explore-delay-notes"): delay_vs_preemption,
+    (EXPLORING, "explore-first-schedule-notes"): first_schedule_notes,
+    (EXPLORING, "explore-first-counterexample-notes"): first_counterexample_notes,
     (EXPLORING, "explore-symmetry-notes"): symmetry_notes,
     (EXPLORING, "explore-sleep-set-notes"): sleep_set_notes,
 }
@@ -530,6 +560,8 @@ def quick_generators() -> dict[tuple[Path, str], Callable[[], str]]:
     gens[(DOCS / "scenarios" / "spapr-hotplug-kdump.md", "kdump-loaders")] = doc_tables.kdump_loaders
     gens[(DOCS / "scenarios" / "spapr-migrate-from-9.2.md", "inference")] = doc_tables.inference
     gens[(DOCS / "real-qemu.md", "real-said")] = doc_tables.real_said
+    gens[(DOCS / "scenarios" / "spapr-nmi-kdump.md", "other-resets")] = doc_tables.other_resets
+    gens[(DOCS / "switches.md", "lpcr-sync")] = doc_tables.lpcr_sync
     gens.update(DERIVED)
     return gens
 

@@ -3,7 +3,7 @@
 
     .venv/bin/python tools/explore_table.py TABLE... [--write] [--rows PREFIX]
     TABLE: exhaustive (about 5 min), delay (1 min), reduction (15 min), searches (10 min),
-           first-counterexample (15 s), unpruned (30 s), all
+           first-counterexample (15 s), first-schedule (1 min), unpruned (30 s), all
 
 Without --write the tables are printed; with it each replaces its block in docs/exploring.md, stamped with
 the code version, and the sentences that sum the tables up (tools/docgen.py's DERIVED) are written again.
@@ -15,6 +15,7 @@ tests/test_docs.py compares with a fresh run (the slow tests re-run the quick ro
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import statistics
 import sys
@@ -28,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import docgen
 
 from vcpu_sched.engine.explore_engine import Choose, pct_chooser, random_chooser
-from vcpu_sched.explore import Exploration, explore_exhaustive, run_schedule
-from vcpu_sched.scenario import apply, load
+from vcpu_sched.explore import NOT_FAILURES, Exploration, explore_exhaustive, plain_run_bound, run_schedule
+from vcpu_sched.matrix import rows_for
+from vcpu_sched.scenario import apply, load, scenario_names
 
 PAGE = docgen.DOCS / "exploring.md"
 TIMING = "wall s"  # a timing column; in the reduction table each cell ends in its search's ", N s"
@@ -137,6 +139,28 @@ def unpruned_rows() -> Iterator[list[str]]:
            f"{r.wall_s:.1f}"]
 
 
+def first_schedule_rows(schedules: int = 60, names: list[str] | None = None) -> Iterator[list[str]]:
+    """Every scenario's failing matrix rows with at most 3 vCPUs on the explore engine: the most schedules
+    (seeds 1, 2, ...) random and PCT needed, over the rows, to the first failing one (`-`: none in
+    `schedules`). Each row's step bound is the CLI's default, twice its plain run."""
+    strategies: list[Callable[[int, int], Choose]] = [lambda i, steps: random_chooser(i, 0.1),
+                                                      lambda i, steps: pct_chooser(i, 3, steps)]
+    for name in names or scenario_names():
+        rows = [r for r in rows_for(load(name)) if r.expected not in NOT_FAILURES and r.settings.smp <= 3]
+        if not rows:
+            continue
+        worst: list[int | None] = [0, 0]
+        for row in rows:
+            settings = dataclasses.replace(row.settings, engine="explore")
+            steps = plain_run_bound(settings).max_steps
+            for k, make in enumerate(strategies):
+                first = next((i for i in range(1, schedules + 1)
+                              if run_schedule(settings, make(i, steps), steps).verdict not in NOT_FAILURES), None)
+                current = worst[k]
+                worst[k] = None if first is None or current is None else max(current, first)
+        yield [name, str(len(rows)), *(str(w) if w is not None else "-" for w in worst)]
+
+
 def first_counterexample_rows(schedules: int = 60, machines: int = 20, max_steps: int = 2000) -> Iterator[list[str]]:
     """For each machine seed (its guest timing) of s390x-sigp-cross with 8 us of jitter, the number of the
     first random / PCT schedule that deadlocks (schedule seeds 1, 2, ...)."""
@@ -167,6 +191,9 @@ TABLES = {t.name: t for t in [
                        "shortest failure", "result", TIMING], searches_rows),
     Table("first-counterexample", ["strategy", "machine seeds where found", "mean schedules to the first",
                                    "median", "worst"], first_counterexample_rows),
+    Table("first-schedule", ["scenario", "failing rows, smp <= 3", "random (preempt 0.1): most schedules to "
+                             "the first failure", "pct d=3: most schedules to the first failure"],
+          first_schedule_rows),
     Table("unpruned", ["scenario", "search", "schedules", "failing schedules", "shortest failure", TIMING],
           unpruned_rows),
 ]}

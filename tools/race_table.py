@@ -34,7 +34,7 @@ SMP = 2
 DELAY_SCHEDULES = 300  # the delay-bounding enumeration is cut here
 STOP_RACE = {"monitor": [["smp: Brought up", "migrate -d file:/tmp/vm.mig"], ["", "stop"]]}
 # The two races: (label, the overrides of the scenario's settings)
-RACES = [
+RACES: list[tuple[str, dict[str, Any]]] = [
     ("f962cac4c2: reset racing the migration's stop", {"vm_stop_fix": False}),
     ("96bce6831b: `stop` racing the migration's stop", {"vm_stop_fix": False, "pause_cond_broadcast": False,
                                                          **STOP_RACE}),
@@ -83,8 +83,8 @@ def rows(searches: int, schedules: int, jobs: int) -> Iterator[list[str]]:
             for k, name in enumerate(names):
                 yield [label, name, *_summary([f.result() for f in futures[k]])]
             found = delay.result()
-            yield [label, "delay bounding (2 delays)", "1 search", str(found) if found else f"none in {DELAY_SCHEDULES}",
-                   "-", "-"]
+            cell = str(found) if found else f"none in {DELAY_SCHEDULES}"
+            yield [label, "delay bounding (2 delays)", "1 search", cell, "-", "-"]
 
 
 def table(searches: int, schedules: int, jobs: int) -> str:

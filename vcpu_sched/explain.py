@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .model.kvm import kvm_irqchip_create
 from .model.ppc import CPU_MODELS, decode_lpcr
 from .versions import RELEASES, cpu_events_function
 
@@ -42,6 +43,7 @@ class CpuFacts:
     ec_lost_ns: int | None = None
     hard_set: tuple[int, str, str] | None = None  # t, interrupt, rule (set while halted)
     last_hlt_ns: int | None = None  # kvm_cpu_exec's EXCP_HLT short-cut
+    hlt_dropped_bql: bool = False  # ... dropping the BQL on the way (the posted patch, a what-if)
     last_sleep_ns: int | None = None  # qemu_wait_io_event went to sleep
 
 
@@ -62,6 +64,7 @@ class Facts:
     cpu_model: str = "POWER10"
     accel: str = "kvm"
     cpu_events: str = "qemu_wait_io_event"  # the vCPU loop's function in the QEMU version modelled
+    halt_in_kernel: bool = False  # kvm_halt_in_kernel(): KVM calls no halted vCPU idle
     cpus: dict[int, CpuFacts] = field(default_factory=dict)
     set_all_lpcrs: tuple[int, str] | None = None  # t, why
     waits: dict[str, Wait] = field(default_factory=dict)  # threads blocked in QEMU
@@ -90,8 +93,10 @@ class Facts:
     @classmethod
     def for_log(cls, settings: dict[str, Any]) -> Facts:
         """Facts for a log whose run_start carried `settings` (values checked, defaults for old logs)."""
+        kvm = settings.get("accel", "kvm") == "kvm" and settings.get("machine") != "s390-ccw-virtio"
+        halt_in_kernel = kvm and kvm_irqchip_create(frozenset(), settings.get("irqchip_fix", True) is not False)
         return cls(str(settings.get("cpu", "POWER10")), str(settings.get("accel", "kvm")),
-                   _cpu_events(settings.get("qemu_version")))
+                   _cpu_events(settings.get("qemu_version")), halt_in_kernel=halt_in_kernel)
 
     def cpu(self, index: int) -> CpuFacts:
         facts = self.cpus.get(index)
@@ -210,7 +215,8 @@ class Facts:
 
     def _cpu_exec(self, t: int, f: dict[str, Any]) -> None:
         if f.get("ret") == "EXCP_HLT":
-            self.cpu(f["cpu"]).last_hlt_ns = t
+            c = self.cpu(f["cpu"])
+            c.last_hlt_ns, c.hlt_dropped_bql = t, f.get("bql_dropped") is True
 
     def _sleep(self, t: int, f: dict[str, Any]) -> None:
         self._state(t, f)
@@ -330,6 +336,8 @@ def chain(facts: Facts, stuck: Wait, holder: str | None, holder_cpu: int | None,
     h, c = holder_cpu, facts.cpu(holder_cpu)
     model = CPU_MODELS.get(facts.cpu_model)
     out: list[str] = []
+    if facts.halt_in_kernel and c.halted and not c.hard:
+        return _halt_in_kernel_links(facts, h, held_since_ns, iterations, now) + _stuck_links(facts, stuck, main_wait)
     if h in facts.mutex_waits:
         out += _kernel_mutex_links(facts, h, held_since_ns, holder_site, now)
         return out + _stuck_links(facts, stuck, main_wait)
@@ -435,6 +443,30 @@ def _rcu_links(facts: Facts, stuck: Wait, now: int) -> list[str]:
             out.append("No force_rcu notifier kicks the reader out (ef149763a8 + dd47a8f654 add one per TCG vCPU "
                        "thread, which queues do_nothing with async_run_on_cpu).")
     return out
+
+
+def _halt_in_kernel_links(facts: Facts, h: int, held_since_ns: int, iterations: int, now: int) -> list[str]:
+    """A halted vCPU that is never idle because KVM was believed to halt vCPUs in the kernel."""
+    c = facts.cpu(h)
+    if c.hlt_dropped_bql:
+        turn = (f"Each turn of CPU {h}'s thread, kvm_cpu_exec returns EXCP_HLT at once (kvm_arch_process_async_events "
+                "returns halted), dropping the BQL on the way as the patch posted in April 2026 has it, and "
+                "kvm_vcpu_thread_fn takes it back at once: the thread never waits, so no waiter gets the BQL in "
+                f"between. It never sleeps in {facts.cpu_events} and has gone round {iterations:,} times, "
+                f"the BQL its own for {_s(now - held_since_ns)}.")
+    else:
+        turn = (f"Each turn of CPU {h}'s thread, kvm_cpu_exec returns EXCP_HLT at once (kvm_arch_process_async_events "
+                "returns halted) before it ever drops the BQL, and the thread never sleeps in "
+                f"{facts.cpu_events}: it has gone round {iterations:,} times holding the BQL for "
+                f"{_s(now - held_since_ns)}.")
+    return [
+        f"CPU {h} is halted, as spapr leaves a secondary before start-cpu (start_powered_off).",
+        "kvm_irqchip_create set kvm_halt_in_kernel_allowed although the ppc64 kernel offers no KVM_CAP_IRQCHIP: "
+        "since 98884e0cc1 its check sits in do_kvm_irqchip_create, whose early return no longer ends the caller "
+        "(afa63fc0e3 makes it return -EOPNOTSUPP). So kvm_vcpu_thread_is_idle, the accelerator's say in "
+        "cpu_thread_is_idle, calls no halted vCPU idle.",
+        turn,
+    ]
 
 
 def _pause_links(facts: Facts, stuck: Wait, now: int) -> list[str]:

@@ -178,7 +178,12 @@ SCHEMA: dict[str, Field] = {
                                             "(false: qemu_cond_signal, which wakes one waiter)"),
     "vm_stop_fix": Field(bool, doc="f962cac4c2 applied: do_vm_stop sets the run state before pause_all_vcpus, and "
                                    "resume_all_vcpus does nothing unless the VM runs"),
-    "migration_ram_ms": Field(float, 0.0, 600_000.0, doc="`migrate -d`: guest ms the migration thread copies RAM before it completes"),
+    "irqchip_fix": Field(bool, doc="afa63fc0e3 applied: kvm_irqchip_create returns early when the kernel has no "
+                                   "irqchip, so ppc64 KVM keeps halt-in-kernel off (false: 11.0-rc1 to rc3)"),
+    "hlt_bql_patch": Field(bool, doc="what-if, not upstream: the posted \"BQL lock imbalance\" patch, kvm_cpu_exec "
+                                     "drops the BQL on its EXCP_HLT return and kvm_vcpu_thread_fn takes it back"),
+    "migration_ram_ms": Field(float, 0.0, 600_000.0,
+                              doc="`migrate -d`: guest ms the migration thread copies RAM before it completes"),
     "offline_hold_ns": Field(int, 0, 10_000_000_000,
                              doc="offline-online: guest ns the secondaries stay offline in each loop"),
     "qemu_version": Field(str, choices=QEMU_VERSIONS,

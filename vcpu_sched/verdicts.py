@@ -10,4 +10,7 @@ BAD_RTAS_ANSWER = "bad-rtas-answer"  # an RTAS call failed or answered what the 
 RAN_WHILE_STOPPED = "ran-while-stopped"  # a thread stopped by the firmware executed instructions
 WRONG_CORE_STATUS = "wrong-core-status"  # a core status register contradicts what the firmware did
 FAILURE_KINDS = (STUCK_CPU, LOST_INTERRUPTS, BAD_RTAS_ANSWER, RAN_WHILE_STOPPED, WRONG_CORE_STATUS)
-VERDICTS = (*SUCCESS, "lockup", *FAILURE_KINDS, "deadline")
+# A thread makes no progress though nothing waits for it: a halted vCPU's thread goes round its loop without
+# ever sleeping, dropping and retaking the BQL (the progress watchdog; a hold that never ends is a lockup)
+SPINNING = "spinning"
+VERDICTS = (*SUCCESS, "lockup", SPINNING, *FAILURE_KINDS, "deadline")

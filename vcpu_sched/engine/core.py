@@ -39,7 +39,7 @@ from ..explain import LIVE_FACT_EVENTS, Facts, failure_chain
 from ..model.cpus import CPUState
 from ..model.effects import Block, BqlLock, BqlUnlock, CondWait, Effect, QemuCond, Spend, Waiter
 from ..result import Lockup, RunResult
-from ..verdicts import STUCK_CPU
+from ..verdicts import SPINNING, STUCK_CPU
 from ..versions import cpu_events_function
 from .bql import BqlBook
 from .watchdog import Watchdog
@@ -77,7 +77,7 @@ class Park(NamedTuple):
     waiter: Waiter | None = None
 
     def woken(self) -> bool:
-        for c, g in zip(self.conds, self.seen, strict=True):  # noqa: SIM110 - a loop: any() costs a generator
+        for c, g in zip(self.conds, self.seen, strict=True):
             if c.generation != g:
                 return True
         return self.waiter is not None and self.waiter.signalled
@@ -114,6 +114,10 @@ class ThreadRec:
     cpu: CPUState | None
     holds_bql: bool = False
     released_since_spend: bool = True
+    # Since the last Spend, every release of the BQL was followed by this thread's own retake, with no other
+    # thread taking it in between and no wait (the posted EXCP_HLT patch's unlock-relock): as good as kept.
+    retook_at_once: bool = False
+    released_at_take: int = -1  # the BQL's take count at this thread's last release
     last_snapshot: tuple[Any, ...] | None = None
     ff_since: int | None = None  # guest ns when a fast-forward began
     owed_ns: int = 0
@@ -130,6 +134,7 @@ class EngineCore:
     quantum_ns: int = 0
     wake_latency_ns: int = 0
     threads: dict[str, ThreadRec] = field(default_factory=dict)
+    takes: int = 0  # how often any thread has taken the BQL
     verdict: tuple[str, str, Lockup | None] | None = None
     verdict_ns: int | None = None
     effects: int = 0
@@ -139,7 +144,8 @@ class EngineCore:
         self.book = BqlBook(self.machine.trace, self.now_ns, self.machine.traced)
         self.bql = self.book.stats
         self.rng = random.Random(f"engine:{settings.seed}")
-        self.facts = Facts(settings.cpu, settings.accel, cpu_events_function(settings.qemu_version))
+        self.facts = Facts(settings.cpu, settings.accel, cpu_events_function(settings.qemu_version),
+                           halt_in_kernel=self.machine.kvm_halt_in_kernel)
         outer, feed = self.machine.tracer, self.facts.feed
 
         def tap(event: str, t_ns: int, fields: dict[str, Any]) -> None:
@@ -189,6 +195,7 @@ class EngineCore:
             assert waits is not None
             park = waits
             self._unlock(rec, effect.site)
+            rec.retook_at_once = False
             yield Release(effect.site)
             self.book.cond_wait(rec.name, rec.cpu, effect.cond.name, effect.site)
             try:
@@ -201,6 +208,7 @@ class EngineCore:
             return None
         if isinstance(effect, Block):
             assert waits is not None
+            rec.retook_at_once = False
             if not effect.site:
                 return (yield from self._park(waits))
             self.book.event_wait(rec.name, rec.cpu, effect.what, effect.site)
@@ -214,6 +222,8 @@ class EngineCore:
         yield Acquire(site)
         self.book.took(rec.name, rec.cpu, site, rec.waited_since)
         rec.holds_bql = True
+        rec.retook_at_once = rec.retook_at_once and self.takes == rec.released_at_take
+        self.takes += 1
 
     def contended(self, rec: ThreadRec, site: str) -> None:
         """An engine's Acquire for `rec` has to wait after all (another thread took the BQL first)."""
@@ -227,7 +237,10 @@ class EngineCore:
                              f"(held by {self.bql.owner or 'nobody'})")
         self.book.released(rec.name, rec.cpu, site)
         rec.holds_bql = False
+        if not rec.released_since_spend:
+            rec.retook_at_once = True
         rec.released_since_spend = True
+        rec.released_at_take = self.takes
 
     def _park(self, park: Park) -> Perform:
         slept: int = yield park
@@ -241,8 +254,9 @@ class EngineCore:
         cpu = effect.spin
         if cpu is not None and self.fast_forward:
             snapshot = cpu.loop_snapshot()
-            unchanged = rec.holds_bql and not rec.released_since_spend and snapshot == rec.last_snapshot
-            rec.last_snapshot, rec.released_since_spend = snapshot, False
+            kept = not rec.released_since_spend or rec.retook_at_once
+            unchanged = rec.holds_bql and kept and snapshot == rec.last_snapshot
+            rec.last_snapshot, rec.released_since_spend, rec.retook_at_once = snapshot, False, False
             if unchanged:
                 park = park_on(effect.wake, None)
                 yield from self._pay(rec)
@@ -307,10 +321,15 @@ class EngineCore:
         return f"{kind} deadline of {limit:g} s reached"
 
     def check_watchdog(self, now: int) -> Lockup | None:
+        """The lockup watchdog, then the progress watchdog (whose verdict has no Lockup report)."""
         lockup = self.watchdog.check(now)
         if lockup is not None:
             self.fire_watchdog(lockup)
-        return lockup
+            return lockup
+        spinning = self.watchdog.spinning(now)
+        if spinning is not None:
+            self.finish(SPINNING, spinning)
+        return None
 
     def fire_watchdog(self, lockup: Lockup, at_ns: int | None = None) -> bool:
         """The watchdog's verdict; True if it is the run's (the first)."""

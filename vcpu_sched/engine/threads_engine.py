@@ -35,6 +35,7 @@ from ..errors import RunKilled
 from ..model.effects import QemuCond
 from ..model.machine import Machine
 from ..result import RunResult
+from ..verdicts import SPINNING
 from .core import (
     NS,
     QUIT_REASON,
@@ -246,6 +247,14 @@ class ThreadsEngine(Engine):
                 return
             now = self.now_ns()
             lockup = core.watchdog.check(now)
+            spinning = core.watchdog.spinning(now) if lockup is None else None
+            if spinning is not None:
+                with self._verdict_lock:
+                    core.finish(SPINNING, spinning, at_ns=now)
+                if self.serve is None:
+                    self._done.set()
+                    self._wake_main.set()
+                return
             if lockup is not None:
                 with self._trace_lock:  # what the threads do while psutil samples is not the run's story
                     now = max(now, self._last_t_ns)

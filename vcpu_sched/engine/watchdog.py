@@ -1,9 +1,10 @@
 """The lockup detector and its report, in the spirit of Linux's hung-task and soft-lockup detectors.
 
 It watches the threads whose progress the guest and its management wait for: the boot CPU's vCPU thread,
-the main loop (the monitor) and, while a migration runs, the migration thread. A thread that has been blocked in QEMU (on the BQL or a
-condition) for longer than the threshold of guest time is stuck. A slow boot whose threads still get
-the BQL, however late, never trips it: the clock restarts every time they get through.
+the main loop (the monitor) and, while a migration runs, the migration thread. A thread that has been
+blocked in QEMU (on the BQL or a condition) for longer than the threshold of guest time is stuck. A slow
+boot whose threads still get the BQL, however late, never trips it: the clock restarts every time they get
+through.
 
 The report's CPU table is the machine's live state; its causal chain comes from explain.py, computed
 from the events the run has emitted, as `analyze` computes it from a log.
@@ -12,6 +13,7 @@ from the events the run has emitted, as `analyze` computes it from a log.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from ..explain import Facts, Wait, chain
 from ..model.cpus import CPU_INTERRUPT_HARD, CPUState
@@ -25,8 +27,24 @@ from .bql import BqlStatistics
 NS = 1_000_000_000
 
 
+class Spin(NamedTuple):
+    """A halted vCPU's thread seen going round its loop without sleeping: since when, and its counts then."""
+
+    since_ns: int
+    iterations: int
+    excp_hlt: int
+    holds: int
+    sleeps: int
+
+
 class Watchdog:
-    """Checks for a stuck boot CPU or main loop; `check` returns a Lockup once one is found."""
+    """Checks for a stuck boot CPU or main loop; `check` returns a Lockup once one is found.
+
+    Beside it, a progress watchdog (`spinning`): a halted vCPU whose thread, for the threshold, went round
+    its loop only to have kvm_cpu_exec return EXCP_HLT, never slept, and took the BQL again each turn. Nothing
+    waits for it, so no lockup is seen, but it burns a host CPU and hammers the BQL for nothing. (A thread
+    that never lets the BQL go is the lockup's business, so it is not counted here.)
+    """
 
     def __init__(self, machine: Machine, bql: BqlStatistics, threshold_ns: int,
                  iterations: Callable[[CPUState], int], facts: Facts) -> None:
@@ -37,6 +55,7 @@ class Watchdog:
         self.iterations = iterations
         # The migration thread too, once started: management waits for it as it waits for the monitor.
         self.watched = (machine.cpus[0].name, "main", MIGRATION_THREAD)
+        self.spins: dict[int, Spin] = {}
 
     def _stuck_since(self, thread: str) -> int | None:
         """Since when a watched thread is blocked - not counting a vCPU asleep on its own halt_cond, which
@@ -61,6 +80,23 @@ class Watchdog:
             since = self._stuck_since(thread)
             if since is not None and now - since >= self.threshold_ns:
                 return self.report(thread, now)
+        return None
+
+    def spinning(self, now: int) -> str | None:
+        """The progress watchdog: why a halted vCPU's thread is found spinning for the threshold, or None."""
+        for cpu in self.machine.cpus:
+            sample = Spin(now, self.iterations(cpu), cpu.stats.get("excp_hlt", 0),
+                          self.bql.stats(cpu.name).holds, cpu.stats.get("sleeps", 0))
+            last = self.spins.get(cpu.cpu_index)
+            turns = sample.iterations - last.iterations if last else 0
+            if (last is None or not cpu.halted or sample.sleeps != last.sleeps
+                    or sample.excp_hlt - last.excp_hlt < turns or sample.holds - last.holds < turns or turns == 0):
+                self.spins[cpu.cpu_index] = sample
+                continue
+            if now - last.since_ns >= self.threshold_ns:
+                return (f"{cpu.name} spun for {(now - last.since_ns) / NS:g} s while halted: in each of its "
+                        f"{turns:,} loop turns kvm_cpu_exec returned EXCP_HLT and the thread took the BQL again, "
+                        "and it never slept (a host CPU burnt, the BQL taken and dropped for nothing)")
         return None
 
     # --- the report ------------------------------------------------------------------------------

@@ -114,7 +114,7 @@ def cpu_thread_is_idle(cpu: CPUState) -> bool:
     """system/cpus.c cpu_thread_is_idle, in QEMU's order.
 
     The accel hook at the end is KVM's `kvm_vcpu_thread_is_idle` = !kvm_halt_in_kernel(), true on ppc
-    (no KVM_CAP_IRQCHIP), and TCG's default (true).
+    (no KVM_CAP_IRQCHIP: model/kvm.py kvm_irqchip_create), and TCG's default (true).
     """
     if cpu.stop or cpu.work_list:
         return False
@@ -122,7 +122,7 @@ def cpu_thread_is_idle(cpu: CPUState) -> bool:
         return True
     if not cpu.halted or cpu_has_work(cpu):
         return False
-    return True
+    return not cpu.machine.kvm_halt_in_kernel
 
 
 def qemu_cpu_kick(cpu: CPUState) -> None:

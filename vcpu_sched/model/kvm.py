@@ -141,6 +141,9 @@ class FakeKvm:
     keeps_ec: bool = False  # the psscr_ec_kvm switch
     ail_filter: bool = False  # the kvm_ail_filter switch
     irqchip: bool = True  # the kernel_irqchip switch
+    # What KVM_CHECK_EXTENSION answers for the irqchip capabilities: book3s has neither KVM_CAP_IRQCHIP nor
+    # KVM_CAP_S390_IRQCHIP (its XICS/XIVE devices come from KVM_CREATE_DEVICE).
+    caps: frozenset[str] = frozenset()
 
     @classmethod
     def create(cls, model: CpuModel, host_lpcr: int, radix: bool, smp: int, threads: int) -> FakeKvm:
@@ -377,15 +380,32 @@ def kvm_arch_handle_exit(cpu: CPUState, run: KvmExit) -> Generator[Effect, Any, 
     return 0
 
 
+def kvm_irqchip_create(caps: frozenset[str], irqchip_fix: bool) -> bool:
+    """accel/kvm/kvm-all.c kvm_irqchip_create (kvm_init, with kernel-irqchip allowed, the default): whether it
+    sets kvm_halt_in_kernel_allowed. With neither KVM_CAP_IRQCHIP nor KVM_CAP_S390_IRQCHIP it returns early.
+    98884e0cc1 (February 2026) moved the checks into do_kvm_irqchip_create, whose early return no longer
+    ended its caller, so every host got an "irqchip" and halt-in-kernel; afa63fc0e3 (April 2026, before
+    11.0) makes it return -EOPNOTSUPP again (`irqchip_fix`)."""
+    if not caps & {"KVM_CAP_IRQCHIP", "KVM_CAP_S390_IRQCHIP"} and irqchip_fix:
+        return False
+    return True
+
+
 def kvm_cpu_exec(cpu: CPUState) -> Generator[Effect, Any, int]:
-    """accel/kvm/kvm-all.c kvm_cpu_exec (called and returning with the BQL held)."""
+    """accel/kvm/kvm-all.c kvm_cpu_exec (called and returning with the BQL held). With `hlt_bql_patch` (a
+    what-if: the patch posted in April 2026 as "accel/kvm: Fix BQL lock imbalance in kvm_cpu_exec", not
+    merged) the EXCP_HLT return drops the BQL first and kvm_vcpu_thread_fn takes it back."""
     machine = cpu.machine
     old_loop = not new_loop(machine.settings.qemu_version)  # 9a191d3782 moved the clears below to cpu_events
     arch = machine.arch
     if arch.kvm_arch_process_async_events(cpu):
         if old_loop:
             cpu.exit_request = False
-        machine.trace("kvm_cpu_exec", cpu=cpu.cpu_index, ret="EXCP_HLT", bql_dropped=False)
+        dropped = machine.settings.hlt_bql_patch
+        cpu.count("excp_hlt")
+        machine.trace("kvm_cpu_exec", cpu=cpu.cpu_index, ret="EXCP_HLT", bql_dropped=dropped)
+        if dropped:
+            yield BqlUnlock("kvm_cpu_exec")
         return EXCP_HLT
     machine.trace("kvm_cpu_exec", cpu=cpu.cpu_index)
     yield BqlUnlock("kvm_cpu_exec")
@@ -433,6 +453,8 @@ def kvm_vcpu_thread_fn(cpu: CPUState) -> Generator[Effect, Any, None]:
             r = yield from kvm_cpu_exec(cpu)
             if r == EXCP_DEBUG:
                 pass  # cpu_handle_guest_debug: no debugger in the model
+            elif r == EXCP_HLT and machine.settings.hlt_bql_patch:
+                yield BqlLock("kvm_vcpu_thread_fn")  # the posted patch's second half
         yield from cpu_events(cpu)
         if cpu.unplug and not cpu_can_run(cpu):
             break

@@ -23,7 +23,7 @@ from .cpus import CPUState, current_cpu, current_thread, resume_all_vcpus
 from .effects import Block, BqlLock, BqlUnlock, Effect, QemuCond, Spend, Thread, WakeHub
 from .guest import GuestMemory, GuestOutcome, GuestProgram, GuestRunner
 from .kdump import crash_kexec
-from .kvm import FakeKvm, kvm_vcpu_thread_fn
+from .kvm import FakeKvm, kvm_irqchip_create, kvm_vcpu_thread_fn
 from .monitor import monitor_command, qemu_system_reset
 from .ppc import CPU_MODELS, CPUPPCState
 from .qapi import QmpError
@@ -101,6 +101,9 @@ class Machine:
         # the machine: the kdump kernel runs the guest's own secondary program.
         self.crash_kexec: Callable[[Machine, int], GuestProgram] = crash_kexec
         self.tcg_runners: dict[int, GuestRunner] = {}
+        # kvm_halt_in_kernel(): halted vCPUs run KVM_RUN and are never idle in QEMU (kvm_irqchip_create). The
+        # s390x kernel's KVM_CAP_S390_IRQCHIP is not modelled: docs/departures.md.
+        self.kvm_halt_in_kernel = False
         self.kvm: FakeKvm | None = None
         self.pnv: Pnv | None = None
         self.s390: S390CcwMachine | None = None
@@ -122,6 +125,7 @@ class Machine:
             self.kvm.keeps_ec = settings.psscr_ec_kvm == "kept"
             self.kvm.ail_filter = settings.kvm_ail_filter
             self.kvm.irqchip = settings.kernel_irqchip
+            self.kvm_halt_in_kernel = kvm_irqchip_create(self.kvm.caps, settings.irqchip_fix)
         self.spapr = Spapr(self)
         if settings.machine == "powernv":
             from .pnv import Pnv  # loaded only for the machine that has it

@@ -25,9 +25,9 @@ from .effects import Effect
 from .hotplug import device_add_cpu_core
 from .interrupts import hreg_store_msr
 from .kvm import cpu_synchronize_state, do_kvm_cpu_synchronize_post_init, do_kvm_cpu_synchronize_pre_loadvm
+from .migration import qmp_migrate
 from .ppc import LPCR_HR, LPCR_UPRT, PSSCR_EC, Interrupt
 from .qapi import QmpError
-from .migration import qmp_migrate
 from .rcu import drain_call_rcu
 from .timebase import cpu_ppc_store_decr
 

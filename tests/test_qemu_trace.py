@@ -432,3 +432,19 @@ def test_a_condition_wait_under_the_bql_is_blocked_on_that_condition(tmp_path: P
     assert wait["waited_s"] == pytest.approx(2.999988) and wait["held_by_tid"] is None
     assert main(["analyze", str(tmp_path / "t.trace")]) == 0
     assert "waiting on a condition variable (qemu_cond_wait: mutex" in capsys.readouterr().out
+
+
+def test_the_bql_is_counted_over_every_mutex_event_when_the_quick_count_of_takes_points_elsewhere(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The first pass counts only `taken` lines, the second every mutex event: where they disagree the second
+    is made again with its own BQL, and the report is the one of that BQL."""
+    taken_more = "".join(f"101@1.00000{i}:qemu_mutex_locked taken mutex 0xbbbb (../util/main-loop.c:318)\n"
+                         for i in range(3))
+    trace = tmp_path / "t.trace"
+    trace.write_text("".join(f"100@1.00001{i}:qemu_mutex_lock waiting on mutex 0xaaaa (../util/main-loop.c:318)\n"
+                             f"100@1.00002{i}:qemu_mutex_locked taken mutex 0xaaaa (../util/main-loop.c:318)\n"
+                             f"100@1.00003{i}:qemu_mutex_unlock released mutex 0xaaaa (../util/main-loop.c:300)\n"
+                             for i in range(2)) + taken_more)
+    s = analyse(capsys, str(trace))
+    assert s["bql"]["mutex"] == "0xaaaa" and "6 of its events" in s["bql"]["how"]
+    assert {t["tid"]: t["bql_hold"]["count"] for t in s["threads"]} == {100: 2, 101: 0}

@@ -9,9 +9,11 @@ theirs); `qemu_mutex_unlock` ("released mutex") before unlocking. There is no co
 `kvm_run_exit` carry the vCPU's `cpu_index`; `kvm_cpu_exec` has no argument and is traced on every turn of
 the vCPU loop, also before the halted early return (EXCP_HLT) that keeps the BQL.
 
-Two passes over the files: the first finds the BQL (the mutex most taken from the BQL's call sites: the main
-loop, cpus.c and the accelerators' thread loops) and each thread's role; the second times every BQL hold
-and wait.
+Two passes over the files. The first finds the BQL (the mutex most taken from the BQL's call sites: the main
+loop, cpus.c and the accelerators' thread loops) by one search over large blocks of the files, not line by
+line. The second reads each line once: it counts the mutex events at those sites exactly (and is made again,
+with the BQL it counted, in the rare trace where the first pass's count pointed at another mutex), learns each
+thread's role, and times every BQL hold and wait.
 
 A holder is described by what it did over the whole hold, not by its last event: the hold's time is split
 into waiting for other mutexes (`waiting on` to `taken`) or in qemu_cond_wait (`released`, then `taken` of the
@@ -79,7 +81,8 @@ def _bql_of(at_bql_sites: Counter[str]) -> str | None:
 
 
 def guess_bql(files: TraceFiles) -> str | None:
-    """Pass one: the mutex most often named at the BQL's call sites, from a quick count over the files."""
+    """Pass one: the mutex most often taken at the BQL's call sites, from a quick count over the files; pass
+    two counts every mutex event of every line, and is read again if the BQL it finds is another."""
     at_bql_sites: Counter[str] = Counter()
     for (address, site), n in files.mutex_sites().items():
         if _is_bql_site(site):

@@ -47,9 +47,10 @@ _CPU_INDEX = re.compile(r"cpu_index ([0-9]{1,9})")
 # numbers), or the whole of any other line as the last group.
 _TID_LINES = re.compile(r"^(?:([0-9]{1,19})@(([0-9]{1,12})\.([0-9]{1,9})):([A-Za-z_]\w*) ?(.*)|(.*))$", re.M)
 _NS_PER_DIGITS = [10 ** (9 - n) for n in range(10)]  # a fraction of n digits, in nanoseconds per unit
-# Pass one's look at the mutex events: a mutex and its caller's file:line at the end of a line, found in blocks
-# of bytes by one search each (qemu_summary confirms what it suggests in pass two, line by line).
-_MUTEX_SCAN = re.compile(rb" mutex (0x[0-9a-fA-F]+|\(nil\)) \(([^\n]*:[0-9]+)\)[ \t\r]*$", re.M)
+# Pass one's look at the mutex events: a `taken` mutex (qemu_mutex_locked) and its caller's file:line at the end
+# of a line, found in blocks of bytes by one search each (qemu_summary checks what it suggests in pass two, line
+# by line, counting every mutex event).
+_MUTEX_SCAN = re.compile(rb" taken mutex (0x[0-9a-fA-F]+|\(nil\)) \(([^\n]*:[0-9]+)\)[ \t\r]*$", re.M)
 SCAN_BLOCK = 1 << 20
 READ_BLOCK = 1 << 18  # characters; at most MAX_LINE, so only a block's first line can be longer than MAX_LINE
 BATCH = 512  # lines handed on at a time
@@ -258,8 +259,8 @@ class TraceFiles:
             yield batch
 
     def mutex_sites(self) -> Counter[tuple[str, str]]:
-        """Pass one: how many mutex events name each (mutex, site) pair. A search over blocks of the files'
-        bytes, not a parse of each line: a close count that pass two checks line by line."""
+        """Pass one: how many times each mutex is taken at each site (`taken mutex` lines). A search over
+        blocks of the files' bytes, not a parse of each line: a close count that pass two checks."""
         next_pass()
         progress = current()
         found: Counter[tuple[bytes, bytes]] = Counter()

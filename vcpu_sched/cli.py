@@ -148,7 +148,7 @@ def _matrix_options(matrix: argparse.ArgumentParser) -> None:
     matrix.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: every file in scenarios/")
     matrix.add_argument("--json", action="store_true", help="print the rows as one JSON object")
     matrix.add_argument("--jobs", type=int, help="worker processes (default: one per core)")
-    matrix.add_argument("--engine", choices=ENGINES, default="trio", help="the engine every run uses")
+    matrix.add_argument("--engine", choices=ENGINES, default="trio", help="the engine of every row that names none")
     matrix.add_argument("--against", choices=("real",),
                         help="real: each row a TCG QEMU can run, on each --qemu-binary, beside the model at its "
                              "release")

@@ -16,7 +16,7 @@ QEMU_VERSIONS = RELEASES
 FIXES = ("none", "quiesced", "quiesced+migration", "lpcr-sync", "quiesced+lpcr-sync")
 WORKLOADS = ("none", "ipi-check", "offline-online", "smt-off-on", "offline-kdump", "smt-off-kdump", "kdump",
              "online-rest", "busy-loop", "hotplug-online", "hotplug-kdump", "idle", "sigp-cross", "watchdog-dump",
-             "sysreset-kdump")
+             "sysreset-kdump", "reboot")
 MACHINES = ("pseries", "powernv", "s390-ccw-virtio")
 TIMEBASE_RESETS = ("applied", "reverted")
 ACCELS = ("kvm", "tcg")
@@ -95,6 +95,7 @@ class RunSettings:
     force_rcu: bool = True  # ef149763a8 + dd47a8f654 (2021): drain_call_rcu kicks TCG vCPUs out of cpu_exec
     pause_cond_broadcast: bool = True  # 96bce6831b (2016): a stopping vCPU broadcasts qemu_pause_cond, not signals
     vm_stop_fix: bool = True  # f962cac4c2 (2020): do_vm_stop sets the run state first; resume_all_vcpus checks it
+    stop_current_fix: bool = True  # 0ec7e6779f (2019): cpu_stop_current asks the vCPU to stop, not marks it stopped
     irqchip_fix: bool = True  # afa63fc0e3 (April 2026, 11.0-rc4): no irqchip created, no halt-in-kernel on ppc
     hlt_bql_patch: bool = False  # what-if: the April 2026 posted patch dropping the BQL on kvm_cpu_exec's EXCP_HLT
     migration_ram_ms: float = 5.0  # `migrate -d`: guest ms the migration thread copies RAM before it completes

@@ -89,6 +89,9 @@ class Facts:
     resumed: tuple[int, str] | None = None  # the last resume_all_vcpus: when, by which thread
     pause_signal: tuple[int, int, str | None] | None = None  # the last qemu_cond_signal: when, by CPU, woke whom
     migration_stop: int | None = None  # when the migration thread recorded the run state and began to stop the VM
+    stop_current: dict[int, tuple[int, bool]] = field(default_factory=dict)  # cpu -> when it stopped itself, stopped
+    pause_done: tuple[int, str] | None = None  # the last pause_all_vcpus to return: when, on which thread
+    violation: tuple[int, str] | None = None  # the invariant that broke: when, what
 
     @classmethod
     def for_log(cls, settings: dict[str, Any]) -> Facts:
@@ -258,6 +261,16 @@ class Facts:
     def _migration_stop(self, t: int, f: dict[str, Any]) -> None:
         self.migration_stop = t
 
+    def _stop_current(self, t: int, f: dict[str, Any]) -> None:
+        self.stop_current[f["cpu"]] = (t, f.get("stopped") is True)
+
+    def _pause_done(self, t: int, f: dict[str, Any]) -> None:
+        self.pause_done = (t, str(f["thread"]))
+
+    def _violation(self, t: int, f: dict[str, Any]) -> None:
+        if self.violation is None:
+            self.violation = (t, str(f["text"]))
+
     def _set_all_lpcrs(self, t: int, f: dict[str, Any]) -> None:
         self.set_all_lpcrs = (t, str(f.get("why")))
 
@@ -293,6 +306,9 @@ _HANDLERS: dict[str, tuple[Any, str, type]] = {
     "resume_all_vcpus": (Facts._resume, "", object),
     "qemu_cond_signal": (Facts._signal, "cpu", int),
     "migration_global_state": (Facts._migration_stop, "", object),
+    "cpu_stop_current": (Facts._stop_current, "cpu", int),
+    "pause_all_vcpus_done": (Facts._pause_done, "", object),
+    "invariant_violated": (Facts._violation, "text", str),
     "qemu_mutex_lock": (Facts._mutex_lock, "thread", str),
     "qemu_mutex_locked": (Facts._mutex_locked, "thread", str),
     "qemu_mutex_unlock": (Facts._mutex_unlock, "thread", str),
@@ -445,6 +461,24 @@ def _rcu_links(facts: Facts, stuck: Wait, now: int) -> list[str]:
     return out
 
 
+def _invariant_links(facts: Facts) -> list[str]:
+    """A vCPU ran while a pause_all_vcpus caller believed every vCPU paused."""
+    assert facts.violation is not None
+    t, text = facts.violation
+    out = []
+    for cpu, (since, stopped) in sorted(facts.stop_current.items()):
+        if stopped:
+            out.append(f"At {_s(since)} CPU {cpu} asked to stop itself (cpu_stop_current, from a reset or shutdown "
+                       "request it made) and was marked stopped at once with qemu_cpu_stop (before 0ec7e6779f), "
+                       "though its thread was still handling the exit and would enter KVM_RUN again.")
+    if facts.pause_done is not None:
+        done, thread = facts.pause_done
+        out.append(f"At {_s(done)} {thread}'s pause_all_vcpus found every vCPU's stopped flag set and returned: it "
+                   "went on as if no vCPU ran (the reset began).")
+    out.append(f"At {_s(t)} the invariant broke: {text}.")
+    return out
+
+
 def _halt_in_kernel_links(facts: Facts, h: int, held_since_ns: int, iterations: int, now: int) -> list[str]:
     """A halted vCPU that is never idle because KVM was believed to halt vCPUs in the kernel."""
     c = facts.cpu(h)
@@ -536,6 +570,8 @@ def failure_chain(facts: Facts) -> list[str]:
     """Why the guest could not start a CPU that QEMU had reset: start-cpu refused it, or the kernel, told
     it was running, kicked it without start-cpu and it never called in."""
     lines: list[str] = []
+    if facts.violation is not None:
+        return _invariant_links(facts)
     scribblers = sorted(facts.never_started & set(facts.sysresets))
     for (call, cpu), (t, rets) in sorted(facts.rtas_answers.items(), key=lambda item: item[1][0]):
         if (call != "query-cpu-stopped-state" or len(rets) < 2 or rets[1] != 2 or not scribblers

@@ -178,6 +178,8 @@ SCHEMA: dict[str, Field] = {
                                             "(false: qemu_cond_signal, which wakes one waiter)"),
     "vm_stop_fix": Field(bool, doc="f962cac4c2 applied: do_vm_stop sets the run state before pause_all_vcpus, and "
                                    "resume_all_vcpus does nothing unless the VM runs"),
+    "stop_current_fix": Field(bool, doc="0ec7e6779f applied: cpu_stop_current sets stop and kicks, where before it "
+                                        "marked the vCPU stopped while its thread was still running"),
     "irqchip_fix": Field(bool, doc="afa63fc0e3 applied: kvm_irqchip_create returns early when the kernel has no "
                                    "irqchip, so ppc64 KVM keeps halt-in-kernel off (false: 11.0-rc1 to rc3)"),
     "hlt_bql_patch": Field(bool, doc="what-if, not upstream: the posted \"BQL lock imbalance\" patch, kvm_cpu_exec "
@@ -266,9 +268,9 @@ def apply(base: RunSettings, overrides: dict[str, Any], where: str) -> RunSettin
         raise BadInput(f"{where}: watchdog_s={merged.watchdog_s:g} must be shorter than deadline_s="
                        f"{merged.deadline_s:g}, or the run meets its deadline before the watchdog can fire")
     resets = sum(1 for _, command in merged.monitor if command == "system_reset")
-    if merged.boots > resets + 1:
+    if merged.boots > resets + 1 and merged.workload != "reboot":
         raise BadInput(f"{where}: boots={merged.boots} needs {merged.boots - 1} monitor system_reset "
-                       f"command(s) to boot again; the monitor script has {resets}")
+                       f"command(s) to boot again, or workload=reboot; the monitor script has {resets}")
     if merged.maxcpus and (merged.maxcpus < merged.smp or merged.maxcpus % merged.threads):
         raise BadInput(f"{where}: maxcpus={merged.maxcpus} must be at least smp={merged.smp} and whole cores of "
                        f"{merged.threads} threads")

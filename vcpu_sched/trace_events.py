@@ -53,7 +53,10 @@ EVENTS = _declare(
     ("qemu_cond_signal", "cpu cond woke",
      "a vCPU signals a condition (qemu_cond_signal): `woke` is the one waiter it wakes, null when none waits"),
     ("pause_all_vcpus", "thread", "a thread asks every vCPU to stop and waits until all have"),
+    ("pause_all_vcpus_done", "thread", "pause_all_vcpus returned: its caller believes no vCPU runs"),
     ("resume_all_vcpus", "thread", "a thread lets every vCPU run again"),
+    ("cpu_stop_current", "cpu stopped", "a vCPU asks to stop itself (a guest's reset or shutdown request)"),
+    ("invariant_violated", "invariant text", "a safety invariant of the machine broke: the run ends"),
     ("vm_stopped", "state by", "the VM stopped: its run state is `state` (do_vm_stop)"),
     # migration (migration/migration.c)
     ("migration_thread_start", "uri", "the migration thread starts"),

@@ -17,8 +17,16 @@ from .guest import Compute, GuestOp, GuestRunner, SpinUntil
 
 def execute_guest(cpu: CPUState, runner: GuestRunner | None,
                   interrupted: Callable[[], bool]) -> Generator[Effect, Any, GuestOp | None]:
-    """Run the guest until an operation the accelerator must handle (returned) or a kick (None)."""
+    """Run the guest until an operation the accelerator must handle (returned) or a kick (None).
+
+    The safety invariant of pause_all_vcpus is checked here, where guest code runs: once it has returned,
+    until a vCPU is resumed, no vCPU may execute (0ec7e6779f's race broke it)."""
     machine = cpu.machine
+    if machine.paused_by is not None:
+        machine.invariant_violated(
+            "no vCPU runs while paused",
+            f"CPU {cpu.cpu_index} runs guest code while {machine.paused_by} believes every vCPU paused "
+            f"(its pause_all_vcpus returned; CPU {cpu.cpu_index} stopped={cpu.stopped})")
     while True:
         if interrupted():
             return None

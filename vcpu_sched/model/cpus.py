@@ -202,6 +202,22 @@ def qemu_cpu_stop(cpu: CPUState, exit: bool) -> None:
         machine.trace("qemu_cond_signal", cpu=cpu.cpu_index, cond=machine.pause_cond.name, woke=woke)
 
 
+def cpu_stop_current(machine: Machine) -> None:
+    """system/cpus.c cpu_stop_current, on the thread of the vCPU that asks (a reset or shutdown request from
+    the guest): since 0ec7e6779f (QEMU 4.0) `stop` and cpu_exit, so the thread stops at the top of its loop.
+    Before it (`stop_current_fix = false`) qemu_cpu_stop(cpu, true): stopped at once, though the thread is
+    still in the middle of its exit, and pause_all_vcpus may return and a reset begin while it runs on."""
+    cpu = current_cpu.get()
+    if cpu is None:
+        return
+    if machine.settings.stop_current_fix:
+        cpu.stop = True
+        cpu_exit(cpu)
+    else:
+        qemu_cpu_stop(cpu, True)
+    machine.trace("cpu_stop_current", cpu=cpu.cpu_index, stopped=cpu.stopped)
+
+
 def cpu_pause(cpu: CPUState) -> None:
     """system/cpus.c cpu_pause."""
     if current_cpu.get() is cpu:
@@ -213,6 +229,7 @@ def cpu_pause(cpu: CPUState) -> None:
 
 def cpu_resume(cpu: CPUState) -> None:
     """system/cpus.c cpu_resume."""
+    cpu.machine.paused_by = None
     cpu.stop = False
     cpu.stopped = False
     qemu_cpu_kick(cpu)
@@ -337,6 +354,8 @@ def pause_all_vcpus(machine: Machine) -> Generator[Effect, Any, None]:
         for cpu in machine.cpus:
             if not cpu.stopped:
                 qemu_cpu_kick(cpu)
+    machine.paused_by = machine.thread_name()  # what the caller now believes: no vCPU runs
+    machine.trace("pause_all_vcpus_done", thread=machine.paused_by)
 
 
 def resume_all_vcpus(machine: Machine) -> None:

@@ -55,6 +55,7 @@ from .spapr_abi import (
     RTAS_QUERY_CPU_STOPPED_STATE,
     RTAS_START_CPU,
     RTAS_STOP_SELF,
+    RTAS_SYSTEM_REBOOT,
     RTAS_VECTOR_EXTERNAL_INTERRUPT,
 )
 
@@ -495,6 +496,7 @@ WORKLOADS: dict[str, Callable[[Machine], GuestProgram]] = {
     "hotplug-online": hotplug_online,
     "hotplug-kdump": hotplug_kdump,
     "idle": idle,
+    "reboot": no_workload,  # the reboots come between the boots (boot_program)
     "watchdog-dump": watchdog_dump,
     "sysreset-kdump": sysreset_kdump,
 }
@@ -546,7 +548,20 @@ def boot_cpu_program(machine: Machine) -> GuestProgram:
         yield from wait_for_monitor(machine)
         yield from WORKLOADS[machine.settings.workload](machine)
         machine.guest_finished()
+    elif machine.settings.workload == "reboot":
+        yield Compute(WORKLOAD_DELAY_NS, "the rest of the boot")
+        yield from guest_reboot()
     yield from boot_cpu_idle(machine)
+
+
+def guest_reboot() -> GuestProgram:
+    """`reboot`: kernel/reboot.c kernel_restart -> machine_restart -> arch/powerpc/kernel/rtas.c rtas_restart,
+    which calls RTAS system-reboot and spins (for (;;)) until the machine resets it. (Linux stops the other
+    CPUs first, smp_send_stop; not modelled: they idle.)"""
+    yield console("reboot: Restarting system")
+    yield rtas(RTAS_SYSTEM_REBOOT, 0, 1)
+    while True:
+        yield Compute(10 * MS, "rtas_restart: for (;;)")
 
 
 def boot_cpu_idle(machine: Machine) -> GuestProgram:

@@ -18,18 +18,19 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..config import RunSettings
+from ..verdicts import INVARIANT
 from .arch import Arch, PpcArch
 from .cpus import CPUState, current_cpu, current_thread, resume_all_vcpus
 from .effects import Block, BqlLock, BqlUnlock, Effect, QemuCond, Spend, Thread, WakeHub
 from .guest import GuestMemory, GuestOutcome, GuestProgram, GuestRunner
 from .kdump import crash_kexec
 from .kvm import FakeKvm, kvm_irqchip_create, kvm_vcpu_thread_fn
-from .monitor import monitor_command, qemu_system_reset
+from .monitor import monitor_command
 from .ppc import CPU_MODELS, CPUPPCState
 from .qapi import QmpError
 from .qmp_cmds import qmp_dispatch
 from .rcu import Rcu, call_rcu_thread, rcu_register_thread
-from .runstate import main_loop_should_exit
+from .runstate import main_loop_should_exit, qemu_system_reset
 from .spapr import Spapr
 from .tcg import mttcg_cpu_thread_fn
 
@@ -80,6 +81,7 @@ class Machine:
         self.outcome = GuestOutcome()
         self.finished = False  # the guest's program ended and no migration is still under way
         self.guest_done = False
+        self.paused_by: str | None = None  # the thread whose pause_all_vcpus returned, until a vCPU resumes
         self.migrations_active = 0
         # `vcpu-sched qemu`: -S, -name, the QMP requests the main loop runs, where their events go.
         self.start_paused = False
@@ -235,6 +237,15 @@ class Machine:
         self.trace("guest_finished", online=sorted(self.outcome.online),
                    failures=[f.kind for f in self.outcome.failures])
         self.maybe_finished()
+
+    def invariant_violated(self, invariant: str, text: str) -> None:
+        """A safety invariant broke (model/accel.py checks them): the run ends with verdict `invariant`."""
+        if self.finished:
+            return
+        self.outcome.fail(INVARIANT, text)
+        self.trace("invariant_violated", invariant=invariant, text=text)
+        self.guest_done = self.finished = True
+        self.finished_cond.broadcast()
 
     def maybe_finished(self) -> None:
         """The run's work is done once the guest's program has ended and every migration asked for has

@@ -1,6 +1,6 @@
 """Monitor commands the scenarios use, run on the main thread with the BQL held.
 
-Mirrors system/runstate.c (`qemu_system_reset`, the reset request handled in
+Mirrors system/runstate.c (the reset request handled in
 `main_loop_should_exit`), migration/savevm.c (`load_snapshot`: stop, reset, load the state, start) and
 monitor/hmp-cmds-target.c (`info registers`, which synchronises the monitor's current CPU).
 
@@ -20,7 +20,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from ..versions import has
-from .cpus import CPUState, do_vm_stop, pause_all_vcpus, resume_all_vcpus, run_on_cpu, vm_start
+from .cpus import CPUState, do_vm_stop, run_on_cpu, vm_start
 from .effects import Effect
 from .hotplug import device_add_cpu_core
 from .interrupts import hreg_store_msr
@@ -29,6 +29,7 @@ from .migration import qmp_migrate
 from .ppc import LPCR_HR, LPCR_UPRT, PSSCR_EC, Interrupt
 from .qapi import QmpError
 from .rcu import drain_call_rcu
+from .runstate import qemu_system_reset, system_reset
 from .timebase import cpu_ppc_store_decr
 
 if TYPE_CHECKING:
@@ -45,10 +46,7 @@ _MIGRATED_ENV = ("msr", "lpcr", "psscr", "nip", "gpr3", "entry_gen", "decr", "tb
 def monitor_command(machine: Machine, command: str) -> Generator[Effect, Any, None]:
     machine.trace("monitor_command", command=command)
     if command == "system_reset":
-        yield from pause_all_vcpus(machine)
-        machine.guest_memory.reset()  # the guest boots again from scratch
-        yield from qemu_system_reset(machine)
-        resume_all_vcpus(machine)
+        yield from system_reset(machine)
     elif command == "stop":
         yield from do_vm_stop(machine, "paused")
     elif command == "cont":
@@ -102,12 +100,6 @@ def qmp_device_add(machine: Machine, args: dict[str, Any]) -> Generator[Effect, 
     if error is not None:
         yield from drain_call_rcu(machine)
     return error
-
-
-def qemu_system_reset(machine: Machine) -> Generator[Effect, Any, None]:
-    """system/runstate.c qemu_system_reset: machine reset, then put the reset state into KVM."""
-    machine.trace("qemu_system_reset")
-    yield from machine.arch.machine_reset(machine)
 
 
 def cpu_post_load_infer_quiesced(cpu: CPUState) -> None:

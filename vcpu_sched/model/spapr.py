@@ -24,6 +24,7 @@ from .cpus import (
     async_run_on_cpu,
     cpu_exit,
     cpu_has_work,
+    cpu_stop_current,
     current_cpu,
     exit_or_kick,
     kick_by_exit,
@@ -60,7 +61,7 @@ from .ppc import (
     PSSCR_EC,
     Interrupt,
 )
-from .runstate import qemu_system_shutdown_request
+from .runstate import qemu_system_reset_request, qemu_system_shutdown_request
 from .spapr_abi import (
     H_CEDE,
     H_EOI,
@@ -110,6 +111,7 @@ from .spapr_abi import (
     RTAS_QUERY_CPU_STOPPED_STATE,
     RTAS_START_CPU,
     RTAS_STOP_SELF,
+    RTAS_SYSTEM_REBOOT,
     SPAPR_ENTRY_POINT,
     WDT_MAX_WATCHDOGS,
 )
@@ -525,6 +527,8 @@ class Spapr:
             self.check_exception(args)
         elif args.token == RTAS_POWER_OFF:
             self.rtas_power_off(cpu, args)
+        elif args.token == RTAS_SYSTEM_REBOOT:
+            self.rtas_system_reboot(args)
         else:
             args.rets[0] = RTAS_OUT_PARAM_ERROR
         self.machine.trace("rtas_return", cpu=cpu.cpu_index, call=name, rets=list(args.rets))
@@ -601,13 +605,21 @@ class Spapr:
 
     def rtas_power_off(self, cpu: CPUState, args: RtasArgs) -> None:
         """hw/ppc/spapr_rtas.c rtas_power_off: a guest shutdown request for the main loop, and the calling
-        CPU stopped (system/cpus.c cpu_stop_current: `stop`, then cpu_exit)."""
+        CPU stopped (cpus.py cpu_stop_current)."""
         if args.nargs != 2 or args.nret != 1:
             args.rets[0] = RTAS_OUT_PARAM_ERROR
             return
         qemu_system_shutdown_request(self.machine, "guest-shutdown")
-        cpu.stop = True
-        cpu_exit(cpu)
+        cpu_stop_current(self.machine)
+        args.rets[0] = RTAS_OUT_SUCCESS
+
+    def rtas_system_reboot(self, args: RtasArgs) -> None:
+        """hw/ppc/spapr_rtas.c rtas_system_reboot: a guest reset request for the main loop, which stops the
+        calling CPU itself (runstate.py qemu_system_reset_request)."""
+        if args.nargs != 0 or args.nret != 1:
+            args.rets[0] = RTAS_OUT_PARAM_ERROR
+            return
+        qemu_system_reset_request(self.machine, "guest-reset")
         args.rets[0] = RTAS_OUT_SUCCESS
 
     # --- the RTAS event log (spapr_events.c) -----------------------------------------------------

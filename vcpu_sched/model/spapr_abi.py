@@ -38,6 +38,7 @@ H_SET_MODE_RESOURCE_LE = 4
 PROC_TBL_MODIFY, PROC_TBL_REGISTER, PROC_TBL_RADIX, PROC_TBL_GTSE = 0x10, 0x08, 0x04, 0x01
 
 RTAS_POWER_OFF = 0x2003
+RTAS_SYSTEM_REBOOT = 0x2004
 RTAS_QUERY_CPU_STOPPED_STATE = 0x2005
 RTAS_START_CPU = 0x2006
 RTAS_STOP_SELF = 0x2007
@@ -45,6 +46,7 @@ RTAS_CHECK_EXCEPTION = 0x200E
 RTAS_IBM_NMI_REGISTER = 0x202B  # RTAS_TOKEN_BASE + 0x2B
 RTAS_NAMES = {RTAS_QUERY_CPU_STOPPED_STATE: "query-cpu-stopped-state", RTAS_START_CPU: "start-cpu",
               RTAS_STOP_SELF: "stop-self", RTAS_IBM_NMI_REGISTER: "ibm,nmi-register", RTAS_POWER_OFF: "power-off",
+              RTAS_SYSTEM_REBOOT: "system-reboot",
               RTAS_CHECK_EXCEPTION: "check-exception"}
 # RTAS event logs (hw/ppc/spapr_events.c): the two log types the model queues, the event classes' masks
 # (EVENT_CLASS_MASK: Linux's RTAS_EPOW_WARNING and RTAS_HOTPLUG_EVENTS), the EPOW section's values for a

@@ -36,7 +36,7 @@ Ratios, not absolute times, are what carries from one machine to another.
 
 With `--write` the tables go into docs/benchmarks.md between their markers (tools/docgen.py), stamped with
 the code version measured and the date: `bench-model`, `bench-big-log`, `bench-trace`, `bench-sweep` and
-`bench-scale` from a full run, one of `big-log`, `trace`, `sweep`, `scale` (or `real`) from `--only`.
+`bench-scale` from a full run, one of `model`, `big-log`, `trace`, `sweep`, `scale` (or `real`) from `--only`.
 """
 
 from __future__ import annotations
@@ -388,10 +388,38 @@ def scale_rows(directory: Path, repeat: int = 3) -> list[tuple[str, str, str, st
     return rows
 
 
+def model_rows(repeat: int) -> list[tuple[str, str, str, str]]:
+    """The seed case's rows (`bench-model`): the CLI's CPU time, wall to each verdict, the spinning loop,
+    the engines."""
+    rows: list[tuple[str, str, str, str]] = []
+    ours_cpu, bare_cpu = cli_cpu(repeat * 6)
+    for label, pick in (("median", statistics.median), ("minimum", min)):
+        cpu, cpu_base = pick(ours_cpu), pick(bare_cpu)
+        rows.append((f"CPU time of `vcpu-sched run` to the seed case's lockup ({label})", f"{cpu * 1000:.0f} ms",
+                     f"{cpu_base * 1000:.0f} ms", f"{cpu / cpu_base:.2f}"))
+    for label, flags in (("lockup, watchdog 2 s", ["--watchdog", "2"]),
+                         ("lockup, watchdog 20 s", ["--watchdog", "20"]),
+                         ("booted, --fix quiesced", ["--fix", "quiesced"])):
+        wall, rss, data = run_case(flags, repeat)
+        base_wall, base_rss = bare_process(data["smp"] + 1, data["effects"], repeat)
+        rows.append((f"wall to verdict: {label} ({data['verdict']}, {data['effects']} effects)",
+                     f"{wall * 1000:.0f} ms", f"{base_wall * 1000:.0f} ms", f"{wall / base_wall:.2f}"))
+        if "20 s" in label:
+            rows.append(("peak RSS, lockup run", f"{rss / 2**20:.1f} MiB", f"{base_rss / 2**20:.1f} MiB",
+                         f"{rss / base_rss:.2f}"))
+    ours, bare = spin_rate()
+    rows.append(("spinning loop, fast-forward off (turns/s)", f"{ours:,.0f}", f"{bare:,.0f}", f"{ours / bare:.2f}"))
+    threads_wall, trio_wall = engines(repeat)
+    rows.append(("seed-case lockup (watchdog 2 s): threads engine vs trio engine, wall",
+                 f"{threads_wall * 1000:.0f} ms", f"{trio_wall * 1000:.0f} ms", f"{threads_wall / trio_wall:.2f}"))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--only", choices=("big-log", "trace", "sweep", "real", "scale"), help="run only these rows")
+    parser.add_argument("--only", choices=("model", "big-log", "trace", "sweep", "real", "scale"),
+                        help="run only these rows")
     parser.add_argument("--write", action="store_true", help="write the tables into docs/benchmarks.md")
     args = parser.parse_args()
     global MEASURED_AT
@@ -401,33 +429,17 @@ def main() -> int:
     rows: list[tuple[str, str, str, str]] = []
     if args.only:
         with tempfile.TemporaryDirectory() as directory:
-            rows_of = {"big-log": big_log, "trace": qemu_trace, "sweep": sweep_rates, "real": real_rows,
-                       "scale": scale_rows}[args.only]
-            rows = rows_of(Path(directory), args.repeat) if args.only in ("big-log", "trace") else \
-                rows_of(Path(directory))
+            if args.only == "model":
+                rows = model_rows(args.repeat)
+            else:
+                rows_of = {"big-log": big_log, "trace": qemu_trace, "sweep": sweep_rates, "real": real_rows,
+                           "scale": scale_rows}[args.only]
+                rows = rows_of(Path(directory), args.repeat) if args.only in ("big-log", "trace") else \
+                    rows_of(Path(directory))
             if args.write:
                 _write(f"bench-{args.only}", rows)
             return _print(rows)
-    ours_cpu, bare_cpu = cli_cpu(args.repeat * 6)
-    for label, pick in (("median", statistics.median), ("minimum", min)):
-        cpu, cpu_base = pick(ours_cpu), pick(bare_cpu)
-        rows.append((f"CPU time of `vcpu-sched run` to the seed case's lockup ({label})", f"{cpu * 1000:.0f} ms",
-                     f"{cpu_base * 1000:.0f} ms", f"{cpu / cpu_base:.2f}"))
-    for label, flags in (("lockup, watchdog 2 s", ["--watchdog", "2"]),
-                         ("lockup, watchdog 20 s", ["--watchdog", "20"]),
-                         ("booted, --fix quiesced", ["--fix", "quiesced"])):
-        wall, rss, data = run_case(flags, args.repeat)
-        base_wall, base_rss = bare_process(data["smp"] + 1, data["effects"], args.repeat)
-        rows.append((f"wall to verdict: {label} ({data['verdict']}, {data['effects']} effects)",
-                     f"{wall * 1000:.0f} ms", f"{base_wall * 1000:.0f} ms", f"{wall / base_wall:.2f}"))
-        if "20 s" in label:
-            rows.append(("peak RSS, lockup run", f"{rss / 2**20:.1f} MiB", f"{base_rss / 2**20:.1f} MiB",
-                         f"{rss / base_rss:.2f}"))
-    ours, bare = spin_rate()
-    rows.append(("spinning loop, fast-forward off (turns/s)", f"{ours:,.0f}", f"{bare:,.0f}", f"{ours / bare:.2f}"))
-    threads_wall, trio_wall = engines(args.repeat)
-    rows.append(("seed-case lockup (watchdog 2 s): threads engine vs trio engine, wall",
-                 f"{threads_wall * 1000:.0f} ms", f"{trio_wall * 1000:.0f} ms", f"{threads_wall / trio_wall:.2f}"))
+    rows = model_rows(args.repeat)
     with tempfile.TemporaryDirectory() as directory:
         logs = big_log(Path(directory), args.repeat)
         trace = qemu_trace(Path(directory), args.repeat)

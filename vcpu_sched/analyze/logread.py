@@ -33,7 +33,7 @@ EXPLORE_VERDICTS = ("deadlock", "bound", "pruned")
 _NON_NEGATIVE_INTS = ("held_ns", "waited_ns", "count", "iterations", "skipped_iterations", "rate_per_s", "window_ns",
                       "window_start_ns", "cpus_online", "steps")
 _NON_NEGATIVE_NUMBERS = ("guest_time_s", "held_for_s")
-READ_BLOCK = 1 << 18  # characters; at most MAX_LINE, so only a block's first line can be longer than MAX_LINE
+READ_BLOCK = 1 << 16  # characters; at most MAX_LINE, so only a block's first line can be longer than MAX_LINE
 # json.loads without its two regular expressions and calls: the decoder's scanner at the line's first
 # character; json.loads itself for whatever that does not take (leading blanks, extra data, errors).
 _scan_json = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]

@@ -51,8 +51,8 @@ _NS_PER_DIGITS = [10 ** (9 - n) for n in range(10)]  # a fraction of n digits, i
 # of a line, found in blocks of bytes by one search each (qemu_summary checks what it suggests in pass two, line
 # by line, counting every mutex event).
 _MUTEX_SCAN = re.compile(rb" taken mutex (0x[0-9a-fA-F]+|\(nil\)) \(([^\n]*:[0-9]+)\)[ \t\r]*$", re.M)
-SCAN_BLOCK = 1 << 20
-READ_BLOCK = 1 << 18  # characters; at most MAX_LINE, so only a block's first line can be longer than MAX_LINE
+SCAN_BLOCK = 1 << 18
+READ_BLOCK = 1 << 16  # characters; at most MAX_LINE, so only a block's first line can be longer than MAX_LINE
 BATCH = 512  # lines handed on at a time
 _MUTEX_EVENTS = frozenset(("qemu_mutex_lock", "qemu_mutex_locked", "qemu_mutex_unlock"))
 

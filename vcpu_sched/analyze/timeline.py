@@ -24,7 +24,7 @@ _CLOSERS = {"qemu_mutex_locked": "BQL wait", "qemu_mutex_unlock": "BQL held", "q
             "kvm_run_exit": "KVM_RUN", "rtas_return": "RTAS"}
 
 
-@dataclass
+@dataclass(slots=True)
 class Interval:
     thread: str
     kind: str
@@ -38,7 +38,7 @@ class Interval:
         return self.end_ns - self.start_ns
 
 
-@dataclass
+@dataclass(slots=True)
 class Instant:
     thread: str
     name: str
@@ -100,6 +100,7 @@ def build(log: Log) -> Timeline:
     feed = tl.facts.feed
     counts, intervals, instants = tl.counts, tl.intervals, tl.instants
     cpu_threads: dict[int, str] = {}  # thread_of's name of each vCPU, made once
+    shared: dict[str, str] = {}  # one string of each thread name and label, kept by many intervals
     suffix = f"/{accel.upper()}"
     for e in log.events():
         name, t = e["event"], e["t_ns"]
@@ -114,7 +115,9 @@ def build(log: Log) -> Timeline:
                             "args": call.get("args") if call else None, "rets": e.get("rets")})
         # thread_of(e, accel), without its call
         thread = e.get("thread")
-        if type(thread) is not str:
+        if type(thread) is str:
+            thread = shared.setdefault(thread, thread)
+        else:
             cpu = e.get("cpu")
             if type(cpu) is int:
                 thread = cpu_threads.get(cpu)
@@ -140,7 +143,8 @@ def build(log: Log) -> Timeline:
                 _add(intervals, Interval(thread, kind, began[0], t, began[1]))
         kind = _OPENERS.get(name)
         if kind is not None:
-            opened[(thread, kind)] = (t, str(e.get("cond") or e.get("site") or e.get("call") or ""))
+            label = str(e.get("cond") or e.get("site") or e.get("call") or "")
+            opened[(thread, kind)] = (t, shared.setdefault(label, label))
             if name == "qemu_mutex_lock" and e.get("owner") is not None:
                 waiting.add(thread)
                 tl.waiters.append((t, len(waiting)))

@@ -277,12 +277,15 @@ def matrix_engines(engines: tuple[str, ...] = ("trio", "explore", "threads")) ->
 
     from vcpu_sched.matrix import run_matrix
 
-    lines = ["| engine | runs | mismatches | wall s |", "| --- | --- | --- | --- |"]
+    lines = ["| engine | runs | mismatches | rows that differ (expected -> actual) | wall s |",
+             "| --- | --- | --- | --- | --- |"]
     for engine in engines:
         start = time.perf_counter()
         results = run_matrix([], engine=engine)
-        lines.append(f"| {engine} | {len(results)} | {sum(not r['match'] for r in results)} | "
-                     f"{time.perf_counter() - start:.0f} |")
+        wall = time.perf_counter() - start
+        differ = "; ".join(_cell(f"`{r['scenario']}` {r['label']}: {r['expected']} -> {r['actual']}")
+                           for r in results if not r["match"]) or "-"
+        lines.append(f"| {engine} | {len(results)} | {sum(not r['match'] for r in results)} | {differ} | {wall:.0f} |")
     return "\n".join(lines)
 
 
@@ -497,7 +500,14 @@ def no_fast_forward_rate() -> str:
     turns = result.lockup.holder_iterations if result.lockup else 0
     return (f"Measured: the seed's lockup with a 2 s watchdog and `--no-fast-forward` runs {turns:,} loop turns "
             f"of the spinning vCPU in {cpu:.1f} s of CPU time, {turns / cpu:,.0f} a second "
-            f"(`tools/docgen.py --rates`; a busy machine stretches the wall time further).")
+            f"(`tools/docgen.py --rates`, {_load()}; a busy machine stretches the wall time further).")
+
+
+def _load() -> str:
+    """The machine's load as a rate was measured: a timing says little without it."""
+    import os
+
+    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
 
 
 def threads_lockup() -> str:
@@ -516,8 +526,8 @@ def threads_lockup() -> str:
     return ("```\n$ vcpu-sched run spapr-rtas-stopped --engine threads --quiet\n" + "\n".join(lines) + "\n```\n\n"
             f"In a run of its own (`--json`), the spinning thread went round {lockup['holder_iterations']:,} "
             f"times in the {spin_s:.2f} s of wall time it held the BQL: "
-            f"{lockup['holder_iterations'] / spin_s / 1e6:.2f} million turns a wall second "
-            f"(`tools/docgen.py --rates`).")
+            f"{lockup['holder_iterations'] / spin_s:,.0f} turns a wall second (`tools/docgen.py --rates`, "
+            f"{_load()}: the spinning thread shares the cores with whatever else runs).")
 
 
 RATES: dict[tuple[Path, str], Callable[[], str]] = {

@@ -62,7 +62,12 @@ def test_fix_boots_on_threads(seed_settings: RunSettings) -> None:
     assert engine.leftover_threads == []
 
 
-@pytest.mark.parametrize("name,index", expectation_rows(one_hang=True))
+# Not the rows that pin a schedule of one engine (a race's seed): another engine does not follow it.
+UNPINNED = [row for row in expectation_rows(one_hang=True)
+            if "engine" not in load(row.values[0]).expect[row.values[1]].variant]
+
+
+@pytest.mark.parametrize("name,index", UNPINNED)
 def test_both_engines_agree(name: str, index: int) -> None:
     scenario = load(name)
     expect = scenario.expect[index]

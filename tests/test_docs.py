@@ -372,7 +372,7 @@ def _untimed(table: str, timing: str = "wall s") -> list[list[str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("table", ["delay", "searches", "unpruned"])
+@pytest.mark.parametrize("table", ["exhaustive", "delay", "searches", "unpruned"])
 def test_the_quick_rows_of_the_exploration_tables_are_what_a_search_gives_now(table: str) -> None:
     import explore_table
 

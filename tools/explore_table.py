@@ -198,6 +198,7 @@ TABLES = {t.name: t for t in [
           unpruned_rows),
 ]}
 QUICK_ROWS = {  # what the slow tests re-run: (table, the rows' first cells) that take seconds, not minutes
+    "exhaustive": {"2"},  # the 8 rows at smp 2, a minute
     "delay": {"2", "3", "4"},
     "searches": {"s390x-sigp-cross, smp 2", "s390x-sigp-cross, smp 2, sigp_lock=true", "spapr-fwnmi-kdump, smp 2"},
     "unpruned": {"seed, smp 2"},

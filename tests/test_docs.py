@@ -2,9 +2,11 @@
 
 - Every docs page is reachable from the README, and every relative link (and its #anchor) resolves.
 - Every generated block (`<!-- generated:NAME ... -->` ... `<!-- end:NAME -->`, tools/docgen.py) is what its
-  generator wrote (its digest), and the quick generators' blocks are what they would write now; the
-  searches' counts and verdicts are re-run by the slow tests, the real matrix where a real QEMU is installed.
-  Timings are the generator's last run, dated by the stamp's code version, and never re-timed here.
+  generator wrote (its digest), and the quick generators' blocks are what they would write now: the
+  scenario tables (every verdict a run of the model, tools/doc_tables.py), the quoted reports, the sentences
+  that sum up exploring.md's tables (read from them); the searches' counts and verdicts are re-run by the
+  slow tests, the real matrix where a real QEMU is installed. Timings are the generator's last run, dated
+  by the stamp's code version, and never re-timed here.
 - Every `vcpu-sched` line of a fenced `sh` block is run and must exit as its comment says (`exit N`); a
   comment saying `slow` makes it a slow test, `needs a real QEMU` a real one, and `needs a Dask cluster`,
   `needs KVM` or `a server` skip it with that reason.

@@ -597,14 +597,20 @@ def main(argv: list[str]) -> int:
     for (page, name), generate in quick_generators().items():
         if only and name not in only:
             continue
+        where = page.relative_to(ROOT)
+        block = next((b for b in blocks(page) if b.name == name), None) if page.exists() else None
+        if block is None:  # a scenario without its page yet, or a page without the marker: say so, go on
+            print(f"{where}: no <!-- generated:{name} ... --> block{'' if page.exists() else ' (no such page)'}",
+                  file=sys.stderr)
+            status = 1
+            continue
         body = generate()
         if check:
-            block = next((b for b in blocks(page) if b.name == name), None)
-            if block is None or block.body != body + "\n" or not block.intact:
-                print(f"{page.relative_to(ROOT)}: {name} is not what tools/docgen.py writes", file=sys.stderr)
+            if block.body != body + "\n" or not block.intact:
+                print(f"{where}: {name} is not what tools/docgen.py writes", file=sys.stderr)
                 status = 1
         elif write_block(page, name, body, "tools/docgen.py"):
-            print(f"wrote {page.relative_to(ROOT)}: {name}")
+            print(f"wrote {where}: {name}")
     return status
 
 

@@ -474,11 +474,38 @@ def first_counterexample_notes() -> str:
             f"and {mean}; at worst {random['worst']} with random and {worst}.")
 
 
+def search_notes(labels: tuple[str, ...]) -> str:
+    """A scenario page's summary of its rows of exploring.md's searches table, one line a search."""
+    rows = {r["search"]: r for r in table_rows(EXPLORING, "explore-searches")}
+    lines = ["The searches of [exploring schedules](../exploring.md#searches-of-the-scenarios), in short:", ""]
+    for label in labels:
+        r = rows[label]
+        complete, failing = int(r["complete"]), int(r["failing"])
+        if failing:
+            found = (f"the first failure at schedule {r['first failure at']}, {failing} of the {complete} schedules "
+                     f"that complete failing (shortest: {r['shortest failure']} steps)")
+        else:
+            found = f"no failure in the {complete} schedules that complete"
+        lines.append(f"- {label} ({r['strategy, step bound']}): {found}; {r['schedules']} schedules, {r['result']}.")
+    return "\n".join(lines)
+
+
+SEARCH_NOTES = {
+    "s390x-sigp-cross": ("s390x-sigp-cross, smp 2", "s390x-sigp-cross, smp 2, sigp_lock=true"),
+    "spapr-fwnmi-kdump": ("spapr-fwnmi-kdump, smp 2",),
+    "spapr-hotplug-kdump": ("spapr-hotplug-kdump, sysreset_fix=false, exhaustive",
+                            "spapr-hotplug-kdump, sysreset_fix=false", "spapr-hotplug-kdump (with a1c2dfee4f)"),
+    "spapr-nmi-kdump": ("spapr-nmi-kdump", "spapr-nmi-kdump, nmi_fix=true"),
+}
+
+
 DERIVED: dict[tuple[Path, str], Callable[[], str]] = {
     (EXPLORING, "explore-exhaustive-notes"): exhaustive_notes,
     (EXPLORING, "explore-delay-notes"): delay_vs_preemption,
     (EXPLORING, "explore-first-schedule-notes"): first_schedule_notes,
     (EXPLORING, "explore-first-counterexample-notes"): first_counterexample_notes,
+    **{(DOCS / "scenarios" / f"{name}.md", "search-notes"): functools.partial(search_notes, labels)
+       for name, labels in SEARCH_NOTES.items()},
     (EXPLORING, "explore-symmetry-notes"): symmetry_notes,
     (EXPLORING, "explore-sleep-set-notes"): sleep_set_notes,
 }

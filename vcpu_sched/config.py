@@ -95,6 +95,7 @@ class RunSettings:
     force_rcu: bool = True  # ef149763a8 + dd47a8f654 (2021): drain_call_rcu kicks TCG vCPUs out of cpu_exec
     pause_cond_broadcast: bool = True  # 96bce6831b (2016): a stopping vCPU broadcasts qemu_pause_cond, not signals
     vm_stop_fix: bool = True  # f962cac4c2 (2020): do_vm_stop sets the run state first; resume_all_vcpus checks it
+    hotplug_compat_fix: bool = True  # b12a4efb76 (2018): a hotplugged vCPU is halted before ppc_set_compat
     stop_current_fix: bool = True  # 0ec7e6779f (2019): cpu_stop_current asks the vCPU to stop, not marks it stopped
     irqchip_fix: bool = True  # afa63fc0e3 (April 2026, 11.0-rc4): no irqchip created, no halt-in-kernel on ppc
     hlt_bql_patch: bool = False  # what-if: the April 2026 posted patch dropping the BQL on kvm_cpu_exec's EXCP_HLT

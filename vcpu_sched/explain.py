@@ -44,6 +44,7 @@ class CpuFacts:
     hard_set: tuple[int, str, str] | None = None  # t, interrupt, rule (set while halted)
     last_hlt_ns: int | None = None  # kvm_cpu_exec's EXCP_HLT short-cut
     hlt_dropped_bql: bool = False  # ... dropping the BQL on the way (the posted patch, a what-if)
+    reset_unhalted: int | None = None  # 2018's spapr_cpu_reset left it running (hotplug_compat_fix = false)
     last_sleep_ns: int | None = None  # qemu_wait_io_event went to sleep
 
 
@@ -70,6 +71,7 @@ class Facts:
     waits: dict[str, Wait] = field(default_factory=dict)  # threads blocked in QEMU
     # A vCPU ioctl waiting for another vCPU's kernel mutex: caller cpu -> (since, target, ioctl)
     mutex_waits: dict[int, tuple[int, int, str]] = field(default_factory=dict)
+    thread_mutex_waits: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # the same, other threads
     in_kvm_run: dict[int, int] = field(default_factory=dict)  # cpu -> since when it is inside KVM_RUN
     rtas: dict[int, str] = field(default_factory=dict)  # cpu -> the RTAS call it made last
     rtas_args: dict[int, list[Any]] = field(default_factory=dict)  # cpu -> that call's arguments
@@ -155,7 +157,12 @@ class Facts:
             self.never_started.add(f["cpu"])
 
     def _mutex_wait(self, t: int, f: dict[str, Any]) -> None:
-        self.mutex_waits[f["cpu"]] = (t, int(f["target"]), str(f.get("ioctl")))
+        wait = (t, int(f["target"]), str(f.get("ioctl")))
+        caller = f.get("cpu")
+        if isinstance(caller, int) and not isinstance(caller, bool):
+            self.mutex_waits[caller] = wait
+        else:  # a thread that is not a vCPU's (the main loop)
+            self.thread_mutex_waits[str(caller)] = wait
 
     def _mutex_got(self, t: int, f: dict[str, Any]) -> None:
         self.mutex_waits.pop(f["cpu"], None)
@@ -248,6 +255,9 @@ class Facts:
     def _event_woken(self, t: int, f: dict[str, Any]) -> None:
         self.waits.pop(str(f["thread"]), None)
 
+    def _cpu_reset_2018(self, t: int, f: dict[str, Any]) -> None:
+        self.cpu(f["cpu"]).reset_unhalted = t
+
     def _pause(self, t: int, f: dict[str, Any]) -> None:
         self.pauses[str(f["thread"])] = t
 
@@ -282,7 +292,7 @@ _HANDLERS: dict[str, tuple[Any, str, type]] = {
     "rtas_call": (Facts._rtas_call, "cpu", int),
     "rtas_return": (Facts._rtas_return, "cpu", int),
     "spapr_do_system_reset_on_cpu": (Facts._sysreset, "cpu", int),
-    "kvm_vcpu_mutex_wait": (Facts._mutex_wait, "cpu", int),
+    "kvm_vcpu_mutex_wait": (Facts._mutex_wait, "target", int),
     "kvm_vcpu_enable_cap": (Facts._mutex_got, "cpu", int),
     "kvm_vcpu_ioctl_run": (Facts._kvm_run, "cpu", int),
     "kvm_run_exit": (Facts._kvm_exit, "cpu", int),
@@ -307,6 +317,7 @@ _HANDLERS: dict[str, tuple[Any, str, type]] = {
     "qemu_cond_signal": (Facts._signal, "cpu", int),
     "migration_global_state": (Facts._migration_stop, "", object),
     "cpu_stop_current": (Facts._stop_current, "cpu", int),
+    "spapr_cpu_reset": (Facts._cpu_reset_2018, "cpu", int),
     "pause_all_vcpus_done": (Facts._pause_done, "", object),
     "invariant_violated": (Facts._violation, "text", str),
     "qemu_mutex_lock": (Facts._mutex_lock, "thread", str),
@@ -346,6 +357,8 @@ def chain(facts: Facts, stuck: Wait, holder: str | None, holder_cpu: int | None,
         return _rcu_links(facts, stuck, now)
     if stuck.site == "pause_all_vcpus":
         return _pause_links(facts, stuck, now)
+    if stuck.thread in facts.thread_mutex_waits and holder == stuck.thread:
+        return _thread_mutex_links(facts, stuck, now)
     if holder_cpu is None:
         return [f"{stuck.thread} has waited for {stuck.what} at {stuck.site} since {_s(stuck.since_ns)}; the BQL "
                 f"is held by {holder or 'nobody'} at {holder_site or '-'}."]
@@ -501,6 +514,24 @@ def _halt_in_kernel_links(facts: Facts, h: int, held_since_ns: int, iterations: 
         "cpu_thread_is_idle, calls no halted vCPU idle.",
         turn,
     ]
+
+
+def _thread_mutex_links(facts: Facts, stuck: Wait, now: int) -> list[str]:
+    """A thread other than a vCPU's holds the BQL and waits in a vCPU ioctl for that vCPU's kernel mutex."""
+    since, target, ioctl = facts.thread_mutex_waits[stuck.thread]
+    out = [f"{stuck.thread} holds the BQL and since {_s(since)} waits in ioctl({ioctl}) on CPU {target}'s vCPU: "
+           "the kernel takes that vCPU's mutex first (kvm_vcpu_ioctl)."]
+    c = facts.cpu(target)
+    if c.reset_unhalted is not None:
+        out.append(f"At {_s(c.reset_unhalted)} the hotplugged CPU {target}'s reset (spapr_cpu_reset before "
+                   "b12a4efb76) left it running - cpu_reset cleared halted, and halted = 1 comes only after "
+                   "ppc_set_compat - so its thread, resumed by realize, entered KVM_RUN.")
+    run = facts.in_kvm_run.get(target)
+    inside = f"since {_s(run)}" if run is not None else "all along"
+    out.append(f"CPU {target}'s vCPU mutex is held by KVM_RUN: CPU {target} is inside KVM_RUN {inside}, and nothing "
+               f"makes it return to QEMU - QEMU does not kick it for this ioctl; the wait has lasted "
+               f"{_s(now - since)}, and with the BQL held the monitor and every other thread wait too.")
+    return out
 
 
 def _pause_links(facts: Facts, stuck: Wait, now: int) -> list[str]:

@@ -121,6 +121,7 @@ CLAIMS_OF = {
     "tcg-rcu-device-add": "ef149763a8 + dd47a8f654 (the force_rcu notifier, QEMU issue 650)",
     "spapr-kvm-halt-in-kernel": "afa63fc0e3 (kvm_irqchip_create returns early without an irqchip) and a posted patch",
     "spapr-guest-reboot": "0ec7e6779f (\"cpus.c: Fix race condition in cpu_stop_current()\")",
+    "spapr-hotplug-compat": "b12a4efb76 (\"Fix a deadlock case in the CPU hotplug flow\")",
     "migration-pause-race": "96bce6831b and f962cac4c2 (two pause_all_vcpus callers: the monitor and migration)",
 }
 

@@ -178,6 +178,8 @@ SCHEMA: dict[str, Field] = {
                                             "(false: qemu_cond_signal, which wakes one waiter)"),
     "vm_stop_fix": Field(bool, doc="f962cac4c2 applied: do_vm_stop sets the run state before pause_all_vcpus, and "
                                    "resume_all_vcpus does nothing unless the VM runs"),
+    "hotplug_compat_fix": Field(bool, doc="b12a4efb76 applied: 2018's hotplugged-CPU reset halts the vCPU before "
+                                          "ppc_set_compat's KVM_SET_ONE_REG (false: after, so it may be in KVM_RUN)"),
     "stop_current_fix": Field(bool, doc="0ec7e6779f applied: cpu_stop_current sets stop and kicks, where before it "
                                         "marked the vCPU stopped while its thread was still running"),
     "irqchip_fix": Field(bool, doc="afa63fc0e3 applied: kvm_irqchip_create returns early when the kernel has no "

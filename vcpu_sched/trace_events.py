@@ -55,6 +55,7 @@ EVENTS = _declare(
     ("pause_all_vcpus", "thread", "a thread asks every vCPU to stop and waits until all have"),
     ("pause_all_vcpus_done", "thread", "pause_all_vcpus returned: its caller believes no vCPU runs"),
     ("resume_all_vcpus", "thread", "a thread lets every vCPU run again"),
+    ("spapr_cpu_reset", "cpu halted", "2018's reset of a hotplugged vCPU (hotplug_compat_fix = false): halted is 0"),
     ("cpu_stop_current", "cpu stopped", "a vCPU asks to stop itself (a guest's reset or shutdown request)"),
     ("invariant_violated", "invariant text", "a safety invariant of the machine broke: the run ends"),
     ("vm_stopped", "state by", "the VM stopped: its run state is `state` (do_vm_stop)"),

@@ -28,7 +28,7 @@ import functools
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from .cpus import cpu_resume, qemu_init_vcpu_wait, run_on_cpu
+from .cpus import CPUState, cpu_resume, qemu_init_vcpu_wait, run_on_cpu
 from .effects import Effect
 from .guest import DLPAR_WORD
 from .interrupts import ppc_cpu_reset_hold
@@ -82,6 +82,8 @@ def device_add_cpu_core(machine: Machine, args: dict[str, Any]) -> Generator[Eff
             yield from run_on_cpu(cpu, do_kvm_cpu_synchronize_post_init, "do_kvm_cpu_synchronize_post_init")
         cpu_resume(cpu)
         ppc_cpu_reset_hold(cpu)  # device_set_realized, hotplugged: the CPU's own reset
+        if not settings.hotplug_compat_fix and kvm is not None:
+            yield from spapr_cpu_reset_2018(machine, cpu)
         added.append(cpu)
     for cpu in added:  # device_set_realized of the core, hotplugged: spapr_cpu_core_reset
         machine.spapr.spapr_reset_vcpu(cpu)
@@ -93,3 +95,19 @@ def device_add_cpu_core(machine: Machine, args: dict[str, Any]) -> Generator[Eff
     for cpu in added:
         machine.trace("spapr_core_plug", cpu=cpu.cpu_index, core_id=core_id)
         yield from machine.spapr.ppc_set_compat(cpu, boot_mode)
+
+
+def spapr_cpu_reset_2018(machine: Machine, cpu: CPUState) -> Generator[Effect, Any, None]:
+    """hw/ppc/spapr_cpu_core.c spapr_cpu_reset before b12a4efb76 ("Fix a deadlock case in the CPU hotplug
+    flow", September 2018, QEMU 3.1), called by spapr_realize_vcpu for each new thread once it is realized
+    and resumed: cpu_reset - whose cpu_common_reset then set halted = 0 (start_powered_off came in 2020) -
+    then ppc_set_compat with the boot CPU's mode (a register get, then KVM_SET_ONE_REG from this thread),
+    and only then halted = 1. A running vCPU can enter KVM_RUN, taking its kernel mutex, before the
+    KVM_SET_ONE_REG: the main thread then waits for that mutex with the BQL held, for ever. The fix halts
+    the vCPU first, so kvm_cpu_exec returns EXCP_HLT before KVM_RUN. (Outside `hotplug_compat_fix = false`
+    the model keeps today's order: the CPU reset leaves it halted, start_powered_off, and spapr_core_plug
+    sets the mode.)"""
+    cpu.halted = False
+    machine.trace("spapr_cpu_reset", cpu=cpu.cpu_index, halted=False)
+    yield from machine.spapr.ppc_set_compat(cpu, machine.cpus[0].env.compat_pvr)
+    cpu.halted = True

@@ -301,19 +301,27 @@ def kvm_vcpu_ioctl_run(cpu: CPUState) -> Generator[Effect, Any, tuple[int, KvmEx
     return outcome
 
 
-def kvm_vcpu_enable_cap(caller: CPUState, target: CPUState, cap: str) -> Generator[Effect, Any, None]:
-    """accel/kvm/kvm-all.c kvm_vcpu_enable_cap -> kvm_vcpu_ioctl(KVM_ENABLE_CAP): the kernel first takes
-    the target vCPU's mutex, so the calling thread waits - with whatever it holds, the BQL included -
-    for as long as the target is inside KVM_RUN. Nothing makes the target leave: QEMU does not kick it."""
-    kvm = caller.machine.kvm
+def kvm_vcpu_ioctl(target: CPUState, ioctl: str) -> Generator[Effect, Any, None]:
+    """accel/kvm/kvm-all.c kvm_vcpu_ioctl from a thread other than the target's own: the kernel first takes
+    the target vCPU's mutex (virt/kvm/kvm_main.c kvm_vcpu_ioctl), so the calling thread waits - with
+    whatever it holds, the BQL included - for as long as the target is inside KVM_RUN. Nothing makes the
+    target leave: QEMU does not kick it."""
+    machine = target.machine
+    kvm = machine.kvm
     assert kvm is not None
     vcpu = kvm.vcpus[target.cpu_index]
     if vcpu.in_run:
-        caller.machine.trace("kvm_vcpu_mutex_wait", cpu=caller.cpu_index, target=target.cpu_index,
-                             ioctl=f"KVM_ENABLE_CAP({cap})")
+        caller = current_cpu.get()
+        machine.trace("kvm_vcpu_mutex_wait", cpu=caller.cpu_index if caller else machine.thread_name(),
+                      target=target.cpu_index, ioctl=ioctl)
         while vcpu.in_run:
-            yield Block((target.kvm_mutex_cond,), None, site=f"kvm_vcpu_ioctl(KVM_ENABLE_CAP({cap}))",
+            yield Block((target.kvm_mutex_cond,), None, site=f"kvm_vcpu_ioctl({ioctl})",
                         what=f"CPU {target.cpu_index}'s vCPU mutex")
+
+
+def kvm_vcpu_enable_cap(caller: CPUState, target: CPUState, cap: str) -> Generator[Effect, Any, None]:
+    """accel/kvm/kvm-all.c kvm_vcpu_enable_cap -> kvm_vcpu_ioctl(KVM_ENABLE_CAP)."""
+    yield from kvm_vcpu_ioctl(target, f"KVM_ENABLE_CAP({cap})")
     caller.machine.trace("kvm_vcpu_enable_cap", cpu=caller.cpu_index, target=target.cpu_index, cap=cap)
 
 

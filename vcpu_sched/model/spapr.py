@@ -39,6 +39,7 @@ from .kvm import (
     do_kvm_cpu_synchronize_post_reset,
     do_kvm_cpu_synchronize_state,
     kvm_vcpu_enable_cap,
+    kvm_vcpu_ioctl,
 )
 from .ppc import (
     LOGICAL_PVR,
@@ -254,8 +255,12 @@ class Spapr:
         `spapr_core_plug` calls it from the main thread for each hotplugged thread, with the boot CPU's
         mode): `cpu_synchronize_state` is then a run_on_cpu register get (the BQL dropped while the main
         thread waits), unless the vCPU is already dirty. The get *assigns* KVM's LPCR and PSSCR into env
-        and nothing calls ppc_maybe_interrupt afterwards."""
+        and nothing calls ppc_maybe_interrupt afterwards. Then, under KVM and for a new mode,
+        kvmppc_set_compat: KVM_SET_ONE_REG(KVM_REG_PPC_ARCH_COMPAT), a vCPU ioctl from this thread, which
+        waits for the vCPU's mutex while it is inside KVM_RUN."""
         yield from cpu_synchronize_state(cpu)
+        if self.machine.kvm is not None and cpu.env.compat_pvr != compat_pvr:
+            yield from kvm_vcpu_ioctl(cpu, "KVM_SET_ONE_REG(KVM_REG_PPC_ARCH_COMPAT)")
         cpu.env.compat_pvr = compat_pvr
 
     def do_set_compat(self, cpu: CPUState, compat_pvr: int) -> None:

@@ -115,6 +115,7 @@ def write_block(page: Path, name: str, body: str, by: str, at: str | None = None
 SUMMARY = {
     "migration-pause-race": "the monitor and the migration thread both in `pause_all_vcpus` (96bce6831b, f962cac4c2)",
     "spapr-guest-reboot": "a reset that begins while the rebooting vCPU still runs (0ec7e6779f)",
+    "spapr-hotplug-compat": "a CPU hotplug waiting for a vCPU's kernel mutex (b12a4efb76)",
     "spapr-kvm-halt-in-kernel": "QEMU 11.0-rc's ppc64 KVM startup hang, and the patch that was not merged",
     "spapr-rtas-stopped": "the seed's KVM boot, 32 vCPUs on POWER10 (fb802acdc8b)",
     "spapr-cpu-offline-online": "offline every secondary with stop-self, H_SET_MODE, online again, twice",

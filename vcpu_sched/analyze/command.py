@@ -78,7 +78,6 @@ def _plot(path: str, timeline: Any, title: str) -> None:
 
 
 def _qemu_trace(args: argparse.Namespace) -> int:
-    from .perfetto import chrome_trace
     from .qemu_summary import analyse, summary_text
     from .qemu_trace import TraceFiles
 
@@ -90,6 +89,8 @@ def _qemu_trace(args: argparse.Namespace) -> int:
                        f"({summary['corrupt_count']} corrupt, {summary['other_lines']} other lines)")
     timeline = summary.pop("_timeline", None)
     if args.perfetto:
+        from .perfetto import chrome_trace
+
         with atomic_output("--perfetto", args.perfetto) as out:
             json.dump(chrome_trace(timeline, "qemu-system-ppc64 (QEMU trace)", "trace timestamps, from the first line"),
                       out)

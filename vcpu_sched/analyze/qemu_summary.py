@@ -35,8 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .qemu_trace import _CPU_INDEX, MUTEX_EVENTS, Line, TraceFiles, _mutex_of_args
-from .summary import Durations
-from .timeline import Instant, Interval, Timeline
+from .timeline import Durations, Instant, Interval, Timeline
 
 NS = 1_000_000_000
 # Where QEMU takes the BQL: the main loop, cpus.c (softmmu/ before 8.1, system/ since), the accelerators.

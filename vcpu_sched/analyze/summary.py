@@ -8,8 +8,6 @@ when the log has it.
 
 from __future__ import annotations
 
-import math
-from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,24 +15,9 @@ from typing import Any
 from ..explain import Wait, chain, cpu_of_thread, failure_chain
 from ..verdicts import FAILURE_KINDS
 from .logread import Log
-from .timeline import Timeline, build
+from .timeline import Durations, Timeline, build
 
 NS = 1_000_000_000
-
-
-@dataclass
-class Durations:
-    """Interval lengths in ns; an array, since a long QEMU trace gives millions of them."""
-
-    values: array[int] = field(default_factory=lambda: array("q"))
-
-    def add(self, ns: int) -> None:
-        self.values.append(ns)
-
-    def to_dict(self) -> dict[str, Any]:
-        v = sorted(self.values)
-        p99 = v[min(len(v) - 1, math.ceil(0.99 * len(v)) - 1)] if v else 0
-        return {"count": len(v), "total_s": sum(v) / NS, "max_s": (v[-1] if v else 0) / NS, "p99_s": p99 / NS}
 
 
 @dataclass

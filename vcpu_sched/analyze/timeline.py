@@ -9,12 +9,15 @@ sleep when the condition is halt_cond), `KVM_RUN` (kvm_vcpu_ioctl_run -> kvm_run
 
 from __future__ import annotations
 
+import math
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..explain import Facts
-from .logread import Log
+if TYPE_CHECKING:  # explain imports the model: not for a QEMU trace, which needs this module's types only
+    from ..explain import Facts
+    from .logread import Log
 
 NS = 1_000_000_000
 
@@ -69,7 +72,28 @@ class Timeline:
     counts: dict[str, ThreadCounts] = field(default_factory=dict)
     rtas: list[dict[str, Any]] = field(default_factory=list)
     suppressed: int = 0
-    facts: Facts = field(default_factory=Facts)
+    facts: Facts = field(default_factory=lambda: _facts())
+
+
+def _facts() -> Facts:
+    from ..explain import Facts
+
+    return Facts()
+
+
+@dataclass
+class Durations:
+    """Interval lengths in ns; an array, since a long QEMU trace gives millions of them."""
+
+    values: array[int] = field(default_factory=lambda: array("q"))
+
+    def add(self, ns: int) -> None:
+        self.values.append(ns)
+
+    def to_dict(self) -> dict[str, Any]:
+        v = sorted(self.values)
+        p99 = v[min(len(v) - 1, math.ceil(0.99 * len(v)) - 1)] if v else 0
+        return {"count": len(v), "total_s": sum(v) / NS, "max_s": (v[-1] if v else 0) / NS, "p99_s": p99 / NS}
 
 
 def thread_of(event: dict[str, Any], accel: str) -> str | None:
@@ -87,6 +111,8 @@ def thread_of(event: dict[str, Any], accel: str) -> str | None:
 
 def build(log: Log) -> Timeline:
     """One pass over the log's events."""
+    from ..explain import Facts
+
     accel = str(log.settings.get("accel", "kvm"))
     smp = log.settings.get("smp", 0)
     loop_cost = int(log.settings.get("loop_cost_ns", 1000)) or 1000

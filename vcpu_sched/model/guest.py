@@ -77,6 +77,7 @@ HOTPLUG_WAIT_NS = 60_000_000_000  # hotplug-online: how long the guest waits for
 PSERIES_WDT_TIMEOUT_S = 60  # drivers/watchdog/pseries-wdt.c: the driver's default timeout
 NMI_IPI_DELAY_NS = 1_000_000_000  # smp_send_nmi_ipi's delay_us as its callers pass it (1 s)
 MS = 1_000_000
+DLPAR_ADD_NS = 2 * 1_000_000  # the guest's work from a DLPAR event to the new core's node (dlpar_cpu_add)
 DLPAR_WORD = "dlpar:added"  # the guest's view of a hotplug event: the first new CPU's index
 # The event sources' hardware interrupt numbers (include/hw/ppc/spapr_irq.h SPAPR_IRQ_EPOW, SPAPR_IRQ_HOTPLUG),
 # by the check-exception mask of their class; the error log's size (Linux's RTAS_ERROR_LOG_MAX)
@@ -414,6 +415,10 @@ def dlpar_cpu_add(machine: Machine, first: int | None = None) -> Generator[Guest
     mem = machine.guest_memory
     if first is None:
         first = mem.words[DLPAR_WORD]
+    # The work between the event and the new node: the hotplug interrupt, RTAS check-exception, the DLPAR
+    # work queue, configure-connector. Its length is a guess; what matters is that the guest cannot act on
+    # the event while device_add is still plugging the core (a window of microseconds).
+    yield Compute(DLPAR_ADD_NS, "dlpar_cpu_add: the event, configure-connector")
     added = list(range(first, first + machine.settings.threads))
     mem.dt_cpus[:0] = added
     yield console(f"pseries-hotplug-cpu: CPU {first} added")

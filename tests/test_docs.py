@@ -418,14 +418,32 @@ def test_the_matrix_rows_and_mismatches_are_the_pages() -> None:
     assert _untimed(docgen.matrix_engines(("trio",))) == [trio_row]
 
 
+ONE_SWEPT_ROW = {"fwnmi-odds": lambda: docgen.fwnmi_odds((2,)), "sigp-odds": lambda: docgen.sigp_odds(((8, 1),)),
+                 "race-odds": lambda: docgen.race_odds(docgen.RACE_SWEEPS[2:3])}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["fwnmi-odds", "sigp-odds"])
+@pytest.mark.parametrize("name", sorted(ONE_SWEPT_ROW))
 def test_a_row_of_each_seed_sweep_is_what_a_sweep_gives_now(name: str) -> None:
     """One row of each sweep table (a few hundred seeds), swept again: the counts are exact for a seed."""
     page = next(p for p, n in docgen.SWEEPS if n == name)
     block = next(b for b in docgen.blocks(page) if b.name == name)
-    fresh = _untimed(docgen.fwnmi_odds((2,)) if name == "fwnmi-odds" else docgen.sigp_odds(((8, 1),)))
+    fresh = _untimed(ONE_SWEPT_ROW[name]())
     assert fresh and fresh[0] in _untimed(block.body)
+
+
+@pytest.mark.slow
+def test_the_hotplug_race_rows_of_the_strategy_table_are_what_a_search_gives_now() -> None:
+    """The race table's cheapest race (its default schedule fails) searched again: its rows are the page's."""
+    import race_table
+
+    block = next(b for b in docgen.blocks(race_table.PAGE) if b.name == "race-strategies")
+    fresh = [" | ".join(row) for row in race_table.rows(50, 30, 2, race_table.RACES[3:4])]
+    assert fresh and all(f"| {row} |" in block.body for row in fresh), fresh
+
+
+def test_every_sweep_table_has_a_row_swept_again_by_the_slow_tests() -> None:
+    assert {name for _, name in docgen.SWEEPS} == set(ONE_SWEPT_ROW)
 
 
 @pytest.mark.real

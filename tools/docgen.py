@@ -30,6 +30,7 @@ import functools
 import hashlib
 import json
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -217,6 +218,32 @@ def report_excerpt(scenario: str, command: bool = False) -> str:
     return "```\n" + "\n".join(keep) + "\n```"
 
 
+def chain_excerpt(*args: str) -> str:
+    """`vcpu-sched run ARGS --quiet`: the command, the verdict line (its settings cut) and the chain."""
+    lines = _run(*args, "--quiet")
+    head = next(line for line in lines if line.startswith("== "))
+    start = next((i for i, line in enumerate(lines) if line == "Why:"), len(lines))
+    chain = [line for line in lines[start + 1:] if re.match(r"  \d+\. ", line)]
+    command = " ".join(shlex.quote(arg) for arg in args)
+    return "```\n" + "\n".join([f"$ vcpu-sched run {command} --quiet",
+                                 re.sub(r" \[.*\] ==$", " [...] ==", head), *chain]) + "\n```"
+
+
+# The chains the pages of the races and of the 11.0-rc hang show: (page, block) -> the run's arguments
+CHAINS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("migration-pause-race", "chain-signal"): (
+        "migration-pause-race", "--set", "vm_stop_fix=false", "--set", "pause_cond_broadcast=false", "--set",
+        'monitor=[["smp: Brought up", "migrate -d file:/tmp/vm.mig"], ["", "stop"]]', "--seed", "12"),
+    ("migration-pause-race", "chain-reset"): ("migration-pause-race", "--set", "vm_stop_fix=false", "--seed", "1"),
+    ("spapr-kvm-halt-in-kernel", "chain-regression"): ("spapr-kvm-halt-in-kernel", "--smp", "4"),
+    ("spapr-kvm-halt-in-kernel", "chain-patch"): ("spapr-kvm-halt-in-kernel", "--set", "hlt_bql_patch=true",
+                                                  "--smp", "2"),
+    ("spapr-guest-reboot", "chain-invariant"): ("spapr-guest-reboot", "--set", "stop_current_fix=false",
+                                                "--engine", "explore", "--seed", "4"),
+    ("spapr-hotplug-compat", "chain-hotplug"): ("spapr-hotplug-compat", "--seed", "25"),
+}
+
+
 def _analyze(path: str, cwd: Path) -> list[str]:
     out = subprocess.run([sys.executable, "-m", "vcpu_sched", "analyze", path], cwd=cwd, capture_output=True,
                          text=True, check=False)
@@ -323,6 +350,31 @@ def sigp_odds(rows: tuple[tuple[int, int], ...] = ((0, 3), (8, 1), (8, 3))) -> s
         verdicts = _sweep("s390x-sigp-cross", "--set", f"sigp_jitter_us={jitter}", "--set", f"loops={loops}",
                           "--seeds", "0:1000")
         lines.append(f"| {jitter} | {loops} | {sum(c for v, c in verdicts.items() if v != 'completed')} |")
+    return "\n".join(lines)
+
+
+# The races of the corpus with the default engine: how many seeds fail before and after each fix (what the
+# rows that pin a seed stand for). (scenario, what is swept, the sweep's arguments, seeds)
+_STOP = '--set=monitor=[["smp: Brought up", "migrate -d file:/tmp/vm.mig"], ["", "stop"]]'
+RACE_SWEEPS: tuple[tuple[str, str, tuple[str, ...], int], ...] = (
+    ("migration-pause-race", "a reset racing the migration, before f962cac4c2", ("--set", "vm_stop_fix=false"), 300),
+    ("migration-pause-race", "the same, with it", (), 300),
+    ("migration-pause-race", "`stop` racing the migration, before 96bce6831b",
+     ("--set", "vm_stop_fix=false", "--set", "pause_cond_broadcast=false", _STOP), 300),
+    ("migration-pause-race", "the same, with it", ("--set", "vm_stop_fix=false", _STOP), 300),
+    ("spapr-guest-reboot", "a guest reboot, before 0ec7e6779f", ("--set", "stop_current_fix=false"), 200),
+    ("spapr-hotplug-compat", "a core hot-added, before b12a4efb76", (), 200),
+    ("spapr-hotplug-compat", "the same, with it", ("--set", "hotplug_compat_fix=true"), 200),
+)
+
+
+def race_odds(rows: tuple[tuple[str, str, tuple[str, ...], int], ...] = RACE_SWEEPS) -> str:
+    """The races' share of failing seeds on the default engine, before and after each fix."""
+    lines = ["| scenario | run | seeds | verdicts |", "| --- | --- | --- | --- |"]
+    for scenario, what, args, seeds in rows:
+        verdicts = _sweep(scenario, *args, "--seeds", f"0:{seeds}")
+        counts = ", ".join(f"{verdict} {count}" for verdict, count in sorted(verdicts.items()))
+        lines.append(f"| [{scenario}](scenarios/{scenario}.md) | {what} | {seeds} | {counts} |")
     return "\n".join(lines)
 
 
@@ -569,6 +621,7 @@ RATES: dict[tuple[Path, str], Callable[[], str]] = {
 SWEEPS: dict[tuple[Path, str], Callable[[], str]] = {
     (DOCS / "scenarios" / "spapr-fwnmi-kdump.md", "fwnmi-odds"): fwnmi_odds,
     (DOCS / "scenarios" / "s390x-sigp-cross.md", "sigp-odds"): sigp_odds,
+    (DOCS / "races.md", "race-odds"): race_odds,
 }
 
 
@@ -597,6 +650,8 @@ def quick_generators() -> dict[tuple[Path, str], Callable[[], str]]:
         gens[(DOCS / "scenarios" / f"{name}.md", f"variants-{name}")] = functools.partial(scenario_variants, name)
     for name in doc_tables.SUMMARIES:
         gens[(DOCS / "scenarios" / f"{name}.md", f"summary-{name}")] = functools.partial(doc_tables.summary, name)
+    for (name, block), args in CHAINS.items():
+        gens[(DOCS / "scenarios" / f"{name}.md", block)] = functools.partial(chain_excerpt, *args)
     gens[(DOCS / "scenarios" / "spapr-hotplug-kdump.md", "kdump-loaders")] = doc_tables.kdump_loaders
     gens[(DOCS / "scenarios" / "spapr-migrate-from-9.2.md", "inference")] = doc_tables.inference
     gens[(DOCS / "real-qemu.md", "real-said")] = doc_tables.real_said

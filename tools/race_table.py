@@ -83,10 +83,11 @@ def _summary(firsts: list[int | None]) -> list[str]:
             str(max(found))]
 
 
-def rows(searches: int, schedules: int, jobs: int) -> Iterator[list[str]]:
+def rows(searches: int, schedules: int, jobs: int, races: list[tuple[str, str, dict[str, Any]]] = RACES,
+         ) -> Iterator[list[str]]:
     names = [name for name, _ in strategies(MAX_STEPS)]
     with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
-        for scenario, label, overrides in RACES:
+        for scenario, label, overrides in races:
             futures = {k: [pool.submit(first_failure, scenario, overrides, k, j, schedules) for j in range(searches)]
                        for k in range(len(names))}
             delay = pool.submit(first_delay_failure, scenario, overrides, DELAY_SCHEDULES)

@@ -431,11 +431,12 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as directory:
             if args.only == "model":
                 rows = model_rows(args.repeat)
+            elif args.only == "big-log":
+                rows = big_log(Path(directory), args.repeat)
+            elif args.only == "trace":
+                rows = qemu_trace(Path(directory), args.repeat)
             else:
-                rows_of = {"big-log": big_log, "trace": qemu_trace, "sweep": sweep_rates, "real": real_rows,
-                           "scale": scale_rows}[args.only]
-                rows = rows_of(Path(directory), args.repeat) if args.only in ("big-log", "trace") else \
-                    rows_of(Path(directory))
+                rows = {"sweep": sweep_rates, "real": real_rows, "scale": scale_rows}[args.only](Path(directory))
             if args.write:
                 _write(f"bench-{args.only}", rows)
             return _print(rows)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .model.kvm import kvm_irqchip_create
+from .model.migration import MIGRATION_THREAD
 from .model.ppc import CPU_MODELS, decode_lpcr
 from .versions import RELEASES, cpu_events_function
 
@@ -540,7 +541,7 @@ def _pause_links(facts: Facts, stuck: Wait, now: int) -> list[str]:
     me = stuck.thread
     entered = facts.pauses.get(me, stuck.since_ns)
     why = (f" (migration_completion -> vm_stop_force_state(finish-migrate), from {_s(facts.migration_stop)})"
-           if me == "live_migration" and facts.migration_stop is not None else "")
+           if me == MIGRATION_THREAD and facts.migration_stop is not None else "")
     out = [f"{me} entered pause_all_vcpus at {_s(entered)}{why} and waits on qemu_pause_cond since "
            f"{_s(stuck.since_ns)}, the BQL dropped, until every vCPU has stopped."]
     others = sorted((t, th) for th, t in facts.pauses.items() if th != me and t <= stuck.since_ns)

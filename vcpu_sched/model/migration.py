@@ -25,7 +25,9 @@ from .effects import Block, BqlLock, BqlUnlock, Effect
 if TYPE_CHECKING:
     from .machine import Machine
 
-MIGRATION_THREAD = "live_migration"  # the thread's name in QEMU (qemu_thread_create in migrate_fd_connect)
+# The thread's name in QEMU: MIGRATION_THREAD_SRC_MAIN (migration_start_outgoing), "live_migration" before
+# e620b1e477 (QEMU 9.2)
+MIGRATION_THREAD = "mig/src/main"
 
 
 Transfer = Callable[["Machine"], Generator[Effect, Any, None]]
@@ -33,7 +35,7 @@ Transfer = Callable[["Machine"], Generator[Effect, Any, None]]
 
 def qmp_migrate(machine: Machine, uri: str, transfer: Transfer) -> None:
     """migration/migration.c qmp_migrate (detached, as QMP and `migrate -d` are): start the thread.
-    `transfer` saves the stopped machine's state and loads it on the destination (the target's part)."""
+    `transfer` saves the stopped machine's state (the target's part)."""
     machine.migrations_active += 1
 
     def thread() -> Generator[Effect, Any, None]:

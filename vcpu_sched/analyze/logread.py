@@ -23,17 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput, shown
-from ..files import MAX_LINE, cut, open_input, open_text_input
+from ..files import MAX_LINE, cut, open_input
 from ..trace_events import undeclared
 from ..verdicts import VERDICTS
-from .progress import current, next_pass
+from .lineblocks import LineBlocks
+from .progress import next_pass
 
 HEADER_SEARCH_LINES = 5
 EXPLORE_VERDICTS = ("deadlock", "bound", "pruned")
 _NON_NEGATIVE_INTS = ("held_ns", "waited_ns", "count", "iterations", "skipped_iterations", "rate_per_s", "window_ns",
                       "window_start_ns", "cpus_online", "steps")
 _NON_NEGATIVE_NUMBERS = ("guest_time_s", "held_for_s")
-READ_BLOCK = 1 << 16  # characters; at most MAX_LINE, so only a block's first line can be longer than MAX_LINE
 # json.loads without its two regular expressions and calls: the decoder's scanner at the line's first
 # character; json.loads itself for whatever that does not take (leading blanks, extra data, errors).
 _scan_json = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
@@ -300,7 +300,7 @@ def read_log(path: str | Path) -> Log:
 
     def lines() -> Iterator[str]:
         next_pass()
-        return chain.from_iterable(_blocks(name, path))
+        return chain.from_iterable(LineBlocks(name, path))
 
     def version() -> tuple[int, ...] | None:
         try:
@@ -310,42 +310,3 @@ def read_log(path: str | Path) -> Log:
         return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
 
     return open_log(name, lines, version)
-
-
-def _blocks(name: str, path: str | Path) -> Iterator[list[str]]:
-    """The file's lines, a block at a time, as files.bounded_lines gives them but without their newlines (to
-    _scan the same): a line longer than MAX_LINE as its first MAX_LINE + 1 characters."""
-    progress = current()
-    carry = ""  # the start of a line the previous block did not finish
-    skipping = False  # in a line longer than MAX_LINE: read on to its end, keeping nothing
-    with open_text_input(name, path) as stream:
-        while block := stream.read(READ_BLOCK):
-            if progress is not None:
-                progress.advance(len(block))
-            lines: list[str] = []
-            if carry or skipping:  # the block's first line began in an earlier block
-                newline = block.find("\n")
-                if newline < 0:
-                    if not skipping:
-                        carry += block
-                        if len(carry) > MAX_LINE:
-                            lines.append(carry[:MAX_LINE + 1])
-                            carry, skipping = "", True
-                            yield lines
-                    continue
-                head, block = carry + block[:newline], block[newline + 1:]
-                carry = ""
-                if skipping:
-                    skipping = False
-                elif len(head) > MAX_LINE:
-                    lines.append(head[:MAX_LINE + 1])
-                else:
-                    lines.append(head)
-            end = block.rfind("\n") + 1
-            carry = block[end:]
-            if end:
-                lines += block[:end - 1].split("\n")
-            if lines:
-                yield lines
-    if carry and not skipping:
-        yield [carry]

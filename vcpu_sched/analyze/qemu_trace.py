@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 from ..errors import BadInput
 from ..files import MAX_LINE, open_input, open_text_input
+from .lineblocks import LineBlocks
 from .progress import current, next_pass
 
 REORDER_LINES = 4096
@@ -52,7 +53,6 @@ _NS_PER_DIGITS = [10 ** (9 - n) for n in range(10)]  # a fraction of n digits, i
 # by line, counting every mutex event).
 _MUTEX_SCAN = re.compile(rb" taken mutex (0x[0-9a-fA-F]+|\(nil\)) \(([^\n]*:[0-9]+)\)[ \t\r]*$", re.M)
 SCAN_BLOCK = 1 << 18
-READ_BLOCK = 1 << 16  # characters; at most MAX_LINE, so only a block's first line can be longer than MAX_LINE
 BATCH = 512  # lines handed on at a time
 _MUTEX_EVENTS = frozenset(("qemu_mutex_lock", "qemu_mutex_locked", "qemu_mutex_unlock"))
 
@@ -328,56 +328,37 @@ class TraceFiles:
 
     def _checked(self, index: int) -> Iterator[list[Line]]:
         """One file's trace lines, a block of the file at a time; every line counted, the others skipped and
-        the damaged ones noted. Read in blocks of characters, split at newlines (as readline would), and in
-        the `tid` format matched a block at a time."""
+        the damaged ones noted. In the `tid` format a block's lines are matched by one findall."""
         path, stats = self.paths[index], self.stats
-        progress = current()
         number = 0
-        carry = ""  # the start of a line the previous block did not finish
-        skipping = False  # in a line longer than MAX_LINE: read on to its end, keeping nothing
         findall = _TID_LINES.findall if self.format == "tid" else None
+        blocks = LineBlocks(path, path)
         try:
-            with open_text_input(path, path) as stream:
-                while block := stream.read(READ_BLOCK):
-                    if progress is not None:
-                        progress.advance(len(block))
-                    lines: list[Line] = []
-                    if carry or skipping:  # the block's first line began in an earlier block
-                        newline = block.find("\n")
-                        if newline < 0:
-                            if not skipping:
-                                carry += block
-                                if len(carry) > MAX_LINE:
-                                    carry, skipping = "", True
-                            continue
-                        head, block = carry + block[:newline + 1], block[newline + 1:]
-                        carry = ""
-                        number += 1
-                        if skipping or len(head) > MAX_LINE + 1:
-                            stats.bad(path, number, f"longer than {MAX_LINE} characters")
-                            skipping = False
-                        else:
-                            self._line(head, number, index, lines)
-                    end = block.rfind("\n") + 1
-                    carry = block[end:]
-                    if end:
-                        if findall is not None and block.find("\x00", 0, end) < 0 and block.find("\ufffd", 0, end) < 0:
-                            number = self._tid_block(findall(block, 0, end - 1), number, index, lines)
-                        else:
-                            for text in block[:end - 1].split("\n"):
-                                number += 1
-                                self._line(text + "\n", number, index, lines)
-                    if lines:
-                        yield lines
-            if skipping or carry:
-                number += 1
-                if skipping:
+            for texts in blocks:
+                lines: list[Line] = []
+                if len(texts[0]) > MAX_LINE:  # only a block's first line can be
+                    number += 1
                     stats.bad(path, number, f"longer than {MAX_LINE} characters")
+                    texts = texts[1:]
+                    if not texts:
+                        continue
+                if blocks.unterminated:  # the file's last line, with no newline
+                    number += 1
+                    self._line(texts[0], number, index, lines)
+                elif findall is not None:
+                    text = "\n".join(texts)
+                    if "\x00" not in text and "\ufffd" not in text:
+                        number = self._tid_block(findall(text), number, index, lines)
+                    else:
+                        for text in texts:
+                            number += 1
+                            self._line(text + "\n", number, index, lines)
                 else:
-                    lines = []
-                    self._line(carry, number, index, lines)
-                    if lines:
-                        yield lines
+                    for text in texts:
+                        number += 1
+                        self._line(text + "\n", number, index, lines)
+                if lines:
+                    yield lines
         finally:
             stats.lines += number
 

@@ -37,6 +37,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from record_qemu_trace import connect_unix  # noqa: E402
 
 from vcpu_sched.probe import probe_key  # noqa: E402
 
@@ -83,24 +86,28 @@ def _read_message(sock: socket.socket, buf: bytearray) -> dict[str, Any]:
     return message
 
 
+def _monitor(binary: str, qemu: subprocess.Popen[bytes], path: Path,
+             timeout: float) -> tuple[socket.socket, bytearray, dict[str, Any], str]:
+    """The QMP socket QEMU makes at `path` (within 60 s), its greeting and QEMU's version X.Y; `timeout`: for
+    each answer."""
+    try:
+        sock = connect_unix(path, 60, qemu)
+    except OSError:
+        sys.exit(f"{binary}: no QMP socket")
+    sock.settimeout(timeout)
+    buf = bytearray()
+    greeting = _read_message(sock, buf)
+    qemu_version = greeting["QMP"]["version"]["qemu"]
+    return sock, buf, greeting, f"{qemu_version['major']}.{qemu_version['minor']}"
+
+
 def record(binary: str) -> tuple[str, dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "qmp.monitor"
         argv = [*PROBE_ARGV, "-qmp", f"unix:{path},server=on,wait=off"]
         proc = subprocess.Popen([binary, *argv], stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 60
-            while not path.exists():
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    sys.exit(f"{binary}: no QMP socket")
-                time.sleep(0.05)
-            sock = socket.socket(socket.AF_UNIX)
-            sock.connect(str(path))
-            sock.settimeout(30)
-            buf = bytearray()
-            greeting = _read_message(sock, buf)
-            qemu = greeting["QMP"]["version"]["qemu"]
-            version = f"{qemu['major']}.{qemu['minor']}"
+            sock, buf, greeting, version = _monitor(binary, proc, path, 30)
             exchanges = []
             for n, command in enumerate([*probe(version), {"execute": "quit"}], 1):
                 sock.sendall(json.dumps({**command, "id": f"libvirt-{n}"}).encode() + b"\n")
@@ -149,18 +156,7 @@ def record_powerdown(binary: str) -> tuple[str, dict[str, Any]]:
         with console.open("wb") as out:
             proc = subprocess.Popen([binary, *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 60
-            while not path.exists():
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    sys.exit(f"{binary}: no QMP socket")
-                time.sleep(0.05)
-            sock = socket.socket(socket.AF_UNIX)
-            sock.connect(str(path))
-            sock.settimeout(120)
-            buf = bytearray()
-            greeting = _read_message(sock, buf)
-            qemu = greeting["QMP"]["version"]["qemu"]
-            version = f"{qemu['major']}.{qemu['minor']}"
+            sock, buf, _, version = _monitor(binary, proc, path, 120)
 
             def exchange(name: str, until_event: str | None = None) -> dict[str, Any]:
                 sock.sendall(json.dumps({"execute": name, "id": name}).encode() + b"\n")

@@ -122,11 +122,11 @@ def holds(log: Path, tid: int, bql: str) -> float | None:
     return when if last == "qemu_mutex_locked" else None
 
 
-def connect_unix(path: Path) -> socket.socket:
-    """A client of QEMU's unix socket at `path`, once QEMU has made it (5 s at most)."""
-    for _ in range(100):
-        if path.exists():
-            break
+def connect_unix(path: Path, timeout: float = 5, qemu: subprocess.Popen[bytes] | None = None) -> socket.socket:
+    """A client of QEMU's unix socket at `path`, once QEMU has made it (`timeout` seconds at most, less if
+    `qemu` exits first); OSError when there is none."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline and (qemu is None or qemu.poll() is None):
         time.sleep(0.05)
     client = socket.socket(socket.AF_UNIX)
     client.connect(str(path))

@@ -65,17 +65,34 @@ def test_every_probe_answer_has_the_real_answers_shape(version: str) -> None:
         assert shape(ours) == shape(exchange["receive"][-1]), command
 
 
+@contextlib.contextmanager
+def _connected(path: Path) -> Iterator[tuple[socket.socket, bytearray]]:
+    """A client of the QMP socket at `path` (answers awaited 30 s at most) and its buffer of what it has read
+    past the last message."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(path))
+        sock.settimeout(30)
+        yield sock, bytearray()
+
+
+def _receive(sock: socket.socket, buf: bytearray) -> dict[str, Any]:
+    """The next message."""
+    while b"\n" not in buf:
+        chunk = sock.recv(1 << 20)
+        assert chunk, "the monitor closed"
+        buf += chunk
+    line, _, rest = bytes(buf).partition(b"\n")
+    buf[:] = rest
+    message: dict[str, Any] = json.loads(line)
+    return message
+
+
 def _exchange(sock: socket.socket, buf: bytearray, message: dict[str, Any]) -> list[dict[str, Any]]:
+    """Send `message`; what comes until its answer, the answer last."""
     sock.sendall(json.dumps(message).encode() + b"\n")
-    out = []
-    while not out or out[-1].get("id") != message["id"]:
-        while b"\n" not in buf:
-            chunk = sock.recv(1 << 20)
-            assert chunk, "the monitor closed"
-            buf += chunk
-        line, _, rest = bytes(buf).partition(b"\n")
-        buf[:] = rest
-        out.append(json.loads(line))
+    out = [_receive(sock, buf)]
+    while out[-1].get("id") != message["id"]:
+        out.append(_receive(sock, buf))
     return out
 
 
@@ -91,10 +108,7 @@ def test_the_entry_point_daemonizes_and_answers_the_probe(version: str, tmp_path
     pid = int(pidfile.read_text())
     try:
         real = recording(version)
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.connect(str(sock_path))
-            sock.settimeout(30)
-            buf = bytearray()
+        with _connected(sock_path) as (sock, buf):
             greeting = _exchange(sock, buf, {"execute": "qmp_capabilities", "id": "libvirt-1"})
             assert greeting[0]["QMP"]["version"]["qemu"] == real["greeting"]["QMP"]["version"]["qemu"]
             assert greeting[1] == {"return": {}, "id": "libvirt-1"}
@@ -175,10 +189,7 @@ def test_a_domain_run_answers_as_its_release(version: str, tmp_path: Path) -> No
     real = {e["send"]["execute"]: e["receive"][-1] for e in recording(version)["exchanges"]}
     q = Qemu(tmp_path, "--qemu-version", version, "-M", "pseries", "-smp", "2")
     try:
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.connect(str(q.sock))
-            sock.settimeout(30)
-            buf = bytearray()
+        with _connected(q.sock) as (sock, buf):
             greeting = _exchange(sock, buf, {"execute": "qmp_capabilities", "id": 0})
             assert greeting[0]["QMP"]["version"]["qemu"] == recording(version)["greeting"]["QMP"]["version"]["qemu"]
             for n, name in enumerate(DOMAIN_COMMANDS, 1):
@@ -225,10 +236,7 @@ def test_libvirts_monitor_fd_pty_devices_and_capabilities(tmp_path: Path) -> Non
     proc = subprocess.Popen(argv, pass_fds=[fd], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     listener.close()
     try:
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.connect(str(tmp_path / "monitor.sock"))
-            sock.settimeout(30)
-            buf = bytearray()
+        with _connected(tmp_path / "monitor.sock") as (sock, buf):
 
             def ask(name: str, **args: Any) -> dict[str, Any]:
                 return _exchange(sock, buf, {"execute": name, "arguments": args, "id": name})[-1]
@@ -356,10 +364,7 @@ def test_a_hot_added_core_is_named_by_its_id_everywhere(tmp_path: Path) -> None:
     /machine/peripheral/ID (qdev_set_id), and query-hotpluggable-cpus, query-cpus-fast and qom-list agree."""
     q = Qemu(tmp_path, "--qemu-version", "11.1", "-M", "pseries", "-smp", "1,maxcpus=3", "-cpu", "POWER10")
     try:
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.connect(str(q.sock))
-            sock.settimeout(30)
-            buf = bytearray()
+        with _connected(q.sock) as (sock, buf):
 
             def ask(name: str, **args: Any) -> Any:
                 return _exchange(sock, buf, {"execute": name, "arguments": args, "id": name})[-1]
@@ -600,16 +605,13 @@ def test_system_powerdown_goes_as_with_real_qemu_and_a_real_guest(version: str, 
         wait_for(lambda: "smp: Brought up 1 node, 2 CPUs" in q.console(), 60)
         wait_for(lambda: any(json.loads(line)["event"] == "guest_finished"
                              for line in q.log.read_text().splitlines()), 60)  # the boot CPU idles
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.connect(str(q.sock))
-            sock.settimeout(30)
-            buf = bytearray()
+        with _connected(q.sock) as (sock, buf):
             _exchange(sock, buf, {"execute": "qmp_capabilities", "id": "qmp_capabilities"})
             for exchange in real["exchanges"]:
                 name = exchange["send"]["execute"]
                 ours = _exchange(sock, buf, {"execute": name, "id": name})
                 while len(ours) < len(exchange["receive"]):  # system_powerdown's events after its answer
-                    ours += _exchange_events(sock, buf, 1)
+                    ours.append(_receive(sock, buf))
                 assert [{k: v for k, v in m.items() if k != "timestamp"} for m in ours] == exchange["receive"], name
         kernel = [line for line in q.console().splitlines() if line in real["console"]]
         assert kernel == real["console"]
@@ -617,16 +619,3 @@ def test_system_powerdown_goes_as_with_real_qemu_and_a_real_guest(version: str, 
     finally:
         q.proc.kill()
         q.proc.wait()
-
-
-def _exchange_events(sock: socket.socket, buf: bytearray, count: int) -> list[dict[str, Any]]:
-    out = []
-    while len(out) < count:
-        while b"\n" not in buf:
-            chunk = sock.recv(1 << 20)
-            assert chunk, "the monitor closed"
-            buf += chunk
-        line, _, rest = bytes(buf).partition(b"\n")
-        buf[:] = rest
-        out.append(json.loads(line))
-    return out

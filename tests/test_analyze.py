@@ -75,6 +75,26 @@ def test_analyze_and_the_watchdog_tell_the_same_chain(seed: int, overrides: dict
     assert same(sig["chain"]) == same(result.lockup.chain)
 
 
+@pytest.mark.parametrize(("scenario", "overrides", "verdict"), [
+    # the reset race: main is left waiting in run_on_cpu when the invariant stops the run
+    ("spapr-guest-reboot", {"stop_current_fix": False, "engine": "explore", "seed": 4}, "invariant"),
+    # a run that did all it asks, ended while a thread still waited
+    ("migration-pause-race", {}, "completed"),
+])
+def test_only_a_hang_has_a_lockup_signature(scenario: str, overrides: dict[str, object], verdict: str,
+                                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A thread blocked when a run of another verdict ends is no lockup: the summary says none."""
+    path = tmp_path / "run.jsonl"
+    runner.run(variant(load(scenario).settings, **overrides), path)
+    s = summarise(read_log(path))
+    assert s["verdict"] == verdict and s["lockup_signature"] is None
+    assert main(["analyze", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"verdict: {verdict}" in out and "LOCKUP SIGNATURE" not in out
+    if verdict == "invariant":
+        assert "GUEST FAILURE: invariant" in out
+
+
 def test_booted_log_has_no_signature_and_lists_rtas_answers(booted_log: Path) -> None:
     s = summarise(read_log(booted_log))
     assert s["verdict"] == "booted" and s["lockup_signature"] is None

@@ -1,7 +1,8 @@
 """`vcpu-sched analyze LOG`: who held the BQL, since when, who waited, what each vCPU did.
 
-The lockup signature is read from the events alone: at the end of the log a thread holds the BQL while
-it keeps going round its loop and other threads wait for it. The causal chain is explain.py's, from the
+The lockup signature, of a log whose verdict is a lockup (or that has none: a killed run), is read from the
+events alone: at the end of the log a thread holds the BQL while it keeps going round its loop and other
+threads wait for it. The causal chain is explain.py's, from the
 log's events - the same code as the watchdog's, fed the same events - and is set beside the watchdog's
 when the log has it.
 """
@@ -18,6 +19,7 @@ from .logread import Log
 from .timeline import Durations, Timeline, build
 
 NS = 1_000_000_000
+HANG_VERDICTS = ("lockup", "deadlock")  # the watchdog's; the explorer's
 
 
 @dataclass
@@ -103,7 +105,10 @@ def summarise(log: Log, timeline: Timeline | None = None) -> dict[str, Any]:
     verdict = end.get("verdict") if end else None
     watchdog = end.get("lockup") if end else None
     suppressed = timeline.suppressed
-    signature = _signature(log, timeline, threads) or _wait_signature(log, timeline)
+    # Only a hang has a signature: at the end of another verdict's run a thread may still be blocked, as it
+    # was when the run stopped (a log without a verdict, a killed run, may be a hang: its events tell).
+    signature = (_signature(log, timeline, threads) or _wait_signature(log, timeline)
+                 if verdict in HANG_VERDICTS or verdict is None else None)
     agreement = None
     if signature is not None and isinstance(watchdog, dict):
         agreement = (watchdog.get("bql_holder") == signature["holder_cpu"]

@@ -95,6 +95,17 @@ def test_only_a_hang_has_a_lockup_signature(scenario: str, overrides: dict[str, 
         assert "GUEST FAILURE: invariant" in out
 
 
+def test_the_summary_alone_keeps_only_the_intervals_open_at_the_end(lockup_log: tuple[Path, object],
+                                                                    booted_log: Path) -> None:
+    """Without --perfetto or --plot the timeline keeps no interval but those still open (the signature's):
+    the summary is the same."""
+    for path in (lockup_log[0], booted_log):
+        log = read_log(path)
+        lean, full = build(log, keep=False), build(log)
+        assert lean.intervals == [iv for iv in full.intervals if iv.open] and not lean.instants
+        assert summarise(log, lean) == summarise(log, full)
+
+
 def test_booted_log_has_no_signature_and_lists_rtas_answers(booted_log: Path) -> None:
     s = summarise(read_log(booted_log))
     assert s["verdict"] == "booted" and s["lockup_signature"] is None

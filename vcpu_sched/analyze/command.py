@@ -58,7 +58,7 @@ def analyze_main(args: argparse.Namespace) -> int:
 
     with reporting(args.logs, passes=2):  # open_log's check, then build's
         log = read_log(args.logs[0])
-        timeline = build(log)
+        timeline = build(log, keep=bool(args.perfetto or args.plot))
         summary = summarise(log, timeline)
     if args.perfetto:
         with atomic_output("--perfetto", args.perfetto) as out:

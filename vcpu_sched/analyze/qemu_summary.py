@@ -34,8 +34,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .bqlstats import Durations
 from .qemu_trace import _CPU_INDEX, MUTEX_EVENTS, Line, TraceFiles, _mutex_of_args
-from .timeline import Durations, Instant, Interval, Timeline
+from .timeline import Instant, Interval, Timeline
 
 NS = 1_000_000_000
 # Where QEMU takes the BQL: the main loop, cpus.c (softmmu/ before 8.1, system/ since), the accelerators.
@@ -292,7 +293,7 @@ def _pass_two(files: TraceFiles, bql: str | None, threshold_ns: int, silence_ns:
         if ongoing or hold.activity.end_ns is None:  # still held, or its release was never traced (a cut file)
             hold.waiting_for = per[hold.tid].asked
         if not ongoing:
-            per[hold.tid].holds.values.append(held)
+            per[hold.tid].holds.add(held)
         if timeline:
             intervals.append(Interval(hold.tid, "BQL held", hold.start_ns - origin, end_ns - origin,  # type: ignore
                                       hold.site, open=ongoing))
@@ -406,7 +407,7 @@ def _pass_two(files: TraceFiles, bql: str | None, threshold_ns: int, silence_ns:
                         close(holder, t, False)
                     if state.waiting is not None:
                         since, where = state.waiting
-                        state.waits.values.append(t - since)
+                        state.waits.add(t - since)
                         if timeline and t > since:
                             intervals.append(Interval(tid, "BQL wait", since - origin, t - origin,  # type: ignore
                                                       where))

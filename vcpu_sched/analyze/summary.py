@@ -15,8 +15,9 @@ from typing import Any
 
 from ..explain import Wait, chain, cpu_of_thread, failure_chain
 from ..verdicts import FAILURE_KINDS
+from .bqlstats import Durations
 from .logread import Log
-from .timeline import Durations, Timeline, build
+from .timeline import Timeline, build
 
 NS = 1_000_000_000
 HANG_VERDICTS = ("lockup", "deadlock")  # the watchdog's; the explorer's
@@ -39,25 +40,20 @@ class ThreadSummary:
 
 def _per_thread(timeline: Timeline) -> dict[str, ThreadSummary]:
     out = {}
+    bql = timeline.bql
     for thread in timeline.threads:
         c = timeline.counts[thread]
-        out[thread] = ThreadSummary(loop_iterations=c.loop_iterations, kicks=c.kicks, sleeps=c.sleeps,
+        out[thread] = ThreadSummary(bql.holds.get(thread) or Durations(), bql.waits.get(thread) or Durations(),
+                                    loop_iterations=c.loop_iterations, kicks=c.kicks, sleeps=c.sleeps,
                                     exits=c.exits)
-    for iv in timeline.intervals:
-        if iv.kind == "BQL held":
-            out[iv.thread].bql_hold.add(iv.ns)
-        elif iv.kind == "BQL wait":
-            out[iv.thread].bql_wait.add(iv.ns)
     return out
 
 
 def _longest_hold(timeline: Timeline) -> dict[str, Any] | None:
-    holds = [iv for iv in timeline.intervals if iv.kind == "BQL held"]
-    if not holds:
+    longest = timeline.bql.longest
+    if longest is None:
         return None
-    longest = max(holds, key=lambda iv: iv.ns)
-    waits = [iv for iv in timeline.intervals if iv.kind == "BQL wait"
-             and iv.start_ns < longest.end_ns and iv.end_ns > longest.start_ns]
+    waits = timeline.bql.longest_waits
     return {"thread": longest.thread, "start_s": longest.start_ns / NS, "held_s": longest.ns / NS,
             "ongoing": longest.open, "site": longest.label,
             "waiters": [{"thread": w.thread, "since_s": w.start_ns / NS, "site": w.label} for w in waits]}

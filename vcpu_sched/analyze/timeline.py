@@ -9,11 +9,11 @@ sleep when the condition is halt_cond), `KVM_RUN` (kvm_vcpu_ioctl_run -> kvm_run
 
 from __future__ import annotations
 
-import math
-from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from .bqlstats import BqlStats
 
 if TYPE_CHECKING:  # explain imports the model: not for a QEMU trace, which needs this module's types only
     from ..explain import Facts
@@ -61,7 +61,8 @@ class ThreadCounts:
 
 @dataclass
 class Timeline:
-    """Everything the analysis keeps from one pass over the log (never the events themselves)."""
+    """Everything the analysis keeps from one pass over the log (never the events themselves); without
+    `keep`, only the intervals still open at its end and no instants."""
 
     threads: list[str]
     intervals: list[Interval]
@@ -73,27 +74,13 @@ class Timeline:
     rtas: list[dict[str, Any]] = field(default_factory=list)
     suppressed: int = 0
     facts: Facts = field(default_factory=lambda: _facts())
+    bql: BqlStats = field(default_factory=BqlStats)  # what the summary needs of the BQL intervals
 
 
 def _facts() -> Facts:
     from ..explain import Facts
 
     return Facts()
-
-
-@dataclass
-class Durations:
-    """Interval lengths in ns; an array, since a long QEMU trace gives millions of them."""
-
-    values: array[int] = field(default_factory=lambda: array("q"))
-
-    def add(self, ns: int) -> None:
-        self.values.append(ns)
-
-    def to_dict(self) -> dict[str, Any]:
-        v = sorted(self.values)
-        p99 = v[min(len(v) - 1, math.ceil(0.99 * len(v)) - 1)] if v else 0
-        return {"count": len(v), "total_s": sum(v) / NS, "max_s": (v[-1] if v else 0) / NS, "p99_s": p99 / NS}
 
 
 def thread_of(event: dict[str, Any], accel: str) -> str | None:
@@ -109,8 +96,9 @@ def thread_of(event: dict[str, Any], accel: str) -> str | None:
     return None
 
 
-def build(log: Log) -> Timeline:
-    """One pass over the log's events."""
+def build(log: Log, keep: bool = True) -> Timeline:
+    """One pass over the log's events; `keep`: every interval and instant (a trace or a plot draws them),
+    else only what the summary needs, in memory that does not grow with the log."""
     from ..explain import Facts
 
     accel = str(log.settings.get("accel", "kvm"))
@@ -125,6 +113,7 @@ def build(log: Log) -> Timeline:
     rtas_pending: dict[Any, dict[str, Any]] = {}
     feed = tl.facts.feed
     counts, intervals, instants = tl.counts, tl.intervals, tl.instants
+    bql = tl.bql
     cpu_threads: dict[int, str] = {}  # thread_of's name of each vCPU, made once
     shared: dict[str, str] = {}  # one string of each thread name and label, kept by many intervals
     suffix = f"/{accel.upper()}"
@@ -152,7 +141,7 @@ def build(log: Log) -> Timeline:
             elif cpu == "main":
                 thread = "main"
             else:
-                if name == "watchdog_fired":
+                if name == "watchdog_fired" and keep:
                     instants.append(Instant("main", "watchdog fired", t, {"holder": e.get("holder")}))
                 continue
         c = counts.get(thread)
@@ -166,28 +155,33 @@ def build(log: Log) -> Timeline:
         if kind is not None:
             began = opened.pop((thread, kind), None)
             if began is not None:
-                _add(intervals, Interval(thread, kind, began[0], t, began[1]))
+                _add(intervals, Interval(thread, kind, began[0], t, began[1]), bql, keep)
         kind = _OPENERS.get(name)
         if kind is not None:
             label = str(e.get("cond") or e.get("site") or e.get("call") or "")
             opened[(thread, kind)] = (t, shared.setdefault(label, label))
+            if kind in _BQL:
+                bql.opened(thread, kind, t)
             if name == "qemu_mutex_lock" and e.get("owner") is not None:
                 waiting.add(thread)
-                tl.waiters.append((t, len(waiting)))
+                if keep:
+                    tl.waiters.append((t, len(waiting)))
                 continue
         if name == "qemu_mutex_locked":
             if thread in waiting:
                 waiting.discard(thread)
-                tl.waiters.append((t, len(waiting)))
-        elif name == "qemu_cpu_kick":
-            instants.append(Instant(thread, "kick", t, {"by": e.get("by")}))
-        elif name == "ppc_maybe_interrupt":
-            if e.get("hard") and not e.get("hard_before"):
-                instants.append(Instant(thread, f"HARD set ({e.get('interrupt')})", t, {"rule": e.get("rule")}))
+                if keep:
+                    tl.waiters.append((t, len(waiting)))
         elif name == "spapr_cpu_set_entry_state":
             tl.online[thread] = t
+        elif not keep:
+            pass
+        elif name == "qemu_cpu_kick":
+            instants.append(Instant(thread, "kick", t, {"by": e.get("by")}))
+        elif name == "ppc_maybe_interrupt" and e.get("hard") and not e.get("hard_before"):
+            instants.append(Instant(thread, f"HARD set ({e.get('interrupt')})", t, {"rule": e.get("rule")}))
     for (thread, kind), (began_ns, label) in opened.items():
-        _add(tl.intervals, Interval(thread, kind, began_ns, tl.end_ns, label, open=True))
+        _add(tl.intervals, Interval(thread, kind, began_ns, tl.end_ns, label, open=True), bql, True)
     for thread, since in ff_since.items():  # a fast-forward still running when the log ends
         tl.counts[thread].loop_iterations += (tl.end_ns - since) // loop_cost
     for thread in threads:
@@ -196,10 +190,16 @@ def build(log: Log) -> Timeline:
     return tl
 
 
-def _add(intervals: list[Interval], iv: Interval) -> None:
+_BQL = ("BQL held", "BQL wait")
+
+
+def _add(intervals: list[Interval], iv: Interval, bql: BqlStats, keep: bool) -> None:
     # A BQL wait that was never contended (lock and locked at the same instant) is no wait at all.
     if iv.kind != "BQL wait" or iv.ns > 0 or iv.open:
-        intervals.append(iv)
+        if keep:
+            intervals.append(iv)
+        if iv.kind in _BQL:
+            bql.made(iv)
 
 
 _COUNTED = frozenset(("kvm_cpu_exec", "trace_suppressed", "vcpu_spin_fast_forward", "vcpu_spin_resumed",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from itertools import chain, islice
@@ -201,6 +201,15 @@ class Stats:
             self.corrupt.append((path, number, why))
 
 
+def _take(line: Line, batch: list[Line], emitted: int, late: int) -> tuple[int, int]:
+    """A line out of the window, never before the last one out: a line later than that comes out at its time."""
+    if line[0] < emitted:
+        batch.append((emitted, *line[1:]))
+        return emitted, late + 1
+    batch.append(line)
+    return line[0], late
+
+
 class TraceFiles:
     """One or more trace files of one QEMU run, read again on each `events()` call."""
 
@@ -284,47 +293,61 @@ class TraceFiles:
         """One file's lines, in time order through a window of REORDER_LINES lines: a line comes out once
         REORDER_LINES later ones are in (sorted by time, then by line number), never before the last one out."""
         stats = self.stats
-        window: deque[Line] = deque()
-        append, popleft, insert = window.append, window.popleft, window.insert
+        window: list[Line] = []  # sorted by time, then by line number
         batch: list[Line] = []
         emitted = -1
         out_of_order = 0
-        last_t = -1  # the time of the window's last line
+        first = itemgetter(0)
         try:
             for lines in self._checked(index):
-                for line in lines:
-                    t = line[0]
-                    if t >= last_t:
-                        append(line)
-                        last_t = t
-                    else:  # after the last line of the window not later than it: heapq's (t_ns, number) order
-                        i = len(window) - 2
-                        while i >= 0 and window[i][0] > t:
-                            i -= 1
-                        insert(i + 1, line)
-                    if len(window) > REORDER_LINES:
-                        line = popleft()
-                        if line[0] < emitted:  # later than the window could mend: never before the last one
-                            out_of_order += 1
-                            line = (emitted, *line[1:])
-                        else:
-                            emitted = line[0]
-                        batch.append(line)
+                times = list(map(first, lines))
+                out = len(window) + len(lines) - REORDER_LINES  # how many lines come out for these
+                if 0 < out <= len(window) and min(times) >= window[out - 1][0] and window[0][0] >= emitted:
+                    # No line of the block goes before those that come out, nor later than the window can mend:
+                    # what inserting and taking out one at a time would do, for the whole block at once.
+                    batch += window[:out]
+                    emitted = window[out - 1][0]
+                    in_order = times[0] >= window[-1][0] and times == sorted(times)
+                    del window[:out]
+                    window += lines
+                    if not in_order:
+                        window.sort(key=first)  # stable: a line after those of its time already in
+                else:
+                    emitted, late = self._one_by_one(window, lines, batch, emitted)
+                    out_of_order += late
                 if len(batch) >= BATCH:
                     yield batch
                     batch = []
-            while window:
-                line = popleft()
-                if line[0] < emitted:
-                    out_of_order += 1
-                    line = (emitted, *line[1:])
-                else:
-                    emitted = line[0]
-                batch.append(line)
+            emitted, late = self._one_by_one(window, [], batch, emitted, flush=True)
+            out_of_order += late
             if batch:
                 yield batch
         finally:
             stats.out_of_order += out_of_order
+
+    @staticmethod
+    def _one_by_one(window: list[Line], lines: list[Line], batch: list[Line], emitted: int,
+                    flush: bool = False) -> tuple[int, int]:
+        """_ordered's window, a line at a time: each line in after the last one not later than it, the first
+        out once the window is full (all of them with `flush`). Returns the last time out and how many lines
+        were later than the window could mend (they come out at that time)."""
+        late = 0
+        for line in lines:
+            t = line[0]
+            if not window or t >= window[-1][0]:
+                window.append(line)
+            else:  # after the last line of the window not later than it: heapq's (t_ns, number) order
+                i = len(window) - 2
+                while i >= 0 and window[i][0] > t:
+                    i -= 1
+                window.insert(i + 1, line)
+            if len(window) > REORDER_LINES:
+                emitted, late = _take(window.pop(0), batch, emitted, late)
+        if flush:
+            for line in window:
+                emitted, late = _take(line, batch, emitted, late)
+            window.clear()
+        return emitted, late
 
     def _checked(self, index: int) -> Iterator[list[Line]]:
         """One file's trace lines, a block of the file at a time; every line counted, the others skipped and
@@ -372,21 +395,21 @@ class TraceFiles:
         mutex_events = _MUTEX_EVENTS
         tids = self._tid_numbers
         seconds = self._seconds
-        events = 0
-        for tid_text, stamp, sec, frac, name, args, other in found:
-            number += 1
+        before = len(lines)
+        first = number + 1
+        for number, (tid_text, stamp, sec, frac, name, args, other) in enumerate(found, first):
             if not tid_text:  # not a trace line: what parse() makes of it
+                added = len(lines)
                 self._line(other + "\n", number, index, lines)
+                before += len(lines) - added  # counted by _line
                 continue
             args = args.rstrip()
-            mutex = None
-            if name in mutex_events:
-                mutex = mutexes.get(args)
+            mutex = mutexes.get(args) if name in mutex_events else None
+            if mutex is None and name in mutex_events:
+                mutex = _mutex_of_args(args)
                 if mutex is None:
-                    mutex = _mutex_of_args(args)
-                    if mutex is None:
-                        stats.bad(path, number, f"{name}: arguments are not 'MUTEX (FILE:LINE)'")
-                        continue
+                    stats.bad(path, number, f"{name}: arguments are not 'MUTEX (FILE:LINE)'")
+                    continue
             tid = tids.get(tid_text)
             if tid is None:
                 tid = tids[tid_text] = int(tid_text)
@@ -396,8 +419,7 @@ class TraceFiles:
                     seconds.clear()
                 base = seconds[sec] = int(sec) * 1_000_000_000
             add((base + int(frac) * scale[len(frac)], tid, name, args, stamp, mutex))  # a TraceLine's fields
-            events += 1
-        stats.events += events
+        stats.events += len(lines) - before
         return number
 
     def _line(self, text: str, number: int, index: int, lines: list[Line]) -> None:

@@ -44,7 +44,10 @@ class BqlStatistics:
     blocked: dict[str, Blocked] = field(default_factory=dict)
 
     def stats(self, thread: str) -> HoldStats:
-        return self.per_thread.setdefault(thread, HoldStats())
+        s = self.per_thread.get(thread)
+        if s is None:  # not setdefault: that would build a HoldStats on every call
+            s = self.per_thread[thread] = HoldStats()
+        return s
 
     def took(self, thread: str, site: str, now: int, waited_since: int | None) -> None:
         self.owner, self.owner_since_ns, self.owner_site = thread, now, site

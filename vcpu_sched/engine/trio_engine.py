@@ -83,6 +83,7 @@ class TrioEngine(Engine):
     async def _dispatch(self, wall0: float) -> None:
         core, sched, machine = self.core, self.sched, self.machine
         real = self.settings.clock == "real"
+        run_on = sched.run_on
         t0 = trio.current_time()
         deadline = round(self.settings.deadline_s * NS)
         wall_deadline = wall0 + self.settings.wall_deadline_s
@@ -90,6 +91,9 @@ class TrioEngine(Engine):
         steps = 0
         current = None
         serve, reported = self.serve, False
+        if run_on:
+            sched.horizon = min(watch_at, deadline)
+        checkpoint_at = CHECKPOINT_EVERY
         sched.start()
         while core.verdict is None or serve is not None:
             if serve is not None:
@@ -110,8 +114,11 @@ class TrioEngine(Engine):
                 sched.step(current)
                 if machine.finished:
                     core.finish_guest()
+                if run_on:  # the step ran the thread until it had to wait: it cannot step again now
+                    current = None
                 steps += 1
-                if steps % CHECKPOINT_EVERY == 0:
+                if steps + sched.jumps >= checkpoint_at:  # a Sleep passed inside a step counts as a step
+                    checkpoint_at = steps + sched.jumps + CHECKPOINT_EVERY
                     await trio.lowlevel.checkpoint()
                     if time.monotonic() > wall_deadline:
                         core.finish("deadline", core.deadline_reason("wall-clock"))
@@ -127,6 +134,8 @@ class TrioEngine(Engine):
                 # Once there is a verdict (a served run goes on) the watchdog has nothing more to say; a
                 # thread stuck past its threshold would otherwise ask for a check every nanosecond.
                 watch_at = sched.now + core.watchdog.next_check_ns(sched.now) if core.verdict is None else deadline
+                if run_on:
+                    sched.horizon = min(watch_at, deadline)
                 if time.monotonic() > wall_deadline:
                     core.finish("deadline", core.deadline_reason("wall-clock"))
             if target >= deadline:

@@ -77,10 +77,11 @@ class Park(NamedTuple):
     waiter: Waiter | None = None
 
     def woken(self) -> bool:
-        for c, g in zip(self.conds, self.seen, strict=True):
+        for c, g in zip(self.conds, self.seen):  # noqa: B905 - as long by construction; strict costs a check
             if c.generation != g:
                 return True
-        return self.waiter is not None and self.waiter.signalled
+        waiter = self.waiter
+        return waiter is not None and waiter.signalled
 
 
 class Sleep(NamedTuple):
@@ -91,6 +92,24 @@ class Sleep(NamedTuple):
 
 
 Primitive: TypeAlias = Acquire | Release | Park | Sleep
+
+# One Acquire and one Release per call site, made once: a primitive is read, never changed.
+_acquires: dict[str, Acquire] = {}
+_releases: dict[str, Release] = {}
+
+
+def _acquire(site: str) -> Acquire:
+    prim = _acquires.get(site)
+    if prim is None:
+        prim = _acquires[site] = Acquire(site)
+    return prim
+
+
+def _release(site: str) -> Release:
+    prim = _releases.get(site)
+    if prim is None:
+        prim = _releases[site] = Release(site)
+    return prim
 Perform: TypeAlias = Generator[Primitive, Any, Any]
 
 
@@ -173,30 +192,31 @@ class EngineCore:
     def perform(self, rec: ThreadRec, effect: Effect) -> Perform:
         """Do `effect` for `rec`: bookkeeping here, waiting through the primitives yielded."""
         self.effects += 1
-        if isinstance(effect, Spend):
+        # The effects are NamedTuples nobody subclasses: `type() is` is isinstance here, and cheaper.
+        if type(effect) is Spend:
             yield from self._spend(rec, effect)
+            return None
+        if type(effect) is BqlUnlock:
+            self._unlock(rec, effect.site)
+            yield _release(effect.site)
             return None
         # A wait's generations are taken where the model decided to wait, before any owed time is paid: a
         # broadcast while the thread still burns that time must wake it.
-        waits = (cond_wait_on(effect.cond, rec.name) if isinstance(effect, CondWait)
-                 else park_on(effect.wake, effect.timeout_ns) if isinstance(effect, Block) else None)
-        if rec.owed_ns and not isinstance(effect, BqlUnlock):
+        waits = (cond_wait_on(effect.cond, rec.name) if type(effect) is CondWait
+                 else park_on(effect.wake, effect.timeout_ns) if type(effect) is Block else None)
+        if rec.owed_ns:
             yield from self._pay(rec)
-        if isinstance(effect, BqlLock):
+        if type(effect) is BqlLock:
             if rec.holds_bql:
                 raise ModelError(f"{rec.name} locks the BQL at {effect.site} while it already holds it")
             yield from self._lock(rec, effect.site)
             return None
-        if isinstance(effect, BqlUnlock):
-            self._unlock(rec, effect.site)
-            yield Release(effect.site)
-            return None
-        if isinstance(effect, CondWait):
+        if type(effect) is CondWait:
             assert waits is not None
             park = waits
             self._unlock(rec, effect.site)
             rec.retook_at_once = False
-            yield Release(effect.site)
+            yield _release(effect.site)
             self.book.cond_wait(rec.name, rec.cpu, effect.cond.name, effect.site)
             try:
                 yield from self._park(park)
@@ -206,7 +226,7 @@ class EngineCore:
             self.book.cond_woken(rec.name, rec.cpu, effect.cond.name)
             yield from self._lock(rec, effect.site)
             return None
-        if isinstance(effect, Block):
+        if type(effect) is Block:
             assert waits is not None
             rec.retook_at_once = False
             if not effect.site:
@@ -219,7 +239,7 @@ class EngineCore:
 
     def _lock(self, rec: ThreadRec, site: str) -> Perform:
         rec.waited_since = self.book.want(rec.name, rec.cpu, site)
-        yield Acquire(site)
+        yield _acquire(site)
         self.book.took(rec.name, rec.cpu, site, rec.waited_since)
         rec.holds_bql = True
         rec.retook_at_once = rec.retook_at_once and self.takes == rec.released_at_take
@@ -245,10 +265,21 @@ class EngineCore:
     def _park(self, park: Park) -> Perform:
         slept: int = yield park
         if self.wake_latency_ns and (park.timeout_ns is None or slept < park.timeout_ns):
-            latency = self.rng.randint(0, self.wake_latency_ns)
+            latency = self._latency()
             yield Sleep(latency, busy=False)
             slept += latency
         return slept
+
+    def _latency(self) -> int:
+        """A wake-up latency, 0 to wake_latency_ns: what rng.randint(0, wake_latency_ns) draws, without its
+        three calls in Python (randrange, _randbelow) per wake-up."""
+        n = self.wake_latency_ns + 1
+        bits = n.bit_length()
+        getrandbits = self.rng.getrandbits
+        r = getrandbits(bits)
+        while r >= n:
+            r = getrandbits(bits)
+        return r
 
     def _spend(self, rec: ThreadRec, effect: Spend) -> Perform:
         cpu = effect.spin

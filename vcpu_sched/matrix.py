@@ -77,6 +77,12 @@ def _run_row(row: Row) -> dict[str, Any]:
             "cause": result.reason, "smp": result.settings.smp, "effects": result.effects}
 
 
+def _for_row(row: Row, run: dict[str, Any]) -> dict[str, Any]:
+    """Another row's result for `row`, whose settings are the same."""
+    return {**run, "scenario": row.scenario, "variant": row.variant, "label": row.label, "expected": row.expected,
+            "match": run["actual"] == row.expected, "reason": row.reason, "claim": row.claim}
+
+
 def run_matrix(names: list[str], jobs: int | None = None, engine: str = "trio") -> list[dict[str, Any]]:
     if not names:
         names = scenario_names()
@@ -88,17 +94,26 @@ def run_matrix(names: list[str], jobs: int | None = None, engine: str = "trio") 
         raise BadInput("matrix: the scenarios have no [[expect]] entries to check")
     progress = Progress(len(rows))
     results: list[dict[str, Any] | None] = [None] * len(rows)
+    # A run is a function of its settings: rows that come to the same settings (a derived smp=2 of a file's
+    # 2-vCPU variant) share one run.
+    same: dict[RunSettings, list[int]] = {}
+    for i, row in enumerate(rows):
+        same.setdefault(row.settings, []).append(i)
+    # The biggest machines first, so that no long run is left for the end while the other workers idle.
+    firsts = sorted((indices[0] for indices in same.values()), key=lambda i: -rows[i].settings.smp)
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, raise_killed) if main else None
     executor = local_pool(jobs)
     try:
-        futures = {executor.submit(_run_row, row): i for i, row in enumerate(rows)}
+        futures = {executor.submit(_run_row, rows[i]): i for i in firsts}
         for future in concurrent.futures.as_completed(futures):
             try:
-                results[futures[future]] = future.result()
+                done = future.result()
             except BrokenProcessPool:
                 raise WorkerLost("matrix: a worker process died (killed, out of memory?)") from None
-            progress.step()
+            for i in same[rows[futures[future]].settings]:
+                results[i] = done if i == futures[future] else _for_row(rows[i], done)
+                progress.step()
     finally:
         stop(executor)  # Ctrl-C, SIGTERM or an error: the queued rows are dropped, the workers end now
         if main:

@@ -119,7 +119,7 @@ def test_run_on_cpu_waits_on_the_work_condition_until_done(seed_settings: RunSet
     assert isinstance(effect, CondWait) and effect.cond is machine.work_cond
     assert target.halt_cond.generation == kicks + 1, "the target was kicked"
     assert isinstance(context.run(gen.send, None), CondWait), "not done yet: it waits again"
-    process_queued_cpu_work(target)
+    assert list(process_queued_cpu_work(target)) == [], "plain work runs with the BQL held, no effects"
     with pytest.raises(StopIteration):
         context.run(gen.send, None)
     assert ran == [1]

@@ -23,7 +23,8 @@ def test_the_five_scenarios_exist_and_document_their_variants() -> None:
                               "spapr-migrate", "powernv-core-stop-start"}
     for name in SCENARIOS:
         scenario = load(name)
-        binary = "qemu-system-s390x" if scenario.settings.machine == "s390-ccw-virtio" else "qemu-system-ppc64"
+        binaries = {"s390-ccw-virtio": "qemu-system-s390x", "q35": "qemu-system-x86_64"}
+        binary = binaries.get(scenario.settings.machine, "qemu-system-ppc64")
         assert scenario.description.strip() and scenario.qemu.startswith(binary)
         assert len(scenario.expect) >= 3, name
         assert all(e.reason for e in scenario.expect)

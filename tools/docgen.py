@@ -117,6 +117,7 @@ SUMMARY = {
     "migration-pause-race": "the monitor and the migration thread both in `pause_all_vcpus` (96bce6831b, f962cac4c2)",
     "spapr-guest-reboot": "a reset that begins while the rebooting vCPU still runs (0ec7e6779f)",
     "spapr-hotplug-compat": "a CPU hotplug waiting for a vCPU's kernel mutex (b12a4efb76)",
+    "x86-synic-hotplug": "an x86 CPU hot-add against a vCPU's exclusive section for its SynIC (e533f45d7d)",
     "spapr-kvm-halt-in-kernel": "QEMU 11.0-rc's ppc64 KVM startup hang, and the patch that was not merged",
     "spapr-rtas-stopped": "the seed's KVM boot, 32 vCPUs on POWER10 (fb802acdc8b)",
     "spapr-cpu-offline-online": "offline every secondary with stop-self, H_SET_MODE, online again, twice",
@@ -241,6 +242,8 @@ CHAINS: dict[tuple[str, str], tuple[str, ...]] = {
     ("spapr-guest-reboot", "chain-invariant"): ("spapr-guest-reboot", "--set", "stop_current_fix=false",
                                                 "--engine", "explore", "--seed", "4"),
     ("spapr-hotplug-compat", "chain-hotplug"): ("spapr-hotplug-compat", "--seed", "25"),
+    ("x86-synic-hotplug", "chain-exclusive"): ("x86-synic-hotplug", "--set", "cpu_list_add_fix=false", "--seed",
+                                               "279"),
 }
 
 
@@ -365,6 +368,8 @@ RACE_SWEEPS: tuple[tuple[str, str, tuple[str, ...], int], ...] = (
     ("spapr-guest-reboot", "a guest reboot, before 0ec7e6779f", ("--set", "stop_current_fix=false"), 200),
     ("spapr-hotplug-compat", "a core hot-added, before b12a4efb76", (), 200),
     ("spapr-hotplug-compat", "the same, with it", ("--set", "hotplug_compat_fix=true"), 200),
+    ("x86-synic-hotplug", "two x86 CPUs hot-added, before e533f45d7d", ("--set", "cpu_list_add_fix=false"), 1000),
+    ("x86-synic-hotplug", "the same, with it", (), 1000),
 )
 
 

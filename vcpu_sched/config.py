@@ -17,11 +17,11 @@ FIXES = ("none", "quiesced", "quiesced+migration", "lpcr-sync", "quiesced+lpcr-s
 WORKLOADS = ("none", "ipi-check", "offline-online", "smt-off-on", "offline-kdump", "smt-off-kdump", "kdump",
              "online-rest", "busy-loop", "hotplug-online", "hotplug-kdump", "idle", "sigp-cross", "watchdog-dump",
              "sysreset-kdump", "reboot")
-MACHINES = ("pseries", "powernv", "s390-ccw-virtio")
+MACHINES = ("pseries", "powernv", "s390-ccw-virtio", "q35")
 TIMEBASE_RESETS = ("applied", "reverted")
 ACCELS = ("kvm", "tcg")
 PPC_CPUS = ("POWER8", "POWER9", "POWER10")
-CPUS = (*PPC_CPUS, "z16")  # z16: the s390-ccw-virtio machine
+CPUS = (*PPC_CPUS, "z16", "Skylake-Server")  # z16: the s390-ccw-virtio machine; Skylake-Server: q35
 CLOCKS = ("virtual", "real")
 LOG_FORMATS = ("jsonl", "qemu-trace")
 # The names of engine.ENGINES (a test keeps the two equal): the settings sit below the engines and must not
@@ -99,6 +99,8 @@ class RunSettings:
     stop_current_fix: bool = True  # 0ec7e6779f (2019): cpu_stop_current asks the vCPU to stop, not marks it stopped
     irqchip_fix: bool = True  # afa63fc0e3 (April 2026, 11.0-rc4): no irqchip created, no halt-in-kernel on ppc
     hlt_bql_patch: bool = False  # what-if: the April 2026 posted patch dropping the BQL on kvm_cpu_exec's EXCP_HLT
+    hv_synic: bool = True  # q35: -cpu ...,hv-synic (KVM_CAP_HYPERV_SYNIC): SynIC MSR writes reach QEMU
+    cpu_list_add_fix: bool = True  # e533f45d7d (2019): cpu_list_add no longer ends with finish_safe_work
     migration_ram_ms: float = 5.0  # `migrate -d`: guest ms the migration thread copies RAM before it completes
 
     @property

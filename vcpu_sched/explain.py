@@ -95,6 +95,11 @@ class Facts:
     stop_current: dict[int, tuple[int, bool]] = field(default_factory=dict)  # cpu -> when it stopped itself, stopped
     pause_done: tuple[int, str] | None = None  # the last pause_all_vcpus to return: when, on which thread
     violation: tuple[int, str] | None = None  # the invariant that broke: when, what
+    # The exclusive section in progress: when start_exclusive began, on which CPU, the work it runs (or None)
+    exclusive: tuple[int, int, str] | None = None
+    work_running: dict[int, str] = field(default_factory=dict)  # cpu -> the queued work its thread runs now
+    # A thread that reached cpu_list_add's finish_safe_work while a section was pending: when, thread, new CPU
+    list_add_wait: tuple[int, str, int] | None = None
 
     @classmethod
     def for_log(cls, settings: dict[str, Any]) -> Facts:
@@ -177,7 +182,20 @@ class Facts:
     def _run_on_cpu(self, t: int, f: dict[str, Any]) -> None:
         self.run_on_cpu_waits[str(f["caller"])] = (t, int(f["cpu"]), str(f.get("work")))
 
+    def _start_exclusive(self, t: int, f: dict[str, Any]) -> None:
+        cpu = int(f["cpu"])
+        self.exclusive = (t, cpu, self.work_running.get(cpu, ""))
+
+    def _end_exclusive(self, t: int, f: dict[str, Any]) -> None:
+        self.exclusive = None
+        self.list_add_wait = None
+
+    def _list_add(self, t: int, f: dict[str, Any]) -> None:
+        if f.get("finish_safe_work") is True and self.exclusive is not None:
+            self.list_add_wait = (t, str(f.get("thread")), int(f["cpu"]))
+
     def _work_done(self, t: int, f: dict[str, Any]) -> None:
+        self.work_running[int(f["cpu"])] = str(f.get("work"))
         for caller, (_, target, work) in list(self.run_on_cpu_waits.items()):
             if target == f["cpu"] and work == f.get("work"):
                 del self.run_on_cpu_waits[caller]
@@ -308,6 +326,9 @@ _HANDLERS: dict[str, tuple[Any, str, type]] = {
     "spapr_set_all_lpcrs": (Facts._set_all_lpcrs, "", object),
     "run_on_cpu": (Facts._run_on_cpu, "caller", str),
     "process_queued_cpu_work": (Facts._work_done, "cpu", int),
+    "start_exclusive": (Facts._start_exclusive, "cpu", int),
+    "end_exclusive": (Facts._end_exclusive, "cpu", int),
+    "cpu_list_add": (Facts._list_add, "cpu", int),
     "sigp_handle": (Facts._sigp, "cpu", int),
     "rcu_read_lock": (Facts._rcu_lock, "ctr", int),
     "rcu_read_unlock": (Facts._rcu_unlock, "", object),
@@ -360,6 +381,9 @@ def chain(facts: Facts, stuck: Wait, holder: str | None, holder_cpu: int | None,
         return _pause_links(facts, stuck, now)
     if stuck.thread in facts.thread_mutex_waits and holder == stuck.thread:
         return _thread_mutex_links(facts, stuck, now)
+    waiter = facts.list_add_wait
+    if waiter is not None and facts.exclusive is not None and holder == waiter[1]:
+        return _exclusive_links(facts, stuck, now)
     if holder_cpu is None:
         return [f"{stuck.thread} has waited for {stuck.what} at {stuck.site} since {_s(stuck.since_ns)}; the BQL "
                 f"is held by {holder or 'nobody'} at {holder_site or '-'}."]
@@ -532,6 +556,32 @@ def _thread_mutex_links(facts: Facts, stuck: Wait, now: int) -> list[str]:
     out.append(f"CPU {target}'s vCPU mutex is held by KVM_RUN: CPU {target} is inside KVM_RUN {inside}, and nothing "
                f"makes it return to QEMU - QEMU does not kick it for this ioctl; the wait has lasted "
                f"{_s(now - since)}, and with the BQL held the monitor and every other thread wait too.")
+    return out
+
+
+def _exclusive_links(facts: Facts, stuck: Wait, now: int) -> list[str]:
+    """e533f45d7d's AB-BA: a vCPU's exclusive section waits for the BQL, which a thread holds while it waits in
+    cpu_list_add -> finish_safe_work for that section to end."""
+    assert facts.exclusive is not None and facts.list_add_wait is not None
+    began, cpu, work = facts.exclusive
+    since, thread, new = facts.list_add_wait
+    queued = (" (queued by kvm_hv_handle_exit for its guest's SynIC MSR write, with async_safe_run_on_cpu)"
+              if work == "async_synic_update" else " (queued with async_safe_run_on_cpu)")
+    out = [f"CPU {cpu}'s thread runs {work or 'safe work'}{queued} inside an exclusive section: "
+           f"process_queued_cpu_work dropped the BQL and entered start_exclusive at {_s(began)}, so pending_cpus "
+           "stays non-zero until its end_exclusive.",
+           f"At {_s(since)} {thread}, holding the BQL (device_add of CPU {new}), reached cpu_list_add, which before "
+           f"e533f45d7d ends with finish_safe_work: cpu_exec_start(CPU {new}) found the section pending and waits in "
+           "exclusive_idle on exclusive_resume, the BQL still held.",
+           f"{work or 'The work'} takes the BQL (qemu_mutex_lock_iothread inside the section): it waits for "
+           f"{thread}, which waits for the section to end - an AB-BA deadlock between the BQL and the exclusive "
+           f"section, {_s(now - since)} old. The fix takes finish_safe_work out of cpu_list_add: the new vCPU's own "
+           "cpu_exec_start waits, without the BQL."]
+    if stuck.thread != thread:
+        out.append(f"{stuck.thread} waits for {stuck.what} in {stuck.site} since {_s(stuck.since_ns)}, held by "
+                   f"{thread}, so it is locked up.")
+    else:
+        out.append(f"{thread} holds the BQL, so the monitor and every thread that needs the BQL wait too.")
     return out
 
 

@@ -31,6 +31,7 @@ from .config import (
     FIXES,
     MACHINES,
     MAX_SMP,
+    PPC_CPUS,
     QEMU_VERSIONS,
     TIMEBASE_RESETS,
     WORKLOADS,
@@ -186,6 +187,10 @@ SCHEMA: dict[str, Field] = {
                                    "irqchip, so ppc64 KVM keeps halt-in-kernel off (false: 11.0-rc1 to rc3)"),
     "hlt_bql_patch": Field(bool, doc="what-if, not upstream: the posted \"BQL lock imbalance\" patch, kvm_cpu_exec "
                                      "drops the BQL on its EXCP_HLT return and kvm_vcpu_thread_fn takes it back"),
+    "hv_synic": Field(bool, doc="q35: Hyper-V's SynIC on (hv-synic): its MSR writes exit to QEMU, which updates the "
+                                "SynIC in an exclusive section (async_safe_run_on_cpu)"),
+    "cpu_list_add_fix": Field(bool, doc="e533f45d7d applied: cpu_list_add no longer ends with finish_safe_work, which "
+                                        "waited out an exclusive section on the caller's thread, BQL held"),
     "migration_ram_ms": Field(float, 0.0, 600_000.0,
                               doc="`migrate -d`: guest ms the migration thread copies RAM before it completes"),
     "offline_hold_ns": Field(int, 0, 10_000_000_000,
@@ -276,9 +281,12 @@ def apply(base: RunSettings, overrides: dict[str, Any], where: str) -> RunSettin
     if merged.maxcpus and (merged.maxcpus < merged.smp or merged.maxcpus % merged.threads):
         raise BadInput(f"{where}: maxcpus={merged.maxcpus} must be at least smp={merged.smp} and whole cores of "
                        f"{merged.threads} threads")
-    if (merged.machine == "s390-ccw-virtio") != (merged.cpu == "z16"):
+    wanted_cpu = {"s390-ccw-virtio": ("z16",), "q35": ("Skylake-Server",)}.get(merged.machine, PPC_CPUS)
+    if merged.cpu not in wanted_cpu:
         raise BadInput(f"{where}: cpu: {merged.cpu} does not fit machine {merged.machine} (s390-ccw-virtio takes z16, "
-                       "the POWER machines POWER8-10)")
+                       "q35 Skylake-Server, the POWER machines POWER8-10)")
+    if merged.machine == "q35":
+        _check_q35(where, merged)
     if merged.machine == "s390-ccw-virtio" and merged.accel != "kvm":
         raise BadInput(f"{where}: accel: the s390x model has KVM only (its TCG SIGP path is not modelled)")
     if merged.machine == "s390-ccw-virtio" and any(command == "migrate" for _, command in merged.monitor):
@@ -293,6 +301,19 @@ def apply(base: RunSettings, overrides: dict[str, Any], where: str) -> RunSettin
         if merged.threads < 2:
             raise BadInput(f"{where}: threads: the powernv scenario stops thread 1 of core 0: threads >= 2")
     return merged
+
+
+def _check_q35(where: str, merged: RunSettings) -> None:
+    """What the x86 model has: KVM with the in-kernel irqchip, a boot and CPU hot-add."""
+    if merged.accel != "kvm":
+        raise BadInput(f"{where}: accel: the q35 model has KVM only")
+    if merged.workload not in ("none", "hotplug-online"):
+        raise BadInput(f"{where}: workload: {merged.workload} is not modelled on q35 (none, hotplug-online)")
+    if merged.threads != 1:
+        raise BadInput(f"{where}: threads: the q35 model has one thread a core")
+    for _, command in merged.monitor:
+        if command.split()[0] not in ("device_add", "stop", "cont"):
+            raise BadInput(f"{where}: monitor: {command.split()[0]} is not modelled on q35 (device_add, stop, cont)")
 
 
 def _check_engine(where: str, values: dict[str, Any], merged: RunSettings) -> None:

@@ -55,6 +55,12 @@ EVENTS = _declare(
     ("pause_all_vcpus", "thread", "a thread asks every vCPU to stop and waits until all have"),
     ("pause_all_vcpus_done", "thread", "pause_all_vcpus returned: its caller believes no vCPU runs"),
     ("resume_all_vcpus", "thread", "a thread lets every vCPU run again"),
+    ("start_exclusive", "cpu running",
+     "a vCPU thread starts an exclusive section: `running` other vCPUs must leave guest code first"),
+    ("exclusive_started", "cpu", "the exclusive section runs: no other vCPU executes until it ends"),
+    ("end_exclusive", "cpu", "the exclusive section ended (exclusive_resume broadcast)"),
+    ("cpu_list_add", "cpu thread finish_safe_work",
+     "a new CPU joins the CPU list; finish_safe_work: it then waits out an exclusive section (before e533f45d7d)"),
     ("spapr_cpu_reset", "cpu halted", "2018's reset of a hotplugged vCPU (hotplug_compat_fix = false): halted is 0"),
     ("cpu_stop_current", "cpu stopped", "a vCPU asks to stop itself (a guest's reset or shutdown request)"),
     ("invariant_violated", "invariant text", "a safety invariant of the machine broke: the run ends"),
@@ -115,6 +121,10 @@ EVENTS = _declare(
     ("sigp_handle", "cpu order dst", "s390x: QEMU handles a SIGP order from CPU `cpu` to CPU `dst`"),
     ("sigp_busy", "cpu order dst holder", "s390x: the SIGP lock is taken (by `holder`): condition code 2"),
     ("sigp_finished", "cpu order dst cc", "s390x: a SIGP's condition code"),
+    # target/i386
+    ("kvm_apic_accept_events", "cpu vector", "x86: an AP leaves wait-for-SIPI at its SIPI vector (in the kernel)"),
+    ("synic_update", "cpu enabled msg_page evt_page", "x86: a vCPU's SynIC follows its MSRs (async_synic_update)"),
+    ("acpi_cpu_plug_cb", "cpu", "x86: a hot-added CPU is reported to the guest (ACPI CPU hotplug event)"),
     ("qemu_system_shutdown_request", "cause", "the machine is asked to shut down"),
     # the machine and the guest
     ("qemu_system_reset", "", "machine reset"),

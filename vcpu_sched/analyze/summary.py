@@ -84,13 +84,20 @@ def _wait_signature(log: Log, timeline: Timeline) -> dict[str, Any] | None:
     """No thread spins with the BQL: the boot CPU or the main loop blocked at the end on something else
     (run_on_cpu work that never runs, an RCU grace period), explained by the same chain."""
     facts = timeline.facts
-    stuck = next((w for t, w in facts.waits.items() if t.startswith("CPU 0/")), None) or facts.waits.get("main")
-    if stuck is None or stuck.what == "BQL":
+    watched = [w for t, w in facts.waits.items() if t.startswith("CPU 0/")] + [facts.waits[t] for t in ("main",)
+                                                                               if t in facts.waits]
+    stuck = next((w for w in watched if w.what != "BQL"), None)
+    if stuck is None:
         return None
-    why = chain(facts, stuck, None, None, 0, "", 0, log.end_ns, facts.waits.get("main"))
+    bql = facts.holder  # a thread may hold the BQL while it waits (main in cpu_list_add, in a vCPU ioctl)
+    if bql is None:
+        why = chain(facts, stuck, None, None, 0, "", 0, log.end_ns, facts.waits.get("main"))
+    else:
+        why = chain(facts, stuck, bql.thread, cpu_of_thread(bql.thread), bql.since_ns, bql.site, 0, log.end_ns,
+                    facts.waits.get("main"))
     return {"holder": None, "holder_cpu": None, "stuck": stuck.thread, "stuck_cpu": cpu_of_thread(stuck.thread),
             "stuck_since_s": stuck.since_ns / NS, "stuck_site": stuck.site, "waiting_for": stuck.what,
-            "waiters": [], "chain": why}
+            "bql_held_by": bql.thread if bql is not None else None, "waiters": [], "chain": why}
 
 
 def summarise(log: Log, timeline: Timeline | None = None) -> dict[str, Any]:
@@ -164,7 +171,8 @@ def summary_text(s: dict[str, Any]) -> str:
     sig = s["lockup_signature"]
     if sig and sig["holder"] is None:
         lines += ["", f"LOCKUP SIGNATURE: {sig['stuck']} blocked since {sig['stuck_since_s']:.6f} s, waiting for "
-                      f"{sig['waiting_for']} at {sig['stuck_site']}; nobody holds the BQL"]
+                      f"{sig['waiting_for']} at {sig['stuck_site']}; "
+                      + (f"{sig['bql_held_by']} holds the BQL" if sig.get("bql_held_by") else "nobody holds the BQL")]
         lines += [f"  {i}. {step}" for i, step in enumerate(sig["chain"], 1)]
     elif sig:
         lines += ["", f"LOCKUP SIGNATURE: {sig['holder']} holds the BQL since {sig['held_since_s']:.6f} s "

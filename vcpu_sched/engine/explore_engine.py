@@ -352,9 +352,7 @@ class ExploreEngine(Engine):
                             sorted(mem.words.items()), _dt_order(mem.dt_cpus, index),
                             sorted(map(index, mem.sprg_paca)), sorted(map(index, mem.cpu_start)),
                             mem.crash.key(index) if mem.crash is not None else None, mem.hold_loop_overwritten,
-                            machine.spapr.fwnmi_system_reset_addr if machine.s390 is None else None,
-                            machine.rcu.key(self._vcpu_names),
-                            machine.s390.key() if machine.s390 is not None else None]
+                            machine.board_key(), machine.rcu.key(self._vcpu_names)]
         for cpu_index, runner in sorted((index(i), r) for i, r in machine.tcg_runners.items()):
             parts.append((cpu_index, runner.entry_gen, _frames(runner._program), runner.compute_left))
         for cpu in sorted(machine.cpus, key=lambda c: index(c.cpu_index)):

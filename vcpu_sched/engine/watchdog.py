@@ -141,12 +141,10 @@ class Watchdog:
             where = f"waits {blocked.what}"
         else:
             where = "in guest (KVM_RUN)" if self.machine.kvm is not None else "in guest"
-        if self.machine.s390 is not None:  # s390x: the architected state where ppc shows its LPCR
-            from ..model.s390x.cpu import STATE_NAMES
-
+        if self.machine.arch.name != "ppc64":  # another target: its own state where ppc shows its LPCR
             return CpuRow(cpu=cpu.cpu_index, thread=cpu.name, where=where, halted=cpu.halted, quiesced=False,
                           hard=bool(cpu.interrupt_request & CPU_INTERRUPT_HARD), lpcr="-",
-                          lpcr_decoded=f"cpu_state={STATE_NAMES[env.cpu_state]}", psscr_ec=None, pending=[],
+                          lpcr_decoded=self.machine.arch.cpu_state_text(cpu), psscr_ec=None, pending=[],
                           would_take="-", loop_iterations=self.iterations(cpu))
         decision = ppc_next_unmasked_interrupt(env, cpu.halted, quiesced_guard=self.machine.fix_quiesced)
         return CpuRow(

@@ -49,6 +49,10 @@ class Arch:
     def machine_reset(self, machine: Machine) -> Generator[Effect, Any, None]:
         raise NotImplementedError
 
+    def cpu_state_text(self, cpu: CPUState) -> str:
+        """The CPU's state in a lockup report's CPU table, where ppc shows its LPCR."""
+        raise NotImplementedError
+
     def program_at(self, machine: Machine, cpu_index: int, addr: int, /) -> GuestProgram | None:
         """The guest program a vCPU runs from entry address `addr` (None: nothing modelled there)."""
         raise NotImplementedError

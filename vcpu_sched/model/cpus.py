@@ -40,11 +40,13 @@ current_thread: contextvars.ContextVar[str] = contextvars.ContextVar("current_th
 
 @dataclass(eq=False, repr=False)
 class WorkItem:
-    """struct qemu_work_item (cpu-common.c)."""
+    """struct qemu_work_item (cpu-common.c). An `exclusive` item's func is a generator function that runs
+    the work inside an exclusive section, the BQL dropped (exclusive.async_safe_run_on_cpu makes it)."""
 
-    func: Callable[[CPUState], None]
+    func: Callable[[CPUState], Any]
     name: str
     done: bool = False
+    exclusive: bool = False
 
 
 @dataclass(eq=False, repr=False)
@@ -73,6 +75,9 @@ class CPUState:
     exception_index: int = -1
     work_list: deque[WorkItem] = field(default_factory=deque)
     current_work: str = ""  # not QEMU's: the run_on_cpu function running now, for the trace
+    running: bool = False  # between cpu_exec_start and cpu_exec_end (exclusive.py)
+    has_waiter: bool = False  # an exclusive section counts on this CPU's cpu_exec_end
+    exclusive_context_count: int = 0
     stats: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -243,30 +248,39 @@ def _run_work(cpu: CPUState, func: Callable[[CPUState], None], name: str) -> Non
         cpu.current_work = outer
 
 
-def process_queued_cpu_work(cpu: CPUState) -> None:
-    """cpu-common.c process_queued_cpu_work: run every item with the BQL held, then wake the waiters."""
+def process_queued_cpu_work(cpu: CPUState) -> Generator[Effect, Any, None]:
+    """cpu-common.c process_queued_cpu_work: run every item with the BQL held, then wake the waiters. An
+    exclusive item (async_safe_run_on_cpu) runs with the BQL dropped, inside start_exclusive/end_exclusive."""
     if not cpu.work_list:
         return
     while cpu.work_list:
         wi = cpu.work_list.popleft()
         cpu.machine.trace("process_queued_cpu_work", cpu=cpu.cpu_index, work=wi.name)
-        _run_work(cpu, wi.func, wi.name)
+        if wi.exclusive:  # the BQL dropped, start_exclusive, the work, end_exclusive, the BQL back (exclusive.py)
+            outer, cpu.current_work = cpu.current_work, wi.name
+            try:
+                yield from wi.func(cpu)
+            finally:
+                cpu.current_work = outer
+        else:
+            _run_work(cpu, wi.func, wi.name)
         wi.done = True
     cpu.machine.work_cond.broadcast()
 
 
-def qemu_wait_io_event_common(cpu: CPUState) -> None:
+def qemu_wait_io_event_common(cpu: CPUState) -> Generator[Effect, Any, None]:
     """system/cpus.c qemu_wait_io_event_common."""
     cpu.thread_kicked = False
     if cpu.stop:
         qemu_cpu_stop(cpu, False)
-    process_queued_cpu_work(cpu)
+    if cpu.work_list:  # process_queued_cpu_work's own first check, made before a generator is created
+        yield from process_queued_cpu_work(cpu)
 
 
 def qemu_wait_io_event(cpu: CPUState) -> Generator[Effect, Any, None]:
     """system/cpus.c qemu_wait_io_event (up to QEMU 10.1): sleep on halt_cond (BQL dropped) while idle."""
     yield from _sleep_while_idle(cpu, "qemu_wait_io_event")
-    qemu_wait_io_event_common(cpu)
+    yield from qemu_wait_io_event_common(cpu)
 
 
 def qemu_process_cpu_events(cpu: CPUState) -> Generator[Effect, Any, None]:
@@ -274,7 +288,7 @@ def qemu_process_cpu_events(cpu: CPUState) -> Generator[Effect, Any, None]:
     since 9a191d3782 it clears exit_request first, for every accelerator."""
     cpu.exit_request = False
     yield from _sleep_while_idle(cpu, "qemu_process_cpu_events")
-    qemu_wait_io_event_common(cpu)  # renamed qemu_process_cpu_events_common, unchanged
+    yield from qemu_wait_io_event_common(cpu)  # renamed qemu_process_cpu_events_common, unchanged
 
 
 def _sleep_while_idle(cpu: CPUState, function: str) -> Generator[Effect, Any, None]:

@@ -123,13 +123,16 @@ class Block(NamedTuple):
     loop's poll. The engine sends back the nanoseconds that passed.
 
     A `site` makes it a wait inside QEMU that the watchdog watches like a condition wait (a QemuEvent,
-    a kernel vCPU mutex, an RCU grace period): `what` names the thing waited for.
+    a kernel vCPU mutex, an RCU grace period, a qemu_cond_wait on a mutex other than the BQL): `what` names
+    the thing waited for. `seen` are the conditions' generations when the caller checked what it waits for,
+    under its own lock (default: when the engine takes the effect): a broadcast since then ends the wait.
     """
 
     wake: tuple[QemuCond, ...]
     timeout_ns: int | None
     site: str = ""
     what: str = ""
+    seen: tuple[int, ...] = ()
 
 
 Effect: TypeAlias = BqlLock | BqlUnlock | CondWait | Spend | Block

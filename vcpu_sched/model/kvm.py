@@ -38,6 +38,7 @@ from .cpus import (
     run_on_cpu,
 )
 from .effects import Block, BqlLock, BqlUnlock, Effect, Spend
+from .exclusive import cpu_exec_end, cpu_exec_start
 from .guest import GuestRunner, Hcall, StoreDecr
 from .ppc import (
     LPCR_AIL,
@@ -417,6 +418,10 @@ def kvm_cpu_exec(cpu: CPUState) -> Generator[Effect, Any, int]:
         return EXCP_HLT
     machine.trace("kvm_cpu_exec", cpu=cpu.cpu_index)
     yield BqlUnlock("kvm_cpu_exec")
+    if machine.cpu_list.pending_cpus:  # cpu_exec_start's own test, before a generator is made
+        yield from cpu_exec_start(cpu)
+    else:
+        cpu.running = True
     while True:
         if cpu.vcpu_dirty:
             arch.kvm_arch_put_registers(cpu, KVM_PUT_RUNTIME_STATE)
@@ -439,6 +444,7 @@ def kvm_cpu_exec(cpu: CPUState) -> Generator[Effect, Any, int]:
         ret = yield from arch.kvm_arch_handle_exit(cpu, run)
         if ret != 0:
             break
+    cpu_exec_end(cpu)
     yield BqlLock("kvm_cpu_exec")
     if old_loop:
         cpu.exit_request = False

@@ -22,6 +22,7 @@ from ..verdicts import INVARIANT
 from .arch import Arch, PpcArch
 from .cpus import CPUState, current_cpu, current_thread, resume_all_vcpus
 from .effects import Block, BqlLock, BqlUnlock, Effect, QemuCond, Spend, Thread, WakeHub
+from .exclusive import CpuList
 from .guest import GuestMemory, GuestOutcome, GuestProgram, GuestRunner
 from .kdump import crash_kexec
 from .kvm import FakeKvm, kvm_irqchip_create, kvm_vcpu_thread_fn
@@ -37,6 +38,7 @@ from .tcg import mttcg_cpu_thread_fn
 if TYPE_CHECKING:
     from .pnv import Pnv
     from .s390x.machine import S390CcwMachine
+    from .x86.machine import X86Machine
 
 MAIN_LOOP_POLL_NS = 10_000_000  # main_loop_wait wakes at least this often for timers (10 ms)
 
@@ -109,8 +111,19 @@ class Machine:
         self.kvm: FakeKvm | None = None
         self.pnv: Pnv | None = None
         self.s390: S390CcwMachine | None = None
+        self.x86: X86Machine | None = None
         self.spapr: Spapr
         self.arch: Arch
+        self.cpu_list = CpuList()
+        if settings.machine == "q35":
+            from .x86.cpu import CPUX86State
+            from .x86.machine import X86Arch, X86Machine
+
+            self.arch = X86Arch()
+            self.cpus = [self._cpu(i, CPUX86State(apic_id=i)) for i in range(settings.smp)]
+            self.x86 = X86Machine(self)
+            self.kvm_halt_in_kernel = kvm_irqchip_create(frozenset({"KVM_CAP_IRQCHIP"}), settings.irqchip_fix)
+            return
         if settings.machine == "s390-ccw-virtio":
             from .s390x.cpu import CPUS390XState
             from .s390x.machine import S390Arch, S390CcwMachine
@@ -142,6 +155,16 @@ class Machine:
             for cond in cpu.conds():
                 cond.hub = self.hub
         return cpu
+
+    def board_key(self) -> tuple[Any, ...]:
+        """The board's and the CPU list's state, for the explorer's state hash."""
+        if self.s390 is not None:
+            board = self.s390.key()
+        elif self.x86 is not None:
+            board = self.x86.key()
+        else:
+            board = (self.spapr.fwnmi_system_reset_addr,)
+        return (*board, *self.cpu_list.key())
 
     def start_thread(self, name: str, factory: Callable[[], Thread]) -> None:
         """qemu_thread_create for a thread started while the machine runs."""
@@ -183,7 +206,7 @@ class Machine:
 
     def all_conds(self) -> list[QemuCond]:
         conds = [self.work_cond, self.pause_cond, self.cpu_cond, self.main_loop_cond, self.finished_cond,
-                 self.guest_memory.changed, *self.rcu.conds()]
+                 self.guest_memory.changed, *self.rcu.conds(), *self.cpu_list.conds()]
         for cpu in self.cpus:
             conds += cpu.conds()
         return conds

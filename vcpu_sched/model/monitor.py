@@ -83,14 +83,22 @@ def hmp_device_options(command: str) -> dict[str, Any]:
 
 def qmp_device_add(machine: Machine, args: dict[str, Any]) -> Generator[Effect, Any, str | None]:
     """system/qdev-monitor.c qmp_device_add at upstream 77251365ec: qdev_device_add_from_qdict - of the
-    device types only a pseries CPU core is modelled (hotplug.py) - and on failure drain_call_rcu (since
-    7bed89958b), which waits for every pending RCU callback with the BQL dropped. Returns the error QEMU
-    reports (in QEMU 7.2's words), or None."""
+    device types only a pseries CPU core (hotplug.py) and an x86 CPU (x86/machine.py) are modelled - and on
+    failure drain_call_rcu (since 7bed89958b), which waits for every pending RCU callback with the BQL
+    dropped. Returns the error QEMU reports (in QEMU 7.2's words), or None."""
     driver = args.get("driver")
     error: str | None = None
     if driver is None:
         error = "Parameter 'driver' is missing"
-    elif not str(driver).endswith("-spapr-cpu-core") or machine.s390 is not None or machine.pnv is not None:
+    elif machine.x86 is not None and str(driver).endswith("-x86_64-cpu"):
+        from .x86.machine import device_add_x86_cpu
+
+        try:
+            yield from device_add_x86_cpu(machine, args)
+        except QmpError as e:
+            error = e.desc
+    elif (not str(driver).endswith("-spapr-cpu-core") or machine.s390 is not None or machine.pnv is not None
+          or machine.x86 is not None):
         error = f"'{driver}' is not a valid device model name"
     else:
         try:

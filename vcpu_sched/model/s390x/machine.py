@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 from ..arch import Arch
 from ..cpus import CPUState, run_on_cpu
 from ..effects import Effect
-from .cpu import S390_CPU_STATE_OPERATING, S390_CPU_STATE_STOPPED, s390_cpu_has_work, s390_cpu_set_state
+from .cpu import (
+    S390_CPU_STATE_OPERATING,
+    S390_CPU_STATE_STOPPED,
+    STATE_NAMES,
+    s390_cpu_has_work,
+    s390_cpu_set_state,
+)
 from .guest import IPL_PSW_ADDR, program_at
 from .kvm import (
     S390Kvm,
@@ -77,6 +83,9 @@ class S390Arch(Arch):
     kvm_vcpu_ioctl_run = staticmethod(kvm_vcpu_ioctl_run)
     kvm_arch_handle_exit = staticmethod(kvm_arch_handle_exit)
     program_at = staticmethod(program_at)
+
+    def cpu_state_text(self, cpu: CPUState) -> str:
+        return f"cpu_state={STATE_NAMES[cpu.env.cpu_state]}"
 
     def machine_reset(self, machine: Machine) -> Generator[Effect, Any, None]:
         return s390_machine_reset(machine)

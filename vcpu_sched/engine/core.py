@@ -125,6 +125,12 @@ def cond_wait_on(cond: QemuCond, thread: str) -> Park:
     return Park((cond,), (cond.generation,), None, waiter)
 
 
+def _block_park(block: Block) -> Park:
+    if block.seen:
+        return Park(block.wake, block.seen, block.timeout_ns)
+    return park_on(block.wake, block.timeout_ns)
+
+
 @dataclass(eq=False, repr=False)
 class ThreadRec:
     """What the core knows of one QEMU thread."""
@@ -203,7 +209,7 @@ class EngineCore:
         # A wait's generations are taken where the model decided to wait, before any owed time is paid: a
         # broadcast while the thread still burns that time must wake it.
         waits = (cond_wait_on(effect.cond, rec.name) if type(effect) is CondWait
-                 else park_on(effect.wake, effect.timeout_ns) if type(effect) is Block else None)
+                 else _block_park(effect) if type(effect) is Block else None)
         if rec.owed_ns:
             yield from self._pay(rec)
         if type(effect) is BqlLock:

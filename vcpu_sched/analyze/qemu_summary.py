@@ -305,15 +305,19 @@ def _pass_two(files: TraceFiles, bql: str | None, threshold_ns: int, silence_ns:
                 end_ns - min(since for _, since in hold.waiters.values()) > threshold_ns:
             lockup, lockup_ns = hold, held
 
+    state: PerThread | None = None
+    last_tid: int | None = None
     for batch in files.batches():
         if first is None:
             first = batch[0]
             origin = first[0]
         for line in batch:
             t, tid, event, args, stamp, mutex = line
-            state = per.get(tid)
-            if state is None:
-                state = per[tid] = PerThread(order=len(per))
+            if tid != last_tid or state is None:  # a thread's lines often come in runs
+                state = per.get(tid)
+                if state is None:
+                    state = per[tid] = PerThread(order=len(per))
+                last_tid = tid
             state.events += 1
             if mutex is None:  # not a mutex event: what it says of the thread, and a turn of any mutex it holds
                 if event.startswith("kvm_"):
@@ -335,8 +339,7 @@ def _pass_two(files: TraceFiles, bql: str | None, threshold_ns: int, silence_ns:
                 state.prev_ns = t
                 state.last_line = line
                 continue
-            count = mutex_lines.get(args)
-            mutex_lines[args] = 1 if count is None else count + 1
+            mutex_lines[args] = mutex_lines.get(args, 0) + 1
             address, site = mutex
             kind = kinds.get(site)
             if kind is None:

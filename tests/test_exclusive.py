@@ -131,3 +131,23 @@ def test_an_x86_device_add_is_checked(synic: RunSettings) -> None:
 def test_the_q35_model_refuses_what_it_lacks(synic: RunSettings, change: dict[str, Any], problem: str) -> None:
     with pytest.raises(BadInput, match=problem):
         apply(synic, change, "--set")
+
+
+def test_the_progress_watchdog_reports_a_vcpu_that_runs_on_when_asked_to_stop(synic: RunSettings) -> None:
+    from vcpu_sched.engine.core import NS, EngineCore
+
+    clock = [0]
+    core = EngineCore(Machine(variant(synic, watchdog_s=2.0)), lambda: clock[0], fast_forward=True)
+    cpu = core.machine.cpus[1]
+    cpu.stop = True  # cpu_pause asked it to stop
+    assert core.watchdog.spinning(0) is None
+    clock[0] = 3 * NS
+    assert core.watchdog.spinning(clock[0]) is None, "asked long ago but blocked, not running: not this check's"
+    cpu.guest_entries += 5
+    reason = core.watchdog.spinning(clock[0])
+    assert reason is not None and "CPU 1/KVM" in reason and "5 times" in reason
+    cpu.stop = False  # it stopped (or was resumed): the count starts again
+    assert core.watchdog.spinning(clock[0]) is None
+    cpu.stop = True
+    cpu.guest_entries += 5
+    assert core.watchdog.spinning(clock[0] + NS) is None, "a new request, not yet the threshold old"

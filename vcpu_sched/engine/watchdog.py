@@ -56,6 +56,7 @@ class Watchdog:
         # The migration thread too, once started: management waits for it as it waits for the monitor.
         self.watched = (machine.cpus[0].name, "main", MIGRATION_THREAD)
         self.spins: dict[int, Spin] = {}
+        self.stop_asked: dict[int, tuple[int, int]] = {}  # cpu -> (first seen with `stop` set, guest entries then)
 
     def _stuck_since(self, thread: str) -> int | None:
         """Since when a watched thread is blocked - not counting a vCPU asleep on its own halt_cond, which
@@ -83,7 +84,25 @@ class Watchdog:
         return None
 
     def spinning(self, now: int) -> str | None:
-        """The progress watchdog: why a halted vCPU's thread is found spinning for the threshold, or None."""
+        """The progress watchdog: why a vCPU's thread is found going round for the threshold without progress
+        (spinning while halted, or entering the guest again and again while asked to stop), or None."""
+        return self._spinning_halted(now) or self._running_on_when_stopped(now)
+
+    def _running_on_when_stopped(self, now: int) -> str | None:
+        """A vCPU asked to stop (`stop`, cpu_pause) that kept entering guest code for the threshold and never
+        reached qemu_cpu_stop: whoever waits in pause_all_vcpus waits for it, and nothing it does helps."""
+        for cpu in self.machine.cpus:
+            if not cpu.stop:
+                self.stop_asked.pop(cpu.cpu_index, None)
+                continue
+            since, entries = self.stop_asked.setdefault(cpu.cpu_index, (now, cpu.guest_entries))
+            if now - since >= self.threshold_ns and cpu.guest_entries > entries:
+                return (f"{cpu.name} was asked to stop {(now - since) / NS:g} s ago or more and has entered guest "
+                        f"code {cpu.guest_entries - entries:,} times since without stopping: its thread never "
+                        f"reached qemu_cpu_stop, so every pause_all_vcpus caller waits for it")
+        return None
+
+    def _spinning_halted(self, now: int) -> str | None:
         for cpu in self.machine.cpus:
             sample = Spin(now, self.iterations(cpu), cpu.stats.get("excp_hlt", 0),
                           self.bql.stats(cpu.name).holds, cpu.stats.get("sleeps", 0))

@@ -22,6 +22,7 @@ def execute_guest(cpu: CPUState, runner: GuestRunner | None,
     The safety invariant of pause_all_vcpus is checked here, where guest code runs: once it has returned,
     until a vCPU is resumed, no vCPU may execute (0ec7e6779f's race broke it)."""
     machine = cpu.machine
+    cpu.guest_entries += 1
     if machine.paused_by is not None:
         machine.invariant_violated(
             "no vCPU runs while paused",

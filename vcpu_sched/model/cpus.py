@@ -75,6 +75,7 @@ class CPUState:
     exception_index: int = -1
     work_list: deque[WorkItem] = field(default_factory=deque)
     current_work: str = ""  # not QEMU's: the run_on_cpu function running now, for the trace
+    guest_entries: int = 0  # not QEMU's: how often the thread entered guest code (the progress watchdog's count)
     running: bool = False  # between cpu_exec_start and cpu_exec_end (exclusive.py)
     has_waiter: bool = False  # an exclusive section counts on this CPU's cpu_exec_end
     exclusive_context_count: int = 0

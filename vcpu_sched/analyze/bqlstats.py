@@ -75,14 +75,19 @@ class BqlStats:
         else:
             self._wait(iv)
 
-    def _wait(self, iv: Interval) -> None:
-        thread = iv.thread
-        if self._open_waits.get(thread) == iv.start_ns:
-            del self._open_waits[thread]
-        durations = self.waits.get(thread)
+    @staticmethod
+    def _count(iv: Interval, still_open: dict[str, int], lengths: dict[str, Durations]) -> None:
+        """`iv` is no longer open; its length counts for its thread."""
+        if still_open.get(iv.thread) == iv.start_ns:
+            del still_open[iv.thread]
+        durations = lengths.get(iv.thread)
         if durations is None:
-            durations = self.waits[thread] = Durations()
+            durations = lengths[iv.thread] = Durations()
         durations.add(iv.end_ns - iv.start_ns)
+
+    def _wait(self, iv: Interval) -> None:
+        self._count(iv, self._open_waits, self.waits)
+        thread = iv.thread
         if self._pending.get(thread) == iv.start_ns:
             del self._pending[thread]
             assert self.longest is not None
@@ -92,14 +97,8 @@ class BqlStats:
             self._finished.append(iv)
 
     def _hold(self, iv: Interval) -> None:
-        thread = iv.thread
-        if self._open_holds.get(thread) == iv.start_ns:
-            del self._open_holds[thread]
-        durations = self.holds.get(thread)
-        if durations is None:
-            durations = self.holds[thread] = Durations()
+        self._count(iv, self._open_holds, self.holds)
         ns = iv.end_ns - iv.start_ns
-        durations.add(ns)
         best = self.longest
         if best is None or ns > best.ns or (ns == best.ns and _order(iv) < _order(best)):
             self.longest = iv

@@ -26,8 +26,9 @@ Rows:
 - `sweep spapr-rtas-stopped --fix quiesced --seeds 0:2000 --expect booted`: runs per second with 2 local
   workers and on a 2-worker Dask `LocalCluster`, against 1 local worker (`--only sweep` runs these alone);
 - scale (`--only scale`): 2048 vCPUs booted and the 2048-vCPU seed case (wall against the bare Trio
-  program with as many tasks and checkpoints, peak RSS), the 2048 report's length, and `vcpu-sched matrix`
-  over every row against one bare program per row on a pool of as many workers;
+  program with as many tasks and checkpoints, run in turn with it, medians; peak RSS), the 2048 report's
+  length, and `vcpu-sched matrix` over every row against one bare program per row on a pool of as many
+  workers;
 - real QEMU (`--only real`, needs `tools/dev.py real-qemu`): wall time of `vcpu-sched real` on a 2-vCPU
   boot, on each QEMU set up, against a bare boot of the same kernel on the same binary (an /init that only
   powers off): what the harness adds; the model's run of the same row against the real one; and the row
@@ -180,11 +181,12 @@ def installed_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def interleaved(ours: list[str], base: list[str], repeat: int) -> tuple[float, int, str, float, int]:
+def interleaved(ours: list[str], base: list[str], repeat: int, warm: bool = True) -> tuple[float, int, str, float, int]:
     """Median wall and peak RSS of `ours` and of `base`, run in turn `repeat` times (after one run of `ours`
-    that writes the bytecode caches), and the last stdout of `ours`."""
+    that writes the bytecode caches, unless the caller has run it: `warm`), and the last stdout of `ours`."""
     env = installed_env()
-    timed_process(ours, env)
+    if warm:
+        timed_process(ours, env)
     runs, bases = [], []
     for _ in range(repeat):
         runs.append(timed_process(ours, env))
@@ -356,8 +358,12 @@ def scale_rows(directory: Path, repeat: int = 3) -> list[tuple[str, str, str, st
     rows = []
     for label, flags in (("2048 vCPUs booted, --fix quiesced", ["--smp", "2048", "--fix", "quiesced"]),
                          ("2048 vCPUs, the seed case's lockup", ["--smp", "2048"])):
-        wall, rss, data = run_case(flags, repeat)
-        base_wall, base_rss = bare_process(data["smp"] + 1, data["effects"], repeat)
+        # Interleaved with the bare program, medians: on a shared machine the load moves both alike. The
+        # first run writes the bytecode caches and says how many effects the baseline must match.
+        argv = [sys.executable, "-m", "vcpu_sched", "run", "--json", "--quiet", *flags]
+        data = json.loads(timed_process(argv, installed_env())[2])
+        bare_argv = [sys.executable, "-c", BARE, str(data["smp"] + 1), str(data["effects"])]
+        wall, rss, _, base_wall, base_rss = interleaved(argv, bare_argv, repeat, warm=False)
         rows.append((f"wall to verdict: {label} ({data['verdict']}, {data['effects']} effects)",
                      f"{wall * 1000:.0f} ms", f"{base_wall * 1000:.0f} ms", f"{wall / base_wall:.2f}"))
         rows.append((f"peak RSS: {label}", f"{rss / 2**20:.1f} MiB", f"{base_rss / 2**20:.1f} MiB",

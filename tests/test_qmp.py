@@ -170,6 +170,22 @@ def test_malformed_messages_get_error_objects_and_the_session_goes_on(fixed: Qem
         assert _exchange(sock, '{"execute": "qmp_capabilities"}')[-1] == {"return": {}}
 
 
+def test_before_negotiation_every_other_command_is_not_found_with_qemus_hint(fixed: Qemu) -> None:
+    """monitor_qmp_dispatch replaces the CommandNotFound of any command before negotiation, unknown ones too
+    (Debian's QEMU 7.2.22 answers `no-such-command` so, checked by hand on 2026-12-05)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(fixed.sock))
+        sock.settimeout(10)
+        sock.recv(65536)
+        for command in ("no-such-command", "query-status"):
+            answer = _exchange(sock, json.dumps({"execute": command}))[-1]
+            assert answer["error"] == {"class": "CommandNotFound",
+                                       "desc": "Expecting capabilities negotiation with 'qmp_capabilities'"}
+        assert _exchange(sock, '{"execute": "qmp_capabilities"}')[-1] == {"return": {}}
+        answer = _exchange(sock, '{"execute": "no-such-command"}')[-1]
+        assert answer["error"]["desc"] == "The command no-such-command has not been found"
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["-daemonize"], "-daemonize"),
     (["-qmp", "unix:/tmp/x.sock,server=on,wait=on"], "wait=on"),

@@ -324,15 +324,17 @@ class QmpServer:
         except ValueError as e:
             self._send(error("GenericError", str(e), msg_id))
             return oob_enabled
+        if not self._negotiated and name != "qmp_capabilities":
+            # monitor/qmp.c monitor_qmp_dispatch: before negotiation only qmp_capabilities exists, and a command
+            # not found - any other, known or not (QEMU 7.2 answers so) - gets this message instead
+            self._send(error("CommandNotFound", "Expecting capabilities negotiation with 'qmp_capabilities'",
+                             msg_id))
+            return oob_enabled
         if not known(self.machine, name):
             self._send(error("CommandNotFound", f"The command {name} has not been found", msg_id))
             return oob_enabled
         if oob and name not in OOB:
             self._send(error("GenericError", f"The command {name} does not support OOB", msg_id))
-            return oob_enabled
-        if not self._negotiated and name != "qmp_capabilities":
-            self._send(error("CommandNotFound", "Expecting capabilities negotiation with 'qmp_capabilities'",
-                             msg_id))
             return oob_enabled
         try:
             if name in COMMANDS:  # a recorded command's arguments pick its recorded answer (probe.recorded)

@@ -14,6 +14,7 @@ Functions that can block are generators yielding effects (see effects.py); the r
 from __future__ import annotations
 
 import contextvars
+import functools
 from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -81,8 +82,9 @@ class CPUState:
     exclusive_context_count: int = 0
     stats: dict[str, int] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
+        """The vCPU thread's name, as QEMU names it (made once: neither the index nor the accelerator changes)."""
         return f"CPU {self.cpu_index}/{self.machine.settings.accel.upper()}"
 
     def conds(self) -> tuple[QemuCond, ...]:
@@ -135,7 +137,8 @@ def qemu_cpu_kick(cpu: CPUState) -> None:
     """system/cpus.c qemu_cpu_kick: broadcast halt_cond, then cpus_kick_thread (SIG_IPI once)."""
     cpu.halt_cond.broadcast()
     cpu.count("kicks")
-    cpu.machine.trace("qemu_cpu_kick", cpu=cpu.cpu_index, by=cpu.machine.thread_name())
+    if cpu.machine.traced("qemu_cpu_kick"):  # thread_name() costs a lookup nobody needs when nothing listens
+        cpu.machine.trace("qemu_cpu_kick", cpu=cpu.cpu_index, by=cpu.machine.thread_name())
     if cpu.machine.settings.accel == "kvm":
         if cpu.thread_kicked:
             return

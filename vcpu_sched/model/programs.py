@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from .guest import GENERIC_SECONDARY_SMP_INIT, GuestProgram, boot_cpu_program, secondary_program
 from .kdump import system_reset_program
-from .pnv import FIRMWARE_ENTRY, SECONDARY_IDLE_ENTRY, firmware_program, idle_thread_program
 from .spapr_abi import SPAPR_ENTRY_POINT
 
 if TYPE_CHECKING:
@@ -18,6 +17,8 @@ if TYPE_CHECKING:
 def program_at(machine: Machine, cpu_index: int, nip: int) -> GuestProgram | None:
     """The program the guest has at an entry address (None: nothing to run there)."""
     if machine.pnv is not None:
+        from .pnv import FIRMWARE_ENTRY, SECONDARY_IDLE_ENTRY, firmware_program, idle_thread_program  # powernv only
+
         if nip == FIRMWARE_ENTRY:
             return firmware_program(machine)
         if nip == SECONDARY_IDLE_ENTRY:

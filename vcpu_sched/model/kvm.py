@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ..versions import new_loop
 from .accel import execute_guest
@@ -289,14 +289,24 @@ def kvm_arch_process_async_events(cpu: CPUState) -> bool:
 
 
 def kvm_vcpu_ioctl_run(cpu: CPUState) -> Generator[Effect, Any, tuple[int, KvmExit | None]]:
-    """ioctl(KVM_RUN), the kernel side: (-EINTR, None) on a kick, (0, exit) otherwise. Like every vCPU
-    ioctl it runs with the vCPU's mutex held (virt/kvm/kvm_main.c kvm_vcpu_ioctl), here for as long as
-    the vCPU is in the guest - ceded in the kernel included."""
+    """ioctl(KVM_RUN), the kernel side: (-EINTR, None) on a kick, (0, exit) otherwise."""
     kvm = cpu.machine.kvm
     assert kvm is not None
-    vcpu = kvm.vcpus[cpu.cpu_index]
+    return (yield from with_vcpu_mutex(cpu, kvm.vcpus[cpu.cpu_index], _kvm_run(cpu)))
+
+
+class HasVcpuMutex(Protocol):
+    in_run: bool
+
+
+def with_vcpu_mutex(cpu: CPUState, vcpu: HasVcpuMutex,
+                    run: Generator[Effect, Any, tuple[int, KvmExit | None]]
+                    ) -> Generator[Effect, Any, tuple[int, KvmExit | None]]:
+    """virt/kvm/kvm_main.c kvm_vcpu_ioctl for KVM_RUN, every target's: the vCPU's mutex is held (`in_run`) for
+    as long as the vCPU is in the guest - halted or ceded in the kernel included - and its release wakes a
+    thread waiting for it in kvm_vcpu_ioctl."""
     vcpu.in_run = True
-    outcome = yield from _kvm_run(cpu)
+    outcome = yield from run
     vcpu.in_run = False
     cpu.kvm_mutex_cond.broadcast()
     return outcome

@@ -23,7 +23,7 @@ from ..accel import execute_guest
 from ..cpus import EXCP_HALTED, EXCP_INTERRUPT, CPUState
 from ..effects import Block, BqlLock, BqlUnlock, Effect
 from ..guest import GuestRunner
-from ..kvm import EINTR, KvmExit
+from ..kvm import EINTR, KvmExit, with_vcpu_mutex
 from .cpu import S390_CPU_STATE_STOPPED, s390_cpu_set_state, s390_kvm
 from .sigp import (
     ORDER_NAMES,
@@ -106,13 +106,9 @@ def kvm_cpu_synchronize_state(cpu: CPUState) -> Generator[Effect, Any, None]:
 
 
 def kvm_vcpu_ioctl_run(cpu: CPUState) -> Generator[Effect, Any, tuple[int, KvmExit | None]]:
-    """ioctl(KVM_RUN), the kernel side (with the vCPU's mutex held, as on every vCPU ioctl)."""
+    """ioctl(KVM_RUN), the kernel side (with the vCPU's mutex held: kvm.with_vcpu_mutex)."""
     vcpu = s390_kvm(cpu).vcpus[cpu.cpu_index]
-    vcpu.in_run = True
-    outcome = yield from _kvm_run(cpu, vcpu)
-    vcpu.in_run = False
-    cpu.kvm_mutex_cond.broadcast()
-    return outcome
+    return (yield from with_vcpu_mutex(cpu, vcpu, _kvm_run(cpu, vcpu)))
 
 
 def _kvm_run(cpu: CPUState, vcpu: S390KvmVcpu) -> Generator[Effect, Any, tuple[int, KvmExit | None]]:

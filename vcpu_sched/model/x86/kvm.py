@@ -22,7 +22,7 @@ from ..accel import execute_guest
 from ..cpus import CPUState
 from ..effects import Block, BqlLock, BqlUnlock, Effect
 from ..guest import GuestRunner
-from ..kvm import EINTR, KvmExit
+from ..kvm import EINTR, KvmExit, with_vcpu_mutex
 from .cpu import (
     HV_X64_MSR_SCONTROL,
     HV_X64_MSR_SIEFP,
@@ -108,13 +108,9 @@ def kvm_arch_put_registers(cpu: CPUState, level: int) -> None:
 
 
 def kvm_vcpu_ioctl_run(cpu: CPUState) -> Generator[Effect, Any, tuple[int, KvmExit | None]]:
-    """ioctl(KVM_RUN), the kernel side, with the vCPU's mutex held."""
+    """ioctl(KVM_RUN), the kernel side (with the vCPU's mutex held: kvm.with_vcpu_mutex)."""
     vcpu = x86_kvm(cpu).vcpus[cpu.cpu_index]
-    vcpu.in_run = True
-    outcome = yield from _kvm_run(cpu, vcpu)
-    vcpu.in_run = False
-    cpu.kvm_mutex_cond.broadcast()
-    return outcome
+    return (yield from with_vcpu_mutex(cpu, vcpu, _kvm_run(cpu, vcpu)))
 
 
 def _kvm_run(cpu: CPUState, vcpu: X86KvmVcpu) -> Generator[Effect, Any, tuple[int, KvmExit | None]]:

@@ -370,7 +370,8 @@ class ExploreEngine(Engine):
     def _cpu_part(self, cpu: CPUState) -> tuple[Any, ...]:
         reader = self.machine.rcu.registry.get(cpu.name)
         part: tuple[Any, ...] = (cpu.loop_snapshot(), getattr(cpu.env, "compat_pvr", None),
-                                 tuple(w.name for w in cpu.work_list), reader.key()[1:] if reader else None)
+                                 tuple(w.name for w in cpu.work_list), reader.key()[1:] if reader else None,
+                                 cpu.running, cpu.has_waiter, cpu.exclusive_context_count)
         kvm = self.machine.kvm
         if kvm is not None:
             vcpu = kvm.vcpus[cpu.cpu_index]

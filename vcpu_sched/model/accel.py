@@ -15,6 +15,13 @@ from .effects import Block, Effect
 from .guest import Compute, GuestOp, GuestRunner, SpinUntil
 
 
+def runner_at(cpu: CPUState, addr: int, entry_gen: int) -> GuestRunner | None:
+    """The guest program at entry address `addr` of `cpu` (the target's program_at), ready to run; None
+    when nothing is modelled there."""
+    program = cpu.machine.arch.program_at(cpu.machine, cpu.cpu_index, addr)
+    return GuestRunner(program, entry_gen) if program is not None else None
+
+
 def execute_guest(cpu: CPUState, runner: GuestRunner | None,
                   interrupted: Callable[[], bool]) -> Generator[Effect, Any, GuestOp | None]:
     """Run the guest until an operation the accelerator must handle (returned) or a kick (None).

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ..versions import new_loop
-from .accel import execute_guest
+from .accel import execute_guest, runner_at
 from .cpus import (
     EXCP_DEBUG,
     EXCP_HLT,
@@ -236,8 +236,7 @@ def kvm_arch_put_registers(cpu: CPUState, level: int) -> None:
     vcpu.nip = env.nip
     if env.entry_gen != vcpu.entry_gen:
         vcpu.entry_gen = env.entry_gen
-        program = cpu.machine.arch.program_at(cpu.machine, cpu.cpu_index, env.nip)
-        vcpu.runner = GuestRunner(program, env.entry_gen) if program is not None else None
+        vcpu.runner = runner_at(cpu, env.nip, env.entry_gen)
         vcpu.ceded = False
         vcpu.exit_hcall = None
     cpu.machine.trace("kvm_put_registers", cpu=cpu.cpu_index, level=level, lpcr_wanted=hex(env.lpcr),

@@ -17,7 +17,7 @@ from collections.abc import Generator
 from typing import Any
 
 from ..versions import new_loop
-from .accel import execute_guest
+from .accel import execute_guest, runner_at
 from .cpus import (
     CPU_INTERRUPT_HARD,
     EXCP_HALTED,
@@ -33,7 +33,7 @@ from .cpus import (
 )
 from .effects import BqlLock, BqlUnlock, Effect, Spend
 from .excp import ppc_next_unmasked_interrupt
-from .guest import GuestRunner, Hcall, StoreDecr
+from .guest import Hcall, StoreDecr
 from .interrupts import ppc_maybe_interrupt
 from .ppc import MSR_EE, Interrupt
 from .rcu import rcu_read_lock, rcu_read_unlock, rcu_register_thread
@@ -90,8 +90,7 @@ def _cpu_exec_loop(cpu: CPUState) -> Generator[Effect, Any, int]:
         yield BqlUnlock("cpu_handle_interrupt")
     runner = machine.tcg_runners.get(cpu.cpu_index)
     if runner is None or runner.entry_gen != cpu.env.entry_gen:
-        program = machine.arch.program_at(machine, cpu.cpu_index, cpu.env.nip)
-        runner = GuestRunner(program, cpu.env.entry_gen) if program is not None else None
+        runner = runner_at(cpu, cpu.env.nip, cpu.env.entry_gen)
         if runner is not None:
             machine.tcg_runners[cpu.cpu_index] = runner
     while True:

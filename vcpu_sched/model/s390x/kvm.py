@@ -19,7 +19,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..accel import execute_guest
+from ..accel import execute_guest, runner_at
 from ..cpus import EXCP_HALTED, EXCP_INTERRUPT, CPUState
 from ..effects import Block, BqlLock, BqlUnlock, Effect
 from ..guest import GuestRunner
@@ -92,8 +92,7 @@ def kvm_arch_put_registers(cpu: CPUState, level: int) -> None:
     env = cpu.env
     if env.entry_gen != vcpu.entry_gen:
         vcpu.entry_gen = env.entry_gen
-        program = cpu.machine.arch.program_at(cpu.machine, cpu.cpu_index, env.psw_addr)
-        vcpu.runner = GuestRunner(program, env.entry_gen) if program is not None else None
+        vcpu.runner = runner_at(cpu, env.psw_addr, env.entry_gen)
         vcpu.exit_op = vcpu.op_ret = None
 
 

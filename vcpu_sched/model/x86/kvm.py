@@ -18,7 +18,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..accel import execute_guest
+from ..accel import execute_guest, runner_at
 from ..cpus import CPUState
 from ..effects import Block, BqlLock, BqlUnlock, Effect
 from ..guest import GuestRunner
@@ -100,8 +100,7 @@ def kvm_arch_put_registers(cpu: CPUState, level: int) -> None:
     vcpu.mp_state = env.mp_state
     if env.entry_gen != vcpu.entry_gen:
         vcpu.entry_gen = env.entry_gen
-        program = cpu.machine.arch.program_at(cpu.machine, cpu.cpu_index, env.eip)
-        vcpu.runner = GuestRunner(program, env.entry_gen) if program is not None else None
+        vcpu.runner = runner_at(cpu, env.eip, env.entry_gen)
         vcpu.exit_op = None
         vcpu.sipi_vector = None
         vcpu.irq_pending = False
@@ -160,8 +159,7 @@ def _accept_sipi(cpu: CPUState, vcpu: X86KvmVcpu) -> None:
     assert vector is not None
     vcpu.mp_state = KVM_MP_STATE_RUNNABLE
     vcpu.entry_gen += 1
-    program = cpu.machine.arch.program_at(cpu.machine, cpu.cpu_index, vector << 12)
-    vcpu.runner = GuestRunner(program, vcpu.entry_gen) if program is not None else None
+    vcpu.runner = runner_at(cpu, vector << 12, vcpu.entry_gen)
     cpu.env.mp_state = KVM_MP_STATE_RUNNABLE
     cpu.machine.trace("kvm_apic_accept_events", cpu=cpu.cpu_index, vector=hex(vector))
 

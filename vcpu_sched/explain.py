@@ -551,11 +551,8 @@ def _thread_mutex_links(facts: Facts, stuck: Wait, now: int) -> list[str]:
         out.append(f"At {_s(c.reset_unhalted)} the hotplugged CPU {target}'s reset (spapr_cpu_reset before "
                    "b12a4efb76) left it running - cpu_reset cleared halted, and halted = 1 comes only after "
                    "ppc_set_compat - so its thread, resumed by realize, entered KVM_RUN.")
-    run = facts.in_kvm_run.get(target)
-    inside = f"since {_s(run)}" if run is not None else "all along"
-    out.append(f"CPU {target}'s vCPU mutex is held by KVM_RUN: CPU {target} is inside KVM_RUN {inside}, and nothing "
-               f"makes it return to QEMU - QEMU does not kick it for this ioctl; the wait has lasted "
-               f"{_s(now - since)}, and with the BQL held the monitor and every other thread wait too.")
+    out.append(_held_by_kvm_run(facts, target, "", "", f"{_s(now - since)}, and with the BQL held the monitor and "
+                                "every other thread wait too"))
     return out
 
 
@@ -625,12 +622,18 @@ def _kernel_mutex_links(facts: Facts, h: int, held_since_ns: int, holder_site: s
     out = [f"CPU {h}'s thread holds the BQL at {holder_site} since {_s(held_since_ns)}{during}, and since "
            f"{_s(since)} it waits in ioctl({ioctl}) on CPU {target}'s vCPU: the kernel takes that vCPU's mutex "
            "first (kvm_vcpu_ioctl)."]
+    out.append(_held_by_kvm_run(facts, target, " (in the guest, ceded or running)", "no exit is coming and ",
+                                _s(now - since)))
+    return out
+
+
+def _held_by_kvm_run(facts: Facts, target: int, where: str, why: str, lasted: str) -> str:
+    """Why a vCPU ioctl's wait for `target`'s kernel mutex does not end: KVM_RUN holds it, nothing ends KVM_RUN."""
     run = facts.in_kvm_run.get(target)
     inside = f"since {_s(run)}" if run is not None else "all along"
-    out.append(f"CPU {target}'s vCPU mutex is held by KVM_RUN: CPU {target} is inside KVM_RUN {inside} (in the "
-               f"guest, ceded or running), and nothing makes it return to QEMU - no exit is coming and QEMU "
-               f"does not kick it for this ioctl; the wait has lasted {_s(now - since)}.")
-    return out
+    return (f"CPU {target}'s vCPU mutex is held by KVM_RUN: CPU {target} is inside KVM_RUN {inside}{where}, and "
+            f"nothing makes it return to QEMU - {why}QEMU does not kick it for this ioctl; the wait has lasted "
+            f"{lasted}.")
 
 
 def _stuck_links(facts: Facts, stuck: Wait, main_wait: Wait | None) -> list[str]:

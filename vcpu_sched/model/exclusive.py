@@ -43,13 +43,12 @@ class CpuList:
     lock: threading.Lock = field(default_factory=threading.Lock)  # qemu_cpu_list_lock
     # >= 1 while a thread is inside start_exclusive/end_exclusive: 1 + the running vCPUs still to leave.
     pending_cpus: int = 0
-    holder: str = ""  # not QEMU's: the thread inside the section, for the trace
 
     def conds(self) -> tuple[QemuCond, ...]:
         return (self.exclusive_cond, self.exclusive_resume)
 
     def key(self) -> tuple[Any, ...]:
-        return (self.pending_cpus, self.holder)
+        return (self.pending_cpus,)
 
 
 def _cond_wait(cl: CpuList, cond: QemuCond, site: str) -> Generator[Effect, Any, None]:
@@ -88,7 +87,6 @@ def start_exclusive(cpu: CPUState) -> Generator[Effect, Any, None]:
                 running += 1
                 qemu_cpu_kick(other)
         cl.pending_cpus = running + 1
-        cl.holder = cpu.name
         machine.trace("start_exclusive", cpu=cpu.cpu_index, running=running)
         while cl.pending_cpus > 1:
             yield from _cond_wait(cl, cl.exclusive_cond, "start_exclusive")
@@ -106,7 +104,6 @@ def end_exclusive(cpu: CPUState) -> None:
     cl = cpu.machine.cpu_list
     with cl.lock:
         cl.pending_cpus = 0
-        cl.holder = ""
         cl.exclusive_resume.broadcast()
     cpu.machine.trace("end_exclusive", cpu=cpu.cpu_index)
 

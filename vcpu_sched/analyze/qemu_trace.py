@@ -44,9 +44,11 @@ _PLAIN = re.compile(r"([a-z][a-z0-9]*_[a-z0-9_]+)(?: (.*))?")
 _OTHER = re.compile(r"(?:\d+@\d+\.\d+:|\d{4}-\d\d-\d\dT[\d:.]+Z )?[\w./-]+: ")
 _MUTEX = re.compile(r"(?:waiting on|taken|released) mutex (0x[0-9a-fA-F]+|\(nil\)) \((.*):(\d+)\)")
 _CPU_INDEX = re.compile(r"cpu_index ([0-9]{1,9})")
-# _TID over a block of whole lines, one match a line: a trace line's groups (the stamp as one besides its two
-# numbers), or the whole of any other line as the last group.
-_TID_LINES = re.compile(r"^(?:([0-9]{1,19})@(([0-9]{1,12})\.([0-9]{1,9})):([A-Za-z_]\w*) ?(.*)|(.*))$", re.M)
+# _TID over a block of whole lines, one match a line: a trace line's thread id, stamp (as one besides its two
+# numbers) and the rest, its event and arguments (_EVENT splits them), or the whole of any other line as the
+# last group. A trace repeats few rests many times, so each is split once (TraceFiles._events).
+_TID_LINES = re.compile(r"^(?:([0-9]{1,19})@(([0-9]{1,12})\.([0-9]{1,9})):(.*)|(.*))$", re.M)
+_EVENT = re.compile(r"([A-Za-z_]\w*) ?(.*)")
 _NS_PER_DIGITS = [10 ** (9 - n) for n in range(10)]  # a fraction of n digits, in nanoseconds per unit
 # Pass one's look at the mutex events: a `taken` mutex (qemu_mutex_locked) and its caller's file:line at the end
 # of a line, found in blocks of bytes by one search each (qemu_summary checks what it suggests in pass two, line
@@ -240,6 +242,7 @@ class TraceFiles:
                                "files: analyse one file at a time")
         self.stats = Stats()
         self._tid_numbers: dict[str, int] = {}
+        self._events: dict[str, tuple[str, str, Mutex | None]] = {}  # a line's rest -> its name, args and mutex
         self._seconds: dict[str, int] = {}
 
     @property
@@ -388,28 +391,24 @@ class TraceFiles:
     def _tid_block(self, found: list[tuple[str, ...]], number: int, index: int, lines: list[Line]) -> int:
         """The lines of a block in the `tid` format (_TID_LINES' groups), with no binary data: parse() of each,
         without its calls."""
-        path, stats = self.paths[index], self.stats
+        stats = self.stats
         add = lines.append
         scale = _NS_PER_DIGITS
-        mutexes = _mutex_cache
-        mutex_events = _MUTEX_EVENTS
+        events = self._events
         tids = self._tid_numbers
         seconds = self._seconds
         before = len(lines)
         first = number + 1
-        for number, (tid_text, stamp, sec, frac, name, args, other) in enumerate(found, first):
-            if not tid_text:  # not a trace line: what parse() makes of it
-                added = len(lines)
-                self._line(other + "\n", number, index, lines)
-                before += len(lines) - added  # counted by _line
-                continue
-            args = args.rstrip()
-            mutex = mutexes.get(args) if name in mutex_events else None
-            if mutex is None and name in mutex_events:
-                mutex = _mutex_of_args(args)
-                if mutex is None:
-                    stats.bad(path, number, f"{name}: arguments are not 'MUTEX (FILE:LINE)'")
+        for number, (tid_text, stamp, sec, frac, rest, other) in enumerate(found, first):
+            event = events.get(rest)
+            if event is None:
+                event = self._event(rest) if tid_text else None
+                if event is None:  # not a trace line, or not an event's: what parse() makes of it
+                    added = len(lines)
+                    self._line(f"{tid_text}@{stamp}:{rest}\n" if tid_text else other + "\n", number, index, lines)
+                    before += len(lines) - added  # counted by _line
                     continue
+            name, args, mutex = event
             tid = tids.get(tid_text)
             if tid is None:
                 tid = tids[tid_text] = int(tid_text)
@@ -421,6 +420,24 @@ class TraceFiles:
             add((base + int(frac) * scale[len(frac)], tid, name, args, stamp, mutex))  # a TraceLine's fields
         stats.events += len(lines) - before
         return number
+
+    def _event(self, rest: str) -> tuple[str, str, Mutex | None] | None:
+        """A `tid` line's event name, arguments and mutex from what follows its stamp, kept for the next line
+        with the same; None when it is not an event, or a mutex event without a mutex and site."""
+        m = _EVENT.fullmatch(rest)
+        if m is None:
+            return None
+        name, args = m.groups()
+        args = args.rstrip()
+        mutex = None
+        if name in _MUTEX_EVENTS:
+            mutex = _mutex_cache.get(args) or _mutex_of_args(args)
+            if mutex is None:
+                return None
+        if len(self._events) > 65536:
+            self._events.clear()
+        event = self._events[rest] = (name, args, mutex)
+        return event
 
     def _line(self, text: str, number: int, index: int, lines: list[Line]) -> None:
         """One line as read (with its newline, unless it is the file's unfinished last line)."""

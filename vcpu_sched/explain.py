@@ -130,6 +130,13 @@ class Facts:
         except (KeyError, TypeError, ValueError):
             return
 
+    def feed_live(self, event: str, t: int, fields: dict[str, Any]) -> None:
+        """`feed` for a running model's events, whose fields are always there and of the right type: the
+        engine traces the vCPU loop's events on every turn, so the checks a log's events need are left out."""
+        entry = _HANDLERS.get(event)
+        if entry is not None:
+            entry[0](self, t, fields)
+
     def _state(self, t: int, f: dict[str, Any]) -> None:
         c = self.cpu(f["cpu"])
         if "halted" in f:

@@ -68,6 +68,7 @@ def release_of(version: str) -> str:
     return known[-1]
 
 
+@functools.cache  # asked on the vCPU threads' paths (exit_or_kick, rcu, timebase)
 def has(version: str, commit: str) -> bool:
     """Does QEMU `version` contain upstream `commit`?"""
     return release_key(version) >= release_key(FIRST_RELEASE[commit])

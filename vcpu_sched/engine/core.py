@@ -171,7 +171,7 @@ class EngineCore:
         self.rng = random.Random(f"engine:{settings.seed}")
         self.facts = Facts(settings.cpu, settings.accel, cpu_events_function(settings.qemu_version),
                            halt_in_kernel=self.machine.kvm_halt_in_kernel)
-        outer, feed = self.machine.tracer, self.facts.feed
+        outer, feed = self.machine.tracer, self.facts.feed_live
 
         def tap(event: str, t_ns: int, fields: dict[str, Any]) -> None:
             feed(event, t_ns, fields)

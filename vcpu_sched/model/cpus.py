@@ -20,7 +20,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..versions import has, new_loop
+from ..versions import has
 from .effects import CondWait, Effect, QemuCond
 
 if TYPE_CHECKING:
@@ -309,7 +309,7 @@ def _sleep_while_idle(cpu: CPUState, function: str) -> Generator[Effect, Any, No
 
 def cpu_events(cpu: CPUState) -> Generator[Effect, Any, None]:
     """What a vCPU thread's loop calls after running guest code, in the chosen QEMU version."""
-    if not new_loop(cpu.machine.settings.qemu_version):
+    if not cpu.machine.new_loop:
         return qemu_wait_io_event(cpu)
     return qemu_process_cpu_events(cpu)
 

@@ -24,7 +24,6 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from ..versions import new_loop
 from .accel import execute_guest, runner_at
 from .cpus import (
     EXCP_DEBUG,
@@ -414,7 +413,7 @@ def kvm_cpu_exec(cpu: CPUState) -> Generator[Effect, Any, int]:
     what-if: the patch posted in April 2026 as "accel/kvm: Fix BQL lock imbalance in kvm_cpu_exec", not
     merged) the EXCP_HLT return drops the BQL first and kvm_vcpu_thread_fn takes it back."""
     machine = cpu.machine
-    old_loop = not new_loop(machine.settings.qemu_version)  # 9a191d3782 moved the clears below to cpu_events
+    old_loop = not machine.new_loop  # 9a191d3782 moved the clears below to cpu_events
     arch = machine.arch
     if arch.kvm_arch_process_async_events(cpu):
         if old_loop:
@@ -468,9 +467,10 @@ def kvm_vcpu_thread_fn(cpu: CPUState) -> Generator[Effect, Any, None]:
     yield BqlLock("kvm_vcpu_thread_fn")
     machine.trace("kvm_vcpu_thread_start", cpu=cpu.cpu_index, thread=cpu.name)
     cpu_thread_signal_created(cpu)
+    # One turn of this loop costs host CPU time; the engine may fast-forward identical turns.
+    turn = Spend(machine.settings.loop_cost_ns, spin=cpu, wake=(cpu.halt_cond, cpu.kick_cond))
     while True:
-        # One turn of this loop costs host CPU time; the engine may fast-forward identical turns.
-        yield Spend(machine.settings.loop_cost_ns, spin=cpu, wake=(cpu.halt_cond, cpu.kick_cond))
+        yield turn
         cpu.count("loop_iterations")
         if cpu_can_run(cpu):
             r = yield from kvm_cpu_exec(cpu)

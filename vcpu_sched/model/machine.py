@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..config import RunSettings
 from ..verdicts import INVARIANT
+from ..versions import new_loop
 from .arch import Arch, PpcArch
 from .cpus import CPUState, current_cpu, current_thread, resume_all_vcpus
 from .effects import Block, BqlLock, BqlUnlock, Effect, QemuCond, Spend, Thread, WakeHub
@@ -69,6 +70,8 @@ class Machine:
         self.fix_migration = "migration" in fixes  # its follow-up: quiesced in the migration stream
         self.fix_lpcr_sync = "lpcr-sync" in fixes  # a what-if: spapr's LPCR kept to what KVM accepts
         self.runstate = "prelaunch"
+        # The vCPU loop of the chosen QEMU (versions.new_loop), asked on every turn of every vCPU thread.
+        self.new_loop = new_loop(settings.qemu_version)
         self.hub: WakeHub | None = None
         self.tracer = tracer
         self._tracing = tracer is not _no_trace

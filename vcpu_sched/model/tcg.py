@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
-from ..versions import new_loop
 from .accel import execute_guest, runner_at
 from .cpus import (
     CPU_INTERRUPT_HARD,
@@ -96,7 +95,7 @@ def _cpu_exec_loop(cpu: CPUState) -> Generator[Effect, Any, int]:
     while True:
         op = yield from execute_guest(cpu, runner, lambda: cpu.exit_request)
         if op is None:
-            if not new_loop(machine.settings.qemu_version):  # cpu_handle_interrupt's clear, gone in 9a191d3782
+            if not machine.new_loop:  # cpu_handle_interrupt's clear, gone in 9a191d3782
                 cpu.exit_request = False
             return EXCP_INTERRUPT
         assert runner is not None
@@ -130,13 +129,14 @@ def mttcg_cpu_thread_fn(cpu: CPUState) -> Generator[Effect, Any, None]:
     machine.trace("tcg_vcpu_thread_start", cpu=cpu.cpu_index, thread=cpu.name)
     cpu_thread_signal_created(cpu)
     cpu.exit_request = True  # "process any pending work" before the first cpu_exec (review D16)
+    turn = Spend(machine.settings.loop_cost_ns, spin=cpu, wake=(cpu.halt_cond, cpu.kick_cond))
     while True:
-        yield Spend(machine.settings.loop_cost_ns, spin=cpu, wake=(cpu.halt_cond, cpu.kick_cond))
+        yield turn
         cpu.count("loop_iterations")
         if cpu_can_run(cpu):
             yield BqlUnlock("mttcg_cpu_thread_fn")
             yield from tcg_cpu_exec(cpu)
-            if not new_loop(machine.settings.qemu_version):  # tcg_cpu_exec's clear, gone in 9a191d3782
+            if not machine.new_loop:  # tcg_cpu_exec's clear, gone in 9a191d3782
                 cpu.exit_request = False
             yield BqlLock("mttcg_cpu_thread_fn")
         yield from cpu_events(cpu)

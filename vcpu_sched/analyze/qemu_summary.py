@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .bqlstats import Durations
-from .qemu_trace import _CPU_INDEX, MUTEX_EVENTS, Line, TraceFiles, _mutex_of_args
+from .qemu_trace import _CPU_INDEX, MUTEX_EVENTS, Line, TraceFiles
 from .timeline import Instant, Interval, Timeline
 
 NS = 1_000_000_000
@@ -229,7 +229,7 @@ class PerThread(ThreadFacts):
     order: int = 0  # its place among the threads, by its first line
     holds: Durations = field(default_factory=Durations)
     waits: Durations = field(default_factory=Durations)
-    waiting: tuple[int, str] | None = None
+    waiting: tuple[str, int] | None = None  # waiting for the BQL: where it asked, since when
     last_line: Line | None = None
     asked: Wait | None = None  # a mutex asked for and not yet taken
     held: dict[str, Activity] = field(default_factory=dict)  # the mutexes it holds now
@@ -267,9 +267,10 @@ def _pass_two(files: TraceFiles, bql: str | None, threshold_ns: int, silence_ns:
     """Pass two: every line once, in time order. What each thread's lines say of its role (the BQL's call
     sites counted exactly), and with `bql` taken for the BQL: every hold and wait of it, and what each holder
     of any mutex did while it held it. One loop, written for speed: most lines of a trace are mutex events."""
-    mutex_lines: dict[str, int] = {}  # the arguments of every mutex event, counted (their mutex and site)
+    # The arguments of every mutex event: [how many lines, the mutex, its site, the site's role and in cpus.c]
+    mutex_lines: dict[str, list[Any]] = {}
     per: dict[int | None, PerThread] = {}
-    waiting_bql: dict[int | None, PerThread] = {}  # the threads with `waiting` set: waiting for the BQL
+    waiting_bql: dict[int | None, tuple[str, int]] = {}  # the threads with `waiting` set, and it: waiting for the BQL
     intervals: list[Interval] = []  # with thread ids for names
     holder: Hold | None = None
     longest: Hold | None = None
@@ -282,7 +283,6 @@ def _pass_two(files: TraceFiles, bql: str | None, threshold_ns: int, silence_ns:
     owners: dict[str, Activity] = {}  # mutex -> the activity of the thread holding it now
     released: dict[str, Activity] = {}  # mutex -> the last finished activity of a thread that held it
     lockups = files.timestamps and files.thread_ids
-    kinds: dict[str, tuple[int, bool]] = {}
     cpu_index = _CPU_INDEX.match
     LOCK, LOCKED, UNLOCK = MUTEX_EVENTS
 
@@ -339,12 +339,11 @@ def _pass_two(files: TraceFiles, bql: str | None, threshold_ns: int, silence_ns:
                 state.prev_ns = t
                 state.last_line = line
                 continue
-            mutex_lines[args] = mutex_lines.get(args, 0) + 1
-            address, site = mutex
-            kind = kinds.get(site)
-            if kind is None:
-                kind = kinds[site] = _site_kind(site)[1:]
-            role, in_cpus_c = kind
+            facts = mutex_lines.get(args)
+            if facts is None:
+                facts = mutex_lines[args] = [0, *mutex, *_site_kind(mutex[1])[1:]]
+            facts[0] += 1
+            _, address, site, role, in_cpus_c = facts
             if role:
                 if role == _VCPU:
                     if state.vcpu_site is None:
@@ -383,10 +382,9 @@ def _pass_two(files: TraceFiles, bql: str | None, threshold_ns: int, silence_ns:
                 state.asked_address = address
                 state.asked = Wait(address, site, t)
                 if address == bql:
-                    state.waiting = (t, site)
-                    waiting_bql[tid] = state
+                    waiting_bql[tid] = state.waiting = (site, t)
                     if holder is not None and holder.tid != tid:
-                        holder.waiters.setdefault(tid, (site, t))
+                        holder.waiters.setdefault(tid, state.waiting)
             elif event == LOCKED:
                 if in_cpus_c and state.halt_site is None and state.asked_address != address:
                     state.halt_site = site  # taken with no `waiting on`: back from a condition wait
@@ -409,17 +407,18 @@ def _pass_two(files: TraceFiles, bql: str | None, threshold_ns: int, silence_ns:
                     if holder is not None:  # a missing unlock (a cut file): the previous hold ends here
                         close(holder, t, False)
                     if state.waiting is not None:
-                        since, where = state.waiting
+                        where, since = state.waiting
                         state.waits.add(t - since)
                         if timeline and t > since:
                             intervals.append(Interval(tid, "BQL wait", since - origin, t - origin,  # type: ignore
                                                       where))
                         state.waiting = None
                         del waiting_bql[tid]
-                    # Who waits for it now, in the threads' order (as a walk over all of them would find them).
-                    holder = Hold(tid, t, site, stamp, act, {other: (p.waiting[1], p.waiting[0])  # type: ignore
-                                                             for other, p in sorted(waiting_bql.items(), key=_by_order)
-                                                             if other != tid} if waiting_bql else {})
+                    # Who waits for it now, in the threads' order (as a walk over all of them would find them);
+                    # most often one thread or none, with nothing to order.
+                    waiters = (dict(sorted(waiting_bql.items(), key=lambda w: per[w[0]].order)) if len(waiting_bql) > 1
+                               else waiting_bql.copy())
+                    holder = Hold(tid, t, site, stamp, act, waiters)
             else:
                 state.released_last = address
                 act_or_none = held.pop(address, None)
@@ -440,16 +439,11 @@ def _pass_two(files: TraceFiles, bql: str | None, threshold_ns: int, silence_ns:
         close(holder, last_ns, True)
     at_bql_sites: Counter[str] = Counter()
     sites: dict[str, Counter[str]] = {}
-    for args, count in mutex_lines.items():  # in the order each first appeared, as counting line by line would
-        address, site = _mutex_of_args(args)  # type: ignore[misc]  # the reader checked it
+    for count, address, site, _, _ in mutex_lines.values():  # in the order each first appeared, as line by line
         if _is_bql_site(site):
             at_bql_sites[address] += count
             sites.setdefault(address, Counter())[site] += count
     return _Pass(at_bql_sites, sites, per, first, last_ns, intervals, holder, longest, lockup, owners)
-
-
-def _by_order(item: tuple[int | None, PerThread]) -> int:
-    return item[1].order
 
 
 def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False) -> dict[str, Any]:
@@ -484,8 +478,8 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
     if timeline:
         for tid, p in per.items():
             if p.waiting is not None:
-                intervals.append(Interval(name(tid), "BQL wait", p.waiting[0] - origin, end_ns - origin,
-                                          p.waiting[1], open=True))
+                intervals.append(Interval(name(tid), "BQL wait", p.waiting[1] - origin, end_ns - origin,
+                                          p.waiting[0], open=True))
             elif p.asked is not None and found.bql in p.held:  # the BQL holder waits for another mutex
                 intervals.append(Interval(name(tid), "mutex wait", p.asked.start_ns - origin, end_ns - origin,
                                           f"{p.asked.mutex} ({p.asked.site})", open=True))
@@ -576,7 +570,7 @@ def analyse(files: TraceFiles, threshold_s: float = 1.0, timeline: bool = False)
         "threads": [{"tid": tid, "role": found.roles[tid][0], "role_from": found.roles[tid][1],
                      "events": found.threads[tid].events, "bql_hold": p.holds.to_dict(),
                      "bql_wait": p.waits.to_dict(),
-                     "waiting_for_bql_at_end": p.waiting[1] if p.waiting else None, "last_event": p.last_event}
+                     "waiting_for_bql_at_end": p.waiting[0] if p.waiting else None, "last_event": p.last_event}
                     for tid, p in sorted(per.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))],
         "longest_hold": hold_dict(longest) if longest is not None else None,
         "threshold_s": threshold_s, "silence_s": silence_ns / NS,

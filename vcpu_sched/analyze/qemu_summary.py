@@ -150,7 +150,8 @@ class Wait:
 class Activity:
     """What a thread did while it held one mutex, from its `taken` to its `released` (or the end of the trace):
     its events, the time it spent waiting for other mutexes, and its silences (no event for at least the
-    silence threshold while not waiting). One is made for every `taken`: a plain class, quick to make."""
+    silence threshold while not waiting). One is made for every `taken`: a plain class, quick to make. Its
+    events and last event are the thread's lines since `taken_at`, set once they are over (`stop`)."""
 
     __slots__ = (
         "blocked_ns",
@@ -167,19 +168,26 @@ class Activity:
         "site",
         "stamp",
         "start_ns",
+        "taken_at",
         "tid",
         "waits",
     )
 
     def __init__(self, tid: int | None, mutex: str, site: str, start_ns: int, stamp: str, end_ns: int | None,
-                 last_event: Line | None, partial: bool = False) -> None:
+                 last_event: Line | None, partial: bool = False, taken_at: int = 0) -> None:
         self.tid, self.mutex, self.site, self.start_ns, self.stamp = tid, mutex, site, start_ns, stamp
+        self.taken_at = taken_at  # how many lines its thread had, its `taken` the last
         self.end_ns = end_ns
         self.events = self.blocked_ns = self.waits = self.silent_ns = self.silences = self.longest_silence_ns = 0
         self.longest_wait: Wait | None = None
         self.last_event_ns = start_ns if last_event is not None else 0
         self.last_event = last_event
         self.partial = partial  # taken before the trace begins: only its release is seen
+
+    def stop(self, lines: int, last_event: Line | None, last_ns: int) -> None:
+        """Its events are over: its thread's first `lines` lines, the last of them `last_event` at `last_ns`."""
+        self.events = lines - self.taken_at
+        self.last_event, self.last_event_ns = last_event, last_ns
 
     def add_wait(self, wait: Wait, end_ns: int) -> None:
         self.blocked_ns += end_ns - max(wait.start_ns, self.start_ns)
@@ -284,7 +292,7 @@ def _pass_two(files: TraceFiles, bql: str | None, threshold_ns: int, silence_ns:
     released: dict[str, Activity] = {}  # mutex -> the last finished activity of a thread that held it
     lockups = files.timestamps and files.thread_ids
     cpu_index = _CPU_INDEX.match
-    LOCK, LOCKED, UNLOCK = MUTEX_EVENTS
+    LOCK, LOCKED = MUTEX_EVENTS[:2]  # else qemu_mutex_unlock
 
     def close(hold: Hold, end_ns: int, ongoing: bool) -> None:
         nonlocal longest, longest_ns, lockup, lockup_ns
@@ -327,15 +335,9 @@ def _pass_two(files: TraceFiles, bql: str | None, threshold_ns: int, silence_ns:
                     if event == "kvm_cpu_exec" and state.vcpu_site is None:
                         state.vcpu_site = "kvm_cpu_exec"
                 state.released_last = None
-                if state.held:
-                    gap = t - state.prev_ns
-                    silence = gap >= silence_ns and state.asked is None
+                if state.held and t - state.prev_ns >= silence_ns and state.asked is None:
                     for act in state.held.values():
-                        if silence:
-                            act.add_silence(gap)
-                        act.events += 1
-                        act.last_event_ns = t
-                        act.last_event = line
+                        act.add_silence(t - state.prev_ns)
                 state.prev_ns = t
                 state.last_line = line
                 continue
@@ -362,21 +364,13 @@ def _pass_two(files: TraceFiles, bql: str | None, threshold_ns: int, silence_ns:
                     state.asked = Wait(address, site, state.prev_ns, True)
                 state.released_last = None
             # What this thread did since its previous event, for each mutex it holds: waited (counted when the
-            # wait ends), or was silent, or was busy. A mutex's release ends its activity and is not one of its
-            # events.
+            # wait ends), or was silent, or was busy (its events, counted when they are over). Every held mutex
+            # was taken at one of this thread's lines, so no later than its previous one.
             held = state.held
-            if held:
-                # Every held mutex was taken at one of this thread's lines, so no later than its previous one.
-                gap = t - state.prev_ns
-                silence = gap >= silence_ns and state.asked is None
-                ending = address if event == UNLOCK else None
+            before_ns = state.prev_ns
+            if held and t - before_ns >= silence_ns and state.asked is None:
                 for act in held.values():
-                    if silence:
-                        act.add_silence(gap)
-                    if act.mutex != ending:
-                        act.events += 1
-                        act.last_event_ns = t
-                        act.last_event = line
+                    act.add_silence(t - before_ns)
             state.prev_ns = t
             if event == LOCK:
                 state.asked_address = address
@@ -402,7 +396,11 @@ def _pass_two(files: TraceFiles, bql: str | None, threshold_ns: int, silence_ns:
                             address != bql:  # a BQL holder's wait long enough to show
                         intervals.append(Interval(tid, "mutex wait", wait.start_ns - origin,  # type: ignore
                                                   t - origin, f"{address} ({wait.site})"))
-                act = held[address] = owners[address] = Activity(tid, address, site, t, stamp, None, line)
+                act = owners[address] = Activity(tid, address, site, t, stamp, None, line, False, state.events)
+                other = held.setdefault(address, act)
+                if other is not act:  # taken again with no release (a cut file): the other's last line is this
+                    other.stop(state.events, line, t)
+                    held[address] = act
                 if address == bql:
                     if holder is not None:  # a missing unlock (a cut file): the previous hold ends here
                         close(holder, t, False)
@@ -425,7 +423,8 @@ def _pass_two(files: TraceFiles, bql: str | None, threshold_ns: int, silence_ns:
                 if act_or_none is None:
                     if address != bql:  # taken before the trace: who released it
                         released[address] = Activity(tid, address, "", origin, "", t, None, True)
-                else:
+                else:  # its release is not one of its events
+                    act_or_none.stop(state.events - 1, state.last_line, before_ns)
                     act_or_none.end_ns = t
                     released[address] = act_or_none
                     if owners.get(address) is act_or_none:
@@ -437,6 +436,9 @@ def _pass_two(files: TraceFiles, bql: str | None, threshold_ns: int, silence_ns:
         last_ns = batch[-1][0]
     if holder is not None:
         close(holder, last_ns, True)
+    for thread in per.values():
+        for act in thread.held.values():
+            act.stop(thread.events, thread.last_line, thread.prev_ns)
     at_bql_sites: Counter[str] = Counter()
     sites: dict[str, Counter[str]] = {}
     for count, address, site, _, _ in mutex_lines.values():  # in the order each first appeared, as line by line

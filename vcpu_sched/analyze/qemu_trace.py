@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import re
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -305,16 +306,20 @@ class TraceFiles:
             for lines in self._checked(index):
                 times = list(map(first, lines))
                 out = len(window) + len(lines) - REORDER_LINES  # how many lines come out for these
-                if 0 < out <= len(window) and min(times) >= window[out - 1][0] and window[0][0] >= emitted:
+                if 0 < out <= len(window) and (earliest := min(times)) >= window[out - 1][0] and \
+                        window[0][0] >= emitted:
                     # No line of the block goes before those that come out, nor later than the window can mend:
                     # what inserting and taking out one at a time would do, for the whole block at once.
                     batch += window[:out]
                     emitted = window[out - 1][0]
                     in_order = times[0] >= window[-1][0] and times == sorted(times)
                     del window[:out]
+                    kept = len(window)
                     window += lines
-                    if not in_order:
-                        window.sort(key=first)  # stable: a line after those of its time already in
+                    if not in_order:  # sorted from the first line later than the block's earliest, stably: a
+                        # line after those of its time already in
+                        start = bisect_right(window, earliest, 0, kept, key=first)
+                        window[start:] = sorted(window[start:], key=first)
                 else:
                     emitted, late = self._one_by_one(window, lines, batch, emitted)
                     out_of_order += late

@@ -55,9 +55,9 @@ def ppc_set_irq(cpu: CPUState, irq: Interrupt, level: bool) -> None:
     env = cpu.env
     old = env.pending_interrupts
     if level:
-        env.pending_interrupts |= irq.value
+        env.pending_interrupts |= irq._value_
     else:
-        env.pending_interrupts &= ~irq.value
+        env.pending_interrupts &= ~irq._value_
     if env.pending_interrupts != old:
         cpu.machine.trace("ppc_set_irq", cpu=cpu.cpu_index, irq=irq.name, level=int(level))
         ppc_maybe_interrupt(cpu)

@@ -217,7 +217,8 @@ def kvm_arch_get_registers(cpu: CPUState) -> None:
     env.nip = vcpu.nip
     cpu.machine.trace("kvm_get_registers", cpu=cpu.cpu_index, via=cpu.current_work or "-",
                       lpcr_before=hex(before_lpcr), lpcr=hex(env.lpcr),
-                      lpcr_decoded=decode_lpcr(env.lpcr, env.model),
+                      # the explanation reads none of it: decoded only for a log
+                      lpcr_decoded=decode_lpcr(env.lpcr, env.model) if cpu.machine.logging else "",
                       psscr_ec_before=bool(before_psscr & PSSCR_EC), psscr_ec=bool(env.psscr & PSSCR_EC))
 
 

@@ -224,8 +224,9 @@ class Machine:
 
     @property
     def logging(self) -> bool:
-        """Whether something besides the engine listens to the trace (an event log, a test)."""
-        return self.tracer is not _no_trace
+        """Whether every event reaches a listener (an event log, a test), not only those the engine's
+        explanation reads (set_tracer's `only`)."""
+        return self._tracing and self._only is None
 
     def set_tracer(self, tracer: Tracer, only: frozenset[str] | None = None) -> None:
         """Send trace events to `tracer` (an engine that watches the events wraps the log's): all of them,

@@ -171,7 +171,9 @@ class CPUPPCState:
     entry_gen: int = 0
 
     def pending(self, irq: Interrupt) -> bool:
-        return bool(self.pending_interrupts & irq.value)
+        # _value_ is the member's own attribute; `.value` goes through Enum's descriptor, which the
+        # interrupt-selection functions would pay on every test of every re-evaluation.
+        return bool(self.pending_interrupts & irq._value_)
 
     def loop_state(self) -> tuple[Any, ...]:
         """What one turn of the vCPU loop reads of this env (CPUState.loop_snapshot)."""

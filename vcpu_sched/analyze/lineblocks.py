@@ -16,17 +16,18 @@ READ_BLOCK = 1 << 16  # characters; at most MAX_LINE, so only a block's first li
 
 class LineBlocks:
     """The lines of a file (UTF-8, damaged bytes replaced), a list of them for each block read, without their
-    newlines. A line longer than MAX_LINE comes as its first MAX_LINE + 1 characters, alone or first in its
-    list, the rest of it read and dropped (as files.bounded_lines cuts one). A last line with no newline comes
-    alone in the last list, with `unterminated` set."""
+    newlines; with `joined`, the block's lines come as one string, joined by newlines, after a cut line if any.
+    A line longer than MAX_LINE comes as its first MAX_LINE + 1 characters, first in its list with `cut` set, the
+    rest of it read and dropped (as files.bounded_lines cuts one). A last line with no newline comes alone in
+    the last list, with `unterminated` set."""
 
-    def __init__(self, where: str, path: str | Path, size: int = READ_BLOCK) -> None:
-        self.where, self.path, self.size = where, path, size
-        self.unterminated = False
+    def __init__(self, where: str, path: str | Path, size: int = READ_BLOCK, joined: bool = False) -> None:
+        self.where, self.path, self.size, self.joined = where, path, size, joined
+        self.unterminated = self.cut = False
 
     def __iter__(self) -> Iterator[list[str]]:
         progress = current()
-        size = self.size
+        size, joined = self.size, self.joined
         carry = ""  # the start of a line the previous block did not finish
         skipping = False  # in a line longer than MAX_LINE: read on to its end, keeping nothing
         self.unterminated = False
@@ -35,27 +36,35 @@ class LineBlocks:
                 if progress is not None:
                     progress.advance(len(block))
                 lines: list[str] = []
+                self.cut = False
                 if carry or skipping:  # the block's first line began in an earlier block
                     newline = block.find("\n")
                     if newline < 0:
                         if not skipping:
                             carry += block
                             if len(carry) > MAX_LINE:
+                                self.cut = True
                                 yield [carry[:MAX_LINE + 1]]
                                 carry, skipping = "", True
                         continue
-                    head, block = carry + block[:newline], block[newline + 1:]
-                    carry = ""
-                    if skipping:
+                    if skipping or len(carry) + newline > MAX_LINE:  # its end: dropped, or the line cut
+                        if not skipping:
+                            self.cut = True
+                            lines.append((carry + block[:newline])[:MAX_LINE + 1])
+                        block = block[newline + 1:]
                         skipping = False
                     else:
-                        lines.append(head[:MAX_LINE + 1])
+                        block = carry + block
+                    carry = ""
                 end = block.rfind("\n") + 1
                 carry = block[end:]
                 if end:
-                    lines += block[:end - 1].split("\n")
+                    if joined:
+                        lines.append(block[:end - 1])
+                    else:
+                        lines += block[:end - 1].split("\n")
                 if lines:
                     yield lines
         if carry and not skipping:
-            self.unterminated = True
+            self.unterminated, self.cut = True, False
             yield [carry]

@@ -363,11 +363,11 @@ class TraceFiles:
         path, stats = self.paths[index], self.stats
         number = 0
         findall = _TID_LINES.findall if self.format == "tid" else None
-        blocks = LineBlocks(path, path)
+        blocks = LineBlocks(path, path, joined=findall is not None)
         try:
             for texts in blocks:
                 lines: list[Line] = []
-                if len(texts[0]) > MAX_LINE:  # only a block's first line can be
+                if blocks.cut:  # its first line is longer than MAX_LINE
                     number += 1
                     stats.bad(path, number, f"longer than {MAX_LINE} characters")
                     texts = texts[1:]
@@ -377,13 +377,13 @@ class TraceFiles:
                     number += 1
                     self._line(texts[0], number, index, lines)
                 elif findall is not None:
-                    text = "\n".join(texts)
+                    text = texts[0]  # the block's lines, joined
                     if "\x00" not in text and "\ufffd" not in text:
                         number = self._tid_block(findall(text), number, index, lines)
                     else:
-                        for text in texts:
+                        for one in text.split("\n"):
                             number += 1
-                            self._line(text + "\n", number, index, lines)
+                            self._line(one + "\n", number, index, lines)
                 else:
                     for text in texts:
                         number += 1

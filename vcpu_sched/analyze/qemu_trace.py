@@ -54,7 +54,8 @@ _NS_PER_DIGITS = [10 ** (9 - n) for n in range(10)]  # a fraction of n digits, i
 # Pass one's look at the mutex events: a `taken` mutex (qemu_mutex_locked) and its caller's file:line at the end
 # of a line, found in blocks of bytes by one search each (qemu_summary checks what it suggests in pass two, line
 # by line, counting every mutex event).
-_MUTEX_SCAN = re.compile(rb" taken mutex (0x[0-9a-fA-F]+|\(nil\)) \(([^\n]*:[0-9]+)\)[ \t\r]*$", re.M)
+# One group, "MUTEX (FILE:LINE" (a string is quicker to make and count than a pair), split once counted.
+_MUTEX_SCAN = re.compile(rb" taken mutex ((?:0x[0-9a-fA-F]+|\(nil\)) \([^\n]*:[0-9]+)\)[ \t\r]*$", re.M)
 SCAN_BLOCK = 1 << 18
 BATCH = 512  # lines handed on at a time
 _MUTEX_EVENTS = frozenset(("qemu_mutex_lock", "qemu_mutex_locked", "qemu_mutex_unlock"))
@@ -276,7 +277,7 @@ class TraceFiles:
         blocks of the files' bytes, not a parse of each line: a close count that pass two checks."""
         next_pass()
         progress = current()
-        found: Counter[tuple[bytes, bytes]] = Counter()
+        found: Counter[bytes] = Counter()
         for path in self.paths:
             with open_input(path, path) as stream:
                 tail = b""
@@ -289,7 +290,8 @@ class TraceFiles:
                         progress.advance(len(block) - len(tail))
                 found.update(_MUTEX_SCAN.findall(tail))
         out: Counter[tuple[str, str]] = Counter()
-        for (address, site), n in found.items():
+        for taken, n in found.items():
+            address, site = taken.split(b" (", 1)
             out[address.decode("utf-8", "replace"), site.decode("utf-8", "replace")] += n
         return out
 

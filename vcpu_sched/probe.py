@@ -9,9 +9,7 @@ answered from here as the real binary answered them.
 from __future__ import annotations
 
 import functools
-import gzip
 import json
-from importlib import resources
 from typing import Any
 
 PROBE_VERSIONS = ("7.2", "11.1")
@@ -26,6 +24,9 @@ def probe_key(name: str, args: dict[str, Any]) -> str:
 @functools.cache
 def probe_data(version: str) -> dict[str, Any]:
     """{"greeting": the real binary's, "answers": {probe_key: {"return": ...} or {"error": ...}}}."""
+    import gzip  # here: every run imports this module (QMP's commands), few read the recording
+    from importlib import resources
+
     blob = resources.files("vcpu_sched").joinpath("probe_data", f"{version}.json.gz").read_bytes()
     data: dict[str, Any] = json.loads(gzip.decompress(blob))
     return data

@@ -45,10 +45,12 @@ def _one_at_a_time(times: list[int]) -> tuple[list[Line], int]:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.integers(0, 40), max_size=80), st.lists(st.integers(1, 12), min_size=1, max_size=20),
-       st.booleans())
-def test_blocks_come_out_as_lines_one_at_a_time(times: list[int], sizes: list[int], rising: bool) -> None:
-    if rising:  # mostly in order, as a trace is: a few lines a little early or late
+       st.sampled_from(["random", "rising", "back"]), st.integers(0, 80))
+def test_blocks_come_out_as_lines_one_at_a_time(times: list[int], sizes: list[int], shape: str, back: int) -> None:
+    if shape != "random":  # mostly in order, as a trace is: a few lines a little early or late
         times = [i * 3 + t % 5 for i, t in enumerate(times)]
+    if shape == "back":  # and the clock set back at one line, by more than the window mends
+        times = [t + 200 * (i < back) for i, t in enumerate(times)]
     blocks: list[list[Line]] = []
     lines: list[Line] = [(t, None, "e", str(n), "", None) for n, t in enumerate(times)]
     while lines:

@@ -58,6 +58,7 @@ _NS_PER_DIGITS = [10 ** (9 - n) for n in range(10)]  # a fraction of n digits, i
 _MUTEX_SCAN = re.compile(rb" taken mutex ((?:0x[0-9a-fA-F]+|\(nil\)) \([^\n]*:[0-9]+)\)[ \t\r]*$", re.M)
 SCAN_BLOCK = 1 << 18
 BATCH = 512  # lines handed on at a time
+_time = itemgetter(0)  # a Line's time
 _MUTEX_EVENTS = frozenset(("qemu_mutex_lock", "qemu_mutex_locked", "qemu_mutex_unlock"))
 
 FORMATS = ("tid", "iso", "plain")
@@ -303,7 +304,7 @@ class TraceFiles:
         batch: list[Line] = []
         emitted = -1
         out_of_order = 0
-        first = itemgetter(0)
+        first = _time
         try:
             for lines in self._checked(index):
                 times = list(map(first, lines))
@@ -347,10 +348,7 @@ class TraceFiles:
             if not window or t >= window[-1][0]:
                 window.append(line)
             else:  # after the last line of the window not later than it: heapq's (t_ns, number) order
-                i = len(window) - 2
-                while i >= 0 and window[i][0] > t:
-                    i -= 1
-                window.insert(i + 1, line)
+                window.insert(bisect_right(window, t, key=_time), line)
             if len(window) > REORDER_LINES:
                 emitted, late = _take(window.pop(0), batch, emitted, late)
         if flush:

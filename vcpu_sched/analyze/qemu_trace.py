@@ -58,6 +58,7 @@ _NS_PER_DIGITS = [10 ** (9 - n) for n in range(10)]  # a fraction of n digits, i
 _MUTEX_SCAN = re.compile(rb" taken mutex ((?:0x[0-9a-fA-F]+|\(nil\)) \([^\n]*:[0-9]+)\)[ \t\r]*$", re.M)
 SCAN_BLOCK = 1 << 18
 BATCH = 512  # lines handed on at a time
+EVENTS_KEPT = 4096  # the different events (with their arguments) split and kept, at most: their memory is bounded
 _time = itemgetter(0)  # a Line's time
 _MUTEX_EVENTS = frozenset(("qemu_mutex_lock", "qemu_mutex_locked", "qemu_mutex_unlock"))
 
@@ -439,7 +440,7 @@ class TraceFiles:
             mutex = _mutex_cache.get(args) or _mutex_of_args(args)
             if mutex is None:
                 return None
-        if len(self._events) > 65536:
+        if len(self._events) > EVENTS_KEPT:
             self._events.clear()
         event = self._events[rest] = (name, args, mutex)
         return event

@@ -278,7 +278,7 @@ def _pass_two(files: TraceFiles, bql: str | None, threshold_ns: int, silence_ns:
     # The arguments of every mutex event: [how many lines, the mutex, its site, the site's role and in cpus.c]
     mutex_lines: dict[str, list[Any]] = {}
     per: dict[int | None, PerThread] = {}
-    waiting_bql: dict[int | None, tuple[str, int]] = {}  # the threads with `waiting` set, and it: waiting for the BQL
+    waiting_bql: dict[int | None, tuple[str, int]] = {}  # the threads waiting for the BQL: their `waiting`
     intervals: list[Interval] = []  # with thread ids for names
     holder: Hold | None = None
     longest: Hold | None = None

@@ -137,6 +137,29 @@ def test_sigterm_ends_the_probe_process(tmp_path: Path) -> None:
             proc.wait()
 
 
+def test_the_probe_refuses_bad_capabilities_as_qemu_does(tmp_path: Path) -> None:
+    """The same answers as the model's own QMP server (test_qmp.CAPABILITY_ERRORS, from QEMU 7.2 and 11.1)."""
+    from tests.test_qmp import CAPABILITY_ERRORS
+
+    sock_path = tmp_path / "qmp.monitor"
+    proc = subprocess.Popen([sys.executable, "-m", "vcpu_sched", "qemu", "--qemu-version", "11.1", *PROBE_LINE,
+                             "-qmp", f"unix:{sock_path},server=on,wait=off"], stderr=subprocess.DEVNULL)
+    try:
+        wait_for(sock_path.exists, 60)
+        with _connected(sock_path) as (sock, buf):
+            _receive(sock, buf)  # the greeting
+            for n, (args, desc) in enumerate(CAPABILITY_ERRORS):
+                answer = _exchange(sock, buf, {"execute": "qmp_capabilities", "arguments": args, "id": n})
+                assert answer[-1] == {"error": {"class": "GenericError", "desc": desc}, "id": n}, args
+            answer = _exchange(sock, buf, {"execute": "query-version", "id": "after"})
+            assert answer[-1]["error"]["class"] == "CommandNotFound"  # none of them negotiated
+            answer = _exchange(sock, buf, {"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}, "id": 9})
+            assert answer[-1] == {"return": {}, "id": 9}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 @pytest.mark.parametrize("extra, needle", [
     ([], "-machine none: answers libvirt's probe as a recorded QEMU (no --qemu-version"),
     (["--qemu-version", "10.0"], "(--qemu-version 10.0; recorded: 7.2, 11.1)"),

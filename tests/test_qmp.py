@@ -186,6 +186,32 @@ def test_before_negotiation_every_other_command_is_not_found_with_qemus_hint(fix
         assert answer["error"]["desc"] == "The command no-such-command has not been found"
 
 
+# qmp_capabilities' answers of Debian's QEMU 7.2.22 and 11.1.3 (`-M none -qmp stdio`, checked by hand on
+# 2026-12-05; the two say the same).
+CAPABILITY_ERRORS = [
+    ({"enable": ["foo"]}, "Parameter 'null' does not accept value 'foo'"),
+    ({"enable": [1]}, "Invalid parameter type for 'enable[0]', expected: string"),
+    ({"enable": "oob"}, "Invalid parameter type for 'enable', expected: array"),
+    ({"enable": ["foo", 1]}, "Parameter 'null' does not accept value 'foo'"),
+    ({"enable": [1, "foo"]}, "Invalid parameter type for 'enable[0]', expected: string"),
+]
+
+
+def test_qmp_capabilities_refuses_what_qemu_refuses_in_its_words(fixed: Qemu) -> None:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(fixed.sock))
+        sock.settimeout(10)
+        sock.recv(65536)
+        for args, desc in CAPABILITY_ERRORS:
+            answer = _exchange(sock, json.dumps({"execute": "qmp_capabilities", "arguments": args}))[-1]
+            assert answer == {"error": {"class": "GenericError", "desc": desc}}, args
+        # none of them negotiated: the session still expects qmp_capabilities
+        answer = _exchange(sock, '{"execute": "query-status"}')[-1]
+        assert answer["error"]["class"] == "CommandNotFound"
+        negotiate = {"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}
+        assert _exchange(sock, json.dumps(negotiate))[-1] == {"return": {}}
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["-daemonize"], "-daemonize"),
     (["-qmp", "unix:/tmp/x.sock,server=on,wait=on"], "wait=on"),

@@ -22,7 +22,7 @@ import trio
 from .errors import BadInput
 from .probe import PACKAGE, PROBE_VERSIONS, greeting_version, probe_answer
 from .qemu_cmdline import option_words
-from .qmp import MessageReader, check_request, encode, error, parse_listen
+from .qmp import MessageReader, check_arguments, check_capabilities, check_request, encode, error, parse_listen
 
 
 def write_pidfile(path: str) -> int:
@@ -221,7 +221,13 @@ async def _session(stream: trio.SocketStream, version: str, chardevs: list[tuple
                         answer = error("CommandNotFound", "Capabilities negotiation is already complete, "
                                                           "command ignored")
                     else:
-                        negotiated, oob, answer = True, "oob" in args.get("enable", []), {"return": {}}
+                        try:
+                            check_arguments(name, args)
+                            check_capabilities(args)
+                        except ValueError as e:
+                            answer = error("GenericError", str(e))
+                        else:
+                            negotiated, oob, answer = True, "oob" in args.get("enable", []), {"return": {}}
                 elif not negotiated:
                     answer = error("CommandNotFound", "Expecting capabilities negotiation with 'qmp_capabilities'")
                 elif name == "quit":

@@ -85,6 +85,7 @@ class Scheduler:
         self._waiting: list[Task] = []
         self._wseq: list[int] = []
         self._wstart = 0
+        self._wsorted = True  # _waiting is in the order its tasks began waiting (their `armed`)
         self._uncontended: list[Task] = []
         self._qseq = 0
         self._parked: dict[QemuCond, list[Task]] = {}
@@ -310,7 +311,9 @@ class Scheduler:
         task.prim, task.since = prim, self.now
         if type(prim) is Acquire:
             self._qseq += 1
-            task.qseq = task.armed = self._qseq
+            task.qseq = task.armed = self._qseq  # the latest: appending keeps _wsorted
+            if not self._waiting:
+                self._wsorted = True
             self._waiting.append(task)
             self._wseq.append(task.qseq)
             if task.rec.waited_since is None:  # it found the BQL free when it asked
@@ -337,14 +340,22 @@ class Scheduler:
         # Like a pthread mutex, letting go hands nothing over: every waiter may try, and one gets it.
         ws = self._wstart
         if ws:
-            dropped = self._waiting[:ws]
-            dropped.sort(key=_ARMED)
             first = self._qseq + 1
             self._qseq += ws
+            self._wstart = 0
+            if ws == len(self._waiting):  # every waiter was dropped (most releases): they keep their order
+                if not self._wsorted:
+                    self._waiting.sort(key=_ARMED)
+                    self._wsorted = True
+                self._wseq = list(range(first, first + ws))
+                return
+            dropped = self._waiting[:ws]
+            if not self._wsorted:
+                dropped.sort(key=_ARMED)
             del self._waiting[:ws], self._wseq[:ws]  # in place: thousands of waiters, a release each turn
             self._waiting += dropped
             self._wseq += range(first, first + ws)
-            self._wstart = 0
+            self._wsorted = False
 
     # --- the end ---------------------------------------------------------------------------------
 

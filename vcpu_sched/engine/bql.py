@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..model.cpus import CPUState
@@ -90,15 +90,14 @@ class BqlBook:
         self._now = now_ns
         self._traced = traced
 
-    def _event(self, event: str, thread: str, cpu: CPUState | None, **fields: Any) -> None:
-        if not self._traced(event):  # the commonest events: skip building them when nobody listens
-            return
-        self._trace(event, cpu=cpu_field(cpu), thread=thread, **fields)
+    # The commonest events: each method asks `_traced` first and builds nothing when nobody listens (not
+    # even the keyword arguments of a call: most runs trace none of them).
 
     def want(self, thread: str, cpu: CPUState | None, site: str) -> int | None:
         """A thread is about to take the BQL: the time its wait started, or None if the BQL is free."""
         owner = self.stats.owner
-        self._event("qemu_mutex_lock", thread, cpu, site=site, owner=owner)
+        if self._traced("qemu_mutex_lock"):
+            self._trace("qemu_mutex_lock", cpu=cpu_field(cpu), thread=thread, site=site, owner=owner)
         if owner is None:
             return None
         self.contended(thread, site)
@@ -116,25 +115,31 @@ class BqlBook:
         now = self._now()
         self.stats.blocked.pop(thread, None)
         self.stats.took(thread, site, now, waited_since)
-        self._event("qemu_mutex_locked", thread, cpu, site=site,
-                    waited_ns=now - waited_since if waited_since is not None else 0)
+        if self._traced("qemu_mutex_locked"):
+            self._trace("qemu_mutex_locked", cpu=cpu_field(cpu), thread=thread, site=site,
+                        waited_ns=now - waited_since if waited_since is not None else 0)
 
     def released(self, thread: str, cpu: CPUState | None, site: str) -> None:
         held = self.stats.released(thread, self._now())
-        self._event("qemu_mutex_unlock", thread, cpu, site=site, held_ns=held)
+        if self._traced("qemu_mutex_unlock"):
+            self._trace("qemu_mutex_unlock", cpu=cpu_field(cpu), thread=thread, site=site, held_ns=held)
 
     def cond_wait(self, thread: str, cpu: CPUState | None, cond: str, site: str) -> None:
         self.stats.blocked[thread] = Blocked(cond, self._now(), site)
-        self._event("qemu_cond_wait", thread, cpu, cond=cond, site=site)
+        if self._traced("qemu_cond_wait"):
+            self._trace("qemu_cond_wait", cpu=cpu_field(cpu), thread=thread, cond=cond, site=site)
 
     def cond_woken(self, thread: str, cpu: CPUState | None, cond: str) -> None:
-        self._event("qemu_cond_woken", thread, cpu, cond=cond)
+        if self._traced("qemu_cond_woken"):
+            self._trace("qemu_cond_woken", cpu=cpu_field(cpu), thread=thread, cond=cond)
 
     def event_wait(self, thread: str, cpu: CPUState | None, what: str, site: str) -> None:
         """A wait that is neither the BQL nor a condition wait on it (a QemuEvent, a kernel mutex)."""
         self.stats.blocked[thread] = Blocked(what, self._now(), site)
-        self._event("qemu_event_wait", thread, cpu, what=what, site=site)
+        if self._traced("qemu_event_wait"):
+            self._trace("qemu_event_wait", cpu=cpu_field(cpu), thread=thread, what=what, site=site)
 
     def event_woken(self, thread: str, cpu: CPUState | None, what: str) -> None:
         self.stats.blocked.pop(thread, None)
-        self._event("qemu_event_woken", thread, cpu, what=what)
+        if self._traced("qemu_event_woken"):
+            self._trace("qemu_event_woken", cpu=cpu_field(cpu), thread=thread, what=what)

@@ -32,6 +32,7 @@ import random
 import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from ..errors import ModelError
@@ -77,9 +78,14 @@ class Park(NamedTuple):
     waiter: Waiter | None = None
 
     def woken(self) -> bool:
-        for c, g in zip(self.conds, self.seen):  # noqa: B905 - as long by construction; strict costs a check
-            if c.generation != g:
+        conds, seen = self.conds, self.seen
+        if len(conds) == 1:  # most Parks (every condition wait): no zip to build
+            if conds[0].generation != seen[0]:
                 return True
+        else:
+            for c, g in zip(conds, seen):  # noqa: B905 - as long by construction; strict costs a check
+                if c.generation != g:
+                    return True
         waiter = self.waiter
         return waiter is not None and waiter.signalled
 
@@ -113,8 +119,11 @@ def _release(site: str) -> Release:
 Perform: TypeAlias = Generator[Primitive, Any, Any]
 
 
+_GENERATION = attrgetter("generation")
+
+
 def park_on(conds: tuple[QemuCond, ...], timeout_ns: int | None) -> Park:
-    return Park(conds, tuple(c.generation for c in conds), timeout_ns)
+    return Park(conds, tuple(map(_GENERATION, conds)), timeout_ns)
 
 
 def cond_wait_on(cond: QemuCond, thread: str) -> Park:
@@ -200,10 +209,12 @@ class EngineCore:
         self.effects += 1
         # The effects are NamedTuples nobody subclasses: `type() is` is isinstance here, and cheaper.
         if type(effect) is Spend:
-            yield from self._spend(rec, effect)
+            rest = self.spend(rec, effect)
+            if rest is not None:
+                yield from rest
             return None
         if type(effect) is BqlUnlock:
-            self._unlock(rec, effect.site)
+            self.unlock(rec, effect.site)
             yield _release(effect.site)
             return None
         # A wait's generations are taken where the model decided to wait, before any owed time is paid: a
@@ -215,22 +226,28 @@ class EngineCore:
         if type(effect) is BqlLock:
             if rec.holds_bql:
                 raise ModelError(f"{rec.name} locks the BQL at {effect.site} while it already holds it")
-            yield from self._lock(rec, effect.site)
+            self.want(rec, effect.site)  # _lock, written out (one generator less per effect)
+            yield _acquire(effect.site)
+            self.took(rec, effect.site)
             return None
-        if type(effect) is CondWait:
+        if type(effect) is CondWait:  # the commonest effect: _park and _lock are written out
             assert waits is not None
             park = waits
-            self._unlock(rec, effect.site)
+            self.unlock(rec, effect.site)
             rec.retook_at_once = False
             yield _release(effect.site)
             self.book.cond_wait(rec.name, rec.cpu, effect.cond.name, effect.site)
             try:
-                yield from self._park(park)
+                yield park
+                if self.wake_latency_ns:  # as _park: a condition wait has no timeout
+                    yield Sleep(self._latency(), False)
             finally:  # woken by a broadcast (or the run ended): no later signal may choose this wait
                 if park.waiter in effect.cond.waiters:
                     effect.cond.waiters.remove(park.waiter)
             self.book.cond_woken(rec.name, rec.cpu, effect.cond.name)
-            yield from self._lock(rec, effect.site)
+            self.want(rec, effect.site)
+            yield _acquire(effect.site)
+            self.took(rec, effect.site)
             return None
         if type(effect) is Block:
             assert waits is not None
@@ -243,9 +260,12 @@ class EngineCore:
             return slept
         raise ModelError(f"{rec.name} yielded {effect!r}, which is not an effect")
 
-    def _lock(self, rec: ThreadRec, site: str) -> Perform:
+    def want(self, rec: ThreadRec, site: str) -> None:
+        """Taking the BQL, before its Acquire (then `took`)."""
         rec.waited_since = self.book.want(rec.name, rec.cpu, site)
-        yield _acquire(site)
+
+    def took(self, rec: ThreadRec, site: str) -> None:
+        """Taking the BQL, once its Acquire is done."""
         self.book.took(rec.name, rec.cpu, site, rec.waited_since)
         rec.holds_bql = True
         rec.retook_at_once = rec.retook_at_once and self.takes == rec.released_at_take
@@ -257,7 +277,7 @@ class EngineCore:
         if rec.waited_since is None:
             rec.waited_since = since
 
-    def _unlock(self, rec: ThreadRec, site: str) -> None:
+    def unlock(self, rec: ThreadRec, site: str) -> None:
         if not rec.holds_bql:
             raise ModelError(f"{rec.name} unlocks the BQL at {site} but does not hold it "
                              f"(held by {self.bql.owner or 'nobody'})")
@@ -272,7 +292,7 @@ class EngineCore:
         slept: int = yield park
         if self.wake_latency_ns and (park.timeout_ns is None or slept < park.timeout_ns):
             latency = self._latency()
-            yield Sleep(latency, busy=False)
+            yield Sleep(latency, False)
             slept += latency
         return slept
 
@@ -287,7 +307,10 @@ class EngineCore:
             r = getrandbits(bits)
         return r
 
-    def _spend(self, rec: ThreadRec, effect: Spend) -> Perform:
+    def spend(self, rec: ThreadRec, effect: Spend) -> Perform | None:
+        """A Spend's bookkeeping, done here; the rest of it to perform, or None when it has no primitive
+        (most Spends: the time is only owed). An engine may call this instead of `perform` for a Spend
+        (counting it in `effects`), so that these need no generator of their own."""
         cpu = effect.spin
         if cpu is not None and self.fast_forward:
             snapshot = cpu.loop_snapshot()
@@ -295,9 +318,16 @@ class EngineCore:
             unchanged = rec.holds_bql and kept and snapshot == rec.last_snapshot
             rec.last_snapshot, rec.released_since_spend, rec.retook_at_once = snapshot, False, False
             if unchanged:
-                park = park_on(effect.wake, None)
-                yield from self._pay(rec)
-                yield from self._fast_forward(rec, cpu, effect, park)
+                return self._spin_parked(rec, cpu, effect, park_on(effect.wake, None))
+        rec.owed_ns += effect.ns
+        if rec.owed_ns >= self.quantum_ns:
+            return self._pay(rec)
+        return None
+
+    def _spin_parked(self, rec: ThreadRec, cpu: CPUState, effect: Spend, park: Park) -> Perform:
+        """The rest of a Spend whose loop turn changed nothing: pay, fast-forward, then owe the turn."""
+        yield from self._pay(rec)
+        yield from self._fast_forward(rec, cpu, effect, park)
         rec.owed_ns += effect.ns
         if rec.owed_ns >= self.quantum_ns:
             yield from self._pay(rec)
@@ -305,7 +335,7 @@ class EngineCore:
     def _pay(self, rec: ThreadRec) -> Perform:
         owed, rec.owed_ns = rec.owed_ns, 0
         if owed:
-            yield Sleep(owed, busy=rec.cpu is not None)
+            yield Sleep(owed, rec.cpu is not None)  # positional: cheaper
 
     def _fast_forward(self, rec: ThreadRec, cpu: CPUState, effect: Spend, park: Park) -> Perform:
         start = rec.ff_since = self.now_ns()

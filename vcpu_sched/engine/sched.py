@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from ..model.effects import Effect, QemuCond
+from ..model.effects import BqlLock, BqlUnlock, Effect, QemuCond, Spend
 from .core import Acquire, EngineCore, Park, Perform, Primitive, Release, Sleep, ThreadRec
 
 
@@ -247,19 +247,46 @@ class Scheduler:
     def _advance(self, task: Task, value: Any, run_on: bool = False) -> None:
         # The hottest loop of a run: `_goes_on` and `_release`'s test are written out here.
         core = self.core
-        machine, bql, timed = core.machine, core.bql, self.timed
+        machine, bql, timed, rec, gen = core.machine, core.bql, self.timed, task.rec, task.gen
         new_effect = False
         while True:
             try:
                 prim = task.perform.send(value)
             except StopIteration as stop:
-                try:
-                    effect = task.gen.send(stop.value)
-                except StopIteration:
-                    task.done = True
-                    return
-                task.perform = core.perform(task.rec, effect)
-                value, new_effect = None, True
+                value = stop.value
+                while True:  # the thread's next effect
+                    try:
+                        effect = gen.send(value)
+                    except StopIteration:
+                        task.done = True
+                        return
+                    # Done here without a `perform` generator: a Spend that only owes its time, and with
+                    # run_on (until the guest has finished: an effect's start is no choice point then) a
+                    # BqlUnlock and a BqlLock of the free BQL. Each does what perform and this loop would
+                    # do with its primitives, through perform's own parts (spend, unlock, want, took).
+                    value = None
+                    if type(effect) is Spend:
+                        core.effects += 1
+                        rest = core.spend(rec, effect)
+                        if rest is None:
+                            continue
+                        task.perform = rest
+                        break
+                    if run_on and not machine.finished and core.verdict is None:
+                        if type(effect) is BqlUnlock:
+                            core.effects += 1
+                            core.unlock(rec, effect.site)
+                            if self._wstart:
+                                self._release()
+                            continue
+                        if type(effect) is BqlLock and bql.owner is None and not rec.owed_ns and not rec.holds_bql:
+                            core.effects += 1
+                            core.want(rec, effect.site)
+                            core.took(rec, effect.site)
+                            continue
+                    task.perform = core.perform(rec, effect)
+                    break
+                new_effect = True
                 continue
             kind = type(prim)
             if kind is Release:

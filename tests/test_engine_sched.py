@@ -1,5 +1,6 @@
 """The scheduler's shortcuts change no run: the BQL's waiters, queued again at each release, keep the order
-they began waiting in without being sorted each time (Scheduler._wsorted)."""
+they began waiting in without being sorted each time (Scheduler._wsorted), and their places are a range
+while they are consecutive (Scheduler._wseq)."""
 
 from __future__ import annotations
 
@@ -66,18 +67,20 @@ def _contended_run() -> tuple[list[str], tuple[object, ...]]:
 
 def test_waiters_take_the_bql_in_the_same_order_as_when_sorted_at_each_release(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    unsorted = 0
+    unsorted = ranges = 0
     release = Scheduler._release
 
     def counting_release(self: Scheduler) -> None:
-        nonlocal unsorted
+        nonlocal unsorted, ranges
         if self._wstart and not self._wsorted:
             unsorted += 1
         release(self)
+        ranges += type(self._wseq) is range
 
     monkeypatch.setattr(Scheduler, "_release", counting_release)
     order, summary = _contended_run()
     assert unsorted > 10, "the run must also take the path where the waiters are out of order"
+    assert ranges > 10
     assert summary[0] == "booted" and len(order) > 1000
 
     monkeypatch.setattr(Scheduler, "_release", _release_sorting_each_time)

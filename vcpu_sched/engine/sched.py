@@ -83,7 +83,9 @@ class Scheduler:
         # waiters not yet found contended (core.contended is due when one is first dropped).
         self._ready: list[Task] = []  # the other queued tasks, in ready order
         self._waiting: list[Task] = []
-        self._wseq: list[int] = []
+        # After a release that found every waiter dropped their places are consecutive: a range, until a
+        # change other than the first waiter leaving (the commonest) makes it a list again.
+        self._wseq: list[int] | range = []
         self._wstart = 0
         self._wsorted = True  # _waiting is in the order its tasks began waiting (their `armed`)
         self._uncontended: list[Task] = []
@@ -225,7 +227,11 @@ class Scheduler:
         prim = task.prim
         if type(prim) is Acquire:
             at = self._waiting.index(task, self._wstart)
-            del self._waiting[at], self._wseq[at]
+            del self._waiting[at]
+            if at == 0 and type(self._wseq) is range:
+                self._wseq = self._wseq[1:]
+            else:
+                self._wseq_list().pop(at)
             if task in self._uncontended:
                 self._uncontended.remove(task)
         else:
@@ -342,7 +348,7 @@ class Scheduler:
             if not self._waiting:
                 self._wsorted = True
             self._waiting.append(task)
-            self._wseq.append(task.qseq)
+            self._wseq_list().append(task.qseq)
             if task.rec.waited_since is None:  # it found the BQL free when it asked
                 self._uncontended.append(task)
             return
@@ -374,15 +380,22 @@ class Scheduler:
                 if not self._wsorted:
                     self._waiting.sort(key=_ARMED)
                     self._wsorted = True
-                self._wseq = list(range(first, first + ws))
+                self._wseq = range(first, first + ws)
                 return
             dropped = self._waiting[:ws]
             if not self._wsorted:
                 dropped.sort(key=_ARMED)
-            del self._waiting[:ws], self._wseq[:ws]  # in place: thousands of waiters, a release each turn
+            wseq = self._wseq_list()
+            del self._waiting[:ws], wseq[:ws]  # in place: thousands of waiters, a release each turn
             self._waiting += dropped
-            self._wseq += range(first, first + ws)
+            wseq += range(first, first + ws)
             self._wsorted = False
+
+    def _wseq_list(self) -> list[int]:
+        if type(self._wseq) is range:
+            self._wseq = list(self._wseq)
+        assert type(self._wseq) is list
+        return self._wseq
 
     # --- the end ---------------------------------------------------------------------------------
 

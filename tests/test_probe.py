@@ -122,19 +122,26 @@ def test_the_entry_point_daemonizes_and_answers_the_probe(version: str, tmp_path
             os.kill(pid, signal.SIGKILL)
 
 
-def test_sigterm_ends_the_probe_process(tmp_path: Path) -> None:
-    sock_path = tmp_path / "qmp.monitor"
+@contextlib.contextmanager
+def _probe_process(sock_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`vcpu-sched qemu` answering the probe as 11.1 on `sock_path`, once it listens; killed if still there."""
     proc = subprocess.Popen([sys.executable, "-m", "vcpu_sched", "qemu", "--qemu-version", "11.1", *PROBE_LINE,
                              "-qmp", f"unix:{sock_path},server=on,wait=off"], stderr=subprocess.DEVNULL)
     try:
         wait_for(sock_path.exists, 60)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-        assert not sock_path.exists()
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sigterm_ends_the_probe_process(tmp_path: Path) -> None:
+    sock_path = tmp_path / "qmp.monitor"
+    with _probe_process(sock_path) as proc:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert not sock_path.exists()
 
 
 def test_the_probe_refuses_bad_capabilities_as_qemu_does(tmp_path: Path) -> None:
@@ -142,22 +149,15 @@ def test_the_probe_refuses_bad_capabilities_as_qemu_does(tmp_path: Path) -> None
     from tests.test_qmp import CAPABILITY_ERRORS
 
     sock_path = tmp_path / "qmp.monitor"
-    proc = subprocess.Popen([sys.executable, "-m", "vcpu_sched", "qemu", "--qemu-version", "11.1", *PROBE_LINE,
-                             "-qmp", f"unix:{sock_path},server=on,wait=off"], stderr=subprocess.DEVNULL)
-    try:
-        wait_for(sock_path.exists, 60)
-        with _connected(sock_path) as (sock, buf):
-            _receive(sock, buf)  # the greeting
-            for n, (args, desc) in enumerate(CAPABILITY_ERRORS):
-                answer = _exchange(sock, buf, {"execute": "qmp_capabilities", "arguments": args, "id": n})
-                assert answer[-1] == {"error": {"class": "GenericError", "desc": desc}, "id": n}, args
-            answer = _exchange(sock, buf, {"execute": "query-version", "id": "after"})
-            assert answer[-1]["error"]["class"] == "CommandNotFound"  # none of them negotiated
-            answer = _exchange(sock, buf, {"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}, "id": 9})
-            assert answer[-1] == {"return": {}, "id": 9}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with _probe_process(sock_path), _connected(sock_path) as (sock, buf):
+        _receive(sock, buf)  # the greeting
+        for n, (args, desc) in enumerate(CAPABILITY_ERRORS):
+            answer = _exchange(sock, buf, {"execute": "qmp_capabilities", "arguments": args, "id": n})
+            assert answer[-1] == {"error": {"class": "GenericError", "desc": desc}, "id": n}, args
+        answer = _exchange(sock, buf, {"execute": "query-version", "id": "after"})
+        assert answer[-1]["error"]["class"] == "CommandNotFound"  # none of them negotiated
+        answer = _exchange(sock, buf, {"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}, "id": 9})
+        assert answer[-1] == {"return": {}, "id": 9}
 
 
 @pytest.mark.parametrize("extra, needle", [

@@ -437,7 +437,7 @@ class TraceFiles:
         args = args.rstrip()
         mutex = None
         if name in _MUTEX_EVENTS:
-            mutex = _mutex_cache.get(args) or _mutex_of_args(args)
+            mutex = _mutex_of_args(args)  # once per different rest: the split is kept in _events
             if mutex is None:
                 return None
         if len(self._events) > EVENTS_KEPT:
